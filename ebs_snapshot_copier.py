@@ -1,0 +1,430 @@
+"""EBS snapshot copier: copy completed automated snapshots into the regions of their Copy_Dest.
+
+Runs as an AWS Lambda function (handler ``ebs_snapshot_copier.lambda_handler``) in each
+source region, a few hours after the creator, or from the command line. Region:
+``AWS_REGION``, else ``AWS_DEFAULT_REGION``. It reads its own region and each destination;
+it writes only into destinations, and only copies.
+
+Snapshot tags read (on primaries, written by the creator)
+    Type=Automated, Copy_Dest   only such snapshots, when completed, are copied; a snapshot
+                                with Source_SnapshotId is a copy and is never copied again.
+    DeleteOn                    a primary whose DeleteOn has come (today or earlier) is not
+                                copied; one that is not YYYY-MM-DD warns and is not copied.
+    KeepForever                 carried onto the copies, new and existing.
+Snapshot tags written on each copy, in the CopySnapshot call itself:
+    Type=Automated, DeleteOn and Name (as on the primary), KeepForever (if the primary has
+    it), Source_SnapshotId=<primary id>, Source_Region=<this region>.
+    The copy keeps the primary's description. Encrypted primaries are copied with the
+    destination region's default EBS key (no KmsKeyId is passed).
+
+A destination that already holds a copy of a primary (any state, pending included) gets no
+second one, so running twice copies nothing twice. When AWS refuses more concurrent copies
+into a region (ResourceLimitExceeded, 20 in flight per destination), the copier stops
+copying into that region for this run and reports how many copies it deferred; the next run
+continues. That is not a failure.
+
+Event
+    {}  or an EventBridge scheduled event     every eligible primary of the region
+    {"dry_run": true}                         change nothing; report what would be copied
+
+Returns a JSON-serialisable summary. If any item failed, every other item is still done,
+then JobFailed is raised naming each failure.
+
+IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
+(with the copy, and KeepForever on existing copies), KMS use through EC2 for encrypted copies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import UTC, date, datetime
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+JOB = "copier"
+
+# ---- shared block: identical in the three job files (tests/test_shared_block.py) ----
+TAG_BACKUP = "Backup"
+TAG_RETENTION = "Retention"
+TAG_COPY_DEST = "Copy_Dest"
+TAG_NAME = "Name"
+TAG_TYPE = "Type"
+TAG_DELETE_ON = "DeleteOn"
+TAG_KEEP_FOREVER = "KeepForever"
+TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
+TAG_SOURCE_REGION = "Source_Region"
+AUTOMATED = "Automated"
+DEFAULT_RETENTION_DAYS = 7
+TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
+FALSE_WORDS = frozenset({"no", "false", "0", "off"})
+PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
+# Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
+RETRIES = {"mode": "standard", "total_max_attempts": 10}
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
+
+
+class JobFailed(Exception):
+    """Some items failed; all others were done. ``summary`` is the full result."""
+
+    def __init__(self, summary):
+        self.summary = summary
+        names = "; ".join(f"{f['id']}: {f['error']}" for f in summary["failures"])
+        super().__init__(
+            f"{summary['job']} in {summary['region']}: {len(summary['failures'])} failed: {names}"
+        )
+
+
+def parse_bool(value):
+    """True or False for a recognised word (any case, or a JSON bool); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
+def parse_date(value):
+    """A strict YYYY-MM-DD date, or None: never guess at other formats."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def tag_map(resource):
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def is_kept_forever(tags):
+    """KeepForever with any value except a no-word (No/false/0/off) keeps a snapshot."""
+    return TAG_KEEP_FOREVER in tags and parse_bool(tags[TAG_KEEP_FOREVER]) is not False
+
+
+def clean_regions(value, enabled, home):
+    """Split a Copy_Dest value; return (regions to copy to, [(entry, why dropped)])."""
+    keep, dropped = [], []
+    for entry in re.split(r"[\s,]+", value.strip()):
+        if not entry or entry in keep:
+            continue
+        if entry == home:
+            dropped.append((entry, "is this region"))
+        elif entry not in enabled:
+            dropped.append((entry, "is not an enabled region of this account"))
+        else:
+            keep.append(entry)
+    return keep, dropped
+
+
+def event_dry_run(event):
+    """Strict: a dry_run the job cannot read stops it before it changes anything."""
+    flag = parse_bool(event.get("dry_run", False))
+    if flag is None:
+        raise ValueError(f"event dry_run must be true or false, not {event['dry_run']!r}")
+    return flag
+
+
+def resolve_region(region=None):
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ValueError("no region: set AWS_REGION or AWS_DEFAULT_REGION")
+    return region
+
+
+def utc_today(now=None):
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def make_client(service, region):
+    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
+    config = Config(retries=dict(RETRIES), user_agent_extra="ebs-snapshot-lifecycle")
+    return boto3.client(service, region_name=region, config=config)
+
+
+def enabled_regions(ec2):
+    """Regions enabled for this account (opt-in regions only once opted in)."""
+    return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def paginate(ec2, operation, key, **params):
+    pages = ec2.get_paginator(operation).paginate(
+        **params, PaginationConfig={"PageSize": PAGE_SIZE}
+    )
+    for page in pages:
+        yield from page[key]
+
+
+def error_code(exc):
+    return exc.response.get("Error", {}).get("Code", "Unknown")
+
+
+def log(level, job, region, action, **fields):
+    """One JSON object per line; LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold."""
+    wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
+    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.upper(), 20):
+        return
+    line = {"level": level, "job": job, "region": region, "action": action, **fields}
+    print(json.dumps(line, default=str), file=sys.stderr, flush=True)
+
+
+class Summary:
+    """What a run did, item by item: created/copied/deleted/tagged, or in a dry run
+    would_create/would_copy/would_delete/would_tag; skipped, warnings and failures."""
+
+    def __init__(self, job, region, today, dry_run, event_id=None):
+        self.job, self.region, self.dry_run = job, region, dry_run
+        self.data = {
+            "job": job,
+            "region": region,
+            "date": today.isoformat(),
+            "dry_run": dry_run,
+            "event_id": event_id,
+            "counts": {},
+            "skipped": [],
+            "warnings": [],
+            "failures": [],
+        }
+
+    def add(self, kind, level="INFO", **item):
+        self.data.setdefault(kind, []).append(item)
+        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
+        log(level, self.job, self.region, kind, **item)
+
+    def did(self, action, **item):
+        self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
+
+    def count(self, kind, n=1):
+        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
+
+    def skip(self, id, reason, **item):
+        self.add("skipped", id=id, reason=reason, **item)
+
+    def warn(self, id, reason, **item):
+        self.add("warnings", "WARNING", id=id, reason=reason, **item)
+
+    def fail(self, id, error, **item):
+        self.add("failures", "ERROR", id=id, error=error, **item)
+
+    def result(self):
+        """The summary; raises JobFailed after the fact if any item failed."""
+        if self.data["failures"]:
+            raise JobFailed(self.data)
+        return self.data
+
+
+# ---- end of shared block ----
+COPY_LIMIT_CODE = "ResourceLimitExceeded"  # too many copies in flight into one region
+
+
+# ---- decisions: pure functions of the snapshots and today's date ----
+
+
+def primary_record(snapshot, enabled, region, today):
+    """(primary or None, notes) for one listed snapshot.
+
+    A primary is dict(id, tags, description, dests, copy) where ``copy`` says whether
+    missing copies may be made; a note is (kind, id, reason).
+    """
+    sid, tags = snapshot["SnapshotId"], tag_map(snapshot)
+    if TAG_SOURCE_SNAPSHOT in tags:  # a copy: copying it again would loop between regions
+        return None, []
+    dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
+    notes = [("warn", sid, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
+    delete_on = parse_date(tags.get(TAG_DELETE_ON))
+    if delete_on is None:
+        notes.append(
+            (
+                "warn",
+                sid,
+                f"DeleteOn {tags.get(TAG_DELETE_ON)!r} is not a YYYY-MM-DD date; not copied",
+            )
+        )
+    record = {
+        "id": sid,
+        "tags": tags,
+        "description": snapshot.get("Description", ""),
+        "dests": dests,
+        "copy": delete_on is not None and delete_on > today,
+        "delete_on": delete_on,
+    }
+    return record, notes
+
+
+def copy_tags(primary, region):
+    tags = {
+        TAG_TYPE: AUTOMATED,
+        TAG_DELETE_ON: primary["tags"][TAG_DELETE_ON],
+        TAG_SOURCE_SNAPSHOT: primary["id"],
+        TAG_SOURCE_REGION: region,
+    }
+    for key in (TAG_KEEP_FOREVER, TAG_NAME):
+        if key in primary["tags"]:
+            tags[key] = primary["tags"][key]
+    return tags
+
+
+def plan_destination(primaries, existing):
+    """Actions for one destination, oldest primary first.
+
+    ``existing`` maps primary ids to the copies the destination already holds. Actions:
+    ("copy", primary), ("keep", primary, copy id) to carry KeepForever onto a copy, and
+    ("skip", primary, reason).
+    """
+    actions = []
+    for primary in primaries:
+        copies = existing.get(primary["id"], [])
+        if not copies and primary["copy"]:
+            actions.append(("copy", primary))
+        elif not copies and primary["delete_on"] is not None:
+            actions.append(
+                ("skip", primary, f"DeleteOn {primary['delete_on']} has come; not copied")
+            )
+        elif is_kept_forever(primary["tags"]):
+            actions += [
+                ("keep", primary, c["SnapshotId"])
+                for c in copies
+                if not is_kept_forever(tag_map(c))
+            ]
+    return actions
+
+
+# ---- AWS: reading and acting ----
+
+
+def list_primaries(ec2):
+    """Completed automated snapshots of this account that ask for copies, oldest first."""
+    snaps = paginate(
+        ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[
+            {"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]},
+            {"Name": "tag-key", "Values": [TAG_COPY_DEST]},
+            {"Name": "status", "Values": ["completed"]},
+        ],
+    )
+    return sorted(snaps, key=lambda s: (s["StartTime"], s["SnapshotId"]))
+
+
+def existing_copies(dest_ec2, region):
+    """{primary id: [copies]} for the copies of this region's snapshots, in any state."""
+    found = {}
+    for snap in paginate(
+        dest_ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}],
+    ):
+        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
+        if source:
+            found.setdefault(source, []).append(snap)
+    return found
+
+
+def copy_snapshot(dest_ec2, dest, primary, summary):
+    """Start one copy; returns False when the destination refuses more concurrent copies."""
+    tags = copy_tags(primary, summary.region)
+    item = {
+        "source_snapshot_id": primary["id"],
+        "dest_region": dest,
+        "delete_on": tags[TAG_DELETE_ON],
+    }
+    if summary.dry_run:
+        summary.did("copy", **item)
+        return True
+    params = {
+        "SourceRegion": summary.region,
+        "SourceSnapshotId": primary["id"],
+        "TagSpecifications": [
+            {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ],
+    }
+    if primary["description"]:
+        params["Description"] = primary["description"]
+    try:
+        copy = dest_ec2.copy_snapshot(**params)
+    except ClientError as exc:
+        if error_code(exc) == COPY_LIMIT_CODE:
+            return False
+        summary.fail(primary["id"], f"{error_code(exc)}: {exc}", dest_region=dest)
+        return True
+    summary.did("copy", snapshot_id=copy["SnapshotId"], **item)
+    return True
+
+
+def keep_forever(dest_ec2, dest, primary, copy_id, summary):
+    value = primary["tags"][TAG_KEEP_FOREVER]
+    item = {
+        "snapshot_id": copy_id,
+        "dest_region": dest,
+        "source_snapshot_id": primary["id"],
+        "tag": f"{TAG_KEEP_FOREVER}={value}",
+    }
+    try:
+        if not summary.dry_run:
+            dest_ec2.create_tags(
+                Resources=[copy_id], Tags=[{"Key": TAG_KEEP_FOREVER, "Value": value}]
+            )
+    except ClientError as exc:
+        summary.fail(copy_id, f"{error_code(exc)}: {exc}", dest_region=dest)
+        return
+    summary.did("tag", **item)
+
+
+def copy_into(dest, primaries, summary):
+    """Bring one destination up to date; the copy limit stops copies, not KeepForever."""
+    dest_ec2 = make_client("ec2", dest)
+    try:
+        existing = existing_copies(dest_ec2, summary.region)
+    except ClientError as exc:
+        summary.fail(dest, f"cannot list copies there: {error_code(exc)}: {exc}")
+        return
+    deferred = 0
+    for action in plan_destination(primaries, existing):
+        kind, primary = action[0], action[1]
+        if kind == "skip":
+            summary.skip(primary["id"], action[2], dest_region=dest)
+        elif kind == "keep":
+            keep_forever(dest_ec2, dest, primary, action[2], summary)
+        elif deferred or not copy_snapshot(dest_ec2, dest, primary, summary):
+            deferred += 1
+    if deferred:
+        summary.add(
+            "deferred",
+            "WARNING",
+            id=dest,
+            count=deferred,
+            reason="AWS refused more concurrent copies into this region; the next run continues",
+        )
+
+
+def run(event=None, context=None, *, region=None, now=None):
+    """One copier run; ``now`` (a datetime) is injectable for tests and the demo."""
+    event = event or {}
+    region = resolve_region(region)
+    today = utc_today(now)
+    summary = Summary(JOB, region, today, event_dry_run(event), event.get("id"))
+    ec2 = make_client("ec2", region)
+    enabled = enabled_regions(ec2)
+    by_dest = {}
+    for snapshot in list_primaries(ec2):
+        primary, notes = primary_record(snapshot, enabled, region, today)
+        for kind, rid, reason in notes:
+            (summary.warn if kind == "warn" else summary.skip)(rid, reason)
+        for dest in primary["dests"] if primary else ():
+            by_dest.setdefault(dest, []).append(primary)
+    for dest in sorted(by_dest):
+        copy_into(dest, by_dest[dest], summary)
+    return summary.result()
+
+
+def lambda_handler(event, context):
+    return run(event, context)

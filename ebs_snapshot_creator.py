@@ -1,0 +1,417 @@
+"""EBS snapshot creator: snapshot every EBS volume of each instance tagged Backup=Yes.
+
+Runs as an AWS Lambda function (handler ``ebs_snapshot_creator.lambda_handler``), once a
+day per region, or from the command line. Region: ``AWS_REGION``, else ``AWS_DEFAULT_REGION``.
+
+Instance tags read
+    Backup      Yes/true/1/on (any case) enables backups; No/false/0/off disables; any other
+                value is reported as a warning and the instance is skipped.
+    Retention   days to keep its snapshots: a whole number, 1 or more (default 7). Anything
+                else warns and uses 7; more than 36500 warns and uses 36500.
+    Copy_Dest   regions that receive a copy, separated by commas or spaces. Entries that are
+                not enabled regions of this account, or that name this region, warn and are
+                dropped.
+    Name        used in the snapshot description and copied to the snapshot's Name tag.
+Volume tag read
+    Backup      No/false/0/off leaves this one volume out of an enabled instance.
+
+Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), never later:
+    Type=Automated, DeleteOn=<YYYY-MM-DD, today (UTC) + Retention>, Copy_Dest=<clean list>
+    (only when there is one), Name=<instance Name> (only when there is one).
+Snapshot description: "<Name> (<instance-id>) - <volume-id> (<device>) - <region>".
+
+Instances in every state except terminated and shutting-down are snapshotted (a stopped
+instance's volumes hold data too). Instance-store volumes have no EBS snapshot and are
+ignored.
+
+Event
+    {}  or an EventBridge scheduled event     every enabled instance in the region
+    {"instance_ids": ["i-...", ...]}          only these (still only if Backup enables them);
+                                              an id that does not exist is a failure
+    {"dry_run": true}                         change nothing; report what would be created
+
+Returns a JSON-serialisable summary. If any item failed, every other item is still done,
+then JobFailed is raised naming each failure, so the invocation counts as failed.
+
+IAM actions: ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions,
+ec2:CreateSnapshot, ec2:CreateTags (only as part of CreateSnapshot).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+JOB = "creator"
+
+# ---- shared block: identical in the three job files (tests/test_shared_block.py) ----
+TAG_BACKUP = "Backup"
+TAG_RETENTION = "Retention"
+TAG_COPY_DEST = "Copy_Dest"
+TAG_NAME = "Name"
+TAG_TYPE = "Type"
+TAG_DELETE_ON = "DeleteOn"
+TAG_KEEP_FOREVER = "KeepForever"
+TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
+TAG_SOURCE_REGION = "Source_Region"
+AUTOMATED = "Automated"
+DEFAULT_RETENTION_DAYS = 7
+TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
+FALSE_WORDS = frozenset({"no", "false", "0", "off"})
+PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
+# Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
+RETRIES = {"mode": "standard", "total_max_attempts": 10}
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
+
+
+class JobFailed(Exception):
+    """Some items failed; all others were done. ``summary`` is the full result."""
+
+    def __init__(self, summary):
+        self.summary = summary
+        names = "; ".join(f"{f['id']}: {f['error']}" for f in summary["failures"])
+        super().__init__(
+            f"{summary['job']} in {summary['region']}: {len(summary['failures'])} failed: {names}"
+        )
+
+
+def parse_bool(value):
+    """True or False for a recognised word (any case, or a JSON bool); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
+def parse_date(value):
+    """A strict YYYY-MM-DD date, or None: never guess at other formats."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def tag_map(resource):
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def is_kept_forever(tags):
+    """KeepForever with any value except a no-word (No/false/0/off) keeps a snapshot."""
+    return TAG_KEEP_FOREVER in tags and parse_bool(tags[TAG_KEEP_FOREVER]) is not False
+
+
+def clean_regions(value, enabled, home):
+    """Split a Copy_Dest value; return (regions to copy to, [(entry, why dropped)])."""
+    keep, dropped = [], []
+    for entry in re.split(r"[\s,]+", value.strip()):
+        if not entry or entry in keep:
+            continue
+        if entry == home:
+            dropped.append((entry, "is this region"))
+        elif entry not in enabled:
+            dropped.append((entry, "is not an enabled region of this account"))
+        else:
+            keep.append(entry)
+    return keep, dropped
+
+
+def event_dry_run(event):
+    """Strict: a dry_run the job cannot read stops it before it changes anything."""
+    flag = parse_bool(event.get("dry_run", False))
+    if flag is None:
+        raise ValueError(f"event dry_run must be true or false, not {event['dry_run']!r}")
+    return flag
+
+
+def resolve_region(region=None):
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ValueError("no region: set AWS_REGION or AWS_DEFAULT_REGION")
+    return region
+
+
+def utc_today(now=None):
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def make_client(service, region):
+    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
+    config = Config(retries=dict(RETRIES), user_agent_extra="ebs-snapshot-lifecycle")
+    return boto3.client(service, region_name=region, config=config)
+
+
+def enabled_regions(ec2):
+    """Regions enabled for this account (opt-in regions only once opted in)."""
+    return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def paginate(ec2, operation, key, **params):
+    pages = ec2.get_paginator(operation).paginate(
+        **params, PaginationConfig={"PageSize": PAGE_SIZE}
+    )
+    for page in pages:
+        yield from page[key]
+
+
+def error_code(exc):
+    return exc.response.get("Error", {}).get("Code", "Unknown")
+
+
+def log(level, job, region, action, **fields):
+    """One JSON object per line; LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold."""
+    wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
+    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.upper(), 20):
+        return
+    line = {"level": level, "job": job, "region": region, "action": action, **fields}
+    print(json.dumps(line, default=str), file=sys.stderr, flush=True)
+
+
+class Summary:
+    """What a run did, item by item: created/copied/deleted/tagged, or in a dry run
+    would_create/would_copy/would_delete/would_tag; skipped, warnings and failures."""
+
+    def __init__(self, job, region, today, dry_run, event_id=None):
+        self.job, self.region, self.dry_run = job, region, dry_run
+        self.data = {
+            "job": job,
+            "region": region,
+            "date": today.isoformat(),
+            "dry_run": dry_run,
+            "event_id": event_id,
+            "counts": {},
+            "skipped": [],
+            "warnings": [],
+            "failures": [],
+        }
+
+    def add(self, kind, level="INFO", **item):
+        self.data.setdefault(kind, []).append(item)
+        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
+        log(level, self.job, self.region, kind, **item)
+
+    def did(self, action, **item):
+        self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
+
+    def count(self, kind, n=1):
+        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
+
+    def skip(self, id, reason, **item):
+        self.add("skipped", id=id, reason=reason, **item)
+
+    def warn(self, id, reason, **item):
+        self.add("warnings", "WARNING", id=id, reason=reason, **item)
+
+    def fail(self, id, error, **item):
+        self.add("failures", "ERROR", id=id, error=error, **item)
+
+    def result(self):
+        """The summary; raises JobFailed after the fact if any item failed."""
+        if self.data["failures"]:
+            raise JobFailed(self.data)
+        return self.data
+
+
+# ---- end of shared block ----
+
+SKIPPED_STATES = ("terminated", "shutting-down")
+LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
+MAX_TAG_VALUE = 256  # EC2's limit on a tag value
+
+
+# ---- decisions: pure functions of the resources and today's date ----
+
+
+def parse_retention(value):
+    """(days, warning or None) for a Retention tag value; None means the tag is absent."""
+    if value is None:
+        return DEFAULT_RETENTION_DAYS, None
+    text = value.strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        return DEFAULT_RETENTION_DAYS, (
+            f"Retention {value!r} is not a whole number of days >= 1; "
+            f"using {DEFAULT_RETENTION_DAYS}"
+        )
+    if int(text) > MAX_RETENTION_DAYS:
+        return MAX_RETENTION_DAYS, f"Retention {value!r} is too large; using {MAX_RETENTION_DAYS}"
+    return int(text), None
+
+
+def describe(name, instance_id, volume_id, device, region):
+    who = f"{name} ({instance_id})" if name else instance_id
+    return f"{who} - {volume_id} ({device}) - {region}"[:MAX_DESCRIPTION]
+
+
+def snapshot_tags(name, delete_on, copy_dest):
+    tags = {TAG_TYPE: AUTOMATED, TAG_DELETE_ON: delete_on.isoformat()}
+    if copy_dest:
+        tags[TAG_COPY_DEST] = ",".join(copy_dest)
+    if name:
+        tags[TAG_NAME] = name[:MAX_TAG_VALUE]
+    return tags
+
+
+def plan_instance(instance, volume_backup, enabled, region, today):
+    """(snapshots to create, notes) for one instance.
+
+    ``volume_backup`` maps volume ids to their own Backup tag values. A snapshot is a
+    dict(volume_id, instance_id, device, description, tags, copy_dest); a note is (kind, id, reason)
+    with kind "skip" or "warn".
+    """
+    iid, tags = instance["InstanceId"], tag_map(instance)
+    state = instance.get("State", {}).get("Name")
+    backup = parse_bool(tags.get(TAG_BACKUP, "no"))
+    if backup is None:
+        return [], [
+            ("warn", iid, f"Backup {tags[TAG_BACKUP]!r} is not yes/no; instance skipped"),
+            ("skip", iid, "Backup tag not recognised"),
+        ]
+    if not backup:
+        return [], [("skip", iid, "Backup tag does not enable backups")]
+    if state in SKIPPED_STATES:
+        return [], [("skip", iid, f"instance is {state}")]
+    notes = []
+    retention, problem = parse_retention(tags.get(TAG_RETENTION))
+    if problem:
+        notes.append(("warn", iid, problem))
+    dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
+    notes += [("warn", iid, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
+    name = tags.get(TAG_NAME, "")
+    snap_tags = snapshot_tags(name, today + timedelta(days=retention), dests)
+    plans = []
+    for mapping in instance.get("BlockDeviceMappings", []):
+        if "Ebs" not in mapping:  # instance-store: nothing to snapshot
+            continue
+        vid, device = mapping["Ebs"]["VolumeId"], mapping["DeviceName"]
+        opted_out, note = volume_opt_out(vid, iid, volume_backup)
+        notes += [note] if note else []
+        if opted_out:
+            continue
+        plans.append(
+            {
+                "volume_id": vid,
+                "instance_id": iid,
+                "device": device,
+                "description": describe(name, iid, vid, device, region),
+                "tags": snap_tags,
+                "copy_dest": dests,
+            }
+        )
+    if not plans and not any(k == "skip" for k, _, _ in notes):
+        notes.append(("skip", iid, "no EBS volumes"))
+    return plans, notes
+
+
+def volume_opt_out(volume_id, instance_id, volume_backup):
+    """(opted out?, note or None) from the volume's own Backup tag, if it has one.
+
+    An unreadable value keeps the volume in: a backup too many costs little, a backup too
+    few can cost the data.
+    """
+    value = volume_backup.get(volume_id)
+    flag = None if value is None else parse_bool(value)
+    if flag is False:
+        return True, ("skip", volume_id, f"volume of {instance_id} opted out with Backup={value}")
+    if value is not None and flag is None:
+        return False, ("warn", volume_id, f"volume Backup {value!r} is not yes/no; backed up")
+    return False, None
+
+
+def requested_ids(event):
+    ids = event.get("instance_ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise ValueError(f"event instance_ids must be a list of instance ids, not {ids!r}")
+    return sorted(set(ids))
+
+
+# ---- AWS: reading and acting ----
+
+
+def list_instances(ec2, ids):
+    """Candidate instances. With explicit ids, filter by id (a missing id is not an error
+    there, unlike InstanceIds=) so the plan can say which ones were not found."""
+    if ids is not None:
+        filters = [{"Name": "instance-id", "Values": ids}]
+    else:
+        filters = [
+            {"Name": "tag-key", "Values": [TAG_BACKUP]},
+            {"Name": "instance-state-name", "Values": LIVE_STATES},
+        ]
+    for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=filters):
+        yield from reservation["Instances"]
+
+
+def tagged_volumes(ec2):
+    """Only volumes that carry a Backup tag: the opt-outs are among them."""
+    return paginate(
+        ec2, "describe_volumes", "Volumes", Filters=[{"Name": "tag-key", "Values": [TAG_BACKUP]}]
+    )
+
+
+def create_snapshot(ec2, plan, summary):
+    item = {
+        "volume_id": plan["volume_id"],
+        "instance_id": plan["instance_id"],
+        "delete_on": plan["tags"][TAG_DELETE_ON],
+        "copy_dest": plan["copy_dest"],
+    }
+    if summary.dry_run:
+        summary.did("create", **item)
+        return
+    try:
+        snap = ec2.create_snapshot(
+            VolumeId=plan["volume_id"],
+            Description=plan["description"],
+            TagSpecifications=[
+                {
+                    "ResourceType": "snapshot",
+                    "Tags": [{"Key": k, "Value": v} for k, v in plan["tags"].items()],
+                }
+            ],
+        )
+    except ClientError as exc:
+        summary.fail(
+            plan["volume_id"], f"{error_code(exc)}: {exc}", instance_id=plan["instance_id"]
+        )
+        return
+    summary.did("create", snapshot_id=snap["SnapshotId"], **item)
+
+
+def run(event=None, context=None, *, region=None, now=None):
+    """One creator run; ``now`` (a datetime) is injectable for tests and the demo."""
+    event = event or {}
+    region = resolve_region(region)
+    dry_run, ids = event_dry_run(event), requested_ids(event)
+    today = utc_today(now)
+    summary = Summary(JOB, region, today, dry_run, event.get("id"))
+    ec2 = make_client("ec2", region)
+    enabled = enabled_regions(ec2)
+    volume_backup = {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in tagged_volumes(ec2)}
+    seen = set()
+    for instance in list_instances(ec2, ids):
+        seen.add(instance["InstanceId"])
+        plans, notes = plan_instance(instance, volume_backup, enabled, region, today)
+        for kind, rid, reason in notes:
+            (summary.warn if kind == "warn" else summary.skip)(rid, reason)
+        for plan in plans:
+            create_snapshot(ec2, plan, summary)
+    for missing in sorted(set(ids or ()) - seen):
+        summary.fail(missing, "instance not found in this region")
+    return summary.result()
+
+
+def lambda_handler(event, context):
+    return run(event, context)

@@ -1,0 +1,289 @@
+"""EBS snapshot manager: delete automated snapshots whose DeleteOn has come.
+
+Runs as an AWS Lambda function (handler ``ebs_snapshot_manager.lambda_handler``) once a
+day in each region, or from the command line. Region: ``AWS_REGION``, else
+``AWS_DEFAULT_REGION``. It reads and deletes in its own region only: copies are deleted by
+the manager running in the region that holds them.
+
+Snapshot tags read
+    Type=Automated   only snapshots of this account with this tag are ever considered
+    DeleteOn         YYYY-MM-DD; deleted when it is today or earlier, so days when the
+                     manager did not run are caught up. Any other value: kept, with a warning.
+    KeepForever      any value except No/false/0/off keeps the snapshot forever.
+Nothing is written.
+
+A snapshot that AWS will not delete because an AMI uses it (InvalidSnapshot.InUse) is kept
+with a warning; one already gone (InvalidSnapshot.NotFound) counts as done.
+
+Event
+    {}  or an EventBridge scheduled event     every automated snapshot of the region
+    {"dry_run": true}                         change nothing; report what would be deleted
+
+Returns a JSON-serialisable summary. If any item failed, every other item is still done,
+then JobFailed is raised naming each failure.
+
+IAM actions: ec2:DescribeSnapshots, ec2:DeleteSnapshot (only on Type=Automated snapshots).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import UTC, date, datetime
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+JOB = "manager"
+
+# ---- shared block: identical in the three job files (tests/test_shared_block.py) ----
+TAG_BACKUP = "Backup"
+TAG_RETENTION = "Retention"
+TAG_COPY_DEST = "Copy_Dest"
+TAG_NAME = "Name"
+TAG_TYPE = "Type"
+TAG_DELETE_ON = "DeleteOn"
+TAG_KEEP_FOREVER = "KeepForever"
+TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
+TAG_SOURCE_REGION = "Source_Region"
+AUTOMATED = "Automated"
+DEFAULT_RETENTION_DAYS = 7
+TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
+FALSE_WORDS = frozenset({"no", "false", "0", "off"})
+PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
+# Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
+RETRIES = {"mode": "standard", "total_max_attempts": 10}
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
+
+
+class JobFailed(Exception):
+    """Some items failed; all others were done. ``summary`` is the full result."""
+
+    def __init__(self, summary):
+        self.summary = summary
+        names = "; ".join(f"{f['id']}: {f['error']}" for f in summary["failures"])
+        super().__init__(
+            f"{summary['job']} in {summary['region']}: {len(summary['failures'])} failed: {names}"
+        )
+
+
+def parse_bool(value):
+    """True or False for a recognised word (any case, or a JSON bool); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
+def parse_date(value):
+    """A strict YYYY-MM-DD date, or None: never guess at other formats."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def tag_map(resource):
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def is_kept_forever(tags):
+    """KeepForever with any value except a no-word (No/false/0/off) keeps a snapshot."""
+    return TAG_KEEP_FOREVER in tags and parse_bool(tags[TAG_KEEP_FOREVER]) is not False
+
+
+def clean_regions(value, enabled, home):
+    """Split a Copy_Dest value; return (regions to copy to, [(entry, why dropped)])."""
+    keep, dropped = [], []
+    for entry in re.split(r"[\s,]+", value.strip()):
+        if not entry or entry in keep:
+            continue
+        if entry == home:
+            dropped.append((entry, "is this region"))
+        elif entry not in enabled:
+            dropped.append((entry, "is not an enabled region of this account"))
+        else:
+            keep.append(entry)
+    return keep, dropped
+
+
+def event_dry_run(event):
+    """Strict: a dry_run the job cannot read stops it before it changes anything."""
+    flag = parse_bool(event.get("dry_run", False))
+    if flag is None:
+        raise ValueError(f"event dry_run must be true or false, not {event['dry_run']!r}")
+    return flag
+
+
+def resolve_region(region=None):
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ValueError("no region: set AWS_REGION or AWS_DEFAULT_REGION")
+    return region
+
+
+def utc_today(now=None):
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def make_client(service, region):
+    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
+    config = Config(retries=dict(RETRIES), user_agent_extra="ebs-snapshot-lifecycle")
+    return boto3.client(service, region_name=region, config=config)
+
+
+def enabled_regions(ec2):
+    """Regions enabled for this account (opt-in regions only once opted in)."""
+    return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def paginate(ec2, operation, key, **params):
+    pages = ec2.get_paginator(operation).paginate(
+        **params, PaginationConfig={"PageSize": PAGE_SIZE}
+    )
+    for page in pages:
+        yield from page[key]
+
+
+def error_code(exc):
+    return exc.response.get("Error", {}).get("Code", "Unknown")
+
+
+def log(level, job, region, action, **fields):
+    """One JSON object per line; LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold."""
+    wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
+    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.upper(), 20):
+        return
+    line = {"level": level, "job": job, "region": region, "action": action, **fields}
+    print(json.dumps(line, default=str), file=sys.stderr, flush=True)
+
+
+class Summary:
+    """What a run did, item by item: created/copied/deleted/tagged, or in a dry run
+    would_create/would_copy/would_delete/would_tag; skipped, warnings and failures."""
+
+    def __init__(self, job, region, today, dry_run, event_id=None):
+        self.job, self.region, self.dry_run = job, region, dry_run
+        self.data = {
+            "job": job,
+            "region": region,
+            "date": today.isoformat(),
+            "dry_run": dry_run,
+            "event_id": event_id,
+            "counts": {},
+            "skipped": [],
+            "warnings": [],
+            "failures": [],
+        }
+
+    def add(self, kind, level="INFO", **item):
+        self.data.setdefault(kind, []).append(item)
+        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
+        log(level, self.job, self.region, kind, **item)
+
+    def did(self, action, **item):
+        self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
+
+    def count(self, kind, n=1):
+        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
+
+    def skip(self, id, reason, **item):
+        self.add("skipped", id=id, reason=reason, **item)
+
+    def warn(self, id, reason, **item):
+        self.add("warnings", "WARNING", id=id, reason=reason, **item)
+
+    def fail(self, id, error, **item):
+        self.add("failures", "ERROR", id=id, error=error, **item)
+
+    def result(self):
+        """The summary; raises JobFailed after the fact if any item failed."""
+        if self.data["failures"]:
+            raise JobFailed(self.data)
+        return self.data
+
+
+# ---- end of shared block ----
+
+# ---- decisions: a pure function of one snapshot and today's date ----
+
+
+def verdict(snapshot, today):
+    """(action, reason) for one snapshot. Actions: "delete"; "keep" (not due yet, or not
+    ours); "forever" (KeepForever, not due); "hold" (due, but KeepForever); "warn" (kept:
+    its DeleteOn cannot be read)."""
+    tags = tag_map(snapshot)
+    if tags.get(TAG_TYPE) != AUTOMATED:  # the listing filters on it; never trust one filter
+        return "keep", "not Type=Automated"
+    raw = tags.get(TAG_DELETE_ON)
+    delete_on = parse_date(raw)
+    due = delete_on is not None and delete_on <= today
+    if is_kept_forever(tags):
+        return ("hold" if due else "forever"), f"KeepForever={tags[TAG_KEEP_FOREVER]}"
+    if delete_on is None:
+        return "warn", f"DeleteOn {raw!r} is not a YYYY-MM-DD date; kept"
+    return ("delete" if due else "keep"), f"DeleteOn {raw}"
+
+
+# ---- AWS: reading and acting ----
+
+
+def automated_snapshots(ec2):
+    """This account's automated snapshots, streamed page by page."""
+    return paginate(
+        ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[{"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]}],
+    )
+
+
+def delete_snapshot(ec2, snapshot, reason, summary):
+    sid = snapshot["SnapshotId"]
+    if not summary.dry_run:
+        try:
+            ec2.delete_snapshot(SnapshotId=sid)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "InvalidSnapshot.NotFound":  # someone deleted it first: done
+                summary.skip(sid, "already deleted")
+            elif code == "InvalidSnapshot.InUse":  # an AMI is registered from it
+                summary.warn(sid, f"not deleted: {exc.response['Error'].get('Message', code)}")
+                summary.skip(sid, "in use by an AMI")
+            else:
+                summary.fail(sid, f"{code}: {exc}")
+            return
+    summary.did("delete", snapshot_id=sid, reason=reason, volume_id=snapshot.get("VolumeId"))
+
+
+def run(event=None, context=None, *, region=None, now=None):
+    """One manager run; ``now`` (a datetime) is injectable for tests and the demo."""
+    event = event or {}
+    region = resolve_region(region)
+    today = utc_today(now)
+    summary = Summary(JOB, region, today, event_dry_run(event), event.get("id"))
+    ec2 = make_client("ec2", region)
+    for snapshot in automated_snapshots(ec2):
+        action, reason = verdict(snapshot, today)
+        sid = snapshot["SnapshotId"]
+        if action == "delete":
+            delete_snapshot(ec2, snapshot, reason, summary)
+        elif action == "warn":
+            summary.warn(sid, reason)
+        elif action == "hold":
+            summary.skip(sid, f"{reason}: kept although due")
+            summary.count("kept_forever")
+        else:
+            summary.count("kept_forever" if action == "forever" else "kept")
+    return summary.result()
+
+
+def lambda_handler(event, context):
+    return run(event, context)
