@@ -1,0 +1,175 @@
+"""What the three job files share, and what each must be on its own."""
+
+import ast
+import importlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+from conftest import NOW, REGION, launch
+
+import ebs_snapshot_copier as copier
+import ebs_snapshot_creator as creator
+import ebs_snapshot_manager as manager
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = {"creator": creator, "copier": copier, "manager": manager}
+FILES = {name: ROOT / f"ebs_snapshot_{name}.py" for name in JOBS}
+BEGIN = "# ---- shared block: identical in the three job files"
+END = "# ---- end of shared block ----"
+
+
+def shared_block(path):
+    text = path.read_text()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1, f"{path.name}: markers missing"
+    return text[text.index(BEGIN) : text.index(END)]
+
+
+def test_the_shared_block_is_identical_in_the_three_files():
+    blocks = {name: shared_block(path) for name, path in FILES.items()}
+    assert blocks["copier"] == blocks["creator"]
+    assert blocks["manager"] == blocks["creator"]
+
+
+def test_the_shared_constants_agree_at_run_time():
+    names = [n for n in dir(creator) if n.isupper() and not n.startswith("_")]
+    shared = [n for n in names if n in shared_block(FILES["creator"])]
+    assert {"TAG_TYPE", "TAG_DELETE_ON", "AUTOMATED", "TAG_KEEP_FOREVER"} <= set(shared)
+    for name in shared:
+        assert getattr(copier, name) == getattr(creator, name) == getattr(manager, name), name
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_each_job_imports_only_the_standard_library_boto3_and_botocore(name):
+    tree = ast.parse(FILES[name].read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative import"
+            imported.add(node.module.split(".")[0])
+    assert imported - set(sys.stdlib_module_names) - {"__future__"} <= {"boto3", "botocore"}
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_nothing_is_hard_coded(name):
+    code = FILES[name].read_text()
+    assert not re.search(r"\b[a-z]{2}(-gov)?-[a-z]+-\d\b", code), "a region name"
+    assert not re.search(r"\b\d{12}\b", code), "an account id"
+    assert not re.search(r"\b(i|vol|snap|ami)-[0-9a-f]{8,}\b", code), "a resource id"
+    assert "endpoint_url" not in code
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_no_client_is_created_at_import(name, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("client created at import time")
+
+    monkeypatch.setattr(boto3, "client", refuse)
+    monkeypatch.setattr(boto3, "resource", refuse)
+    importlib.reload(JOBS[name])
+    monkeypatch.undo()
+    importlib.reload(JOBS[name])
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_lambda_handler_takes_event_and_a_none_context(name):
+    result = JOBS[name].lambda_handler({}, None)
+    assert result["job"] == name and result["region"] == REGION
+    json.dumps(result)  # JSON-serialisable as it is
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Yes", True),
+        ("TRUE", True),
+        ("1", True),
+        ("on", True),
+        (True, True),
+        (" yes ", True),
+        ("No", False),
+        ("false", False),
+        ("0", False),
+        ("OFF", False),
+        (False, False),
+        ("Yse", None),
+        ("", None),
+        ("y", None),
+        ("2", None),
+        (None, None),
+    ],
+)
+def test_parse_bool(value, expected):
+    assert creator.parse_bool(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("2026-11-26", True),
+        ("2024-02-29", True),
+        ("2026-02-29", False),
+        ("2026-11-26 ", False),
+        ("20261126", False),
+        ("2026-W48-4", False),
+        ("2026-11-26T00:00", False),
+        (None, False),
+        ("２０２６-11-26", False),
+    ],
+)
+def test_parse_date_is_strict(value, ok):
+    assert (creator.parse_date(value) is not None) is ok
+
+
+@pytest.mark.parametrize("name", list(FILES))
+@pytest.mark.parametrize("value", ["yes please", "maybe", 2, None, [True]])
+def test_an_unreadable_dry_run_stops_the_job_before_anything(name, value):
+    with pytest.raises(ValueError, match="dry_run"):
+        JOBS[name].run({"dry_run": value}, None, now=NOW)
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_no_region_is_a_clear_error(name, monkeypatch):
+    monkeypatch.delenv("AWS_REGION")
+    with pytest.raises(ValueError, match="AWS_REGION"):
+        JOBS[name].run({}, None, now=NOW)
+
+
+def test_dry_run_given_as_a_string_word_is_honoured():
+    launch({"Backup": "Yes"})
+    result = creator.run({"dry_run": "true"}, None, now=NOW)
+    assert result["dry_run"] is True and "would_create" in result
+
+
+def test_log_lines_are_one_json_object_each_and_honour_log_level(capsys, monkeypatch):
+    launch({"Backup": "Yes", "Retention": "bad"})
+    creator.run({}, None, now=NOW)
+    lines = capsys.readouterr().err.strip().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert {r["action"] for r in records} == {"created", "warnings"}
+    assert all(r["job"] == "creator" and r["region"] == REGION for r in records)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    creator.run({}, None, now=NOW)
+    records = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    assert [r["level"] for r in records] == ["WARNING"]
+
+
+def test_job_failed_names_every_failure():
+    summary = {
+        "job": "manager",
+        "region": REGION,
+        "failures": [{"id": "snap-1", "error": "A: x"}, {"id": "snap-2", "error": "B: y"}],
+    }
+    message = str(manager.JobFailed(summary))
+    assert "2 failed" in message and "snap-1: A: x" in message and "snap-2: B: y" in message
+
+
+def test_summaries_of_all_three_jobs_are_json(monkeypatch):
+    launch({"Backup": "Yes", "Copy_Dest": "us-west-2"})
+    for job in (creator, copier, manager):
+        json.dumps(job.run({}, None, now=NOW))
