@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: test lint format demo clean
+.PHONY: test lint format demo sync-shared clean
 
 $(STAMP): requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/python -m ruff check --fix .
 	$(BIN)/python -m ruff format .
+
+sync-shared: $(STAMP)
+	$(BIN)/python scripts/sync_shared.py
+	$(BIN)/python -m ruff format ebs_snapshot_*.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

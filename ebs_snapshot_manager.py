@@ -27,6 +27,7 @@ IAM actions: ec2:DescribeSnapshots, ec2:DeleteSnapshot (only on Type=Automated s
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -35,11 +36,17 @@ from datetime import UTC, date, datetime
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
 
 JOB = "manager"
 
-# ---- shared block: identical in the three job files (tests/test_shared_block.py) ----
+# ---- shared block: identical in the three job files (tests/test_shared.py) ----
 TAG_BACKUP = "Backup"
 TAG_RETENTION = "Retention"
 TAG_COPY_DEST = "Copy_Dest"
@@ -56,8 +63,23 @@ FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
-LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
+REPORT_ORDER = (
+    "created",
+    "would_create",
+    "copied",
+    "would_copy",
+    "tagged",
+    "would_tag",
+    "deleted",
+    "would_delete",
+    "deferred",
+    "permitted",
+    "skipped",
+    "warnings",
+    "failures",
+)
 
 
 class JobFailed(Exception):
@@ -81,7 +103,7 @@ def parse_bool(value):
 
 def parse_date(value):
     """A strict YYYY-MM-DD date, or None: never guess at other formats."""
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         return None
     try:
         return date.fromisoformat(value)
@@ -122,9 +144,10 @@ def event_dry_run(event):
 
 
 def resolve_region(region=None):
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    """Explicit, else AWS_REGION (Lambda sets it), else AWS_DEFAULT_REGION or the profile."""
+    region = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
     if not region:
-        raise ValueError("no region: set AWS_REGION or AWS_DEFAULT_REGION")
+        raise ValueError("no region: set AWS_REGION (or AWS_DEFAULT_REGION, or --region)")
     return region
 
 
@@ -155,7 +178,7 @@ def error_code(exc):
     return exc.response.get("Error", {}).get("Code", "Unknown")
 
 
-def log(level, job, region, action, **fields):
+def log(level, job, region, action, /, **fields):
     """One JSON object per line; LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold."""
     wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
     if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.upper(), 20):
@@ -170,6 +193,7 @@ class Summary:
 
     def __init__(self, job, region, today, dry_run, event_id=None):
         self.job, self.region, self.dry_run = job, region, dry_run
+        self.probed = set()
         self.data = {
             "job": job,
             "region": region,
@@ -182,7 +206,7 @@ class Summary:
             "failures": [],
         }
 
-    def add(self, kind, level="INFO", **item):
+    def add(self, kind, level="INFO", /, **item):
         self.data.setdefault(kind, []).append(item)
         self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
         log(level, self.job, self.region, kind, **item)
@@ -202,11 +226,97 @@ class Summary:
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
 
+    def probe(self, action, scope, call, **params):
+        """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
+        if (action, scope) in self.probed:
+            return
+        self.probed.add((action, scope))
+        try:
+            call(DryRun=True, **params)
+        except ClientError as exc:
+            if error_code(exc) != "DryRunOperation":
+                self.fail(scope, f"{action} would be refused: {error_code(exc)}: {exc}")
+                return
+        self.add("permitted", permission=action, id=scope)
+
     def result(self):
         """The summary; raises JobFailed after the fact if any item failed."""
         if self.data["failures"]:
             raise JobFailed(self.data)
         return self.data
+
+
+def report(summary):
+    """The summary as short aligned lines for a person: one small table per kind of item."""
+    dry = " (dry run: nothing was changed)" if summary["dry_run"] else ""
+    lines = [f"{summary['job']} in {summary['region']} on {summary['date']}{dry}"]
+    for kind in REPORT_ORDER:
+        items = summary.get(kind) or []
+        if not items:
+            continue
+        columns = list(dict.fromkeys(key for item in items for key in item))
+        rows = [[c.replace("_", " ") for c in columns]]
+        rows += [[cell(item.get(c, "")) for c in columns] for item in items]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+        lines.append(f"{kind.replace('_', ' ')} ({len(items)}):")
+        lines += [
+            "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+    counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in summary["counts"].items())
+    lines.append(f"totals: {counts or 'nothing to do'}")
+    return "\n".join(lines)
+
+
+def cell(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def cli_parser(job, description):
+    parser = argparse.ArgumentParser(
+        prog=f"ebs_snapshot_{job}.py",
+        description=description,
+        epilog="Exit codes: 0 all done; 1 some items failed (each named); "
+        "2 bad usage, or no credentials or region.",
+    )
+    parser.add_argument(
+        "--region",
+        help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's region)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="change nothing; list what would be done, and ask AWS (DryRun) "
+        "whether each kind of action would be permitted",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--verbose", action="store_true", help="also write the JSON log lines to stderr"
+    )
+    return parser
+
+
+def cli(parser, argv=None):
+    """Command line: a thin layer over lambda_handler. Returns the exit code."""
+    args = parser.parse_args(argv)  # bad usage exits 2
+    os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "CRITICAL"
+    if args.region:
+        os.environ["AWS_REGION"] = args.region
+    event = {"dry_run": args.dry_run}
+    if getattr(args, "instance_ids", None):
+        event["instance_ids"] = args.instance_ids
+    try:
+        summary, code = lambda_handler(event, None), 0
+    except JobFailed as exc:
+        summary, code = exc.summary, 1
+    except (ValueError, NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
+    except (ClientError, BotoCoreError) as exc:  # the run could not even list its resources
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str) if args.json else report(summary))
+    return code
 
 
 # ---- end of shared block ----
@@ -247,7 +357,9 @@ def automated_snapshots(ec2):
 
 def delete_snapshot(ec2, snapshot, reason, summary):
     sid = snapshot["SnapshotId"]
-    if not summary.dry_run:
+    if summary.dry_run:
+        summary.probe("ec2:DeleteSnapshot", summary.region, ec2.delete_snapshot, SnapshotId=sid)
+    else:
         try:
             ec2.delete_snapshot(SnapshotId=sid)
         except ClientError as exc:
@@ -287,3 +399,11 @@ def run(event=None, context=None, *, region=None, now=None):
 
 def lambda_handler(event, context):
     return run(event, context)
+
+
+def main(argv=None):
+    return cli(cli_parser(JOB, "Delete automated snapshots whose DeleteOn has come."), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -244,10 +244,45 @@ def test_a_destination_that_cannot_be_read_fails_alone(api):
 
 def test_dry_run_copies_and_tags_nothing(api):
     src = primary(f"{DEST},{DEST2}", KeepForever="yes")
+    old = primary(DEST, KeepForever="yes")
+    run()
+    boto3.client("ec2", region_name=DEST).delete_snapshot(SnapshotId=next(iter(copies_of(src))))
+    boto3.client("ec2", region_name=DEST2).delete_snapshot(
+        SnapshotId=next(iter(copies_of(src, DEST2)))
+    )
+    (old_copy,) = copies_of(old)
+    boto3.client("ec2", region_name=DEST).delete_tags(
+        Resources=[old_copy], Tags=[{"Key": "KeepForever"}]
+    )
+    before = {r: snapshots(r) for r in (DEST, DEST2)}
+    api.calls.clear()
     result = run({"dry_run": True})
-    assert "CopySnapshot" not in api.names() and "CreateTags" not in api.names()
-    assert snapshots(DEST) == {} and snapshots(DEST2) == {}
+    assert {r: snapshots(r) for r in (DEST, DEST2)} == before
+    writes = [(r, op, p) for r, op, p in api.calls if not op.startswith("Describe")]
+    assert all(p["DryRun"] is True for _, _, p in writes)
+    assert sorted((r, op) for r, op, _ in writes) == [
+        (DEST2, "CopySnapshot"),
+        (DEST, "CopySnapshot"),
+        (DEST, "CreateTags"),
+    ]
     assert [c["source_snapshot_id"] for c in result["would_copy"]] == [src, src]
+    assert [t["snapshot_id"] for t in result["would_tag"]] == [old_copy]
+    assert {(p["permission"], p["id"]) for p in result["permitted"]} == {
+        ("ec2:CopySnapshot", DEST),
+        ("ec2:CopySnapshot", DEST2),
+        ("ec2:CreateTags", DEST),
+    }
+
+
+def test_dry_run_reports_a_refused_copy_permission_per_region(api):
+    primary(f"{DEST},{DEST2}")
+    primary(f"{DEST},{DEST2}")
+    api.fail("CopySnapshot", "UnauthorizedOperation", when=lambda p, region: region == DEST2)
+    with pytest.raises(copier.JobFailed) as err:
+        run({"dry_run": True})
+    (failure,) = err.value.summary["failures"]  # asked once per region, not per snapshot
+    assert failure["id"] == DEST2 and "ec2:CopySnapshot would be refused" in failure["error"]
+    assert len(api.ops("CopySnapshot", region=DEST2)) == 1
 
 
 def test_every_page_of_primaries_and_copies_is_read(api):

@@ -231,20 +231,33 @@ def test_scheduled_event_is_accepted_and_its_id_reported():
 
 
 def test_dry_run_changes_nothing_and_reports_what_it_would_do(api):
-    _, vols = launch({"Backup": "Yes", "Copy_Dest": DEST})
+    iid, vols = launch({"Backup": "Yes", "Copy_Dest": DEST}, devices=("/dev/sda1", "/dev/sdb"))
     result = run({"dry_run": True})
     assert snapshots() == {}
-    assert "CreateSnapshot" not in api.names()
-    assert result["dry_run"] is True
+    assert result["dry_run"] is True and "created" not in result
     assert result["would_create"] == [
-        {
-            "volume_id": vols["/dev/sda1"],
-            "instance_id": result["would_create"][0]["instance_id"],
-            "delete_on": "2026-12-03",
-            "copy_dest": [DEST],
-        }
+        {"volume_id": v, "instance_id": iid, "delete_on": "2026-12-03", "copy_dest": [DEST]}
+        for v in vols.values()
     ]
-    assert "created" not in result
+    # One permission probe, with DryRun, and nothing else that writes.
+    (probe,) = [p for op, p in ((op, p) for _, op, p in api.calls) if op == "CreateSnapshot"]
+    assert probe["DryRun"] is True and probe["TagSpecifications"]
+    assert result["permitted"] == [{"permission": "ec2:CreateSnapshot", "id": REGION}]
+
+
+def test_dry_run_reports_a_missing_permission_as_a_failure(api):
+    launch({"Backup": "Yes"})
+    api.fail(
+        "CreateSnapshot",
+        "UnauthorizedOperation",
+        message="You are not authorized to perform this operation.",
+    )
+    with pytest.raises(creator.JobFailed) as err:
+        run({"dry_run": True})
+    (failure,) = err.value.summary["failures"]
+    assert failure["id"] == REGION
+    assert "ec2:CreateSnapshot would be refused: UnauthorizedOperation" in failure["error"]
+    assert snapshots() == {}
 
 
 def test_one_volume_failing_does_not_stop_the_others(api):

@@ -168,12 +168,22 @@ def test_copies_are_deleted_only_by_the_manager_of_their_own_region(api):
 
 
 def test_dry_run_deletes_nothing_and_lists_what_it_would(api):
-    due = automated("2026-11-01")
+    due = sorted(automated("2026-11-01") for _ in range(3))
     automated("2026-12-01")
     result = run({"dry_run": True})
-    assert len(snapshots()) == 2
-    assert "DeleteSnapshot" not in api.names()
-    assert [d["snapshot_id"] for d in result["would_delete"]] == [due]
+    assert len(snapshots()) == 4
+    deletes = api.ops("DeleteSnapshot")
+    assert len(deletes) == 1 and deletes[0]["DryRun"] is True  # one permission probe
+    assert sorted(d["snapshot_id"] for d in result["would_delete"]) == due
+    assert result["permitted"] == [{"permission": "ec2:DeleteSnapshot", "id": REGION}]
+
+
+def test_dry_run_reports_a_refused_delete_permission(api):
+    automated("2026-11-01")
+    api.fail("DeleteSnapshot", "UnauthorizedOperation")
+    with pytest.raises(manager.JobFailed, match="ec2:DeleteSnapshot would be refused"):
+        run({"dry_run": True})
+    assert len(snapshots()) == 1
 
 
 def test_deletes_while_paging_and_misses_nothing(api):
