@@ -16,6 +16,9 @@ $(STAMP): requirements-dev.txt
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+demo: $(STAMP)
+	@$(BIN)/python scripts/demo.py
+
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .

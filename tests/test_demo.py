@@ -1,0 +1,78 @@
+"""The demo plays the real jobs; its final inventory must be what the tags say."""
+
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import demo  # noqa: E402
+
+ENABLE = {"yes", "true", "1", "on"}
+
+
+def expected_inventory():
+    """(region, instance, DeleteOn, is a copy, KeepForever) -> count, from the tags alone."""
+    last = demo.START + timedelta(days=demo.DAYS - 1)
+    rows = Counter()
+    for region, name, tags, devices, _ in demo.FLEET:
+        if tags.get("Backup", "").lower() not in ENABLE:
+            continue
+        days = int(tags["Retention"]) if tags.get("Retention", "").isdigit() else 7
+        volumes = [d for d, v in devices.items() if v.get("Backup") != "No"]
+        dests = [
+            r
+            for r in re.split(r"[ ,]+", tags.get("Copy_Dest", ""))
+            if r in demo.REGIONS and r != region
+        ]
+        for n in range(demo.DAYS):
+            delete_on = (demo.START + timedelta(days=n + days)).isoformat()
+            kept = name == demo.KEEP_INSTANCE and n + 1 == demo.KEEP_DAY
+            if delete_on <= last.isoformat() and not kept:
+                continue  # the manager deleted it on its day
+            for _ in volumes:
+                rows[(region, name, delete_on, False, kept)] += 1
+                for dest in dests:
+                    rows[(dest, name, delete_on, True, kept)] += 1
+    return rows
+
+
+def test_final_inventory_is_what_the_tags_say():
+    lines = []
+    final = demo.play(out=lines.append)
+    found = Counter(
+        (region, r["instance"], r["DeleteOn"], r["copy of"] != "-", r["KeepForever"] != "-")
+        for region, rows in final.items()
+        for r in rows
+    )
+    assert found == expected_inventory()
+    text = "\n".join(lines)
+    for shown in (
+        "warning  legacy-1: Backup 'Yse'",
+        "warning  db-1: Copy_Dest entry 'mars-east-1'",
+        "warning  cache-eu: Retention 'two weeks'",
+        "KeepForever=audit",
+        "carried KeepForever to 1 copy",
+        "deleted",
+    ):
+        assert shown in text
+    assert max(len(line) for line in text.splitlines()) <= 110
+
+
+def test_make_demo_script_exits_0_quietly():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""
+    assert "Day 10" in done.stdout and "Traceback" not in done.stdout
