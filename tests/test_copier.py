@@ -296,3 +296,20 @@ def test_every_page_of_primaries_and_copies_is_read(api):
     assert all(p["MaxResults"] == 1000 for p in api.ops("DescribeSnapshots"))
     assert result["counts"] == {}
     assert {s: len(copies_of(s)) for s in sources} == {s: 1 for s in sources}
+
+
+def test_calls_are_one_listing_per_region_and_one_copy_per_missing_copy(api):
+    for _ in range(3):
+        primary(f"{DEST},{DEST2}")
+    api.calls.clear()
+    run()
+    assert sorted((r, op) for r, op, _ in api.calls) == sorted(
+        [
+            (REGION, "DescribeRegions"),
+            (REGION, "DescribeSnapshots"),
+            (DEST, "DescribeSnapshots"),
+            (DEST2, "DescribeSnapshots"),
+        ]
+        + [(DEST, "CopySnapshot")] * 3
+        + [(DEST2, "CopySnapshot")] * 3
+    )

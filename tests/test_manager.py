@@ -203,3 +203,13 @@ def test_lists_with_server_side_filters_owned_by_this_account(api):
     (params,) = api.ops("DescribeSnapshots")
     assert params["OwnerIds"] == ["self"]
     assert params["Filters"] == [{"Name": "tag:Type", "Values": ["Automated"]}]
+
+
+def test_calls_are_one_listing_and_one_delete_per_expired_snapshot(api):
+    for _ in range(3):
+        automated("2026-11-01")
+    for _ in range(2):
+        automated("2027-01-01")
+    api.calls.clear()
+    run()
+    assert sorted(api.names()) == ["DeleteSnapshot"] * 3 + ["DescribeSnapshots"]
