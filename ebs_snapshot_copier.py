@@ -382,7 +382,8 @@ def copy_tags(primary, region):
 def plan_destination(primaries, existing):
     """Actions for one destination, oldest primary first.
 
-    ``existing`` maps primary ids to the copies the destination already holds. Actions:
+    ``existing`` maps primary ids to the copies the destination already holds, as
+    (copy id, already KeepForever?) pairs. Actions:
     ("copy", primary), ("keep", primary, copy id) to carry KeepForever onto a copy, and
     ("skip", primary, reason).
     """
@@ -396,11 +397,7 @@ def plan_destination(primaries, existing):
                 ("skip", primary, f"DeleteOn {primary['delete_on']} has come; not copied")
             )
         elif is_kept_forever(primary["tags"]):
-            actions += [
-                ("keep", primary, c["SnapshotId"])
-                for c in copies
-                if not is_kept_forever(tag_map(c))
-            ]
+            actions += [("keep", primary, cid) for cid, kept in copies if not kept]
     return actions
 
 
@@ -424,7 +421,7 @@ def list_primaries(ec2):
 
 
 def existing_copies(dest_ec2, region):
-    """{primary id: [copies]} for the copies of this region's snapshots, in any state."""
+    """{primary id: [(copy id, kept forever?)]} for copies of this region's, in any state."""
     found = {}
     for snap in paginate(
         dest_ec2,
@@ -433,9 +430,11 @@ def existing_copies(dest_ec2, region):
         OwnerIds=["self"],
         Filters=[{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}],
     ):
-        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
-        if source:
-            found.setdefault(source, []).append(snap)
+        tags = tag_map(snap)
+        if TAG_SOURCE_SNAPSHOT in tags:
+            found.setdefault(tags[TAG_SOURCE_SNAPSHOT], []).append(
+                (snap["SnapshotId"], is_kept_forever(tags))
+            )
     return found
 
 

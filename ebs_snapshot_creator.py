@@ -372,25 +372,32 @@ def snapshot_tags(name, delete_on, copy_dest):
     return tags
 
 
-def plan_instance(instance, volume_backup, enabled, region, today):
-    """(snapshots to create, notes) for one instance.
-
-    ``volume_backup`` maps volume ids to their own Backup tag values. A snapshot is a
-    dict(volume_id, instance_id, device, description, tags, copy_dest); a note is (kind, id, reason)
-    with kind "skip" or "warn".
-    """
-    iid, tags = instance["InstanceId"], tag_map(instance)
-    state = instance.get("State", {}).get("Name")
+def not_backed_up(iid, tags, state):
+    """Notes saying why an instance gets no snapshot at all, or [] when it gets them."""
     backup = parse_bool(tags.get(TAG_BACKUP, "no"))
     if backup is None:
-        return [], [
+        return [
             ("warn", iid, f"Backup {tags[TAG_BACKUP]!r} is not yes/no; instance skipped"),
             ("skip", iid, "Backup tag not recognised"),
         ]
     if not backup:
-        return [], [("skip", iid, "Backup tag does not enable backups")]
+        return [("skip", iid, "Backup tag does not enable backups")]
     if state in SKIPPED_STATES:
-        return [], [("skip", iid, f"instance is {state}")]
+        return [("skip", iid, f"instance is {state}")]
+    return []
+
+
+def plan_instance(instance, volume_backup, enabled, region, today):
+    """(snapshots to create, notes) for one instance.
+
+    ``volume_backup`` maps volume ids to their own Backup tag values. A snapshot is a
+    dict(volume_id, instance_id, description, tags, copy_dest); a note is (kind, id,
+    reason) with kind "skip" or "warn".
+    """
+    iid, tags = instance["InstanceId"], tag_map(instance)
+    refusal = not_backed_up(iid, tags, instance.get("State", {}).get("Name"))
+    if refusal:
+        return [], refusal
     notes = []
     retention, problem = parse_retention(tags.get(TAG_RETENTION))
     if problem:
@@ -406,18 +413,17 @@ def plan_instance(instance, volume_backup, enabled, region, today):
         vid, device = mapping["Ebs"]["VolumeId"], mapping["DeviceName"]
         opted_out, note = volume_opt_out(vid, iid, volume_backup)
         notes += [note] if note else []
-        if opted_out:
-            continue
-        plans.append(
-            {
-                "volume_id": vid,
-                "instance_id": iid,
-                "device": device,
-                "description": describe(name, iid, vid, device, region),
-                "tags": snap_tags,
-                "copy_dest": dests,
-            }
-        )
+        if not opted_out:
+            description = describe(name, iid, vid, device, region)
+            plans.append(
+                {
+                    "volume_id": vid,
+                    "instance_id": iid,
+                    "description": description,
+                    "tags": snap_tags,
+                    "copy_dest": dests,
+                }
+            )
     if not plans and not any(k == "skip" for k, _, _ in notes):
         notes.append(("skip", iid, "no EBS volumes"))
     return plans, notes
@@ -453,6 +459,8 @@ def requested_ids(event):
 def list_instances(ec2, ids):
     """Candidate instances. With explicit ids, filter by id (a missing id is not an error
     there, unlike InstanceIds=) so the plan can say which ones were not found."""
+    if ids == []:  # asked for no instance: an empty filter must not mean "all"
+        return
     if ids is not None:
         filters = [{"Name": "instance-id", "Values": ids}]
     else:

@@ -315,3 +315,11 @@ def test_region_comes_from_aws_region_then_aws_default_region(monkeypatch):
     assert len(snapshots(DEST)) == 1
     monkeypatch.setenv("AWS_REGION", REGION)
     assert run()["region"] == REGION
+
+
+def test_an_empty_instance_ids_list_snapshots_nothing(api):
+    launch({"Backup": "Yes"})
+    api.calls.clear()
+    result = run({"instance_ids": []})
+    assert snapshots() == {} and result["counts"] == {}
+    assert "DescribeInstances" not in api.names()
