@@ -30,8 +30,13 @@ Event
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
 then JobFailed is raised naming each failure.
 
+Running it again, or on the same event again, copies nothing twice. With under 60 s of
+Lambda time left it starts no new copy and invokes itself asynchronously with the same
+event for the rest.
+
 IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
-(with the copy, and KeepForever on existing copies), KMS use through EC2 for encrypted copies.
+(with the copy, and KeepForever on existing copies), KMS use through EC2 for encrypted
+copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run).
 """
 
 from __future__ import annotations
@@ -71,7 +76,12 @@ TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
+# Standard mode retries RequestLimitExceeded and 5xx with jittered backoff of at most 20 s.
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a known bound
+ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
+BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
+STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -84,11 +94,17 @@ REPORT_ORDER = (
     "deleted",
     "would_delete",
     "deferred",
+    "handed_off",
+    "stopped_early",
     "permitted",
     "skipped",
     "warnings",
     "failures",
 )
+
+
+class OutOfTime(Exception):
+    """Too little Lambda time is left to start (or retry) a call without being cut off."""
 
 
 class JobFailed(Exception):
@@ -164,10 +180,74 @@ def utc_today(now=None):
     return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
-def make_client(service, region):
+class Budget:
+    """The Lambda's time left (unlimited without a context): when to stop starting work.
+
+    Guarding a client makes every HTTP attempt, and every retry sleep, start only when it
+    can finish in time, so the Lambda timeout never cuts a call in half.
+    """
+
+    def __init__(self, context):
+        self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
+
+    def left(self):
+        return self._left_ms() / 1000 if self._left_ms else float("inf")
+
+    def low(self):
+        return self.left() < STOP_MARGIN_S
+
+    def guard(self, client):
+        if self._left_ms:
+            client.meta.events.register_first("before-send", self._before_send)
+            client.meta.events.register_first("needs-retry", self._before_retry)
+        return client
+
+    def _before_send(self, **kwargs):
+        if self.left() < ATTEMPT_S:
+            raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not started")
+
+    def _before_retry(self, response=None, caught_exception=None, **kwargs):
+        if isinstance(caught_exception, OutOfTime):
+            raise caught_exception
+        failed = caught_exception is not None or response[0].status_code >= 300
+        if failed and self.left() < ATTEMPT_S + BACKOFF_CAP_S:
+            raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
+
+
+def make_client(service, region, budget=None):
     """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
-    config = Config(retries=dict(RETRIES), user_agent_extra="ebs-snapshot-lifecycle")
-    return boto3.client(service, region_name=region, config=config)
+    config = Config(
+        retries=dict(RETRIES),
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        user_agent_extra="ebs-snapshot-lifecycle",
+    )
+    client = boto3.client(service, region_name=region, config=config)
+    return budget.guard(client) if budget else client
+
+
+def hand_off(context, event, summary, left, done_here):
+    """Out of time: invoke this same function again, asynchronously, on the same event id,
+    so the rest is done there. Without progress here, fail instead of looping forever."""
+    if not done_here:
+        summary.fail(summary.region, f"out of Lambda time before any progress; {left} left")
+        return
+    payload = json.dumps({**event, "id": summary.data["event_id"]})
+    arn = context.invoked_function_arn
+    try:
+        make_client("lambda", summary.region).invoke(
+            FunctionName=arn, InvocationType="Event", Payload=payload
+        )
+    except (ClientError, BotoCoreError) as exc:
+        summary.fail(arn, f"could not hand {left} left over to a new invocation: {exc}")
+        return
+    summary.add(
+        "handed_off",
+        "WARNING",
+        id=arn,
+        count=left,
+        reason="Lambda time ran short; a new invocation on the same event does the rest",
+    )
 
 
 def enabled_regions(ec2):
@@ -490,40 +570,9 @@ def keep_forever(dest_ec2, dest, primary, copy_id, summary):
     summary.did("tag", **item)
 
 
-def copy_into(dest, primaries, summary):
-    """Bring one destination up to date; the copy limit stops copies, not KeepForever."""
-    dest_ec2 = make_client("ec2", dest)
-    try:
-        existing = existing_copies(dest_ec2, summary.region)
-    except ClientError as exc:
-        summary.fail(dest, f"cannot list copies there: {error_code(exc)}: {exc}")
-        return
-    deferred = 0
-    for action in plan_destination(primaries, existing):
-        kind, primary = action[0], action[1]
-        if kind == "skip":
-            summary.skip(primary["id"], action[2], dest_region=dest)
-        elif kind == "keep":
-            keep_forever(dest_ec2, dest, primary, action[2], summary)
-        elif deferred or not copy_snapshot(dest_ec2, dest, primary, summary):
-            deferred += 1
-    if deferred:
-        summary.add(
-            "deferred",
-            "WARNING",
-            id=dest,
-            count=deferred,
-            reason="AWS refused more concurrent copies into this region; the next run continues",
-        )
-
-
-def run(event=None, context=None, *, region=None, now=None):
-    """One copier run; ``now`` (a datetime) is injectable for tests and the demo."""
-    event = event or {}
-    region = resolve_region(region)
-    today = utc_today(now)
-    summary = Summary(JOB, region, today, event_dry_run(event), event.get("id"))
-    ec2 = make_client("ec2", region)
+def list_by_destination(region, today, summary, budget):
+    """{destination: [primaries to bring there]}, from one listing of this region."""
+    ec2 = make_client("ec2", region, budget)
     enabled = enabled_regions(ec2)
     by_dest = {}
     for snapshot in list_primaries(ec2):
@@ -532,8 +581,73 @@ def run(event=None, context=None, *, region=None, now=None):
             (summary.warn if kind == "warn" else summary.skip)(rid, reason)
         for dest in primary["dests"] if primary else ():
             by_dest.setdefault(dest, []).append(primary)
+    return by_dest
+
+
+def plan_all(by_dest, summary, budget):
+    """[(dest, dest client, action)] for every destination: one listing per destination."""
+    work = []
     for dest in sorted(by_dest):
-        copy_into(dest, by_dest[dest], summary)
+        dest_ec2 = make_client("ec2", dest, budget)
+        try:
+            existing = existing_copies(dest_ec2, summary.region)
+        except ClientError as exc:
+            summary.fail(dest, f"cannot list copies there: {error_code(exc)}: {exc}")
+            continue
+        for action in plan_destination(by_dest[dest], existing):
+            if action[0] == "skip":
+                summary.skip(action[1]["id"], action[2], dest_region=dest)
+            else:
+                work.append((dest, dest_ec2, action))
+    return work
+
+
+def execute(work, summary, budget):
+    """Copy and tag; returns how many actions were left when Lambda time ran short.
+
+    Once a destination refuses more concurrent copies, its other copies wait for the next
+    run (deferred); KeepForever tags still go on.
+    """
+    refused, left = {}, 0
+    for n, (dest, dest_ec2, (kind, primary, *rest)) in enumerate(work):
+        if budget.low():
+            left = len(work) - n
+            break
+        try:
+            if kind == "keep":
+                keep_forever(dest_ec2, dest, primary, rest[0], summary)
+            elif dest in refused or not copy_snapshot(dest_ec2, dest, primary, summary):
+                refused[dest] = refused.get(dest, 0) + 1
+        except OutOfTime:
+            left = len(work) - n
+            break
+    for dest, count in refused.items():
+        summary.add(
+            "deferred",
+            "WARNING",
+            id=dest,
+            count=count,
+            reason="AWS refused more concurrent copies into this region; the next run continues",
+        )
+    return left
+
+
+def run(event=None, context=None, *, region=None, now=None):
+    """One copier run; ``now`` (a datetime) is injectable for tests and the demo."""
+    event = event or {}
+    region = resolve_region(region)
+    today = utc_today(now)
+    event_key = event.get("id") or getattr(context, "aws_request_id", None)
+    summary = Summary(JOB, region, today, event_dry_run(event), event_key)
+    budget = Budget(context)
+    try:
+        work = plan_all(list_by_destination(region, today, summary, budget), summary, budget)
+    except OutOfTime as exc:
+        summary.fail(region, f"out of Lambda time while listing: {exc}")
+        return summary.result()
+    left = execute(work, summary, budget)
+    if left:
+        hand_off(context, event, summary, left, done_here=len(work) - left)
     return summary.result()
 
 

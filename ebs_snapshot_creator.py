@@ -17,7 +17,10 @@ Volume tag read
 
 Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), never later:
     Type=Automated, DeleteOn=<YYYY-MM-DD, today (UTC) + Retention>, Copy_Dest=<clean list>
-    (only when there is one), Name=<instance Name> (only when there is one).
+    (only when there is one), Name=<instance Name> (only when there is one), and
+    EventId=<the event's "id", else the Lambda request id>: a run that sees the same event
+    again (Lambda's retry of a failed run keeps the request id; EventBridge may deliver an
+    event twice) skips the volumes that already have a snapshot for it.
 Snapshot description: "<Name> (<instance-id>) - <volume-id> (<device>) - <region>".
 
 Instances in every state except terminated and shutting-down are snapshotted (a stopped
@@ -33,8 +36,15 @@ Event
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
 then JobFailed is raised naming each failure, so the invocation counts as failed.
 
+Bad days: throttling is retried by botocore (standard mode, 10 attempts in all); a volume
+refused with SnapshotCreationPerVolumeRateExceeded is tried again at least 15 s later
+while the others go on. With under 60 s of Lambda time left, no new snapshot is started:
+the function invokes itself asynchronously with the same event id, and that invocation
+does the rest. No call or retry is started that could outlive the Lambda.
+
 IAM actions: ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions,
-ec2:CreateSnapshot, ec2:CreateTags (only as part of CreateSnapshot).
+ec2:DescribeSnapshots, ec2:CreateSnapshot, ec2:CreateTags (only as part of
+CreateSnapshot), lambda:InvokeFunction (on itself, to hand over the rest of a long run).
 """
 
 from __future__ import annotations
@@ -44,6 +54,8 @@ import json
 import os
 import re
 import sys
+import time
+from collections import deque
 from datetime import UTC, date, datetime, timedelta
 
 import boto3
@@ -74,7 +86,12 @@ TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
+# Standard mode retries RequestLimitExceeded and 5xx with jittered backoff of at most 20 s.
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a known bound
+ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
+BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
+STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -87,11 +104,17 @@ REPORT_ORDER = (
     "deleted",
     "would_delete",
     "deferred",
+    "handed_off",
+    "stopped_early",
     "permitted",
     "skipped",
     "warnings",
     "failures",
 )
+
+
+class OutOfTime(Exception):
+    """Too little Lambda time is left to start (or retry) a call without being cut off."""
 
 
 class JobFailed(Exception):
@@ -167,10 +190,74 @@ def utc_today(now=None):
     return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
-def make_client(service, region):
+class Budget:
+    """The Lambda's time left (unlimited without a context): when to stop starting work.
+
+    Guarding a client makes every HTTP attempt, and every retry sleep, start only when it
+    can finish in time, so the Lambda timeout never cuts a call in half.
+    """
+
+    def __init__(self, context):
+        self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
+
+    def left(self):
+        return self._left_ms() / 1000 if self._left_ms else float("inf")
+
+    def low(self):
+        return self.left() < STOP_MARGIN_S
+
+    def guard(self, client):
+        if self._left_ms:
+            client.meta.events.register_first("before-send", self._before_send)
+            client.meta.events.register_first("needs-retry", self._before_retry)
+        return client
+
+    def _before_send(self, **kwargs):
+        if self.left() < ATTEMPT_S:
+            raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not started")
+
+    def _before_retry(self, response=None, caught_exception=None, **kwargs):
+        if isinstance(caught_exception, OutOfTime):
+            raise caught_exception
+        failed = caught_exception is not None or response[0].status_code >= 300
+        if failed and self.left() < ATTEMPT_S + BACKOFF_CAP_S:
+            raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
+
+
+def make_client(service, region, budget=None):
     """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
-    config = Config(retries=dict(RETRIES), user_agent_extra="ebs-snapshot-lifecycle")
-    return boto3.client(service, region_name=region, config=config)
+    config = Config(
+        retries=dict(RETRIES),
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        user_agent_extra="ebs-snapshot-lifecycle",
+    )
+    client = boto3.client(service, region_name=region, config=config)
+    return budget.guard(client) if budget else client
+
+
+def hand_off(context, event, summary, left, done_here):
+    """Out of time: invoke this same function again, asynchronously, on the same event id,
+    so the rest is done there. Without progress here, fail instead of looping forever."""
+    if not done_here:
+        summary.fail(summary.region, f"out of Lambda time before any progress; {left} left")
+        return
+    payload = json.dumps({**event, "id": summary.data["event_id"]})
+    arn = context.invoked_function_arn
+    try:
+        make_client("lambda", summary.region).invoke(
+            FunctionName=arn, InvocationType="Event", Payload=payload
+        )
+    except (ClientError, BotoCoreError) as exc:
+        summary.fail(arn, f"could not hand {left} left over to a new invocation: {exc}")
+        return
+    summary.add(
+        "handed_off",
+        "WARNING",
+        id=arn,
+        count=left,
+        reason="Lambda time ran short; a new invocation on the same event does the rest",
+    )
 
 
 def enabled_regions(ec2):
@@ -338,6 +425,12 @@ LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
 MAX_TAG_VALUE = 256  # EC2's limit on a tag value
+TAG_EVENT_ID = "EventId"  # the event a snapshot was made for: a retried event skips it
+# A volume that is already being snapshotted too often is refused with this code; AWS asks
+# for at least 15 s before that volume is tried again. Other volumes go on meanwhile.
+PER_VOLUME_RATE_CODE = "SnapshotCreationPerVolumeRateExceeded"
+PER_VOLUME_WAIT_S = 15
+PER_VOLUME_TRIES = 3
 
 
 # ---- decisions: pure functions of the resources and today's date ----
@@ -363,8 +456,10 @@ def describe(name, instance_id, volume_id, device, region):
     return f"{who} - {volume_id} ({device}) - {region}"[:MAX_DESCRIPTION]
 
 
-def snapshot_tags(name, delete_on, copy_dest):
+def snapshot_tags(name, delete_on, copy_dest, event_key):
     tags = {TAG_TYPE: AUTOMATED, TAG_DELETE_ON: delete_on.isoformat()}
+    if event_key:
+        tags[TAG_EVENT_ID] = event_key[:MAX_TAG_VALUE]
     if copy_dest:
         tags[TAG_COPY_DEST] = ",".join(copy_dest)
     if name:
@@ -387,7 +482,7 @@ def not_backed_up(iid, tags, state):
     return []
 
 
-def plan_instance(instance, volume_backup, enabled, region, today):
+def plan_instance(instance, volume_backup, enabled, region, today, event_key=None):
     """(snapshots to create, notes) for one instance.
 
     ``volume_backup`` maps volume ids to their own Backup tag values. A snapshot is a
@@ -405,7 +500,7 @@ def plan_instance(instance, volume_backup, enabled, region, today):
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
     notes += [("warn", iid, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
     name = tags.get(TAG_NAME, "")
-    snap_tags = snapshot_tags(name, today + timedelta(days=retention), dests)
+    snap_tags = snapshot_tags(name, today + timedelta(days=retention), dests, event_key)
     plans = []
     for mapping in instance.get("BlockDeviceMappings", []):
         if "Ebs" not in mapping:  # instance-store: nothing to snapshot
@@ -479,7 +574,22 @@ def tagged_volumes(ec2):
     )
 
 
+def done_for_event(ec2, event_key):
+    """{volume id: snapshot id} of snapshots this event already made (a retried event)."""
+    if not event_key:
+        return {}
+    snaps = paginate(
+        ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[{"Name": "tag:" + TAG_EVENT_ID, "Values": [event_key[:MAX_TAG_VALUE]]}],
+    )
+    return {s["VolumeId"]: s["SnapshotId"] for s in snaps}
+
+
 def create_snapshot(ec2, plan, summary):
+    """One CreateSnapshot; returns False when AWS wants this volume left alone for a while."""
     item = {
         "volume_id": plan["volume_id"],
         "instance_id": plan["instance_id"],
@@ -499,15 +609,73 @@ def create_snapshot(ec2, plan, summary):
     if summary.dry_run:
         summary.probe("ec2:CreateSnapshot", summary.region, ec2.create_snapshot, **params)
         summary.did("create", **item)
-        return
+        return True
     try:
         snap = ec2.create_snapshot(**params)
     except ClientError as exc:
+        if error_code(exc) == PER_VOLUME_RATE_CODE and plan.get("tries", 0) < PER_VOLUME_TRIES:
+            return False
         summary.fail(
             plan["volume_id"], f"{error_code(exc)}: {exc}", instance_id=plan["instance_id"]
         )
-        return
+        return True
     summary.did("create", snapshot_id=snap["SnapshotId"], **item)
+    return True
+
+
+def create_all(ec2, plans, summary, budget):
+    """Create every planned snapshot; returns how many were left when time ran short.
+
+    A volume refused with PER_VOLUME_RATE_CODE goes to the back of the queue and is tried
+    again no sooner than PER_VOLUME_WAIT_S later, so it never holds up the others.
+    """
+    queue = deque(plans)
+    while queue:
+        plan = queue[0]
+        wait = plan.get("not_before", 0) - time.monotonic()
+        if budget.low() or budget.left() - max(wait, 0) < STOP_MARGIN_S:
+            return len(queue)
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            finished = create_snapshot(ec2, plan, summary)
+        except OutOfTime:
+            return len(queue)
+        queue.popleft()
+        if not finished:
+            queue.append(
+                {
+                    **plan,
+                    "tries": plan.get("tries", 0) + 1,
+                    "not_before": time.monotonic() + PER_VOLUME_WAIT_S,
+                }
+            )
+    return 0
+
+
+def plan_region(ec2, ids, region, today, event_key, summary):
+    """Every snapshot to create, after the notes on what is skipped and why."""
+    enabled = enabled_regions(ec2)
+    volume_backup = {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in tagged_volumes(ec2)}
+    done = done_for_event(ec2, event_key)
+    plans, seen = [], set()
+    for instance in list_instances(ec2, ids):
+        seen.add(instance["InstanceId"])
+        found, notes = plan_instance(instance, volume_backup, enabled, region, today, event_key)
+        for kind, rid, reason in notes:
+            (summary.warn if kind == "warn" else summary.skip)(rid, reason)
+        for plan in found:
+            if plan["volume_id"] in done:
+                summary.skip(
+                    plan["volume_id"],
+                    f"already snapshotted for event {event_key}",
+                    snapshot_id=done[plan["volume_id"]],
+                )
+            else:
+                plans.append(plan)
+    for missing in sorted(set(ids or ()) - seen):
+        summary.fail(missing, "instance not found in this region")
+    return plans
 
 
 def run(event=None, context=None, *, region=None, now=None):
@@ -515,21 +683,21 @@ def run(event=None, context=None, *, region=None, now=None):
     event = event or {}
     region = resolve_region(region)
     dry_run, ids = event_dry_run(event), requested_ids(event)
+    # Lambda retries a failed event with the same request id; EventBridge may deliver the
+    # same event (same id) twice. Either way, the key finds what was already made.
+    event_key = event.get("id") or getattr(context, "aws_request_id", None)
     today = utc_today(now)
-    summary = Summary(JOB, region, today, dry_run, event.get("id"))
-    ec2 = make_client("ec2", region)
-    enabled = enabled_regions(ec2)
-    volume_backup = {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in tagged_volumes(ec2)}
-    seen = set()
-    for instance in list_instances(ec2, ids):
-        seen.add(instance["InstanceId"])
-        plans, notes = plan_instance(instance, volume_backup, enabled, region, today)
-        for kind, rid, reason in notes:
-            (summary.warn if kind == "warn" else summary.skip)(rid, reason)
-        for plan in plans:
-            create_snapshot(ec2, plan, summary)
-    for missing in sorted(set(ids or ()) - seen):
-        summary.fail(missing, "instance not found in this region")
+    summary = Summary(JOB, region, today, dry_run, event_key)
+    budget = Budget(context)
+    ec2 = make_client("ec2", region, budget)
+    try:
+        plans = plan_region(ec2, ids, region, today, event_key, summary)
+    except OutOfTime as exc:
+        summary.fail(region, f"out of Lambda time while listing: {exc}")
+        return summary.result()
+    left = create_all(ec2, plans, summary, budget)
+    if left:
+        hand_off(context, event, summary, left, done_here=len(plans) - left)
     return summary.result()
 
 

@@ -20,7 +20,8 @@ Event
     {"dry_run": true}                         change nothing; report what would be deleted
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
-then JobFailed is raised naming each failure.
+then JobFailed is raised naming each failure. With under 60 s of Lambda time left it stops
+(summary: stopped_early) and leaves the rest to its next run; running twice is harmless.
 
 IAM actions: ec2:DescribeSnapshots, ec2:DeleteSnapshot (only on Type=Automated snapshots).
 """
@@ -62,7 +63,12 @@ TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
+# Standard mode retries RequestLimitExceeded and 5xx with jittered backoff of at most 20 s.
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a known bound
+ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
+BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
+STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -75,11 +81,17 @@ REPORT_ORDER = (
     "deleted",
     "would_delete",
     "deferred",
+    "handed_off",
+    "stopped_early",
     "permitted",
     "skipped",
     "warnings",
     "failures",
 )
+
+
+class OutOfTime(Exception):
+    """Too little Lambda time is left to start (or retry) a call without being cut off."""
 
 
 class JobFailed(Exception):
@@ -155,10 +167,74 @@ def utc_today(now=None):
     return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
-def make_client(service, region):
+class Budget:
+    """The Lambda's time left (unlimited without a context): when to stop starting work.
+
+    Guarding a client makes every HTTP attempt, and every retry sleep, start only when it
+    can finish in time, so the Lambda timeout never cuts a call in half.
+    """
+
+    def __init__(self, context):
+        self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
+
+    def left(self):
+        return self._left_ms() / 1000 if self._left_ms else float("inf")
+
+    def low(self):
+        return self.left() < STOP_MARGIN_S
+
+    def guard(self, client):
+        if self._left_ms:
+            client.meta.events.register_first("before-send", self._before_send)
+            client.meta.events.register_first("needs-retry", self._before_retry)
+        return client
+
+    def _before_send(self, **kwargs):
+        if self.left() < ATTEMPT_S:
+            raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not started")
+
+    def _before_retry(self, response=None, caught_exception=None, **kwargs):
+        if isinstance(caught_exception, OutOfTime):
+            raise caught_exception
+        failed = caught_exception is not None or response[0].status_code >= 300
+        if failed and self.left() < ATTEMPT_S + BACKOFF_CAP_S:
+            raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
+
+
+def make_client(service, region, budget=None):
     """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
-    config = Config(retries=dict(RETRIES), user_agent_extra="ebs-snapshot-lifecycle")
-    return boto3.client(service, region_name=region, config=config)
+    config = Config(
+        retries=dict(RETRIES),
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        user_agent_extra="ebs-snapshot-lifecycle",
+    )
+    client = boto3.client(service, region_name=region, config=config)
+    return budget.guard(client) if budget else client
+
+
+def hand_off(context, event, summary, left, done_here):
+    """Out of time: invoke this same function again, asynchronously, on the same event id,
+    so the rest is done there. Without progress here, fail instead of looping forever."""
+    if not done_here:
+        summary.fail(summary.region, f"out of Lambda time before any progress; {left} left")
+        return
+    payload = json.dumps({**event, "id": summary.data["event_id"]})
+    arn = context.invoked_function_arn
+    try:
+        make_client("lambda", summary.region).invoke(
+            FunctionName=arn, InvocationType="Event", Payload=payload
+        )
+    except (ClientError, BotoCoreError) as exc:
+        summary.fail(arn, f"could not hand {left} left over to a new invocation: {exc}")
+        return
+    summary.add(
+        "handed_off",
+        "WARNING",
+        id=arn,
+        count=left,
+        reason="Lambda time ran short; a new invocation on the same event does the rest",
+    )
 
 
 def enabled_regions(ec2):
@@ -375,25 +451,41 @@ def delete_snapshot(ec2, snapshot, reason, summary):
     summary.did("delete", snapshot_id=sid, reason=reason, volume_id=snapshot.get("VolumeId"))
 
 
+def sweep(ec2, today, summary, budget):
+    """Judge and delete, page by page; stops early (saying so) when Lambda time runs short."""
+    try:
+        for snapshot in automated_snapshots(ec2):
+            if budget.low():
+                raise OutOfTime(f"{budget.left():.0f} s of Lambda time left")
+            action, reason = verdict(snapshot, today)
+            sid = snapshot["SnapshotId"]
+            if action == "delete":
+                delete_snapshot(ec2, snapshot, reason, summary)
+            elif action == "warn":
+                summary.warn(sid, reason)
+            elif action == "hold":
+                summary.skip(sid, f"{reason}: kept although due")
+                summary.count("kept_forever")
+            else:
+                summary.count("kept_forever" if action == "forever" else "kept")
+    except OutOfTime as exc:
+        summary.add(
+            "stopped_early",
+            "WARNING",
+            id=summary.region,
+            reason=f"{exc}; the next run deletes the rest",
+        )
+
+
 def run(event=None, context=None, *, region=None, now=None):
     """One manager run; ``now`` (a datetime) is injectable for tests and the demo."""
     event = event or {}
     region = resolve_region(region)
     today = utc_today(now)
-    summary = Summary(JOB, region, today, event_dry_run(event), event.get("id"))
-    ec2 = make_client("ec2", region)
-    for snapshot in automated_snapshots(ec2):
-        action, reason = verdict(snapshot, today)
-        sid = snapshot["SnapshotId"]
-        if action == "delete":
-            delete_snapshot(ec2, snapshot, reason, summary)
-        elif action == "warn":
-            summary.warn(sid, reason)
-        elif action == "hold":
-            summary.skip(sid, f"{reason}: kept although due")
-            summary.count("kept_forever")
-        else:
-            summary.count("kept_forever" if action == "forever" else "kept")
+    event_key = event.get("id") or getattr(context, "aws_request_id", None)
+    summary = Summary(JOB, region, today, event_dry_run(event), event_key)
+    budget = Budget(context)
+    sweep(make_client("ec2", region, budget), today, summary, budget)
     return summary.result()
 
 

@@ -40,3 +40,12 @@ def test_create_tags_is_never_unconditional():
     for stmt in statements("ec2:CreateTags"):
         assert stmt["Resource"] == "arn:aws:ec2:*::snapshot/*"
         assert stmt["Condition"]
+
+
+def test_the_only_lambda_permission_is_invoking_the_two_jobs_that_hand_off():
+    (stmt,) = statements("lambda:InvokeFunction")
+    assert stmt["Action"] == "lambda:InvokeFunction"
+    assert sorted(stmt["Resource"]) == [
+        "arn:aws:lambda:*:*:function:ebs-snapshot-copier",
+        "arn:aws:lambda:*:*:function:ebs-snapshot-creator",
+    ]
