@@ -1,15 +1,19 @@
-"""Shared fixtures: moto's AWS, a small fleet builder, and an API spy.
+"""Shared fixtures: moto's AWS, a small fleet builder, and an API spy (``api``).
 
-The spy wraps botocore's ``BaseClient._make_api_call`` (not the job code) to record every
-call, to fail chosen calls with chosen error codes, and to cut moto's describe responses
-into small pages: moto never returns a NextToken, so without this a job that ignored
-NextToken would pass every test.
+The spy never touches the job code. It records every call and cuts moto's describe
+responses into small pages (moto never returns a NextToken, so without this a job that
+ignored NextToken would pass every test), and it injects faults through botocore's
+``before-send`` hook: chosen error codes, random throttling on a fixed seed.
 """
 
 import os
+import random
+import re
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import parse_qs
 
 # Before boto3 or moto is imported anywhere: never reach a real account or the metadata service.
 os.environ.update(
@@ -26,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import boto3  # noqa: E402
 import pytest  # noqa: E402
+from botocore.awsrequest import AWSResponse  # noqa: E402
 from botocore.client import BaseClient  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
+from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 
 REGION = "us-east-1"
@@ -117,19 +122,71 @@ def set_snapshot_state(snapshot_id, state, region=REGION):
     moto_snapshot(snapshot_id, region).status = state
 
 
+def ec2_error(code, message, status):
+    """An EC2 (query protocol) error response, as AWS sends it."""
+    body = (
+        f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        "</Errors><RequestID>fault-injected</RequestID></Response>"
+    ).encode()
+    return status, body
+
+
+def request_params(request):
+    """Top-level parameters of an EC2 query-protocol request body."""
+    body = request.body or b""
+    if isinstance(body, bytes):
+        body = body.decode()
+    return {k: v[0] for k, v in parse_qs(body).items()}
+
+
 class Api:
-    """Records calls; injects errors; pages describe responses with a cursor."""
+    """Records calls, pages describe responses, and injects faults.
+
+    Calls are recorded (and describe responses paged with a cursor) around
+    ``BaseClient._make_api_call``: one record per call the job makes. Faults are served
+    from moto's ``before-send`` hook (its BotocoreStubber), once per HTTP attempt, so
+    they go through botocore's real error parsing and retry logic, as AWS errors would.
+    """
 
     def __init__(self):
-        self.calls = []  # (region, operation, params)
+        self.calls = []  # (region, operation, params), one per call
+        self.attempts = 0  # HTTP attempts that reached the fault layer
         self.page_size = None
         self.faults = []
+        self.throttled = 0
+        self.throttle_rate, self.random = 0.0, random.Random(0)
+        self.stubs = {}  # operation -> canned response (or exception to raise), never sent
+        self.slept = []
+        self.on_attempt = None  # called with (operation, region) before each attempt
 
-    def fail(self, operation, code, when=lambda params, region: True, times=None, message=None):
-        """Make matching calls fail with ``code`` (``times`` times, or always)."""
+    def fail(
+        self,
+        operation,
+        code,
+        when=lambda params, region: True,
+        times=None,
+        message=None,
+        status=None,
+    ):
+        """Make matching attempts fail with ``code`` (``times`` times, or always)."""
+        status = status or (503 if code in ("RequestLimitExceeded", "Unavailable") else 400)
         self.faults.append(
-            {"op": operation, "code": code, "when": when, "left": times, "msg": message}
+            {
+                "op": operation,
+                "code": code,
+                "when": when,
+                "left": times,
+                "msg": message or f"injected {code}",
+                "status": status,
+            }
         )
+
+    def throttle(self, rate, seed):
+        """Answer that share of all EC2 attempts with RequestLimitExceeded (HTTP 503)."""
+        self.throttle_rate, self.random = rate, random.Random(seed)
+
+    def stub(self, operation, response):
+        self.stubs[operation] = response
 
     def ops(self, operation=None, region=None):
         return [
@@ -142,13 +199,15 @@ class Api:
         return [op for _, op, _ in self.calls]
 
     def _fault(self, operation, params, region):
+        if self.throttle_rate and self.random.random() < self.throttle_rate:
+            self.throttled += 1
+            return ec2_error("RequestLimitExceeded", "Request limit exceeded.", 503)
         for fault in self.faults:
             if fault["op"] != operation or fault["left"] == 0 or not fault["when"](params, region):
                 continue
             if fault["left"] is not None:
                 fault["left"] -= 1
-            error = {"Code": fault["code"], "Message": fault["msg"] or f"injected {fault['code']}"}
-            return ClientError({"Error": error}, operation)
+            return ec2_error(fault["code"], fault["msg"], fault["status"])
         return None
 
     def _page(self, original, client, operation, params):
@@ -167,20 +226,37 @@ class Api:
         return response
 
     def install(self, monkeypatch):
-        original = BaseClient._make_api_call
+        original_call = BaseClient._make_api_call
+        original_send = BotocoreStubber.__call__
         spy = self
 
         def _make_api_call(client, operation, params):
             region = client.meta.region_name
             spy.calls.append((region, operation, dict(params)))
-            error = spy._fault(operation, params, region)
-            if error:
-                raise error
+            if operation in spy.stubs:
+                if isinstance(spy.stubs[operation], Exception):
+                    raise spy.stubs[operation]
+                return spy.stubs[operation]
             if spy.page_size and operation in PAGED:
-                return spy._page(original, client, operation, params)
-            return original(client, operation, params)
+                return spy._page(original_call, client, operation, params)
+            return original_call(client, operation, params)
+
+        def before_send(stubber, event_name, request, **kwargs):
+            match = re.match(r"https?://ec2\.([a-z0-9-]+)\.", request.url)
+            if stubber.enabled and match:
+                operation, region = event_name.rsplit(".", 1)[-1], match.group(1)
+                if spy.on_attempt:
+                    spy.on_attempt(operation, region)
+                spy.attempts += 1
+                fault = spy._fault(operation, request_params(request), region)
+                if fault:
+                    status, body = fault
+                    return AWSResponse(request.url, status, {}, MockRawResponse(body))
+            return original_send(stubber, event_name, request, **kwargs)
 
         monkeypatch.setattr(BaseClient, "_make_api_call", _make_api_call)
+        monkeypatch.setattr(BotocoreStubber, "__call__", before_send)
+        monkeypatch.setattr(time, "sleep", spy.slept.append)  # botocore's backoff, our waits
 
 
 @pytest.fixture

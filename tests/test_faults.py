@@ -1,0 +1,321 @@
+"""Fault suite: throttling, failing calls, repeated events, running out of Lambda time.
+
+Faults come in through botocore's hooks (tests/conftest.py, ``api``), never by editing the
+job code. Every test asserts the AWS state left behind: exactly the snapshots that must
+exist in each region, and nothing else.
+"""
+
+import json
+from collections import Counter
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import DEST, NOW, REGION, launch, make_snapshot, snapshot_details, snapshots
+
+import ebs_snapshot_copier as copier
+import ebs_snapshot_creator as creator
+import ebs_snapshot_manager as manager
+
+ARN = "arn:aws:lambda:{region}:123456789012:function:ebs-snapshot-{job}"
+
+
+class Context:
+    """A Lambda context whose clock advances ``per_attempt_ms`` with every HTTP attempt,
+    and with every sleep: as long as it asked, or always the longest backoff (worst case)."""
+
+    def __init__(
+        self, api, job, start_ms=900_000, per_attempt_ms=0, request_id="req-1", worst_backoff=False
+    ):
+        self.api, self.start_ms, self.per_attempt_ms = api, start_ms, per_attempt_ms
+        self.base, self.base_sleeps = api.attempts, len(api.slept)
+        self.worst_backoff = worst_backoff
+        self.aws_request_id = request_id
+        self.invoked_function_arn = ARN.format(region=REGION, job=job)
+
+    def get_remaining_time_in_millis(self):
+        sleeps = self.api.slept[self.base_sleeps :]
+        slept = len(sleeps) * creator.BACKOFF_CAP_S if self.worst_backoff else sum(sleeps)
+        attempts = self.api.attempts - self.base
+        return self.start_ms - self.per_attempt_ms * attempts - int(slept * 1000)
+
+
+def volume_counts(region=REGION):
+    """{volume id: number of automated primaries of it}."""
+    return Counter(
+        s["VolumeId"]
+        for sid, s in snapshot_details(region).items()
+        if "Source_SnapshotId" not in snapshots(region)[sid]
+    )
+
+
+def fleet(n=4, devices=("/dev/sda1", "/dev/sdb"), **tags):
+    vols = []
+    for i in range(n):
+        _, v = launch({"Backup": "Yes", "Name": f"host-{i}", **tags}, devices=devices)
+        vols += v.values()
+    return vols
+
+
+# ---- throttling -------------------------------------------------------------------------
+
+
+def test_thirty_percent_throttled_every_job_still_does_all_its_work(api):
+    vols = fleet(10, Copy_Dest=DEST)
+    expired = [make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(10)]
+    kept = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01", "KeepForever": "yes"})
+    manual = make_snapshot({"DeleteOn": "2026-11-01"})
+    api.throttle(0.3, seed=20261126)
+    before = api.attempts
+    event = {"id": "evt-throttled"}
+    creator.run(event, None, now=NOW)
+    copier.run(event, None, now=NOW)
+    manager.run(event, None, now=NOW)
+    api.throttle(0, seed=0)  # the checks below must not be throttled themselves
+    assert api.throttled > 15  # the faults really happened, at about the rate asked
+    assert 0.2 < api.throttled / (api.attempts - before) < 0.4
+    remaining = snapshot_details()
+    primaries = {sid for sid, t in snapshots().items() if t.get("EventId") == "evt-throttled"}
+    assert set(remaining) == primaries | {kept, manual}  # the expired ones are gone
+    assert Counter(remaining[p]["VolumeId"] for p in primaries) == Counter({v: 1 for v in vols})
+    assert not set(expired) & set(remaining)
+    sources = Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values())
+    assert sources == Counter({p: 1 for p in primaries})
+    assert len(api.slept) >= api.throttled  # each throttled attempt backed off
+
+
+def test_copier_and_manager_are_idempotent_under_throttling(api):
+    vols = fleet(3, Copy_Dest=DEST)
+    creator.run({}, None, now=NOW)
+    api.throttle(0.3, seed=7)
+    for _ in range(2):
+        copier.run({"id": "same"}, None, now=NOW)
+        manager.run({"id": "same"}, None, now=NOW)
+    api.throttle(0, seed=0)
+    assert api.throttled > 0
+    assert len(snapshots(DEST)) == len(vols)
+    assert (
+        Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values()).most_common(1)[0][1] == 1
+    )
+
+
+# ---- one failure is not everyone's failure ---------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["IncorrectState", "InvalidVolume.NotFound"])
+def test_a_failing_volume_is_named_the_rest_done_and_a_retry_completes_it(api, code):
+    vols = fleet(3)
+    bad = vols[2]
+    api.fail("CreateSnapshot", code, when=lambda p, r: p["VolumeId"] == bad, times=1)
+    event = {"id": "evt-1"}
+    with pytest.raises(creator.JobFailed) as err:
+        creator.run(event, None, now=NOW)
+    assert bad in str(err.value) and code in str(err.value)
+    assert volume_counts() == Counter({v: 1 for v in vols if v != bad})
+    # Lambda retries the failed event: only the missing volume is snapshotted.
+    result = creator.run(event, None, now=NOW)
+    assert volume_counts() == Counter({v: 1 for v in vols})
+    assert result["counts"]["created"] == 1
+
+
+def test_snapshot_deleted_by_someone_else_before_the_copy_is_a_named_failure(api):
+    a = make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": DEST})
+    b = make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": DEST})
+    api.fail(
+        "CopySnapshot", "InvalidSnapshot.NotFound", when=lambda p, r: p["SourceSnapshotId"] == a
+    )
+    with pytest.raises(copier.JobFailed, match=a):
+        copier.run({}, None, now=NOW)
+    assert [t["Source_SnapshotId"] for t in snapshots(DEST).values()] == [b]
+
+
+def test_deleting_a_snapshot_already_gone_is_done_not_failed(api):
+    due = [make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(3)]
+    api.fail(
+        "DeleteSnapshot", "InvalidSnapshot.NotFound", when=lambda p, r: p["SnapshotId"] == due[1]
+    )
+    result = manager.run({}, None, now=NOW)
+    assert result["failures"] == []
+    assert set(snapshots()) == {due[1]}  # (it was "gone" only in the injected answer)
+
+
+def test_per_volume_rate_limit_waits_for_that_volume_only(api):
+    vols = fleet(2)
+    busy = vols[0]
+    api.fail(
+        "CreateSnapshot",
+        "SnapshotCreationPerVolumeRateExceeded",
+        when=lambda p, r: p["VolumeId"] == busy,
+        times=2,
+    )
+    result = creator.run({}, None, now=NOW)
+    assert volume_counts() == Counter({v: 1 for v in vols})
+    order = [c["volume_id"] for c in result["created"]]
+    assert order[-1] == busy  # the others were not held up
+    assert sum(1 for s in api.slept if s >= creator.PER_VOLUME_WAIT_S - 1) >= 1
+
+
+def test_a_volume_that_stays_rate_limited_fails_after_a_few_tries(api):
+    vols = fleet(1)
+    api.fail(
+        "CreateSnapshot",
+        "SnapshotCreationPerVolumeRateExceeded",
+        when=lambda p, r: p["VolumeId"] == vols[0],
+    )
+    with pytest.raises(creator.JobFailed, match="SnapshotCreationPerVolumeRateExceeded"):
+        creator.run({}, None, now=NOW)
+    attempts = [p for p in api.ops("CreateSnapshot") if p["VolumeId"] == vols[0]]
+    assert len(attempts) == creator.PER_VOLUME_TRIES + 1
+    assert volume_counts() == Counter({vols[1]: 1})
+
+
+# ---- repeated events --------------------------------------------------------------------
+
+
+def test_the_same_event_twice_makes_no_duplicates(api):
+    vols = fleet(3)
+    event = {"id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "source": "aws.events"}
+    creator.run(event, None, now=NOW)
+    api.calls.clear()
+    again = creator.run(event, None, now=NOW)
+    assert "CreateSnapshot" not in api.names()
+    assert volume_counts() == Counter({v: 1 for v in vols})
+    assert {s["id"] for s in again["skipped"]} == set(vols)
+    assert all(t["EventId"] == event["id"] for t in snapshots().values())
+
+
+def test_two_different_events_make_two_snapshots_each():
+    vols = fleet(2)
+    creator.run({"id": "morning"}, None, now=NOW)
+    creator.run({"id": "evening"}, None, now=NOW)
+    assert volume_counts() == Counter({v: 2 for v in vols})
+
+
+def test_a_retried_invocation_without_event_id_is_recognised_by_its_request_id(api):
+    iid, vols = launch({"Backup": "Yes"})
+    event = {"instance_ids": [iid]}  # "snapshot me now", from a server's cron job
+    creator.run(event, Context(api, "creator", request_id="0f8b-retry"), now=NOW)
+    creator.run(event, Context(api, "creator", request_id="0f8b-retry"), now=NOW)  # retry
+    assert volume_counts() == Counter({vols["/dev/sda1"]: 1})
+    creator.run(event, Context(api, "creator", request_id="another-call"), now=NOW)
+    assert volume_counts() == Counter({vols["/dev/sda1"]: 2})
+
+
+# ---- running out of Lambda time ---------------------------------------------------------
+
+
+def run_watching_the_clock(api, ctx, job, event):
+    """Run a job; return (result or exception, time left at the start of each attempt)."""
+    seen = []
+    api.on_attempt = lambda op, region: seen.append(ctx.get_remaining_time_in_millis())
+    try:
+        result = job.run(event, ctx, now=NOW)
+    except job.JobFailed as exc:
+        result = exc
+    finally:
+        api.on_attempt = None
+    assert ctx.get_remaining_time_in_millis() >= 0  # the Lambda was never cut off
+    return result, seen
+
+
+def test_creator_hands_the_rest_to_a_new_invocation_and_nothing_is_cut_off(api):
+    vols = fleet(6)  # 12 volumes
+    api.stub("Invoke", {"StatusCode": 202})
+    ctx = Context(api, "creator", start_ms=150_000, per_attempt_ms=10_000)
+    event = {"id": "evt-big", "source": "aws.events"}
+    first, seen = run_watching_the_clock(api, ctx, creator, event)
+    done_first = sum(volume_counts().values())
+    assert 0 < done_first < len(vols)
+    assert min(seen) >= creator.ATTEMPT_S * 1000  # no attempt started that could be cut off
+    (invoke,) = api.ops("Invoke")
+    assert invoke["FunctionName"] == ctx.invoked_function_arn
+    assert invoke["InvocationType"] == "Event"
+    payload = json.loads(invoke["Payload"])
+    assert payload == event
+    (handed,) = first["handed_off"]
+    assert handed["count"] == len(vols) - done_first
+    # Lambda runs the new invocation on the same event, with a fresh clock.
+    second = creator.run(payload, Context(api, "creator", request_id="req-2"), now=NOW)
+    assert volume_counts() == Counter({v: 1 for v in vols})
+    assert second["counts"]["created"] == len(vols) - done_first
+    assert second["counts"]["skipped"] == done_first
+
+
+def test_a_hand_off_of_an_event_without_id_carries_the_request_id(api):
+    fleet(3)
+    api.stub("Invoke", {"StatusCode": 202})
+    ctx = Context(api, "creator", start_ms=110_000, per_attempt_ms=10_000, request_id="r-77")
+    creator.run({}, ctx, now=NOW)
+    (invoke,) = api.ops("Invoke")
+    assert json.loads(invoke["Payload"]) == {"id": "r-77"}
+
+
+def test_no_progress_at_all_fails_instead_of_handing_off_forever(api):
+    fleet(1)
+    api.stub("Invoke", {"StatusCode": 202})
+    ctx = Context(api, "creator", start_ms=creator.STOP_MARGIN_S * 1000 - 1)
+    with pytest.raises(creator.JobFailed, match="before any progress"):
+        creator.run({"id": "e"}, ctx, now=NOW)
+    assert api.ops("Invoke") == [] and snapshots() == {}
+
+
+def test_a_failed_hand_off_fails_the_run_so_lambda_retries_it(api):
+    vols = fleet(3)
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Invoke")
+    api.stub("Invoke", denied)
+    ctx = Context(api, "creator", start_ms=110_000, per_attempt_ms=10_000)
+    with pytest.raises(creator.JobFailed, match=r"could not hand .*AccessDeniedException"):
+        creator.run({"id": "e"}, ctx, now=NOW)
+    # Lambda's retry of the failed event finishes the job without duplicates.
+    creator.run({"id": "e"}, Context(api, "creator"), now=NOW)
+    assert volume_counts() == Counter({v: 1 for v in vols})
+
+
+def test_copier_hands_the_rest_over_and_the_next_invocation_finishes(api):
+    sources = [
+        make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": DEST})
+        for _ in range(8)
+    ]
+    api.stub("Invoke", {"StatusCode": 202})
+    ctx = Context(api, "copier", start_ms=150_000, per_attempt_ms=10_000)
+    _, seen = run_watching_the_clock(api, ctx, copier, {"id": "c-1"})
+    first = len(snapshots(DEST))
+    assert 0 < first < len(sources)
+    assert min(seen) >= copier.ATTEMPT_S * 1000
+    payload = json.loads(api.ops("Invoke")[0]["Payload"])
+    copier.run(payload, Context(api, "copier"), now=NOW)
+    copies = Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values())
+    assert copies == Counter({s: 1 for s in sources})
+
+
+def test_manager_stops_early_and_the_next_run_finishes(api):
+    due = {make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(10)}
+    later = make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31"})
+    ctx = Context(api, "manager", start_ms=130_000, per_attempt_ms=10_000)
+    result, seen = run_watching_the_clock(api, ctx, manager, {})
+    assert min(seen) >= manager.ATTEMPT_S * 1000
+    assert result["stopped_early"][0]["id"] == REGION
+    assert 0 < len(due - set(snapshots())) < len(due)
+    assert api.ops("Invoke") == []  # the manager leaves the rest to its next run
+    manager.run({}, Context(api, "manager"), now=NOW)
+    assert set(snapshots()) == {later}
+
+
+def test_a_listing_is_not_started_with_too_little_time_left(api):
+    fleet(1)
+    ctx = Context(api, "creator", start_ms=60_000, per_attempt_ms=25_000)
+    failed, seen = run_watching_the_clock(api, ctx, creator, {"id": "e"})
+    assert "out of Lambda time while listing" in str(failed)
+    assert min(seen) >= creator.ATTEMPT_S * 1000 and len(seen) == 2
+    assert snapshots() == {}
+
+
+def test_a_retry_sleep_that_could_outlive_the_lambda_is_not_started(api):
+    fleet(1, devices=("/dev/sda1",))
+    api.stub("Invoke", {"StatusCode": 202})
+    api.fail("CreateSnapshot", "RequestLimitExceeded")  # throttled, however often it is asked
+    ctx = Context(api, "creator", start_ms=150_000, per_attempt_ms=20_000, worst_backoff=True)
+    failed, seen = run_watching_the_clock(api, ctx, creator, {"id": "e"})
+    assert "before any progress" in str(failed)  # Lambda retries the event later
+    assert len(api.ops("CreateSnapshot")) == 1  # one call; its retries stopped in time
+    assert min(seen) >= creator.ATTEMPT_S * 1000
+    assert volume_counts() == Counter() and api.ops("Invoke") == []
