@@ -168,6 +168,14 @@ def event_dry_run(event):
     return flag
 
 
+def event_key(event, context):
+    """What identifies this piece of work across deliveries: the event's id (EventBridge
+    may deliver an event twice), else the Lambda request id (kept when Lambda retries a
+    failed run), else nothing (a command-line run). Cut to fit a tag value."""
+    key = event.get("id") or getattr(context, "aws_request_id", None)
+    return str(key)[:256] if key else None
+
+
 def resolve_region(region=None):
     """Explicit, else AWS_REGION (Lambda sets it), else AWS_DEFAULT_REGION or the profile."""
     region = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
@@ -637,8 +645,7 @@ def run(event=None, context=None, *, region=None, now=None):
     event = event or {}
     region = resolve_region(region)
     today = utc_today(now)
-    event_key = event.get("id") or getattr(context, "aws_request_id", None)
-    summary = Summary(JOB, region, today, event_dry_run(event), event_key)
+    summary = Summary(JOB, region, today, event_dry_run(event), event_key(event, context))
     budget = Budget(context)
     try:
         work = plan_all(list_by_destination(region, today, summary, budget), summary, budget)

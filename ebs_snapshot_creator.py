@@ -178,6 +178,14 @@ def event_dry_run(event):
     return flag
 
 
+def event_key(event, context):
+    """What identifies this piece of work across deliveries: the event's id (EventBridge
+    may deliver an event twice), else the Lambda request id (kept when Lambda retries a
+    failed run), else nothing (a command-line run). Cut to fit a tag value."""
+    key = event.get("id") or getattr(context, "aws_request_id", None)
+    return str(key)[:256] if key else None
+
+
 def resolve_region(region=None):
     """Explicit, else AWS_REGION (Lambda sets it), else AWS_DEFAULT_REGION or the profile."""
     region = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
@@ -456,10 +464,10 @@ def describe(name, instance_id, volume_id, device, region):
     return f"{who} - {volume_id} ({device}) - {region}"[:MAX_DESCRIPTION]
 
 
-def snapshot_tags(name, delete_on, copy_dest, event_key):
+def snapshot_tags(name, delete_on, copy_dest, key):
     tags = {TAG_TYPE: AUTOMATED, TAG_DELETE_ON: delete_on.isoformat()}
-    if event_key:
-        tags[TAG_EVENT_ID] = event_key[:MAX_TAG_VALUE]
+    if key:
+        tags[TAG_EVENT_ID] = key
     if copy_dest:
         tags[TAG_COPY_DEST] = ",".join(copy_dest)
     if name:
@@ -482,7 +490,7 @@ def not_backed_up(iid, tags, state):
     return []
 
 
-def plan_instance(instance, volume_backup, enabled, region, today, event_key=None):
+def plan_instance(instance, volume_backup, enabled, region, today, key=None):
     """(snapshots to create, notes) for one instance.
 
     ``volume_backup`` maps volume ids to their own Backup tag values. A snapshot is a
@@ -500,7 +508,7 @@ def plan_instance(instance, volume_backup, enabled, region, today, event_key=Non
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
     notes += [("warn", iid, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
     name = tags.get(TAG_NAME, "")
-    snap_tags = snapshot_tags(name, today + timedelta(days=retention), dests, event_key)
+    snap_tags = snapshot_tags(name, today + timedelta(days=retention), dests, key)
     plans = []
     for mapping in instance.get("BlockDeviceMappings", []):
         if "Ebs" not in mapping:  # instance-store: nothing to snapshot
@@ -574,16 +582,16 @@ def tagged_volumes(ec2):
     )
 
 
-def done_for_event(ec2, event_key):
+def done_for_event(ec2, key):
     """{volume id: snapshot id} of snapshots this event already made (a retried event)."""
-    if not event_key:
+    if not key:
         return {}
     snaps = paginate(
         ec2,
         "describe_snapshots",
         "Snapshots",
         OwnerIds=["self"],
-        Filters=[{"Name": "tag:" + TAG_EVENT_ID, "Values": [event_key[:MAX_TAG_VALUE]]}],
+        Filters=[{"Name": "tag:" + TAG_EVENT_ID, "Values": [key]}],
     )
     return {s["VolumeId"]: s["SnapshotId"] for s in snaps}
 
@@ -653,22 +661,22 @@ def create_all(ec2, plans, summary, budget):
     return 0
 
 
-def plan_region(ec2, ids, region, today, event_key, summary):
+def plan_region(ec2, ids, region, today, key, summary):
     """Every snapshot to create, after the notes on what is skipped and why."""
     enabled = enabled_regions(ec2)
     volume_backup = {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in tagged_volumes(ec2)}
-    done = done_for_event(ec2, event_key)
+    done = done_for_event(ec2, key)
     plans, seen = [], set()
     for instance in list_instances(ec2, ids):
         seen.add(instance["InstanceId"])
-        found, notes = plan_instance(instance, volume_backup, enabled, region, today, event_key)
+        found, notes = plan_instance(instance, volume_backup, enabled, region, today, key)
         for kind, rid, reason in notes:
             (summary.warn if kind == "warn" else summary.skip)(rid, reason)
         for plan in found:
             if plan["volume_id"] in done:
                 summary.skip(
                     plan["volume_id"],
-                    f"already snapshotted for event {event_key}",
+                    f"already snapshotted for event {key}",
                     snapshot_id=done[plan["volume_id"]],
                 )
             else:
@@ -683,15 +691,13 @@ def run(event=None, context=None, *, region=None, now=None):
     event = event or {}
     region = resolve_region(region)
     dry_run, ids = event_dry_run(event), requested_ids(event)
-    # Lambda retries a failed event with the same request id; EventBridge may deliver the
-    # same event (same id) twice. Either way, the key finds what was already made.
-    event_key = event.get("id") or getattr(context, "aws_request_id", None)
+    key = event_key(event, context)
     today = utc_today(now)
-    summary = Summary(JOB, region, today, dry_run, event_key)
+    summary = Summary(JOB, region, today, dry_run, key)
     budget = Budget(context)
     ec2 = make_client("ec2", region, budget)
     try:
-        plans = plan_region(ec2, ids, region, today, event_key, summary)
+        plans = plan_region(ec2, ids, region, today, key, summary)
     except OutOfTime as exc:
         summary.fail(region, f"out of Lambda time while listing: {exc}")
         return summary.result()

@@ -319,3 +319,12 @@ def test_a_retry_sleep_that_could_outlive_the_lambda_is_not_started(api):
     assert len(api.ops("CreateSnapshot")) == 1  # one call; its retries stopped in time
     assert min(seen) >= creator.ATTEMPT_S * 1000
     assert volume_counts() == Counter() and api.ops("Invoke") == []
+
+
+@pytest.mark.parametrize("event_id", [42, "x" * 300, "événement-🙂"])
+def test_an_odd_event_id_still_dedupes(event_id):
+    vols = fleet(1)
+    for _ in range(2):
+        creator.run({"id": event_id}, None, now=NOW)
+    assert volume_counts() == Counter({v: 1 for v in vols})
+    assert {t["EventId"] for t in snapshots().values()} == {str(event_id)[:256]}
