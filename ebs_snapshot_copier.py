@@ -25,6 +25,9 @@ continues. That is not a failure.
 
 Event
     {}  or an EventBridge scheduled event     every eligible primary of the region
+    an "EBS Snapshot Notification" event      just that snapshot, as soon as it completes
+      (createSnapshot, succeeded)             (one DescribeSnapshots by id, and in each
+                                              destination a lookup of its copies only)
     {"dry_run": true}                         change nothing; report what would be copied
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
@@ -418,6 +421,7 @@ def cli(parser, argv=None):
 
 # ---- end of shared block ----
 COPY_LIMIT_CODE = "ResourceLimitExceeded"  # too many copies in flight into one region
+NOTIFICATION = "EBS Snapshot Notification"  # EventBridge detail-type when a snapshot is done
 
 
 # ---- decisions: pure functions of the snapshots and today's date ----
@@ -492,8 +496,35 @@ def plan_destination(primaries, existing):
 # ---- AWS: reading and acting ----
 
 
-def list_primaries(ec2):
-    """Completed automated snapshots of this account that ask for copies, oldest first."""
+def notified_snapshot(event):
+    """(snapshot id, None) for an EBS Snapshot Notification of a completed CreateSnapshot;
+    (id, reason) for one about something else; (None, None) for any other event."""
+    if event.get("detail-type") != NOTIFICATION:
+        return None, None
+    detail = event.get("detail") or {}
+    sid = str(detail.get("snapshot_id", "")).rsplit("/", 1)[-1] or "(no snapshot id)"
+    if (detail.get("event"), detail.get("result")) != ("createSnapshot", "succeeded"):
+        return sid, f"notification of {detail.get('event')} {detail.get('result')}: nothing to copy"
+    return sid, None
+
+
+def list_primaries(ec2, only=None):
+    """Completed automated snapshots of this account that ask for copies, oldest first;
+    with ``only``, just that snapshot (one call by id, not a sweep of the region)."""
+    if only:
+        try:
+            snaps = ec2.describe_snapshots(SnapshotIds=[only])["Snapshots"]
+        except ClientError as exc:
+            if error_code(exc) != "InvalidSnapshot.NotFound":  # deleted since: nothing to do
+                raise
+            snaps = []
+        return [
+            s
+            for s in snaps
+            if s["State"] == "completed"
+            and tag_map(s).get(TAG_TYPE) == AUTOMATED
+            and TAG_COPY_DEST in tag_map(s)
+        ]
     snaps = paginate(
         ec2,
         "describe_snapshots",
@@ -508,15 +539,15 @@ def list_primaries(ec2):
     return sorted(snaps, key=lambda s: (s["StartTime"], s["SnapshotId"]))
 
 
-def existing_copies(dest_ec2, region):
-    """{primary id: [(copy id, kept forever?)]} for copies of this region's, in any state."""
+def existing_copies(dest_ec2, region, only=None):
+    """{primary id: [(copy id, kept forever?)]} for copies of this region's, in any state
+    (with ``only``, just the copies of that primary)."""
+    filters = [{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}]
+    if only:
+        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": [only]})
     found = {}
     for snap in paginate(
-        dest_ec2,
-        "describe_snapshots",
-        "Snapshots",
-        OwnerIds=["self"],
-        Filters=[{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}],
+        dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
     ):
         tags = tag_map(snap)
         if TAG_SOURCE_SNAPSHOT in tags:
@@ -578,12 +609,12 @@ def keep_forever(dest_ec2, dest, primary, copy_id, summary):
     summary.did("tag", **item)
 
 
-def list_by_destination(region, today, summary, budget):
+def list_by_destination(region, today, summary, budget, only=None):
     """{destination: [primaries to bring there]}, from one listing of this region."""
     ec2 = make_client("ec2", region, budget)
     enabled = enabled_regions(ec2)
     by_dest = {}
-    for snapshot in list_primaries(ec2):
+    for snapshot in list_primaries(ec2, only):
         primary, notes = primary_record(snapshot, enabled, region, today)
         for kind, rid, reason in notes:
             (summary.warn if kind == "warn" else summary.skip)(rid, reason)
@@ -592,13 +623,13 @@ def list_by_destination(region, today, summary, budget):
     return by_dest
 
 
-def plan_all(by_dest, summary, budget):
+def plan_all(by_dest, summary, budget, only=None):
     """[(dest, dest client, action)] for every destination: one listing per destination."""
     work = []
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget)
         try:
-            existing = existing_copies(dest_ec2, summary.region)
+            existing = existing_copies(dest_ec2, summary.region, only)
         except ClientError as exc:
             summary.fail(dest, f"cannot list copies there: {error_code(exc)}: {exc}")
             continue
@@ -647,8 +678,13 @@ def run(event=None, context=None, *, region=None, now=None):
     today = utc_today(now)
     summary = Summary(JOB, region, today, event_dry_run(event), event_key(event, context))
     budget = Budget(context)
+    only, ignore = notified_snapshot(event)
+    if ignore:
+        summary.skip(only, ignore)
+        return summary.result()
     try:
-        work = plan_all(list_by_destination(region, today, summary, budget), summary, budget)
+        by_dest = list_by_destination(region, today, summary, budget, only)
+        work = plan_all(by_dest, summary, budget, only)
     except OutOfTime as exc:
         summary.fail(region, f"out of Lambda time while listing: {exc}")
         return summary.result()

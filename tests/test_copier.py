@@ -313,3 +313,81 @@ def test_calls_are_one_listing_per_region_and_one_copy_per_missing_copy(api):
         + [(DEST, "CopySnapshot")] * 3
         + [(DEST2, "CopySnapshot")] * 3
     )
+
+
+def notification(snapshot_id, event="createSnapshot", result="succeeded"):
+    """An EventBridge 'EBS Snapshot Notification', as AWS sends it."""
+    arn = f"arn:aws:ec2:{REGION}::snapshot/{snapshot_id}"
+    return {
+        "version": "0",
+        "id": "01234567-0123-0123-0123-012345678901",
+        "detail-type": "EBS Snapshot Notification",
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "time": "2026-11-26T02:10:00Z",
+        "region": REGION,
+        "resources": [arn],
+        "detail": {
+            "event": event,
+            "result": result,
+            "cause": "",
+            "request-id": "",
+            "snapshot_id": arn,
+            "source": f"arn:aws:ec2:{REGION}::volume/vol-01234567",
+            "startTime": "2026-11-26T02:00:00Z",
+            "endTime": "2026-11-26T02:10:00Z",
+        },
+    }
+
+
+def test_a_notification_copies_that_snapshot_only_with_one_lookup_by_id(api):
+    others = [primary() for _ in range(3)]
+    target = primary(f"{DEST},{DEST2}")
+    api.calls.clear()
+    result = run(notification(target))
+    assert api.ops("DescribeSnapshots", region=REGION) == [{"SnapshotIds": [target]}]
+    for dest in (DEST, DEST2):
+        (lookup,) = api.ops("DescribeSnapshots", region=dest)
+        assert {"Name": "tag:Source_SnapshotId", "Values": [target]} in lookup["Filters"]
+        assert len(copies_of(target, dest)) == 1
+    assert all(copies_of(o) == {} for o in others)
+    assert result["counts"]["copied"] == 2
+
+
+def test_a_notification_for_an_already_copied_snapshot_copies_nothing(api):
+    target = primary()
+    run(notification(target))
+    api.calls.clear()
+    assert run(notification(target))["counts"] == {}
+    assert "CopySnapshot" not in api.names()
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"DeleteOn": LATER, "Copy_Dest": DEST},
+        {"Type": "Automated", "DeleteOn": LATER},
+        {"Type": "Automated", "DeleteOn": LATER, "Copy_Dest": DEST, "Source_SnapshotId": "snap-1"},
+    ],
+)
+def test_a_notification_for_a_snapshot_that_is_not_a_primary_copies_nothing(tags, api):
+    sid = make_snapshot(tags)
+    run(notification(sid))
+    assert "CopySnapshot" not in api.names() and snapshots(DEST) == {}
+
+
+def test_a_notification_for_a_pending_or_deleted_snapshot_is_not_a_failure(api):
+    pending, gone = primary(), primary()
+    set_snapshot_state(pending, "pending")
+    boto3.client("ec2", region_name=REGION).delete_snapshot(SnapshotId=gone)
+    assert run(notification(pending))["failures"] == []
+    assert run(notification(gone))["failures"] == []
+    assert snapshots(DEST) == {}
+
+
+def test_a_notification_of_a_failed_snapshot_does_nothing_at_all(api):
+    target = primary()
+    api.calls.clear()
+    result = run(notification(target, result="failed"))
+    assert api.calls == []
+    assert result["skipped"][0]["id"] == target
