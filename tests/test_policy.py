@@ -1,50 +1,129 @@
-"""The IAM policy, read statically: moto does not evaluate IAM conditions."""
+"""The IAM policy, read statically (moto does not evaluate IAM conditions)."""
 
+import ast
 import json
 from pathlib import Path
 
-POLICY = json.loads((Path(__file__).resolve().parent.parent / "iam-policy.json").read_text())
+import botocore.session
+from botocore import xform_name
+from parliament import analyze_policy_string, enhance_finding
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = (ROOT / "iam-policy.json").read_text()
+POLICY = json.loads(TEXT)
+JOBS = [ROOT / f"ebs_snapshot_{job}.py" for job in ("creator", "copier", "manager")]
+# IAM names the permission for a few API operations differently from the operation.
+IAM_NAME = {"lambda:Invoke": "lambda:InvokeFunction"}
+
+
+def actions(stmt):
+    return [stmt["Action"]] if isinstance(stmt["Action"], str) else stmt["Action"]
 
 
 def statements(action):
-    return [
-        s
+    return [s for s in POLICY["Statement"] if action in actions(s)]
+
+
+def granted(prefixes):
+    return {
+        a
         for s in POLICY["Statement"]
-        if action in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    ]
+        if s["Effect"] == "Allow"
+        for a in actions(s)
+        if a.split(":")[0] in prefixes
+    }
 
 
-def test_policy_is_valid_json_with_a_sid_on_each_statement():
+def api_calls_in_code():
+    """IAM actions for every boto3 call the job files can make: method calls and method
+    references (the dry-run probe) on clients, and operation names given to paginate."""
+    session = botocore.session.get_session()
+    operations = {}
+    for service in ("ec2", "lambda"):
+        for name in session.get_service_model(service).operation_names:
+            operations[xform_name(name)] = f"{service}:{name}"
+    used = set()
+    for path in JOBS:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in operations:
+                used.add(operations[node.attr])
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "paginate":
+                used.add(operations[node.args[1].value])
+            if isinstance(node, ast.Constant) and node.value == "TagSpecifications":
+                used.add("ec2:CreateTags")  # tagging in the create call needs CreateTags too
+    return {IAM_NAME.get(a, a) for a in used}
+
+
+def test_policy_is_valid_json_with_a_unique_sid_on_each_statement():
     assert POLICY["Version"] == "2012-10-17"
     sids = [s["Sid"] for s in POLICY["Statement"]]
     assert len(sids) == len(set(sids))
-    assert all(s["Effect"] == "Allow" for s in POLICY["Statement"])
+
+
+def test_parliament_finds_nothing_above_low():
+    policy = analyze_policy_string(TEXT)
+    for finding in policy.findings:
+        enhance_finding(finding)
+    above_low = [
+        (f.severity, f.issue, f.detail)
+        for f in policy.findings
+        if f.severity not in ("LOW", "INFO")
+    ]
+    assert above_low == []
+
+
+def test_the_policy_grants_exactly_the_ec2_and_lambda_actions_the_code_calls():
+    used = api_calls_in_code()
+    assert "ec2:DeleteSnapshot" in used and "ec2:CopySnapshot" in used  # the scan works
+    assert granted({"ec2", "lambda"}) == used
+
+
+def test_kms_and_logs_are_exactly_what_encrypted_copies_and_lambda_logging_need():
+    assert granted({"kms"}) == {
+        "kms:DescribeKey",
+        "kms:Decrypt",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:CreateGrant",
+    }
+    (kms,) = statements("kms:Decrypt")
+    assert kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
+    assert granted({"logs"}) == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+    (logs,) = statements("logs:PutLogEvents")
+    assert all(":log-group:/aws/lambda/ebs-snapshot-" in r for r in logs["Resource"])
 
 
 def test_delete_is_only_allowed_on_snapshots_tagged_automated():
     (stmt,) = statements("ec2:DeleteSnapshot")
+    assert stmt["Effect"] == "Allow"
     assert stmt["Resource"] == "arn:aws:ec2:*::snapshot/*"
     assert stmt["Condition"] == {"StringEquals": {"ec2:ResourceTag/Type": "Automated"}}
 
 
-def test_snapshots_can_only_be_created_or_copied_tagged_automated():
-    for action in ("ec2:CreateSnapshot", "ec2:CopySnapshot"):
-        on_snapshots = [s for s in statements(action) if "snapshot/" in str(s["Resource"])]
-        assert on_snapshots and all(
-            s["Condition"]["StringEquals"]["aws:RequestTag/Type"] == "Automated"
-            for s in on_snapshots
-        )
+def test_snapshots_cannot_be_created_or_copied_without_type_automated():
+    (deny,) = [s for s in statements("ec2:CreateSnapshot") if s["Effect"] == "Deny"]
+    assert set(actions(deny)) == {"ec2:CreateSnapshot", "ec2:CopySnapshot"}
+    assert deny["Resource"] == "arn:aws:ec2:*::snapshot/*"
+    # A negated operator is true when the key is missing: an untagged request is denied too.
+    assert deny["Condition"] == {"StringNotEquals": {"aws:RequestTag/Type": "Automated"}}
 
 
-def test_create_tags_is_never_unconditional():
-    for stmt in statements("ec2:CreateTags"):
-        assert stmt["Resource"] == "arn:aws:ec2:*::snapshot/*"
-        assert stmt["Condition"]
+def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
+    by_sid = {s["Sid"]: s for s in statements("ec2:CreateTags")}
+    assert set(by_sid) == {"TagOnlyWhileCreating", "CarryKeepForeverOntoCopies"}
+    assert by_sid["TagOnlyWhileCreating"]["Condition"] == {
+        "StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CopySnapshot"]}
+    }
+    keep = by_sid["CarryKeepForeverOntoCopies"]["Condition"]
+    assert keep["StringEquals"] == {"ec2:ResourceTag/Type": "Automated"}
+    assert keep["ForAllValues:StringEquals"] == {"aws:TagKeys": ["KeepForever"]}
+    assert all(s["Resource"] == "arn:aws:ec2:*::snapshot/*" for s in by_sid.values())
 
 
 def test_the_only_lambda_permission_is_invoking_the_two_jobs_that_hand_off():
     (stmt,) = statements("lambda:InvokeFunction")
-    assert stmt["Action"] == "lambda:InvokeFunction"
     assert sorted(stmt["Resource"]) == [
         "arn:aws:lambda:*:*:function:ebs-snapshot-copier",
         "arn:aws:lambda:*:*:function:ebs-snapshot-creator",
