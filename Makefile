@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: test lint format demo sync-shared clean
+.PHONY: test lint format demo sync-shared stackset-template clean
 
 $(STAMP): requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,20 @@ format: $(STAMP)
 	$(BIN)/python -m ruff check --fix .
 	$(BIN)/python -m ruff format .
 
+stackset-template: $(STAMP)
+	@$(BIN)/python scripts/stackset_template.py
+
 sync-shared: $(STAMP)
 	$(BIN)/python scripts/sync_shared.py
 	$(BIN)/python -m ruff format ebs_snapshot_*.py
+
+# `sam build` (template.yaml, BuildMethod: makefile): each function gets its one job file.
+build-CreatorFunction:
+	cp ebs_snapshot_creator.py $(ARTIFACTS_DIR)/
+build-CopierFunction:
+	cp ebs_snapshot_copier.py $(ARTIFACTS_DIR)/
+build-ManagerFunction:
+	cp ebs_snapshot_manager.py $(ARTIFACTS_DIR)/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,145 @@
+"""template.yaml (AWS SAM) and the StackSet template rendered from it."""
+
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from cfnlint.api import lint_all
+from cfnlint.decode import cfn_yaml
+from conftest import NOW, launch, snapshots
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import stackset_template  # noqa: E402
+
+TEMPLATE = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
+RESOURCES = TEMPLATE["Resources"]
+FUNCTIONS = {
+    "creator": RESOURCES["CreatorFunction"],
+    "copier": RESOURCES["CopierFunction"],
+    "manager": RESOURCES["ManagerFunction"],
+}
+
+
+def resolve(node, partition="aws", suffix="amazonaws.com"):
+    """Fn::Sub of the pseudo parameters, as CloudFormation does in the aws partition."""
+    if isinstance(node, dict) and list(node) == ["Fn::Sub"]:
+        text = node["Fn::Sub"]
+        return text.replace("${AWS::Partition}", partition).replace("${AWS::URLSuffix}", suffix)
+    if isinstance(node, dict):
+        return {k: resolve(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve(v) for v in node]
+    return node
+
+
+def problems(text):
+    """cfn-lint's errors and warnings (what its command line reports by default)."""
+    return [str(m) for m in lint_all(text) if m.rule.id[0] in "EW"]
+
+
+def test_cfn_lint_finds_nothing():
+    assert problems((ROOT / "template.yaml").read_text()) == []
+
+
+def test_the_role_has_exactly_the_permissions_of_iam_policy_json():
+    (policy,) = RESOURCES["Role"]["Properties"]["Policies"]
+    assert resolve(policy["PolicyDocument"]) == json.loads((ROOT / "iam-policy.json").read_text())
+
+
+def test_the_role_can_only_be_assumed_by_lambda():
+    (stmt,) = RESOURCES["Role"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert stmt["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+
+@pytest.mark.parametrize("job", list(FUNCTIONS))
+def test_each_function_runs_its_own_file(job):
+    props = FUNCTIONS[job]["Properties"]
+    assert props["Handler"] == f"ebs_snapshot_{job}.lambda_handler"
+    assert props["FunctionName"] == f"ebs-snapshot-{job}"  # the names the policy allows
+    assert FUNCTIONS[job]["Metadata"] == {"BuildMethod": "makefile"}
+    target = re.search(
+        rf"^build-{job.title()}Function:\n\t(.*)$", (ROOT / "Makefile").read_text(), re.M
+    )
+    assert target.group(1) == f"cp ebs_snapshot_{job}.py $(ARTIFACTS_DIR)/"
+
+
+@pytest.mark.parametrize("job", list(FUNCTIONS))
+def test_each_function_logs_to_its_own_group_with_a_retention(job):
+    group = FUNCTIONS[job]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+    props = RESOURCES[group]["Properties"]
+    assert props["LogGroupName"] == f"/aws/lambda/ebs-snapshot-{job}"
+    assert props["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_runtime_timeout_and_memory_suit_thousands_of_volumes():
+    function = TEMPLATE["Globals"]["Function"]
+    assert re.fullmatch(r"python3\.1[3-9]", function["Runtime"])
+    assert function["Timeout"] == 900  # the jobs stop 60 s before it and hand on the rest
+    assert function["MemorySize"] >= 256
+
+
+def test_schedules_in_utc_keep_the_order_the_jobs_need():
+    hours = {}
+    for job, function in FUNCTIONS.items():
+        schedule = function["Properties"]["Events"]["Daily"]["Properties"]["Schedule"]
+        default = TEMPLATE["Parameters"][schedule["Ref"]]["Default"]
+        hours[job] = int(re.fullmatch(r"cron\(0 (\d+) \* \* \? \*\)", default).group(1))
+    assert hours["creator"] + 3 <= hours["copier"]  # copies start hours after the snapshots
+    assert hours["manager"] != hours["creator"]
+
+
+def test_the_copier_also_runs_when_a_snapshot_completes():
+    event = FUNCTIONS["copier"]["Properties"]["Events"]["SnapshotCompleted"]
+    assert event["Type"] == "EventBridgeRule"
+    assert event["Properties"]["Pattern"] == {
+        "source": ["aws.ec2"],
+        "detail-type": ["EBS Snapshot Notification"],
+        "detail": {"event": ["createSnapshot"], "result": ["succeeded"]},
+    }
+
+
+def test_async_retries_are_limited_and_runs_are_one_at_a_time():
+    for job, function in FUNCTIONS.items():
+        props = function["Properties"]
+        assert props["EventInvokeConfig"]["MaximumRetryAttempts"] <= 1, job
+        assert props["ReservedConcurrentExecutions"] == 1, job
+    assert FUNCTIONS["manager"]["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+
+
+# ---- the StackSet template ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stackset():
+    return stackset_template.render()
+
+
+def test_stackset_template_is_plain_cloudformation_and_lints_clean(stackset):
+    assert "Transform" not in stackset
+    assert not any(r["Type"].startswith("AWS::Serverless") for r in stackset["Resources"].values())
+    assert problems(json.dumps(stackset)) == []
+    text = json.dumps(stackset)
+    assert len(text.encode()) < 1_000_000  # CloudFormation's limit for a template in S3
+    assert not re.search(r"\b[a-z]{2}-[a-z]+-\d\b", text), "a region baked in"
+
+
+@pytest.mark.parametrize("job", list(FUNCTIONS))
+def test_stackset_functions_carry_their_job_file_inline(stackset, job):
+    props = stackset["Resources"][f"{job.title()}Function"]["Properties"]
+    assert props["Handler"] == "index.lambda_handler"
+    assert props["Code"]["ZipFile"] == (ROOT / f"ebs_snapshot_{job}.py").read_text()
+
+
+def test_the_inline_creator_runs_as_cloudformation_packages_it(stackset):
+    """CloudFormation names inline code `index`; load it so and run it on moto."""
+    index = types.ModuleType("index")
+    code = stackset["Resources"]["CreatorFunction"]["Properties"]["Code"]["ZipFile"]
+    exec(compile(code, "index.py", "exec"), index.__dict__)
+    launch({"Backup": "Yes"})
+    assert index.run({}, None, now=NOW)["counts"] == {"created": 1}
+    assert len(snapshots()) == 1
