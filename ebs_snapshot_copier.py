@@ -18,10 +18,13 @@ Snapshot tags written on each copy, in the CopySnapshot call itself:
     destination region's default EBS key (no KmsKeyId is passed).
 
 A destination that already holds a copy of a primary (any state, pending included) gets no
-second one, so running twice copies nothing twice. When AWS refuses more concurrent copies
-into a region (ResourceLimitExceeded, 20 in flight per destination), the copier stops
-copying into that region for this run and reports how many copies it deferred; the next run
-continues. That is not a failure.
+second one, so running twice copies nothing twice. AWS lets 20 copies run into a region at
+once: the copier counts this account's copies still pending there (any source region) and
+starts at most the free slots, oldest primary first; the rest are reported as deferred and
+the next run (every half hour by default) continues. Should AWS still refuse one
+(ResourceLimitExceeded: someone else's copies), the copier stops copying into that region
+for this run; that is not a failure either. Copies go four at a time, at most at 90% of
+EC2's rate for CopySnapshot.
 
 Event
     {}  or an EventBridge scheduled event     every eligible primary of the region
@@ -45,10 +48,14 @@ copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import boto3
@@ -85,6 +92,18 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# EC2 meters each account and region with token buckets (EC2 "Request throttling"):
+# operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
+# size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
+# account's other callers share.
+BUCKETS = {
+    "CreateSnapshot": ("snapshots", 100, 5),
+    "DeleteSnapshot": ("snapshots", 100, 5),
+    "CopySnapshot": ("mutating", 50, 5),
+    "CreateTags": ("tags", 100, 10),
+}
+PACE_SHARE = 0.9
+WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -111,11 +130,15 @@ class OutOfTime(Exception):
 
 
 class JobFailed(Exception):
-    """Some items failed; all others were done. ``summary`` is the full result."""
+    """Some items failed; all others were done. ``summary`` is the full result. The message
+    names every failed item, those with the same error together."""
 
     def __init__(self, summary):
         self.summary = summary
-        names = "; ".join(f"{f['id']}: {f['error']}" for f in summary["failures"])
+        by_error = {}
+        for failure in summary["failures"]:
+            by_error.setdefault(failure["error"], []).append(failure["id"])
+        names = "; ".join(f"{', '.join(ids)}: {error}" for error, ids in by_error.items())
         super().__init__(
             f"{summary['job']} in {summary['region']}: {len(summary['failures'])} failed: {names}"
         )
@@ -225,7 +248,92 @@ class Budget:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
 
 
-def make_client(service, region, budget=None):
+class Pacer:
+    """Client-side token buckets, one per region and EC2 bucket, shared by a run's threads.
+
+    A call takes a token before each attempt, waiting for it if need be; a throttled answer
+    means the account's bucket is emptier than ours thinks (other callers), so ours empties.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buckets = {}  # (region, bucket) -> [tokens, time of last refill]
+
+    def guard(self, client):
+        region = client.meta.region_name
+        for operation in BUCKETS:
+            client.meta.events.register_first(
+                f"before-send.ec2.{operation}", functools.partial(self._take, region, operation)
+            )
+        client.meta.events.register("needs-retry.ec2", functools.partial(self._throttled, region))
+        return client
+
+    def _bucket(self, region, operation):
+        name, size, rate = BUCKETS[operation]
+        size, rate = size * PACE_SHARE, rate * PACE_SHARE
+        bucket = self._buckets.setdefault((region, name), [size, time.monotonic()])
+        now = time.monotonic()
+        bucket[0] = min(size, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        return bucket, rate
+
+    def _take(self, region, operation, **kwargs):
+        with self._lock:
+            bucket, rate = self._bucket(region, operation)
+            bucket[0] -= 1  # a reservation: whoever drives the bucket below zero waits its turn
+            wait = -bucket[0] / rate
+        if wait > 0:
+            time.sleep(wait)
+
+    def _throttled(self, region, response=None, operation=None, **kwargs):
+        code = (response or (None, {}))[1].get("Error", {}).get("Code")
+        if code == "RequestLimitExceeded" and operation.name in BUCKETS:
+            with self._lock:
+                bucket, _ = self._bucket(region, operation.name)
+                bucket[0] = min(bucket[0], 0)
+
+
+def in_parallel(items, work, budget):
+    """work(item) for each item, WORKERS at a time, until Lambda time runs short.
+
+    Items may be a generator, read only as workers come free; if reading raises OutOfTime,
+    no more work starts (the caller knows whether its generator finished). Returns
+    (started, stopped): items started, and how many of those OutOfTime stopped. Any other
+    exception is raised once the started work is over. Nothing is kept per item.
+    """
+    slots, lock = threading.Semaphore(WORKERS), threading.Lock()
+    tally, errors = {"started": 0, "stopped": 0}, []
+
+    def task(item):
+        try:
+            work(item)
+        except OutOfTime:
+            with lock:
+                tally["stopped"] += 1
+        except Exception as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+        finally:
+            slots.release()
+
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        while True:
+            slots.acquire()
+            try:
+                if budget.low() or errors:
+                    raise OutOfTime("stop starting")
+                item = next(items)
+            except (OutOfTime, StopIteration):
+                slots.release()
+                break
+            tally["started"] += 1
+            pool.submit(task, item)
+    if errors:
+        raise errors[0]
+    return tally["started"], tally["stopped"]
+
+
+def make_client(service, region, budget=None, pacer=None):
     """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
     config = Config(
         retries=dict(RETRIES),
@@ -234,29 +342,36 @@ def make_client(service, region, budget=None):
         user_agent_extra="ebs-snapshot-lifecycle",
     )
     client = boto3.client(service, region_name=region, config=config)
-    return budget.guard(client) if budget else client
+    if budget:
+        budget.guard(client)
+    if pacer:  # registered last, so it runs first: wait for a token, then check the time
+        pacer.guard(client)
+    return client
 
 
-def hand_off(context, event, summary, left, done_here):
+def hand_off(context, event, summary, done_here, left=None):
     """Out of time: invoke this same function again, asynchronously, on the same event id,
-    so the rest is done there. Without progress here, fail instead of looping forever."""
+    so the rest (``left`` items, when known) is done there. Without progress here, fail
+    instead, so that a run that cannot move never chains invocations forever."""
+    rest = f"{left} left" if left is not None else "the rest"
     if not done_here:
-        summary.fail(summary.region, f"out of Lambda time before any progress; {left} left")
+        summary.fail(summary.region, f"out of Lambda time before any progress; {rest} not done")
         return
     payload = json.dumps({**event, "id": summary.data["event_id"]})
     arn = context.invoked_function_arn
     try:
-        make_client("lambda", summary.region).invoke(
+        make_client("lambda", summary.region, Budget(context)).invoke(
             FunctionName=arn, InvocationType="Event", Payload=payload
         )
-    except (ClientError, BotoCoreError) as exc:
-        summary.fail(arn, f"could not hand {left} left over to a new invocation: {exc}")
+    except (ClientError, BotoCoreError, OutOfTime) as exc:
+        summary.fail(arn, f"could not hand {rest} over to a new invocation: {exc}")
         return
+    counted = {} if left is None else {"count": left}
     summary.add(
         "handed_off",
         "WARNING",
         id=arn,
-        count=left,
+        **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
     )
 
@@ -294,6 +409,7 @@ class Summary:
     def __init__(self, job, region, today, dry_run, event_id=None):
         self.job, self.region, self.dry_run = job, region, dry_run
         self.probed = set()
+        self._lock = threading.Lock()  # items arrive from several threads
         self.data = {
             "job": job,
             "region": region,
@@ -307,15 +423,17 @@ class Summary:
         }
 
     def add(self, kind, level="INFO", /, **item):
-        self.data.setdefault(kind, []).append(item)
-        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
+        with self._lock:
+            self.data.setdefault(kind, []).append(item)
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
         log(level, self.job, self.region, kind, **item)
 
     def did(self, action, **item):
         self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
 
     def count(self, kind, n=1):
-        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
+        with self._lock:
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
 
     def skip(self, id, reason, **item):
         self.add("skipped", id=id, reason=reason, **item)
@@ -328,9 +446,10 @@ class Summary:
 
     def probe(self, action, scope, call, **params):
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
-        if (action, scope) in self.probed:
-            return
-        self.probed.add((action, scope))
+        with self._lock:
+            if (action, scope) in self.probed:
+                return
+            self.probed.add((action, scope))
         try:
             call(DryRun=True, **params)
         except ClientError as exc:
@@ -421,6 +540,7 @@ def cli(parser, argv=None):
 
 # ---- end of shared block ----
 COPY_LIMIT_CODE = "ResourceLimitExceeded"  # too many copies in flight into one region
+COPIES_IN_FLIGHT = 20  # concurrent copies AWS allows into one destination region
 NOTIFICATION = "EBS Snapshot Notification"  # EventBridge detail-type when a snapshot is done
 
 
@@ -471,25 +591,27 @@ def copy_tags(primary, region):
     return tags
 
 
-def plan_destination(primaries, existing):
+def plan_destination(primaries, existing, free_slots):
     """Actions for one destination, oldest primary first.
 
     ``existing`` maps primary ids to the copies the destination already holds, as
-    (copy id, already KeepForever?) pairs. Actions:
-    ("copy", primary), ("keep", primary, copy id) to carry KeepForever onto a copy, and
-    ("skip", primary, reason).
+    {copy id: already KeepForever?}; ``free_slots`` is how many more copies AWS will
+    let run into it at once. Actions: ("copy", primary); ("defer", primary) when no slot is
+    left; ("keep", primary, copy id) to carry KeepForever onto a copy; ("skip", primary,
+    reason).
     """
     actions = []
     for primary in primaries:
-        copies = existing.get(primary["id"], [])
+        copies = existing.get(primary["id"], {})
         if not copies and primary["copy"]:
-            actions.append(("copy", primary))
+            actions.append(("copy" if free_slots > 0 else "defer", primary))
+            free_slots -= 1
         elif not copies and primary["delete_on"] is not None:
             actions.append(
                 ("skip", primary, f"DeleteOn {primary['delete_on']} has come; not copied")
             )
         elif is_kept_forever(primary["tags"]):
-            actions += [("keep", primary, cid) for cid, kept in copies if not kept]
+            actions += [("keep", primary, cid) for cid, kept in copies.items() if not kept]
     return actions
 
 
@@ -540,21 +662,31 @@ def list_primaries(ec2, only=None):
 
 
 def existing_copies(dest_ec2, region, only=None):
-    """{primary id: [(copy id, kept forever?)]} for copies of this region's, in any state
-    (with ``only``, just the copies of that primary)."""
-    filters = [{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}]
+    """({primary id: {copy id: kept forever?}} for the copies of this region's snapshots,
+    in any state; how many of this account's copies, from any region, are in flight).
+
+    A sweep reads every copy in the destination once. For ``only`` (one notified
+    snapshot), two small reads: that snapshot's copies, and the copies still pending."""
+    copy_filter = {"Name": "tag-key", "Values": [TAG_SOURCE_SNAPSHOT]}
     if only:
-        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": [only]})
-    found = {}
-    for snap in paginate(
-        dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
-    ):
-        tags = tag_map(snap)
-        if TAG_SOURCE_SNAPSHOT in tags:
-            found.setdefault(tags[TAG_SOURCE_SNAPSHOT], []).append(
-                (snap["SnapshotId"], is_kept_forever(tags))
-            )
-    return found
+        listings = [
+            [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": [only]}],
+            [copy_filter, {"Name": "status", "Values": ["pending"]}],
+        ]
+    else:
+        listings = [[copy_filter]]
+    found, in_flight = {}, set()
+    for filters in listings:
+        for snap in paginate(
+            dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+        ):
+            tags = tag_map(snap)
+            if snap["State"] == "pending":
+                in_flight.add(snap["SnapshotId"])
+            if tags.get(TAG_SOURCE_REGION) == region:
+                copies = found.setdefault(tags[TAG_SOURCE_SNAPSHOT], {})
+                copies[snap["SnapshotId"]] = is_kept_forever(tags)
+    return found, len(in_flight)
 
 
 def copy_snapshot(dest_ec2, dest, primary, summary):
@@ -623,52 +755,55 @@ def list_by_destination(region, today, summary, budget, only=None):
     return by_dest
 
 
-def plan_all(by_dest, summary, budget, only=None):
-    """[(dest, dest client, action)] for every destination: one listing per destination."""
-    work = []
+def plan_all(by_dest, summary, budget, pacer, only=None):
+    """([(dest, dest client, action)], {dest: copies deferred for want of a slot})."""
+    work, deferred = [], {}
     for dest in sorted(by_dest):
-        dest_ec2 = make_client("ec2", dest, budget)
+        dest_ec2 = make_client("ec2", dest, budget, pacer)
         try:
-            existing = existing_copies(dest_ec2, summary.region, only)
+            existing, in_flight = existing_copies(dest_ec2, summary.region, only)
         except ClientError as exc:
             summary.fail(dest, f"cannot list copies there: {error_code(exc)}: {exc}")
             continue
-        for action in plan_destination(by_dest[dest], existing):
+        free = COPIES_IN_FLIGHT - in_flight
+        for action in plan_destination(by_dest[dest], existing, free):
             if action[0] == "skip":
                 summary.skip(action[1]["id"], action[2], dest_region=dest)
+            elif action[0] == "defer":
+                deferred[dest] = deferred.get(dest, 0) + 1
             else:
                 work.append((dest, dest_ec2, action))
-    return work
+    return work, deferred
 
 
-def execute(work, summary, budget):
-    """Copy and tag; returns how many actions were left when Lambda time ran short.
+def execute(work, deferred, summary, budget):
+    """Copy and tag, WORKERS at a time; returns (started, stopped by OutOfTime).
 
-    Once a destination refuses more concurrent copies, its other copies wait for the next
-    run (deferred); KeepForever tags still go on.
+    Should a destination still refuse a copy (ResourceLimitExceeded: copies from elsewhere
+    took the slots), its remaining copies wait for the next run; KeepForever tags go on.
     """
-    refused, left = {}, 0
-    for n, (dest, dest_ec2, (kind, primary, *rest)) in enumerate(work):
-        if budget.low():
-            left = len(work) - n
-            break
-        try:
-            if kind == "keep":
-                keep_forever(dest_ec2, dest, primary, rest[0], summary)
-            elif dest in refused or not copy_snapshot(dest_ec2, dest, primary, summary):
-                refused[dest] = refused.get(dest, 0) + 1
-        except OutOfTime:
-            left = len(work) - n
-            break
-    for dest, count in refused.items():
+    lock, refused = threading.Lock(), set()
+
+    def act(entry):
+        dest, dest_ec2, (kind, primary, *rest) = entry
+        if kind == "keep":
+            keep_forever(dest_ec2, dest, primary, rest[0], summary)
+        elif dest in refused or not copy_snapshot(dest_ec2, dest, primary, summary):
+            with lock:
+                refused.add(dest)
+                deferred[dest] = deferred.get(dest, 0) + 1
+
+    started, stopped = in_parallel(work, act, budget)
+    for dest, count in sorted(deferred.items()):
         summary.add(
             "deferred",
             "WARNING",
             id=dest,
             count=count,
-            reason="AWS refused more concurrent copies into this region; the next run continues",
+            reason=f"{COPIES_IN_FLIGHT} copies already in flight into this region "
+            "(AWS's limit); the next run continues",
         )
-    return left
+    return started, stopped
 
 
 def run(event=None, context=None, *, region=None, now=None):
@@ -677,20 +812,21 @@ def run(event=None, context=None, *, region=None, now=None):
     region = resolve_region(region)
     today = utc_today(now)
     summary = Summary(JOB, region, today, event_dry_run(event), event_key(event, context))
-    budget = Budget(context)
+    budget, pacer = Budget(context), Pacer()
     only, ignore = notified_snapshot(event)
     if ignore:
         summary.skip(only, ignore)
         return summary.result()
     try:
         by_dest = list_by_destination(region, today, summary, budget, only)
-        work = plan_all(by_dest, summary, budget, only)
+        work, deferred = plan_all(by_dest, summary, budget, pacer, only)
     except OutOfTime as exc:
         summary.fail(region, f"out of Lambda time while listing: {exc}")
         return summary.result()
-    left = execute(work, summary, budget)
+    started, stopped = execute(work, deferred, summary, budget)
+    left = len(work) - started + stopped
     if left:
-        hand_off(context, event, summary, left, done_here=len(work) - left)
+        hand_off(context, event, summary, done_here=started - stopped, left=left)
     return summary.result()
 
 

@@ -36,11 +36,14 @@ Event
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
 then JobFailed is raised naming each failure, so the invocation counts as failed.
 
-Bad days: throttling is retried by botocore (standard mode, 10 attempts in all); a volume
-refused with SnapshotCreationPerVolumeRateExceeded is tried again at least 15 s later
-while the others go on. With under 60 s of Lambda time left, no new snapshot is started:
-the function invokes itself asynchronously with the same event id, and that invocation
-does the rest. No call or retry is started that could outlive the Lambda.
+Pace: CreateSnapshot calls go at most at 90% of EC2's rate for them (a burst of 90, then
+4.5 a second), four at a time, so a large run neither meets throttling nor starves the
+account's other callers. Bad days: throttling is retried by botocore (standard mode, 10
+attempts in all); a volume refused with SnapshotCreationPerVolumeRateExceeded is tried
+again at least 15 s later while the others go on. With under 60 s of Lambda time left,
+no new snapshot is started: the function invokes itself asynchronously with the same
+event id, and that invocation does the rest. No call or retry is started that could
+outlive the Lambda.
 
 IAM actions: ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions,
 ec2:DescribeSnapshots, ec2:CreateSnapshot, ec2:CreateTags (only as part of
@@ -50,12 +53,14 @@ CreateSnapshot), lambda:InvokeFunction (on itself, to hand over the rest of a lo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import sys
+import threading
 import time
-from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import boto3
@@ -92,6 +97,18 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# EC2 meters each account and region with token buckets (EC2 "Request throttling"):
+# operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
+# size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
+# account's other callers share.
+BUCKETS = {
+    "CreateSnapshot": ("snapshots", 100, 5),
+    "DeleteSnapshot": ("snapshots", 100, 5),
+    "CopySnapshot": ("mutating", 50, 5),
+    "CreateTags": ("tags", 100, 10),
+}
+PACE_SHARE = 0.9
+WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -118,11 +135,15 @@ class OutOfTime(Exception):
 
 
 class JobFailed(Exception):
-    """Some items failed; all others were done. ``summary`` is the full result."""
+    """Some items failed; all others were done. ``summary`` is the full result. The message
+    names every failed item, those with the same error together."""
 
     def __init__(self, summary):
         self.summary = summary
-        names = "; ".join(f"{f['id']}: {f['error']}" for f in summary["failures"])
+        by_error = {}
+        for failure in summary["failures"]:
+            by_error.setdefault(failure["error"], []).append(failure["id"])
+        names = "; ".join(f"{', '.join(ids)}: {error}" for error, ids in by_error.items())
         super().__init__(
             f"{summary['job']} in {summary['region']}: {len(summary['failures'])} failed: {names}"
         )
@@ -232,7 +253,92 @@ class Budget:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
 
 
-def make_client(service, region, budget=None):
+class Pacer:
+    """Client-side token buckets, one per region and EC2 bucket, shared by a run's threads.
+
+    A call takes a token before each attempt, waiting for it if need be; a throttled answer
+    means the account's bucket is emptier than ours thinks (other callers), so ours empties.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buckets = {}  # (region, bucket) -> [tokens, time of last refill]
+
+    def guard(self, client):
+        region = client.meta.region_name
+        for operation in BUCKETS:
+            client.meta.events.register_first(
+                f"before-send.ec2.{operation}", functools.partial(self._take, region, operation)
+            )
+        client.meta.events.register("needs-retry.ec2", functools.partial(self._throttled, region))
+        return client
+
+    def _bucket(self, region, operation):
+        name, size, rate = BUCKETS[operation]
+        size, rate = size * PACE_SHARE, rate * PACE_SHARE
+        bucket = self._buckets.setdefault((region, name), [size, time.monotonic()])
+        now = time.monotonic()
+        bucket[0] = min(size, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        return bucket, rate
+
+    def _take(self, region, operation, **kwargs):
+        with self._lock:
+            bucket, rate = self._bucket(region, operation)
+            bucket[0] -= 1  # a reservation: whoever drives the bucket below zero waits its turn
+            wait = -bucket[0] / rate
+        if wait > 0:
+            time.sleep(wait)
+
+    def _throttled(self, region, response=None, operation=None, **kwargs):
+        code = (response or (None, {}))[1].get("Error", {}).get("Code")
+        if code == "RequestLimitExceeded" and operation.name in BUCKETS:
+            with self._lock:
+                bucket, _ = self._bucket(region, operation.name)
+                bucket[0] = min(bucket[0], 0)
+
+
+def in_parallel(items, work, budget):
+    """work(item) for each item, WORKERS at a time, until Lambda time runs short.
+
+    Items may be a generator, read only as workers come free; if reading raises OutOfTime,
+    no more work starts (the caller knows whether its generator finished). Returns
+    (started, stopped): items started, and how many of those OutOfTime stopped. Any other
+    exception is raised once the started work is over. Nothing is kept per item.
+    """
+    slots, lock = threading.Semaphore(WORKERS), threading.Lock()
+    tally, errors = {"started": 0, "stopped": 0}, []
+
+    def task(item):
+        try:
+            work(item)
+        except OutOfTime:
+            with lock:
+                tally["stopped"] += 1
+        except Exception as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+        finally:
+            slots.release()
+
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        while True:
+            slots.acquire()
+            try:
+                if budget.low() or errors:
+                    raise OutOfTime("stop starting")
+                item = next(items)
+            except (OutOfTime, StopIteration):
+                slots.release()
+                break
+            tally["started"] += 1
+            pool.submit(task, item)
+    if errors:
+        raise errors[0]
+    return tally["started"], tally["stopped"]
+
+
+def make_client(service, region, budget=None, pacer=None):
     """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
     config = Config(
         retries=dict(RETRIES),
@@ -241,29 +347,36 @@ def make_client(service, region, budget=None):
         user_agent_extra="ebs-snapshot-lifecycle",
     )
     client = boto3.client(service, region_name=region, config=config)
-    return budget.guard(client) if budget else client
+    if budget:
+        budget.guard(client)
+    if pacer:  # registered last, so it runs first: wait for a token, then check the time
+        pacer.guard(client)
+    return client
 
 
-def hand_off(context, event, summary, left, done_here):
+def hand_off(context, event, summary, done_here, left=None):
     """Out of time: invoke this same function again, asynchronously, on the same event id,
-    so the rest is done there. Without progress here, fail instead of looping forever."""
+    so the rest (``left`` items, when known) is done there. Without progress here, fail
+    instead, so that a run that cannot move never chains invocations forever."""
+    rest = f"{left} left" if left is not None else "the rest"
     if not done_here:
-        summary.fail(summary.region, f"out of Lambda time before any progress; {left} left")
+        summary.fail(summary.region, f"out of Lambda time before any progress; {rest} not done")
         return
     payload = json.dumps({**event, "id": summary.data["event_id"]})
     arn = context.invoked_function_arn
     try:
-        make_client("lambda", summary.region).invoke(
+        make_client("lambda", summary.region, Budget(context)).invoke(
             FunctionName=arn, InvocationType="Event", Payload=payload
         )
-    except (ClientError, BotoCoreError) as exc:
-        summary.fail(arn, f"could not hand {left} left over to a new invocation: {exc}")
+    except (ClientError, BotoCoreError, OutOfTime) as exc:
+        summary.fail(arn, f"could not hand {rest} over to a new invocation: {exc}")
         return
+    counted = {} if left is None else {"count": left}
     summary.add(
         "handed_off",
         "WARNING",
         id=arn,
-        count=left,
+        **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
     )
 
@@ -301,6 +414,7 @@ class Summary:
     def __init__(self, job, region, today, dry_run, event_id=None):
         self.job, self.region, self.dry_run = job, region, dry_run
         self.probed = set()
+        self._lock = threading.Lock()  # items arrive from several threads
         self.data = {
             "job": job,
             "region": region,
@@ -314,15 +428,17 @@ class Summary:
         }
 
     def add(self, kind, level="INFO", /, **item):
-        self.data.setdefault(kind, []).append(item)
-        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
+        with self._lock:
+            self.data.setdefault(kind, []).append(item)
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
         log(level, self.job, self.region, kind, **item)
 
     def did(self, action, **item):
         self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
 
     def count(self, kind, n=1):
-        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
+        with self._lock:
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
 
     def skip(self, id, reason, **item):
         self.add("skipped", id=id, reason=reason, **item)
@@ -335,9 +451,10 @@ class Summary:
 
     def probe(self, action, scope, call, **params):
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
-        if (action, scope) in self.probed:
-            return
-        self.probed.add((action, scope))
+        with self._lock:
+            if (action, scope) in self.probed:
+                return
+            self.probed.add((action, scope))
         try:
             call(DryRun=True, **params)
         except ClientError as exc:
@@ -596,8 +713,9 @@ def done_for_event(ec2, key):
     return {s["VolumeId"]: s["SnapshotId"] for s in snaps}
 
 
-def create_snapshot(ec2, plan, summary):
-    """One CreateSnapshot; returns False when AWS wants this volume left alone for a while."""
+def create_snapshot(ec2, plan, summary, budget):
+    """One CreateSnapshot. A volume refused with PER_VOLUME_RATE_CODE is tried again, at
+    least PER_VOLUME_WAIT_S later, in this worker: the other workers go on meanwhile."""
     item = {
         "volume_id": plan["volume_id"],
         "instance_id": plan["instance_id"],
@@ -617,56 +735,31 @@ def create_snapshot(ec2, plan, summary):
     if summary.dry_run:
         summary.probe("ec2:CreateSnapshot", summary.region, ec2.create_snapshot, **params)
         summary.did("create", **item)
-        return True
-    try:
-        snap = ec2.create_snapshot(**params)
-    except ClientError as exc:
-        if error_code(exc) == PER_VOLUME_RATE_CODE and plan.get("tries", 0) < PER_VOLUME_TRIES:
-            return False
-        summary.fail(
-            plan["volume_id"], f"{error_code(exc)}: {exc}", instance_id=plan["instance_id"]
-        )
-        return True
-    summary.did("create", snapshot_id=snap["SnapshotId"], **item)
-    return True
-
-
-def create_all(ec2, plans, summary, budget):
-    """Create every planned snapshot; returns how many were left when time ran short.
-
-    A volume refused with PER_VOLUME_RATE_CODE goes to the back of the queue and is tried
-    again no sooner than PER_VOLUME_WAIT_S later, so it never holds up the others.
-    """
-    queue = deque(plans)
-    while queue:
-        plan = queue[0]
-        wait = plan.get("not_before", 0) - time.monotonic()
-        if budget.low() or budget.left() - max(wait, 0) < STOP_MARGIN_S:
-            return len(queue)
-        if wait > 0:
-            time.sleep(wait)
+        return
+    for tries in range(PER_VOLUME_TRIES + 1):
         try:
-            finished = create_snapshot(ec2, plan, summary)
-        except OutOfTime:
-            return len(queue)
-        queue.popleft()
-        if not finished:
-            queue.append(
-                {
-                    **plan,
-                    "tries": plan.get("tries", 0) + 1,
-                    "not_before": time.monotonic() + PER_VOLUME_WAIT_S,
-                }
-            )
-    return 0
+            snap = ec2.create_snapshot(**params)
+            summary.did("create", snapshot_id=snap["SnapshotId"], **item)
+            return
+        except ClientError as exc:
+            busy = error_code(exc) == PER_VOLUME_RATE_CODE and tries < PER_VOLUME_TRIES
+            if not busy:
+                summary.fail(
+                    plan["volume_id"], f"{error_code(exc)}: {exc}", instance_id=plan["instance_id"]
+                )
+                return
+        if budget.left() - PER_VOLUME_WAIT_S < STOP_MARGIN_S:
+            raise OutOfTime("no time left to wait for a busy volume")
+        time.sleep(PER_VOLUME_WAIT_S)
 
 
-def plan_region(ec2, ids, region, today, key, summary):
-    """Every snapshot to create, after the notes on what is skipped and why."""
+def plans_of_region(ec2, ids, region, today, key, summary, listed):
+    """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
+    to the summary. ``listed`` gets an entry once every page has been read."""
     enabled = enabled_regions(ec2)
     volume_backup = {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in tagged_volumes(ec2)}
     done = done_for_event(ec2, key)
-    plans, seen = [], set()
+    seen = set()
     for instance in list_instances(ec2, ids):
         seen.add(instance["InstanceId"])
         found, notes = plan_instance(instance, volume_backup, enabled, region, today, key)
@@ -680,10 +773,10 @@ def plan_region(ec2, ids, region, today, key, summary):
                     snapshot_id=done[plan["volume_id"]],
                 )
             else:
-                plans.append(plan)
+                yield plan
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
-    return plans
+    listed.append(True)
 
 
 def run(event=None, context=None, *, region=None, now=None):
@@ -695,15 +788,15 @@ def run(event=None, context=None, *, region=None, now=None):
     today = utc_today(now)
     summary = Summary(JOB, region, today, dry_run, key)
     budget = Budget(context)
-    ec2 = make_client("ec2", region, budget)
-    try:
-        plans = plan_region(ec2, ids, region, today, key, summary)
-    except OutOfTime as exc:
-        summary.fail(region, f"out of Lambda time while listing: {exc}")
-        return summary.result()
-    left = create_all(ec2, plans, summary, budget)
-    if left:
-        hand_off(context, event, summary, left, done_here=len(plans) - left)
+    ec2 = make_client("ec2", region, budget, Pacer())
+    # Snapshots start while later pages are still being read: listing hides in the pacing.
+    listed = []
+    plans = plans_of_region(ec2, ids, region, today, key, summary, listed)
+    started, stopped = in_parallel(
+        plans, lambda plan: create_snapshot(ec2, plan, summary, budget), budget
+    )
+    if stopped or not listed:
+        hand_off(context, event, summary, done_here=started - stopped)
     return summary.result()
 
 

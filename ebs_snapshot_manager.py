@@ -23,16 +23,24 @@ Returns a JSON-serialisable summary. If any item failed, every other item is sti
 then JobFailed is raised naming each failure. With under 60 s of Lambda time left it stops
 (summary: stopped_early) and leaves the rest to its next run; running twice is harmless.
 
+Pace: it reads one page (1000 snapshots) at a time and deletes while it reads, four calls
+at a time, at most at 90% of EC2's rate for DeleteSnapshot (a burst of 90, then 4.5 a
+second), so memory stays flat and the account's other callers keep their share.
+
 IAM actions: ec2:DescribeSnapshots, ec2:DeleteSnapshot (only on Type=Automated snapshots).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import boto3
@@ -69,6 +77,18 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# EC2 meters each account and region with token buckets (EC2 "Request throttling"):
+# operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
+# size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
+# account's other callers share.
+BUCKETS = {
+    "CreateSnapshot": ("snapshots", 100, 5),
+    "DeleteSnapshot": ("snapshots", 100, 5),
+    "CopySnapshot": ("mutating", 50, 5),
+    "CreateTags": ("tags", 100, 10),
+}
+PACE_SHARE = 0.9
+WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -95,11 +115,15 @@ class OutOfTime(Exception):
 
 
 class JobFailed(Exception):
-    """Some items failed; all others were done. ``summary`` is the full result."""
+    """Some items failed; all others were done. ``summary`` is the full result. The message
+    names every failed item, those with the same error together."""
 
     def __init__(self, summary):
         self.summary = summary
-        names = "; ".join(f"{f['id']}: {f['error']}" for f in summary["failures"])
+        by_error = {}
+        for failure in summary["failures"]:
+            by_error.setdefault(failure["error"], []).append(failure["id"])
+        names = "; ".join(f"{', '.join(ids)}: {error}" for error, ids in by_error.items())
         super().__init__(
             f"{summary['job']} in {summary['region']}: {len(summary['failures'])} failed: {names}"
         )
@@ -209,7 +233,92 @@ class Budget:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
 
 
-def make_client(service, region, budget=None):
+class Pacer:
+    """Client-side token buckets, one per region and EC2 bucket, shared by a run's threads.
+
+    A call takes a token before each attempt, waiting for it if need be; a throttled answer
+    means the account's bucket is emptier than ours thinks (other callers), so ours empties.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._buckets = {}  # (region, bucket) -> [tokens, time of last refill]
+
+    def guard(self, client):
+        region = client.meta.region_name
+        for operation in BUCKETS:
+            client.meta.events.register_first(
+                f"before-send.ec2.{operation}", functools.partial(self._take, region, operation)
+            )
+        client.meta.events.register("needs-retry.ec2", functools.partial(self._throttled, region))
+        return client
+
+    def _bucket(self, region, operation):
+        name, size, rate = BUCKETS[operation]
+        size, rate = size * PACE_SHARE, rate * PACE_SHARE
+        bucket = self._buckets.setdefault((region, name), [size, time.monotonic()])
+        now = time.monotonic()
+        bucket[0] = min(size, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        return bucket, rate
+
+    def _take(self, region, operation, **kwargs):
+        with self._lock:
+            bucket, rate = self._bucket(region, operation)
+            bucket[0] -= 1  # a reservation: whoever drives the bucket below zero waits its turn
+            wait = -bucket[0] / rate
+        if wait > 0:
+            time.sleep(wait)
+
+    def _throttled(self, region, response=None, operation=None, **kwargs):
+        code = (response or (None, {}))[1].get("Error", {}).get("Code")
+        if code == "RequestLimitExceeded" and operation.name in BUCKETS:
+            with self._lock:
+                bucket, _ = self._bucket(region, operation.name)
+                bucket[0] = min(bucket[0], 0)
+
+
+def in_parallel(items, work, budget):
+    """work(item) for each item, WORKERS at a time, until Lambda time runs short.
+
+    Items may be a generator, read only as workers come free; if reading raises OutOfTime,
+    no more work starts (the caller knows whether its generator finished). Returns
+    (started, stopped): items started, and how many of those OutOfTime stopped. Any other
+    exception is raised once the started work is over. Nothing is kept per item.
+    """
+    slots, lock = threading.Semaphore(WORKERS), threading.Lock()
+    tally, errors = {"started": 0, "stopped": 0}, []
+
+    def task(item):
+        try:
+            work(item)
+        except OutOfTime:
+            with lock:
+                tally["stopped"] += 1
+        except Exception as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+        finally:
+            slots.release()
+
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        while True:
+            slots.acquire()
+            try:
+                if budget.low() or errors:
+                    raise OutOfTime("stop starting")
+                item = next(items)
+            except (OutOfTime, StopIteration):
+                slots.release()
+                break
+            tally["started"] += 1
+            pool.submit(task, item)
+    if errors:
+        raise errors[0]
+    return tally["started"], tally["stopped"]
+
+
+def make_client(service, region, budget=None, pacer=None):
     """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
     config = Config(
         retries=dict(RETRIES),
@@ -218,29 +327,36 @@ def make_client(service, region, budget=None):
         user_agent_extra="ebs-snapshot-lifecycle",
     )
     client = boto3.client(service, region_name=region, config=config)
-    return budget.guard(client) if budget else client
+    if budget:
+        budget.guard(client)
+    if pacer:  # registered last, so it runs first: wait for a token, then check the time
+        pacer.guard(client)
+    return client
 
 
-def hand_off(context, event, summary, left, done_here):
+def hand_off(context, event, summary, done_here, left=None):
     """Out of time: invoke this same function again, asynchronously, on the same event id,
-    so the rest is done there. Without progress here, fail instead of looping forever."""
+    so the rest (``left`` items, when known) is done there. Without progress here, fail
+    instead, so that a run that cannot move never chains invocations forever."""
+    rest = f"{left} left" if left is not None else "the rest"
     if not done_here:
-        summary.fail(summary.region, f"out of Lambda time before any progress; {left} left")
+        summary.fail(summary.region, f"out of Lambda time before any progress; {rest} not done")
         return
     payload = json.dumps({**event, "id": summary.data["event_id"]})
     arn = context.invoked_function_arn
     try:
-        make_client("lambda", summary.region).invoke(
+        make_client("lambda", summary.region, Budget(context)).invoke(
             FunctionName=arn, InvocationType="Event", Payload=payload
         )
-    except (ClientError, BotoCoreError) as exc:
-        summary.fail(arn, f"could not hand {left} left over to a new invocation: {exc}")
+    except (ClientError, BotoCoreError, OutOfTime) as exc:
+        summary.fail(arn, f"could not hand {rest} over to a new invocation: {exc}")
         return
+    counted = {} if left is None else {"count": left}
     summary.add(
         "handed_off",
         "WARNING",
         id=arn,
-        count=left,
+        **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
     )
 
@@ -278,6 +394,7 @@ class Summary:
     def __init__(self, job, region, today, dry_run, event_id=None):
         self.job, self.region, self.dry_run = job, region, dry_run
         self.probed = set()
+        self._lock = threading.Lock()  # items arrive from several threads
         self.data = {
             "job": job,
             "region": region,
@@ -291,15 +408,17 @@ class Summary:
         }
 
     def add(self, kind, level="INFO", /, **item):
-        self.data.setdefault(kind, []).append(item)
-        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
+        with self._lock:
+            self.data.setdefault(kind, []).append(item)
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
         log(level, self.job, self.region, kind, **item)
 
     def did(self, action, **item):
         self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
 
     def count(self, kind, n=1):
-        self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
+        with self._lock:
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
 
     def skip(self, id, reason, **item):
         self.add("skipped", id=id, reason=reason, **item)
@@ -312,9 +431,10 @@ class Summary:
 
     def probe(self, action, scope, call, **params):
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
-        if (action, scope) in self.probed:
-            return
-        self.probed.add((action, scope))
+        with self._lock:
+            if (action, scope) in self.probed:
+                return
+            self.probed.add((action, scope))
         try:
             call(DryRun=True, **params)
         except ClientError as exc:
@@ -460,15 +580,16 @@ def delete_snapshot(ec2, snapshot, reason, summary):
 
 
 def sweep(ec2, today, summary, budget):
-    """Judge and delete, page by page; stops early (saying so) when Lambda time runs short."""
-    try:
+    """Judge each automated snapshot as its page arrives and delete the due ones, WORKERS at
+    a time; stops early, saying so, when Lambda time runs short."""
+    listed = []  # set once the last page has been judged
+
+    def due():
         for snapshot in automated_snapshots(ec2):
-            if budget.low():
-                raise OutOfTime(f"{budget.left():.0f} s of Lambda time left")
             action, reason = verdict(snapshot, today)
             sid = snapshot["SnapshotId"]
             if action == "delete":
-                delete_snapshot(ec2, snapshot, reason, summary)
+                yield snapshot, reason
             elif action == "warn":
                 summary.warn(sid, reason)
             elif action == "hold":
@@ -476,12 +597,19 @@ def sweep(ec2, today, summary, budget):
                 summary.count("kept_forever")
             else:
                 summary.count("kept_forever" if action == "forever" else "kept")
+        listed.append(True)
+
+    try:
+        _, stopped = in_parallel(due(), lambda item: delete_snapshot(ec2, *item, summary), budget)
+        why = None if listed and not stopped else f"{budget.left():.0f} s of Lambda time left"
     except OutOfTime as exc:
+        why = str(exc)
+    if why:
         summary.add(
             "stopped_early",
             "WARNING",
             id=summary.region,
-            reason=f"{exc}; the next run deletes the rest",
+            reason=f"{why}; the next run deletes the rest",
         )
 
 
@@ -492,7 +620,7 @@ def run(event=None, context=None, *, region=None, now=None):
     today = utc_today(now)
     summary = Summary(JOB, region, today, event_dry_run(event), event_key(event, context))
     budget = Budget(context)
-    sweep(make_client("ec2", region, budget), today, summary, budget)
+    sweep(make_client("ec2", region, budget, Pacer()), today, summary, budget)
     return summary.result()
 
 
