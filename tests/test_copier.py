@@ -192,7 +192,8 @@ def test_encrypted_snapshot_copies_with_the_destination_default_key(api):
     assert snapshot_details(DEST)[cid]["Encrypted"] is True
 
 
-def test_copy_limit_defers_that_region_only_and_is_not_a_failure(api):
+def test_copy_limit_defers_that_region_only_and_is_not_a_failure(api, monkeypatch):
+    monkeypatch.setattr(copier, "WORKERS", 1)  # one call at a time: "stops asking" is exact
     sources = [primary(f"{DEST},{DEST2}") for _ in range(4)]
     asked = []
 
@@ -212,7 +213,8 @@ def test_copy_limit_defers_that_region_only_and_is_not_a_failure(api):
     assert all(len(copies_of(s)) == 1 for s in sources)
 
 
-def test_copies_oldest_primary_first(api):
+def test_copies_oldest_primary_first(api, monkeypatch):
+    monkeypatch.setattr(copier, "WORKERS", 1)  # calls start in order; with more, they overlap
     third, first, second = primary(), primary(), primary()
     for n, sid in enumerate((first, second, third)):
         moto_snapshot(sid).start_time = NOW.replace(hour=n)
@@ -346,9 +348,10 @@ def test_a_notification_copies_that_snapshot_only_with_one_lookup_by_id(api):
     api.calls.clear()
     result = run(notification(target))
     assert api.ops("DescribeSnapshots", region=REGION) == [{"SnapshotIds": [target]}]
-    for dest in (DEST, DEST2):
-        (lookup,) = api.ops("DescribeSnapshots", region=dest)
-        assert {"Name": "tag:Source_SnapshotId", "Values": [target]} in lookup["Filters"]
+    for dest in (DEST, DEST2):  # two small lookups: its copies, and the copies in flight
+        mine, in_flight = (p["Filters"] for p in api.ops("DescribeSnapshots", region=dest))
+        assert mine == [{"Name": "tag:Source_SnapshotId", "Values": [target]}]
+        assert {"Name": "status", "Values": ["pending"]} in in_flight
         assert len(copies_of(target, dest)) == 1
     assert all(copies_of(o) == {} for o in others)
     assert result["counts"]["copied"] == 2

@@ -235,9 +235,9 @@ def test_dry_run_changes_nothing_and_reports_what_it_would_do(api):
     result = run({"dry_run": True})
     assert snapshots() == {}
     assert result["dry_run"] is True and "created" not in result
-    assert result["would_create"] == [
+    assert sorted(result["would_create"], key=lambda c: c["volume_id"]) == [
         {"volume_id": v, "instance_id": iid, "delete_on": "2026-12-03", "copy_dest": [DEST]}
-        for v in vols.values()
+        for v in sorted(vols.values())
     ]
     # One permission probe, with DryRun, and nothing else that writes.
     (probe,) = [p for op, p in ((op, p) for _, op, p in api.calls) if op == "CreateSnapshot"]

@@ -159,14 +159,18 @@ def test_log_lines_are_one_json_object_each_and_honour_log_level(capsys, monkeyp
     assert [r["level"] for r in records] == ["WARNING"]
 
 
-def test_job_failed_names_every_failure():
+def test_job_failed_names_every_failure_once_per_error():
     summary = {
         "job": "manager",
         "region": REGION,
-        "failures": [{"id": "snap-1", "error": "A: x"}, {"id": "snap-2", "error": "B: y"}],
+        "failures": [
+            {"id": "snap-1", "error": "A: x"},
+            {"id": "snap-2", "error": "B: y"},
+            {"id": "snap-3", "error": "A: x"},
+        ],
     }
     message = str(manager.JobFailed(summary))
-    assert "2 failed" in message and "snap-1: A: x" in message and "snap-2: B: y" in message
+    assert message == "manager in us-east-1: 3 failed: snap-1, snap-3: A: x; snap-2: B: y"
 
 
 def test_summaries_of_all_three_jobs_are_json(monkeypatch):

@@ -88,9 +88,16 @@ def test_schedules_in_utc_keep_the_order_the_jobs_need():
     for job, function in FUNCTIONS.items():
         schedule = function["Properties"]["Events"]["Daily"]["Properties"]["Schedule"]
         default = TEMPLATE["Parameters"][schedule["Ref"]]["Default"]
-        hours[job] = int(re.fullmatch(r"cron\(0 (\d+) \* \* \? \*\)", default).group(1))
-    assert hours["creator"] + 3 <= hours["copier"]  # copies start hours after the snapshots
+        hours[job] = int(
+            re.fullmatch(r"cron\(0(?:/30)? (\d+)(?:-23)? \* \* \? \*\)", default).group(1)
+        )
+    assert hours["creator"] + 3 <= hours["copier"]  # the first sweep, hours after the snapshots
     assert hours["manager"] != hours["creator"]
+
+
+def test_the_copier_sweeps_often_enough_to_keep_the_copy_slots_busy():
+    default = TEMPLATE["Parameters"]["CopierSchedule"]["Default"]
+    assert default == "cron(0/30 6-23 * * ? *)"  # 20 copies at a time: a sweep each half hour
 
 
 def test_the_copier_also_runs_when_a_snapshot_completes():

@@ -1,0 +1,210 @@
+"""Pacing, copy slots and the worker pool (issue: performance at EC2's own rate limits).
+
+The pacing tests run the real jobs against scripts/ec2sim.py, EC2's token buckets scaled
+down (a bucket of 10 refilling 20 a second) so that a run takes about a second.
+"""
+
+import contextlib
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import DEST, DEST2, NOW, REGION, launch, make_snapshot, moto_snapshot, snapshots
+
+import ebs_snapshot_copier as copier
+import ebs_snapshot_creator as creator
+import ebs_snapshot_manager as manager
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import ec2sim
+
+SIZE, RATE = 10, 20  # the scaled-down snapshots bucket: EC2's is 100 and 5 a second
+
+
+@pytest.fixture
+def scaled(monkeypatch):
+    """EC2's snapshot bucket scaled down, in the simulator and in the jobs' pacer alike."""
+    monkeypatch.setitem(ec2sim.BUCKETS, "snapshots", (SIZE, RATE))
+    for job in (creator, manager):
+        scaled_buckets = {
+            op: ("snapshots", SIZE, RATE) for op in ("CreateSnapshot", "DeleteSnapshot")
+        }
+        monkeypatch.setattr(job, "BUCKETS", scaled_buckets)
+
+
+def fleet(volumes):
+    for _ in range(volumes // 2):
+        launch({"Backup": "Yes"}, devices=("/dev/sda1", "/dev/sdb"))
+
+
+def test_a_paced_creator_meets_almost_no_throttling_and_runs_near_the_floor(scaled):
+    fleet(60)
+    with ec2sim.simulated_ec2(latency=0) as sim:
+        start = time.monotonic()
+        result = creator.run({}, None, now=NOW)
+        wall = time.monotonic() - start
+    assert result["counts"]["created"] == 60 and result["failures"] == []
+    assert sim.calls["CreateSnapshot"] - sim.throttled["CreateSnapshot"] == 60
+    assert sum(sim.throttled.values()) < 0.1 * sum(sim.calls.values())
+    floor = (60 - SIZE) / RATE  # EC2's bucket: the burst at once, then the refill
+    assert floor * 0.9 <= wall <= floor * 2 + 1  # it waits for the refill; bench measures how close
+
+
+def test_without_pacing_the_same_run_is_throttled_much_more(scaled, monkeypatch):
+    monkeypatch.setattr(creator, "BUCKETS", {})
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # botocore's backoff, not waited
+    fleet(60)
+    # Some may fail when botocore's retries run out: the storm the pacer prevents.
+    with ec2sim.simulated_ec2(latency=0) as sim, contextlib.suppress(creator.JobFailed):
+        creator.run({}, None, now=NOW)
+    assert sum(sim.throttled.values()) > 0.3 * sum(sim.calls.values())
+
+
+def test_a_paced_manager_deletes_everything_without_failures(scaled):
+    due = {make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(40)}
+    with ec2sim.simulated_ec2(latency=0) as sim:
+        result = manager.run({}, None, now=NOW)
+    assert result["failures"] == [] and not set(snapshots()) & due
+    assert sum(sim.throttled.values()) < 0.1 * sum(sim.calls.values())
+
+
+def test_calls_are_exact_at_scale(scaled):
+    """The creator at EC2's page size: one listing call each, one CreateSnapshot per volume."""
+    fleet(40)
+    with ec2sim.simulated_ec2(latency=0) as sim:
+        creator.run({"id": "evt"}, None, now=NOW)
+    assert dict(sim.calls) == {
+        "DescribeRegions": 1,
+        "DescribeVolumes": 1,
+        "DescribeSnapshots": 1,
+        "DescribeInstances": 1,
+        "CreateSnapshot": 40 + sim.throttled["CreateSnapshot"],
+    }
+
+
+# ---- copy slots ---------------------------------------------------------------------------
+
+
+def in_flight(n, region=DEST):
+    """n copies, from another region, still being made in ``region``."""
+    for _ in range(n):
+        sid = make_snapshot(
+            {
+                "Type": "Automated",
+                "DeleteOn": "2026-12-31",
+                "Source_SnapshotId": "snap-elsewhere",
+                "Source_Region": DEST2,
+            },
+            region=region,
+        )
+        moto_snapshot(sid, region).status = "pending"
+
+
+def primaries(n):
+    made = [
+        make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": DEST})
+        for _ in range(n)
+    ]
+    for hour, sid in enumerate(made):
+        moto_snapshot(sid).start_time = NOW.replace(hour=hour)
+    return made
+
+
+def test_the_copier_starts_only_the_free_slots_oldest_first(api):
+    oldest, second, *_ = primaries(5)
+    in_flight(18)
+    result = copier.run({}, None, now=NOW)
+    copied = {t["Source_SnapshotId"] for t in snapshots(DEST).values()} - {"snap-elsewhere"}
+    assert copied == {oldest, second}
+    assert len(api.ops("CopySnapshot")) == 2  # never asked for more than the slots
+    assert [(d["id"], d["count"]) for d in result["deferred"]] == [(DEST, 3)]
+    assert result["failures"] == []
+    for sid in snapshots(DEST):  # AWS is still copying them (moto finished at once)
+        moto_snapshot(sid, DEST).status = "pending"
+    copier.run({}, None, now=NOW)  # nothing has finished: still no slot
+    assert len(api.ops("CopySnapshot")) == 2
+
+
+def test_completed_copies_free_their_slots_for_the_next_run():
+    made = primaries(3)
+    in_flight(20)
+    copier.run({}, None, now=NOW)
+    assert len(snapshots(DEST)) == 20
+    for sid in snapshots(DEST):
+        moto_snapshot(sid, DEST).status = "completed"
+    copier.run({}, None, now=NOW)
+    copied = Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values())
+    assert all(copied[m] == 1 for m in made)
+
+
+def test_a_notification_respects_the_slots_too(api):
+    (target,) = primaries(1)
+    in_flight(20)
+    event = {
+        "detail-type": "EBS Snapshot Notification",
+        "detail": {
+            "event": "createSnapshot",
+            "result": "succeeded",
+            "snapshot_id": f"arn:aws:ec2:{REGION}::snapshot/{target}",
+        },
+    }
+    result = copier.run(event, None, now=NOW)
+    assert api.ops("CopySnapshot") == []
+    assert [(d["id"], d["count"]) for d in result["deferred"]] == [(DEST, 1)]
+
+
+# ---- the worker pool ----------------------------------------------------------------------
+
+
+class Budget:
+    def __init__(self, low_after):
+        self.calls, self.low_after = 0, low_after
+
+    def low(self):
+        self.calls += 1
+        return self.calls > self.low_after
+
+
+def test_in_parallel_runs_workers_at_once_and_stops_starting_when_time_is_short():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def work(item):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    started, stopped = creator.in_parallel(range(20), work, Budget(low_after=10))
+    assert (started, stopped) == (10, 0)
+    assert most[0] == creator.WORKERS
+
+
+def test_in_parallel_reads_a_generator_only_as_far_as_it_starts_work():
+    read = []
+
+    def items():
+        for n in range(100):
+            read.append(n)
+            yield n
+
+    creator.in_parallel(items(), lambda item: None, Budget(low_after=5))
+    assert len(read) == 5  # five started; the sixth was never read: time was short
+
+
+def test_in_parallel_counts_out_of_time_and_raises_anything_else():
+    def out_of_time(item):
+        raise creator.OutOfTime("late")
+
+    assert creator.in_parallel(range(3), out_of_time, Budget(99)) == (3, 3)
+
+    def broken(item):
+        raise KeyError(item)
+
+    with pytest.raises(KeyError):
+        creator.in_parallel(range(3), broken, Budget(99))
