@@ -1,0 +1,194 @@
+"""`make bench`: the three jobs on fleets of 100, 600 and 2,000 volumes, at EC2's limits.
+
+Runs on moto behind scripts/ec2sim.py (EC2's token buckets, a per-call latency), so the
+job code is the real one, unchanged. For each job and size it prints the API calls by
+operation, the throttled ones, failures, wall time, the floor that EC2's bucket allows,
+wall/floor, and the peak memory of the run (tracemalloc). Then the manager's memory over
+20,000 snapshots. Not a test: nothing here asserts; the tests assert call counts.
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+os.environ.update(
+    AWS_ACCESS_KEY_ID="bench",
+    AWS_SECRET_ACCESS_KEY="bench",
+    AWS_EC2_METADATA_DISABLED="true",
+    MOTO_EC2_LOAD_DEFAULT_AMIS="false",
+    LOG_LEVEL="CRITICAL",
+    AWS_REGION="us-east-1",
+)
+for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_SESSION_TOKEN"):
+    os.environ.pop(var, None)
+
+import boto3  # noqa: E402
+from ec2sim import simulated_ec2  # noqa: E402
+from moto import mock_aws  # noqa: E402
+from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
+from moto.ec2.models import ec2_backends  # noqa: E402
+
+import ebs_snapshot_copier as copier  # noqa: E402
+import ebs_snapshot_creator as creator  # noqa: E402
+import ebs_snapshot_manager as manager  # noqa: E402
+
+REGION, DEST = "us-east-1", "us-west-2"
+NOW = datetime(2026, 11, 26, 2, tzinfo=UTC)
+# What EC2 lets through at once, then per second, for each job's mutating call. The
+# copier's real bound is AWS's 20 copies in flight per destination: one run starts at most
+# 20 and defers the rest to the next (moto would complete copies at once; AWS does not).
+FLOOR = {"creator": (100, 5), "copier": (50, 5), "manager": (100, 5)}
+
+
+def build_fleet(volumes):
+    """volumes/2 instances of two volumes, tagged Backup=Yes and copied to DEST."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    left = volumes // 2
+    while left:
+        count = min(left, 100)
+        ec2.run_instances(
+            ImageId="ami-12345678",
+            MinCount=count,
+            MaxCount=count,
+            BlockDeviceMappings=[
+                {"DeviceName": d, "Ebs": {"VolumeSize": 8}} for d in ("/dev/sda1", "/dev/sdb")
+            ],
+            TagSpecifications=[
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": "Backup", "Value": "Yes"},
+                        {"Key": "Copy_Dest", "Value": DEST},
+                    ],
+                }
+            ],
+        )
+        left -= count
+
+
+def measure(job, run, volumes, latency):
+    """Run one job under the simulated EC2; returns a row of the table."""
+    tracemalloc.start()
+    with simulated_ec2(latency) as sim:
+        start = time.monotonic()
+        try:
+            summary, failures = run(), 0
+        except job.JobFailed as exc:
+            summary, failures = exc.summary, len(exc.summary["failures"])
+        wall = time.monotonic() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    burst, rate = FLOOR[job.JOB]
+    done = sum(summary["counts"].get(k, 0) for k in ("created", "copied", "deleted"))
+    floor = max(0.0, (done - burst) / rate)  # EC2's bucket: burst at once, then rate/s
+    return {
+        "job": job.JOB,
+        "volumes": volumes,
+        "done": done,
+        "deferred": sum(d["count"] for d in summary.get("deferred", [])),
+        "calls": dict(sorted(sim.calls.items())),
+        "throttled": sum(sim.throttled.values()),
+        "failures": failures,
+        "wall": wall,
+        "floor": floor,
+        "ratio": wall / floor if floor else None,
+        "peak_mb": peak / 2**20,
+    }
+
+
+def bench_size(volumes, latency, jobs):
+    rows = []
+    later = NOW + timedelta(days=8)  # every primary's DeleteOn has come
+    runs = {
+        "creator": (creator, lambda: creator.run({}, None, now=NOW)),
+        "copier": (copier, lambda: copier.run({}, None, now=NOW)),
+        "manager": (manager, lambda: manager.run({}, None, now=later)),
+    }
+    with mock_aws():
+        build_fleet(volumes)
+        if "creator" not in jobs:
+            creator.run({}, None, now=NOW)  # the others need its snapshots
+        for name in ("creator", "copier", "manager"):
+            if name in jobs:
+                rows.append(measure(*runs[name], volumes, latency))
+    return rows
+
+
+def bench_memory(snapshots):
+    """The manager over `snapshots` automated snapshots (half of them due), with neither
+    EC2's limits nor pacing: this measures memory, not the rate."""
+    with mock_aws():
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+        volume = backend.create_volume(size=1, zone_name=REGION + "a")
+        for n in range(snapshots):
+            snap = backend.create_snapshot(volume.id, "bench")
+            due = "2026-11-01" if n % 2 else "2027-01-01"
+            backend.create_tags([snap.id], {"Type": "Automated", "DeleteOn": due})
+        saved = manager.BUCKETS
+        manager.BUCKETS = {}
+        try:
+            tracemalloc.start()
+            with simulated_ec2(latency=0, limits=False):
+                start = time.monotonic()
+                summary = manager.run({}, None, now=NOW)
+                wall = time.monotonic() - start
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        finally:
+            manager.BUCKETS = saved
+    return summary["counts"], wall, peak / 2**20
+
+
+def print_rows(rows):
+    print(
+        f"{'job':<8} {'volumes':>7} {'done':>5} {'deferred':>8}  {'throttled':>9}  "
+        f"{'failures':>8}  {'wall s':>7}  {'floor s':>7}  {'wall/floor':>10}  {'peak MB':>7}  "
+        "calls by operation"
+    )
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
+        calls = ", ".join(f"{op} {n}" for op, n in r["calls"].items())
+        print(
+            f"{r['job']:<8} {r['volumes']:>7} {r['done']:>5} {r['deferred']:>8}  "
+            f"{r['throttled']:>9}  {r['failures']:>8}  {r['wall']:>7.1f}  {r['floor']:>7.1f}  "
+            f"{ratio:>10}  {r['peak_mb']:>7.1f}  {calls}"
+        )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,600,2000", help="fleet sizes, in volumes")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per EC2 call")
+    parser.add_argument("--jobs", default="creator,copier,manager")
+    parser.add_argument(
+        "--memory", type=int, default=20000, help="snapshots for the manager's memory run (0: skip)"
+    )
+    args = parser.parse_args(argv)
+    jobs = args.jobs.split(",")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; latency {args.latency * 1000:.0f} ms a call; "
+        f"{creator.WORKERS} workers; pace {creator.PACE_SHARE:.0%} of each bucket"
+    )
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        rows += bench_size(size, args.latency, jobs)
+        print_rows(rows[-len(jobs) :])
+        sys.stdout.flush()
+    print("\nall sizes:")
+    print_rows(rows)
+    if args.memory:
+        counts, wall, peak = bench_memory(args.memory)
+        print(f"\nmanager over {args.memory} snapshots: {counts}, {wall:.1f} s, peak {peak:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
