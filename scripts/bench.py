@@ -3,11 +3,13 @@
 Runs on moto behind scripts/ec2sim.py (EC2's token buckets, a per-call latency), so the
 job code is the real one, unchanged. For each job and size it prints the API calls by
 operation, the throttled ones, failures, wall time, the floor that EC2's bucket allows,
-wall/floor, and the peak memory of the run (tracemalloc). Then the manager's memory over
-20,000 snapshots. Not a test: nothing here asserts; the tests assert call counts.
+wall/floor, and the peak memory of the run (tracemalloc, measured in a separate untimed
+run). Then the manager's memory over 20,000 snapshots. Not a test: nothing here asserts;
+the tests assert call counts.
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -74,8 +76,7 @@ def build_fleet(volumes):
 
 
 def measure(job, run, volumes, latency):
-    """Run one job under the simulated EC2; returns a row of the table."""
-    tracemalloc.start()
+    """Run one job under the simulated EC2 and time it; returns a row of the table."""
     with simulated_ec2(latency) as sim:
         start = time.monotonic()
         try:
@@ -83,8 +84,6 @@ def measure(job, run, volumes, latency):
         except job.JobFailed as exc:
             summary, failures = exc.summary, len(exc.summary["failures"])
         wall = time.monotonic() - start
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     burst, rate = FLOOR[job.JOB]
     done = sum(summary["counts"].get(k, 0) for k in ("created", "copied", "deleted"))
     floor = max(0.0, (done - burst) / rate)  # EC2's bucket: burst at once, then rate/s
@@ -99,25 +98,55 @@ def measure(job, run, volumes, latency):
         "wall": wall,
         "floor": floor,
         "ratio": wall / floor if floor else None,
-        "peak_mb": peak / 2**20,
     }
 
 
+def peak_memory(run):
+    """Peak Python memory of one run (tracemalloc). Done apart from the timed run, since
+    tracemalloc slows moto down, and without latency, limits or pacing, which memory does
+    not depend on."""
+    tracemalloc.start()
+    with unpaced(), simulated_ec2(latency=0, limits=False), contextlib.suppress(Exception):
+        run()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+@contextlib.contextmanager
+def unpaced():
+    saved = [job.BUCKETS for job in (creator, copier, manager)]
+    for job in (creator, copier, manager):
+        job.BUCKETS = {}
+    try:
+        yield
+    finally:
+        creator.BUCKETS, copier.BUCKETS, manager.BUCKETS = saved
+
+
 def bench_size(volumes, latency, jobs):
-    rows = []
+    """Each job timed on one fleet, then its peak memory on an identical fleet."""
     later = NOW + timedelta(days=8)  # every primary's DeleteOn has come
     runs = {
         "creator": (creator, lambda: creator.run({}, None, now=NOW)),
         "copier": (copier, lambda: copier.run({}, None, now=NOW)),
         "manager": (manager, lambda: manager.run({}, None, now=later)),
     }
-    with mock_aws():
-        build_fleet(volumes)
-        if "creator" not in jobs:
-            creator.run({}, None, now=NOW)  # the others need its snapshots
-        for name in ("creator", "copier", "manager"):
-            if name in jobs:
-                rows.append(measure(*runs[name], volumes, latency))
+    rows, peaks = [], {}
+    for timed in (True, False):
+        with mock_aws():
+            build_fleet(volumes)
+            for name in ("creator", "copier", "manager"):
+                job, run = runs[name]
+                if name not in jobs:
+                    if name == "creator":
+                        creator.run({}, None, now=NOW)  # the others need its snapshots
+                elif timed:
+                    rows.append(measure(job, run, volumes, latency))
+                else:
+                    peaks[name] = peak_memory(run)
+    for row in rows:
+        row["peak_mb"] = peaks[row["job"]]
     return rows
 
 
@@ -131,18 +160,13 @@ def bench_memory(snapshots):
             snap = backend.create_snapshot(volume.id, "bench")
             due = "2026-11-01" if n % 2 else "2027-01-01"
             backend.create_tags([snap.id], {"Type": "Automated", "DeleteOn": due})
-        saved = manager.BUCKETS
-        manager.BUCKETS = {}
-        try:
-            tracemalloc.start()
-            with simulated_ec2(latency=0, limits=False):
-                start = time.monotonic()
-                summary = manager.run({}, None, now=NOW)
-                wall = time.monotonic() - start
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-        finally:
-            manager.BUCKETS = saved
+        tracemalloc.start()
+        with unpaced(), simulated_ec2(latency=0, limits=False):
+            start = time.monotonic()
+            summary = manager.run({}, None, now=NOW)
+            wall = time.monotonic() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     return summary["counts"], wall, peak / 2**20
 
 
@@ -170,12 +194,24 @@ def main(argv=None):
     parser.add_argument(
         "--memory", type=int, default=20000, help="snapshots for the manager's memory run (0: skip)"
     )
+    parser.add_argument(
+        "--strategy",
+        choices=["pacer", "adaptive", "none"],
+        default="pacer",
+        help="the jobs' own pacer (default); botocore's adaptive retry mode instead; "
+        "or neither (standard retries only)",
+    )
     args = parser.parse_args(argv)
     jobs = args.jobs.split(",")
+    if args.strategy != "pacer":
+        for job in (creator, copier, manager):
+            job.BUCKETS = {}
+            if args.strategy == "adaptive":
+                job.RETRIES = {"mode": "adaptive", "total_max_attempts": 10}
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; latency {args.latency * 1000:.0f} ms a call; "
-        f"{creator.WORKERS} workers; pace {creator.PACE_SHARE:.0%} of each bucket"
+        f"{creator.WORKERS} workers; strategy: {args.strategy}"
     )
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
