@@ -45,6 +45,10 @@ no new snapshot is started: the function invokes itself asynchronously with the 
 event id, and that invocation does the rest. No call or retry is started that could
 outlive the Lambda.
 
+Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
+Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): SnapshotsCreated,
+Warnings, Failures. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
+
 IAM actions: ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions,
 ec2:DescribeSnapshots, ec2:CreateSnapshot, ec2:CreateTags (only as part of
 CreateSnapshot), lambda:InvokeFunction (on itself, to hand over the rest of a long run).
@@ -53,6 +57,7 @@ CreateSnapshot), lambda:InvokeFunction (on itself, to hand over the rest of a lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -109,7 +114,27 @@ BUCKETS = {
 }
 PACE_SHARE = 0.9
 WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
-LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+# Lambda's level names (AWS_LAMBDA_LOG_LEVEL), and Python's as aliases; OFF: nothing at all.
+LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
+LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
+# Instance states whose volumes are backed up (a stopped instance's volumes hold data too).
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# The run's last log line counts these (0 when none), then any other count it made.
+SUMMARY_COUNTS = ("created", "copied", "deferred", "deleted", "kept", "skipped")
+SUMMARY_COUNTS += ("warnings", "failures")
+# CloudWatch Embedded Metric Format: the summary line is also these metrics, dimensions job
+# and region, at no API cost. Metric: (the count it reports, jobs that always report it;
+# other jobs report it only when they counted it).
+METRIC_NAMESPACE = "EBSSnapshots"
+METRICS = {
+    "SnapshotsCreated": ("created", ("creator",)),
+    "SnapshotsCopied": ("copied", ("copier",)),
+    "CopiesDeferred": ("deferred", ("copier",)),
+    "SnapshotsDeleted": ("deleted", ("manager",)),
+    "Warnings": ("warnings", ("creator", "copier", "manager")),
+    "Failures": ("failures", ("creator", "copier", "manager")),
+    "UnprotectedVolumes": ("unprotected", ()),  # only when the manager's check ran
+}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
     "created",
@@ -125,6 +150,7 @@ REPORT_ORDER = (
     "stopped_early",
     "permitted",
     "skipped",
+    "unprotected",
     "warnings",
     "failures",
 )
@@ -169,6 +195,17 @@ def parse_date(value):
 
 def tag_map(resource):
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def backup_enabled(tags):
+    """An instance's Backup tag: True, False, or None when it cannot be read."""
+    return parse_bool(tags.get(TAG_BACKUP, "no"))
+
+
+def opted_out(value):
+    """A volume's own Backup tag leaves it out only when it clearly says no. An unreadable
+    value keeps it in: a backup too many costs little, one too few can cost the data."""
+    return value is not None and parse_bool(value) is False
 
 
 def is_kept_forever(tags):
@@ -374,7 +411,7 @@ def hand_off(context, event, summary, done_here, left=None):
     counted = {} if left is None else {"count": left}
     summary.add(
         "handed_off",
-        "WARNING",
+        "WARN",
         id=arn,
         **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
@@ -394,17 +431,43 @@ def paginate(ec2, operation, key, **params):
         yield from page[key]
 
 
+def volume_backup_tags(ec2):
+    """{volume id: its own Backup tag}, for the volumes that have one: the opt-outs."""
+    volumes = paginate(
+        ec2, "describe_volumes", "Volumes", Filters=[{"Name": "tag-key", "Values": [TAG_BACKUP]}]
+    )
+    return {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in volumes}
+
+
 def error_code(exc):
     return exc.response.get("Error", {}).get("Code", "Unknown")
 
 
 def log(level, job, region, action, /, **fields):
-    """One JSON object per line; LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold."""
+    """One JSON object per line on stdout, where Lambda and CloudWatch's metric extraction
+    read it. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold (default INFO)."""
     wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
-    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.upper(), 20):
+    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.strip().upper(), 20):
         return
     line = {"level": level, "job": job, "region": region, "action": action, **fields}
-    print(json.dumps(line, default=str), file=sys.stderr, flush=True)
+    print(json.dumps(line, default=str), file=sys.stdout, flush=True)
+
+
+def metrics(job, counts):
+    """The summary line's Embedded Metric Format fields: CloudWatch makes them metrics."""
+    values = {
+        name: counts.get(count, 0)
+        for name, (count, jobs) in METRICS.items()
+        if job in jobs or count in counts
+    }
+    directive = {
+        "Namespace": METRIC_NAMESPACE,
+        "Dimensions": [["job", "region"]],
+        "Metrics": [{"Name": name, "Unit": "Count"} for name in values],
+    }
+    return {
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]}
+    } | values
 
 
 class Summary:
@@ -413,6 +476,7 @@ class Summary:
 
     def __init__(self, job, region, today, dry_run, event_id=None):
         self.job, self.region, self.dry_run = job, region, dry_run
+        self.started = time.monotonic()
         self.probed = set()
         self._lock = threading.Lock()  # items arrive from several threads
         self.data = {
@@ -444,7 +508,7 @@ class Summary:
         self.add("skipped", id=id, reason=reason, **item)
 
     def warn(self, id, reason, **item):
-        self.add("warnings", "WARNING", id=id, reason=reason, **item)
+        self.add("warnings", "WARN", id=id, reason=reason, **item)
 
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
@@ -463,8 +527,23 @@ class Summary:
                 return
         self.add("permitted", permission=action, id=scope)
 
+    def finish(self):
+        """The run's last log line: its counts and duration and, unless it was a dry run,
+        the same counts as metrics. Its level is the run's worst."""
+        counts = self.data["counts"]
+        line = {kind: counts.get(kind, 0) for kind in SUMMARY_COUNTS} | counts
+        line |= {"event_id": self.data["event_id"], "dry_run": self.dry_run}
+        line["duration_s"] = round(time.monotonic() - self.started, 3)
+        if not self.dry_run:
+            line |= metrics(self.job, counts)
+        level = "WARN" if counts.get("warnings") or counts.get("unprotected") else "INFO"
+        level = "ERROR" if counts.get("failures") else level
+        log(level, self.job, self.region, "summary", **line)
+
     def result(self):
-        """The summary; raises JobFailed after the fact if any item failed."""
+        """The summary, once the summary line is written; raises JobFailed after the fact
+        if any item failed."""
+        self.finish()
         if self.data["failures"]:
             raise JobFailed(self.data)
         return self.data
@@ -523,14 +602,15 @@ def cli_parser(job, description):
 def cli(parser, argv=None):
     """Command line: a thin layer over lambda_handler. Returns the exit code."""
     args = parser.parse_args(argv)  # bad usage exits 2
-    os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "CRITICAL"
+    os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "OFF"
     if args.region:
         os.environ["AWS_REGION"] = args.region
     event = {"dry_run": args.dry_run}
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
     try:
-        summary, code = lambda_handler(event, None), 0
+        with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
+            summary, code = lambda_handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
     except (ValueError, NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
@@ -546,7 +626,6 @@ def cli(parser, argv=None):
 # ---- end of shared block ----
 
 SKIPPED_STATES = ("terminated", "shutting-down")
-LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
 MAX_TAG_VALUE = 256  # EC2's limit on a tag value
@@ -594,7 +673,7 @@ def snapshot_tags(name, delete_on, copy_dest, key):
 
 def not_backed_up(iid, tags, state):
     """Notes saying why an instance gets no snapshot at all, or [] when it gets them."""
-    backup = parse_bool(tags.get(TAG_BACKUP, "no"))
+    backup = backup_enabled(tags)
     if backup is None:
         return [
             ("warn", iid, f"Backup {tags[TAG_BACKUP]!r} is not yes/no; instance skipped"),
@@ -650,16 +729,11 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
 
 
 def volume_opt_out(volume_id, instance_id, volume_backup):
-    """(opted out?, note or None) from the volume's own Backup tag, if it has one.
-
-    An unreadable value keeps the volume in: a backup too many costs little, a backup too
-    few can cost the data.
-    """
+    """(opted out?, note or None) from the volume's own Backup tag, if it has one."""
     value = volume_backup.get(volume_id)
-    flag = None if value is None else parse_bool(value)
-    if flag is False:
+    if opted_out(value):
         return True, ("skip", volume_id, f"volume of {instance_id} opted out with Backup={value}")
-    if value is not None and flag is None:
+    if value is not None and parse_bool(value) is None:
         return False, ("warn", volume_id, f"volume Backup {value!r} is not yes/no; backed up")
     return False, None
 
@@ -686,17 +760,10 @@ def list_instances(ec2, ids):
     else:
         filters = [
             {"Name": "tag-key", "Values": [TAG_BACKUP]},
-            {"Name": "instance-state-name", "Values": LIVE_STATES},
+            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
         ]
     for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=filters):
         yield from reservation["Instances"]
-
-
-def tagged_volumes(ec2):
-    """Only volumes that carry a Backup tag: the opt-outs are among them."""
-    return paginate(
-        ec2, "describe_volumes", "Volumes", Filters=[{"Name": "tag-key", "Values": [TAG_BACKUP]}]
-    )
 
 
 def done_for_event(ec2, key):
@@ -757,7 +824,7 @@ def plans_of_region(ec2, ids, region, today, key, summary, listed):
     """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
     to the summary. ``listed`` gets an entry once every page has been read."""
     enabled = enabled_regions(ec2)
-    volume_backup = {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in tagged_volumes(ec2)}
+    volume_backup = volume_backup_tags(ec2)
     done = done_for_event(ec2, key)
     seen = set()
     for instance in list_instances(ec2, ids):

@@ -1,4 +1,5 @@
-"""EBS snapshot manager: delete automated snapshots whose DeleteOn has come.
+"""EBS snapshot manager: delete automated snapshots whose DeleteOn has come, and check
+that every volume that should be backed up is.
 
 Runs as an AWS Lambda function (handler ``ebs_snapshot_manager.lambda_handler``) once a
 day in each region, or from the command line. Region: ``AWS_REGION``, else
@@ -15,6 +16,17 @@ Nothing is written.
 A snapshot that AWS will not delete because an AMI uses it (InvalidSnapshot.InUse) is kept
 with a warning; one already gone (InvalidSnapshot.NotFound) counts as done.
 
+Coverage check (read-only, in the same run): every EBS volume that the creator must
+snapshot (instance Backup=Yes, not terminated, volume not opted out with Backup=No) needs
+a completed automated snapshot younger than COVERAGE_MAX_AGE_HOURS (environment; default
+26), and each of its snapshots older than that, not yet due, needs a completed copy in each
+region of its Copy_Dest tag (listed there by Source_Region). A volume attached more
+recently than that is not expected yet. Each unprotected volume is named in the summary
+(``unprotected``, with the reasons) and counted in the UnprotectedVolumes metric. Cost: a
+few paginated reads (DescribeRegions, DescribeInstances, DescribeVolumes, one listing per
+destination region), whatever the fleet size. The check reads the snapshots as listed at
+the start of the run: with Retention=1, the snapshot deleted this run still counts.
+
 Event
     {}  or an EventBridge scheduled event     every automated snapshot of the region
     {"dry_run": true}                         change nothing; report what would be deleted
@@ -27,21 +39,28 @@ Pace: it reads one page (1000 snapshots) at a time and deletes while it reads, f
 at a time, at most at 90% of EC2's rate for DeleteSnapshot (a burst of 90, then 4.5 a
 second), so memory stays flat and the account's other callers keep their share.
 
-IAM actions: ec2:DescribeSnapshots, ec2:DeleteSnapshot (only on Type=Automated snapshots).
+Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
+Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): SnapshotsDeleted,
+UnprotectedVolumes, Warnings, Failures. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
+
+IAM actions: ec2:DescribeSnapshots, ec2:DeleteSnapshot (only on Type=Automated snapshots),
+ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import math
 import os
 import re
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import boto3
 from botocore.config import Config
@@ -89,7 +108,27 @@ BUCKETS = {
 }
 PACE_SHARE = 0.9
 WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
-LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+# Lambda's level names (AWS_LAMBDA_LOG_LEVEL), and Python's as aliases; OFF: nothing at all.
+LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
+LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
+# Instance states whose volumes are backed up (a stopped instance's volumes hold data too).
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+# The run's last log line counts these (0 when none), then any other count it made.
+SUMMARY_COUNTS = ("created", "copied", "deferred", "deleted", "kept", "skipped")
+SUMMARY_COUNTS += ("warnings", "failures")
+# CloudWatch Embedded Metric Format: the summary line is also these metrics, dimensions job
+# and region, at no API cost. Metric: (the count it reports, jobs that always report it;
+# other jobs report it only when they counted it).
+METRIC_NAMESPACE = "EBSSnapshots"
+METRICS = {
+    "SnapshotsCreated": ("created", ("creator",)),
+    "SnapshotsCopied": ("copied", ("copier",)),
+    "CopiesDeferred": ("deferred", ("copier",)),
+    "SnapshotsDeleted": ("deleted", ("manager",)),
+    "Warnings": ("warnings", ("creator", "copier", "manager")),
+    "Failures": ("failures", ("creator", "copier", "manager")),
+    "UnprotectedVolumes": ("unprotected", ()),  # only when the manager's check ran
+}
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
     "created",
@@ -105,6 +144,7 @@ REPORT_ORDER = (
     "stopped_early",
     "permitted",
     "skipped",
+    "unprotected",
     "warnings",
     "failures",
 )
@@ -149,6 +189,17 @@ def parse_date(value):
 
 def tag_map(resource):
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def backup_enabled(tags):
+    """An instance's Backup tag: True, False, or None when it cannot be read."""
+    return parse_bool(tags.get(TAG_BACKUP, "no"))
+
+
+def opted_out(value):
+    """A volume's own Backup tag leaves it out only when it clearly says no. An unreadable
+    value keeps it in: a backup too many costs little, one too few can cost the data."""
+    return value is not None and parse_bool(value) is False
 
 
 def is_kept_forever(tags):
@@ -354,7 +405,7 @@ def hand_off(context, event, summary, done_here, left=None):
     counted = {} if left is None else {"count": left}
     summary.add(
         "handed_off",
-        "WARNING",
+        "WARN",
         id=arn,
         **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
@@ -374,17 +425,43 @@ def paginate(ec2, operation, key, **params):
         yield from page[key]
 
 
+def volume_backup_tags(ec2):
+    """{volume id: its own Backup tag}, for the volumes that have one: the opt-outs."""
+    volumes = paginate(
+        ec2, "describe_volumes", "Volumes", Filters=[{"Name": "tag-key", "Values": [TAG_BACKUP]}]
+    )
+    return {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in volumes}
+
+
 def error_code(exc):
     return exc.response.get("Error", {}).get("Code", "Unknown")
 
 
 def log(level, job, region, action, /, **fields):
-    """One JSON object per line; LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold."""
+    """One JSON object per line on stdout, where Lambda and CloudWatch's metric extraction
+    read it. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold (default INFO)."""
     wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
-    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.upper(), 20):
+    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.strip().upper(), 20):
         return
     line = {"level": level, "job": job, "region": region, "action": action, **fields}
-    print(json.dumps(line, default=str), file=sys.stderr, flush=True)
+    print(json.dumps(line, default=str), file=sys.stdout, flush=True)
+
+
+def metrics(job, counts):
+    """The summary line's Embedded Metric Format fields: CloudWatch makes them metrics."""
+    values = {
+        name: counts.get(count, 0)
+        for name, (count, jobs) in METRICS.items()
+        if job in jobs or count in counts
+    }
+    directive = {
+        "Namespace": METRIC_NAMESPACE,
+        "Dimensions": [["job", "region"]],
+        "Metrics": [{"Name": name, "Unit": "Count"} for name in values],
+    }
+    return {
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]}
+    } | values
 
 
 class Summary:
@@ -393,6 +470,7 @@ class Summary:
 
     def __init__(self, job, region, today, dry_run, event_id=None):
         self.job, self.region, self.dry_run = job, region, dry_run
+        self.started = time.monotonic()
         self.probed = set()
         self._lock = threading.Lock()  # items arrive from several threads
         self.data = {
@@ -424,7 +502,7 @@ class Summary:
         self.add("skipped", id=id, reason=reason, **item)
 
     def warn(self, id, reason, **item):
-        self.add("warnings", "WARNING", id=id, reason=reason, **item)
+        self.add("warnings", "WARN", id=id, reason=reason, **item)
 
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
@@ -443,8 +521,23 @@ class Summary:
                 return
         self.add("permitted", permission=action, id=scope)
 
+    def finish(self):
+        """The run's last log line: its counts and duration and, unless it was a dry run,
+        the same counts as metrics. Its level is the run's worst."""
+        counts = self.data["counts"]
+        line = {kind: counts.get(kind, 0) for kind in SUMMARY_COUNTS} | counts
+        line |= {"event_id": self.data["event_id"], "dry_run": self.dry_run}
+        line["duration_s"] = round(time.monotonic() - self.started, 3)
+        if not self.dry_run:
+            line |= metrics(self.job, counts)
+        level = "WARN" if counts.get("warnings") or counts.get("unprotected") else "INFO"
+        level = "ERROR" if counts.get("failures") else level
+        log(level, self.job, self.region, "summary", **line)
+
     def result(self):
-        """The summary; raises JobFailed after the fact if any item failed."""
+        """The summary, once the summary line is written; raises JobFailed after the fact
+        if any item failed."""
+        self.finish()
         if self.data["failures"]:
             raise JobFailed(self.data)
         return self.data
@@ -503,14 +596,15 @@ def cli_parser(job, description):
 def cli(parser, argv=None):
     """Command line: a thin layer over lambda_handler. Returns the exit code."""
     args = parser.parse_args(argv)  # bad usage exits 2
-    os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "CRITICAL"
+    os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "OFF"
     if args.region:
         os.environ["AWS_REGION"] = args.region
     event = {"dry_run": args.dry_run}
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
     try:
-        summary, code = lambda_handler(event, None), 0
+        with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
+            summary, code = lambda_handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
     except (ValueError, NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
@@ -524,8 +618,14 @@ def cli(parser, argv=None):
 
 
 # ---- end of shared block ----
+# A volume is protected when it has a completed snapshot younger than this, and each of its
+# snapshots older than this has a completed copy in each Copy_Dest region: the creator runs
+# daily, so 26 hours leaves it two hours of slack.
+COVERAGE_MAX_AGE_HOURS = 26
+COVERAGE_ENV = "COVERAGE_MAX_AGE_HOURS"
+MAX_REASONS = 3  # per unprotected volume, in the summary
 
-# ---- decisions: a pure function of one snapshot and today's date ----
+# ---- decisions: pure functions of the snapshots, the instances and the date ----
 
 
 def verdict(snapshot, today):
@@ -543,6 +643,90 @@ def verdict(snapshot, today):
     if delete_on is None:
         return "warn", f"DeleteOn {raw!r} is not a YYYY-MM-DD date; kept"
     return ("delete" if due else "keep"), f"DeleteOn {raw}"
+
+
+def coverage_max_age(value):
+    """(timedelta, warning or None) for the COVERAGE_MAX_AGE_HOURS setting."""
+    default = timedelta(hours=COVERAGE_MAX_AGE_HOURS)
+    if value is None or not value.strip():
+        return default, None
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
+        return default, f"{COVERAGE_ENV} {value!r} is not a number of hours; using 26"
+    return timedelta(hours=hours), None
+
+
+def protected_volumes(instances, volume_backup, cutoff):
+    """{volume id: {instance_id, name}}: every EBS volume the tags say the creator must
+    snapshot, as the creator reads them, but for volumes attached after ``cutoff``, which
+    the creator cannot have reached yet."""
+    wanted = {}
+    for instance in instances:
+        tags = tag_map(instance)
+        state = instance.get("State", {}).get("Name")
+        if state not in LIVE_STATES or backup_enabled(tags) is not True:
+            continue
+        for mapping in instance.get("BlockDeviceMappings", []):
+            ebs = mapping.get("Ebs")
+            if not ebs or opted_out(volume_backup.get(ebs["VolumeId"])):
+                continue
+            attached = ebs.get("AttachTime")
+            if attached is None or attached <= cutoff:
+                who = {"instance_id": instance["InstanceId"], "name": tags.get(TAG_NAME, "")}
+                wanted[ebs["VolumeId"]] = who
+    return wanted
+
+
+class Coverage:
+    """What the coverage check keeps while the sweep lists the region's snapshots: each
+    protected volume's newest completed snapshot, and the snapshots old enough to need
+    their copies. Nothing is kept for other snapshots."""
+
+    def __init__(self, protected, cutoff, max_age, enabled, region, today):
+        self.protected, self.cutoff, self.max_age, self.today = protected, cutoff, max_age, today
+        self.enabled, self.region = enabled, region
+        self.newest = {}  # volume id: start time of its newest completed snapshot
+        self.need_copies = {}  # snapshot id: (volume id, start time, destination regions)
+
+    def see(self, snapshot):
+        tags, vid = tag_map(snapshot), snapshot.get("VolumeId")
+        # A copy's VolumeId is arbitrary; copies are checked from their primaries.
+        if TAG_SOURCE_SNAPSHOT in tags or vid not in self.protected:
+            return
+        if snapshot.get("State") != "completed":
+            return
+        start = snapshot["StartTime"]
+        self.newest[vid] = max(start, self.newest.get(vid, start))
+        dests = clean_regions(tags.get(TAG_COPY_DEST, ""), self.enabled, self.region)[0]
+        delete_on = parse_date(tags.get(TAG_DELETE_ON))
+        # Only what the copier copies: a snapshot whose DeleteOn has come is never copied.
+        if start <= self.cutoff and dests and delete_on is not None and delete_on > self.today:
+            self.need_copies[snapshot["SnapshotId"]] = (vid, start, dests)
+
+    def destinations(self):
+        return sorted({d for _, _, dests in self.need_copies.values() for d in dests})
+
+    def unprotected(self, copies):
+        """{volume id: [reasons]} given ``copies``, {(region, primary id): copy state}."""
+        found = {}
+        hours = f"{self.max_age.total_seconds() / 3600:g}"
+        for vid in self.protected:
+            last = self.newest.get(vid)
+            if last is None or last <= self.cutoff:
+                newest = f"newest {last:%Y-%m-%d %H:%M} UTC" if last else "none at all"
+                reason = f"no completed snapshot in the last {hours} h; {newest}"
+                found.setdefault(vid, []).append(reason)
+        for sid, (vid, start, dests) in sorted(self.need_copies.items(), key=lambda i: i[1][1]):
+            for dest in dests:
+                state = copies.get((dest, sid))
+                if state != "completed":
+                    missing = f"copy still {state}" if state else "no copy"
+                    reason = f"{sid} ({start:%Y-%m-%d}): {missing} in {dest}"
+                    found.setdefault(vid, []).append(reason)
+        return found
 
 
 # ---- AWS: reading and acting ----
@@ -579,13 +763,16 @@ def delete_snapshot(ec2, snapshot, reason, summary):
     summary.did("delete", snapshot_id=sid, reason=reason, volume_id=snapshot.get("VolumeId"))
 
 
-def sweep(ec2, today, summary, budget):
-    """Judge each automated snapshot as its page arrives and delete the due ones, WORKERS at
-    a time; stops early, saying so, when Lambda time runs short."""
+def sweep(ec2, today, summary, budget, see=None):
+    """Judge each automated snapshot as its page arrives (showing it to ``see``) and delete
+    the due ones, WORKERS at a time. Returns False, having said so, when it stopped early
+    because Lambda time ran short."""
     listed = []  # set once the last page has been judged
 
     def due():
         for snapshot in automated_snapshots(ec2):
+            if see:
+                see(snapshot)
             action, reason = verdict(snapshot, today)
             sid = snapshot["SnapshotId"]
             if action == "delete":
@@ -607,20 +794,100 @@ def sweep(ec2, today, summary, budget):
     if why:
         summary.add(
             "stopped_early",
-            "WARNING",
+            "WARN",
             id=summary.region,
             reason=f"{why}; the next run deletes the rest",
         )
+    return not why
+
+
+def start_coverage(ec2, now, today, summary):
+    """The coverage check's reads before the sweep (regions, Backup instances, volume
+    opt-outs); None, with the reason recorded, when they cannot be made."""
+    max_age, problem = coverage_max_age(os.environ.get(COVERAGE_ENV))
+    if problem:
+        summary.warn(COVERAGE_ENV, problem)
+    filters = [
+        {"Name": "tag-key", "Values": [TAG_BACKUP]},
+        {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+    ]
+    try:
+        pages = paginate(ec2, "describe_instances", "Reservations", Filters=filters)
+        instances = (i for reservation in pages for i in reservation["Instances"])
+        cutoff = now - max_age
+        protected = protected_volumes(instances, volume_backup_tags(ec2), cutoff)
+        enabled = enabled_regions(ec2)
+        return Coverage(protected, cutoff, max_age, enabled, summary.region, today)
+    except (ClientError, BotoCoreError) as exc:
+        summary.fail(summary.region, f"coverage not checked: {exc}")
+    except OutOfTime as exc:
+        summary.warn(summary.region, f"coverage not checked: {exc}")
+    return None
+
+
+def copies_of(coverage, dest_ec2):
+    """{(destination, primary id): state} of the copies the coverage check looks for; a
+    completed copy wins over another one of the same primary still pending."""
+    dest = dest_ec2.meta.region_name
+    found = {}
+    copies = paginate(
+        dest_ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[
+            {"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]},
+            {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [coverage.region]},
+        ],
+    )
+    for copy in copies:
+        source = tag_map(copy).get(TAG_SOURCE_SNAPSHOT)
+        if source in coverage.need_copies and found.get((dest, source)) != "completed":
+            found[(dest, source)] = copy["State"]
+    return found
+
+
+def finish_coverage(coverage, summary, budget):
+    """One listing per destination region, then each unprotected volume into the summary
+    (``unprotected``, and the count that becomes the UnprotectedVolumes metric)."""
+    copies = {}
+    try:
+        for dest in coverage.destinations():
+            copies |= copies_of(coverage, make_client("ec2", dest, budget))
+    except (ClientError, BotoCoreError) as exc:
+        summary.fail(summary.region, f"coverage not checked: {exc}")
+        return
+    except OutOfTime as exc:
+        summary.warn(summary.region, f"coverage not checked: {exc}")
+        return
+    for vid, reasons in sorted(coverage.unprotected(copies).items()):
+        more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
+        summary.add(
+            "unprotected",
+            "WARN",
+            volume_id=vid,
+            **coverage.protected[vid],
+            reason="; ".join(reasons[:MAX_REASONS]) + more,
+        )
+    summary.count("unprotected", 0)
+    summary.count("protected", len(coverage.protected) - summary.data["counts"]["unprotected"])
 
 
 def run(event=None, context=None, *, region=None, now=None):
     """One manager run; ``now`` (a datetime) is injectable for tests and the demo."""
     event = event or {}
     region = resolve_region(region)
+    now = now or datetime.now(UTC)
     today = utc_today(now)
     summary = Summary(JOB, region, today, event_dry_run(event), event_key(event, context))
     budget = Budget(context)
-    sweep(make_client("ec2", region, budget, Pacer()), today, summary, budget)
+    ec2 = make_client("ec2", region, budget, Pacer())
+    coverage = start_coverage(ec2, now, today, summary)
+    finished = sweep(ec2, today, summary, budget, coverage.see if coverage else None)
+    if coverage and finished:
+        finish_coverage(coverage, summary, budget)
+    elif coverage:
+        summary.warn(region, "coverage not checked: the sweep stopped early")
     return summary.result()
 
 

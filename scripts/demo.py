@@ -4,10 +4,12 @@ No AWS account, credentials or network: moto answers every call inside this proc
 jobs are the real modules, given each day's date through their ``now`` parameter.
 """
 
+import contextlib
 import os
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -24,6 +26,7 @@ START = date(2026, 12, 1)
 DAYS = 10
 KEEP_DAY = 2  # the day an operator marks one snapshot KeepForever
 KEEP_INSTANCE, KEEP_RETENTION = "web-1", 3  # its primary lives in EAST, its copy in WEST
+MISSED = (WEST, 3)  # the creator does not run there that day: the manager says so next day
 
 # (region, Name, instance tags, {device: volume tags}, stopped?) — what each one shows:
 FLEET = [
@@ -71,8 +74,21 @@ def ec2(region):
     return boto3.client("ec2", region_name=region)
 
 
+@contextlib.contextmanager
+def clock(now):
+    """moto stamps snapshots and volume attachments with its own clock: the demo's, here."""
+    naive = now.astimezone(UTC).replace(tzinfo=None)
+    with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: naive):
+        yield
+
+
 def build_fleet():
-    """Launch the fleet; returns {instance id: Name} to make the warnings readable."""
+    """Launch the fleet (the day before the demo starts); returns {instance id: Name}."""
+    with clock(datetime(START.year, START.month, START.day, tzinfo=UTC) - timedelta(hours=12)):
+        return launch_fleet()
+
+
+def launch_fleet():
     names = {}
     for region, name, tags, devices, stopped in FLEET:
         client = ec2(region)
@@ -117,9 +133,15 @@ def describe_run(hour, job, summary, seen_warnings, names):
         done.append(f"deleted {counts['deleted']} expired")
     if counts.get("kept_forever"):
         done.append(f"kept {counts['kept_forever']} (KeepForever)")
+    if counts.get("protected"):
+        done.append(f"{counts['protected']} volumes protected")
+    if counts.get("unprotected"):
+        done.append(f"{counts['unprotected']} UNPROTECTED")
     lines = [
         f"  {hour:02d}:00  {job:<8} {summary['region']:<10} {', '.join(done) or 'nothing to do'}"
     ]
+    for item in summary.get("unprotected", []):
+        lines.append(f"{'':9}unprotected  {item['name']}: {item['reason']}")
     for warning in summary["warnings"]:
         key = (summary["region"], warning["id"], warning["reason"])
         if key not in seen_warnings:
@@ -192,8 +214,12 @@ def play(out=print):
         out(f"\nDay {n + 1}  {today}")
         for hour, job, module in SCHEDULE:
             for region in REGIONS:
+                if job == "creator" and (region, n + 1) == MISSED:
+                    out(f"  {hour:02d}:00  {job:<8} {region:<10} did not run (an outage)")
+                    continue
                 now = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
-                summary = module.run({}, None, region=region, now=now)
+                with clock(now):
+                    summary = module.run({}, None, region=region, now=now)
                 for line in describe_run(hour, job, summary, seen_warnings, names):
                     out(line)
         if n + 1 == KEEP_DAY:

@@ -151,5 +151,7 @@ def test_verbose_adds_json_log_lines_on_stderr(capsys):
     creator.main([])
     assert capsys.readouterr().err == ""
     creator.main(["--verbose"])
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert [json.loads(line)["action"] for line in lines] == ["created"]
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert [json.loads(line)["action"] for line in lines] == ["created", "summary"]
+    assert '"level"' not in out  # stdout is the report alone

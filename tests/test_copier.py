@@ -206,6 +206,7 @@ def test_copy_limit_defers_that_region_only_and_is_not_a_failure(api, monkeypatc
     assert len(snapshots(DEST)) == 2
     assert len(snapshots(DEST2)) == 4
     assert [(d["id"], d["count"]) for d in result["deferred"]] == [(DEST, 2)]
+    assert result["counts"]["deferred"] == 2  # copies, not regions
     assert result["failures"] == []
     assert asked.count(DEST) == 3  # after the refusal it stops asking that region
     api.faults.clear()

@@ -146,17 +146,36 @@ def test_dry_run_given_as_a_string_word_is_honoured():
     assert result["dry_run"] is True and "would_create" in result
 
 
-def test_log_lines_are_one_json_object_each_and_honour_log_level(capsys, monkeypatch):
+def test_log_lines_are_one_json_object_each_on_stdout_and_honour_log_level(capsys, monkeypatch):
     launch({"Backup": "Yes", "Retention": "bad"})
     creator.run({}, None, now=NOW)
-    lines = capsys.readouterr().err.strip().splitlines()
+    lines = capsys.readouterr().out.strip().splitlines()
     records = [json.loads(line) for line in lines]
-    assert {r["action"] for r in records} == {"created", "warnings"}
+    assert [r["action"] for r in records] == ["warnings", "created", "summary"]
     assert all(r["job"] == "creator" and r["region"] == REGION for r in records)
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    for wanted in ("WARNING", "WARN", "warn"):  # Python's name, Lambda's, any case
+        monkeypatch.setenv("LOG_LEVEL", wanted)
+        creator.run({}, None, now=NOW)
+        records = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+        assert [(r["level"], r["action"]) for r in records] == [
+            ("WARN", "warnings"),
+            ("WARN", "summary"),  # the run had a warning: its summary is at that level
+        ]
+
+
+@pytest.mark.parametrize(
+    ("lambda_level", "shown"),
+    [("TRACE", 3), ("DEBUG", 3), ("INFO", 3), ("WARN", 2), ("ERROR", 0), ("FATAL", 0)],
+)
+def test_lambdas_log_level_is_honoured_and_log_level_wins(lambda_level, shown, capsys, monkeypatch):
+    launch({"Backup": "Yes", "Retention": "bad"})
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+    monkeypatch.setenv("AWS_LAMBDA_LOG_LEVEL", lambda_level)
     creator.run({}, None, now=NOW)
-    records = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
-    assert [r["level"] for r in records] == ["WARNING"]
+    assert len(capsys.readouterr().out.strip().splitlines()) == shown
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")  # the function's own setting comes first
+    creator.run({"id": "another"}, None, now=NOW)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
 def test_job_failed_names_every_failure_once_per_error():

@@ -16,6 +16,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import stackset_template  # noqa: E402
 
+import ebs_snapshot_creator as creator  # noqa: E402
+import ebs_snapshot_manager as manager  # noqa: E402
+
 TEMPLATE = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
 RESOURCES = TEMPLATE["Resources"]
 FUNCTIONS = {
@@ -150,3 +153,92 @@ def test_the_inline_creator_runs_as_cloudformation_packages_it(stackset):
     launch({"Backup": "Yes"})
     assert index.run({}, None, now=NOW)["counts"] == {"created": 1}
     assert len(snapshots()) == 1
+
+
+# ---- alarms ------------------------------------------------------------------------------
+
+ALARMS = {
+    name: r["Properties"] for name, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"
+}
+
+
+def alarm_on(namespace, metric, **dimensions):
+    """The alarms watching that metric with exactly those dimensions."""
+    return [
+        name
+        for name, props in ALARMS.items()
+        if (props["Namespace"], props["MetricName"]) == (namespace, metric)
+        and {d["Name"]: d["Value"] for d in props["Dimensions"]} == dimensions
+    ]
+
+
+def test_every_alarm_notifies_the_topic_and_says_what_it_means():
+    assert RESOURCES["AlarmTopic"]["Type"] == "AWS::SNS::Topic"
+    for name, props in ALARMS.items():
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert len(props["AlarmDescription"]) > 60, name
+        assert props["Period"] * props["EvaluationPeriods"] <= 86400, name
+
+
+def test_the_email_subscription_exists_only_when_an_address_is_given():
+    subscription = RESOURCES["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    assert TEMPLATE["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert TEMPLATE["Conditions"]["HasAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]
+    }
+
+
+@pytest.mark.parametrize("job", list(FUNCTIONS))
+def test_each_job_has_an_errors_a_failures_and_a_did_not_run_alarm(job):
+    function = {"Ref": f"{job.title()}Function"}
+    (errors,) = alarm_on("AWS/Lambda", "Errors", FunctionName=function)
+    assert ALARMS[errors]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert ALARMS[errors]["Threshold"] == 0
+    assert ALARMS[errors]["TreatMissingData"] == "notBreaching"
+    region = {"Ref": "AWS::Region"}
+    (failures,) = alarm_on(creator.METRIC_NAMESPACE, "Failures", job=job, region=region)
+    assert (ALARMS[failures]["ComparisonOperator"], ALARMS[failures]["Threshold"]) == (
+        "GreaterThanThreshold",
+        0,
+    )
+    (not_run,) = alarm_on("AWS/Lambda", "Invocations", FunctionName=function)
+    props = ALARMS[not_run]
+    assert (props["Statistic"], props["ComparisonOperator"], props["Threshold"]) == (
+        "Sum",
+        "LessThanThreshold",
+        1,
+    )
+    assert props["Period"] * props["EvaluationPeriods"] == 86400  # "in the last day"
+    assert props["TreatMissingData"] == "breaching"  # no data is exactly "did not run"
+
+
+def test_unprotected_volumes_alarm_fires_on_any():
+    region = {"Ref": "AWS::Region"}
+    (name,) = alarm_on(creator.METRIC_NAMESPACE, "UnprotectedVolumes", job="manager", region=region)
+    props = ALARMS[name]
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_alarmed_metrics_are_ones_the_jobs_write():
+    """A renamed metric would leave its alarm watching nothing, silently."""
+    ours = [p for p in ALARMS.values() if p["Namespace"] == creator.METRIC_NAMESPACE]
+    assert ours
+    for props in ours:
+        _, jobs = creator.METRICS[props["MetricName"]]
+        job = {d["Name"]: d["Value"] for d in props["Dimensions"]}["job"]
+        assert job in jobs or (props["MetricName"], job) == ("UnprotectedVolumes", "manager")
+
+
+def test_the_manager_gets_the_coverage_threshold_and_the_default_agrees():
+    variables = FUNCTIONS["manager"]["Properties"]["Environment"]["Variables"]
+    assert variables["COVERAGE_MAX_AGE_HOURS"] == {"Ref": "CoverageMaxAgeHours"}
+    default = TEMPLATE["Parameters"]["CoverageMaxAgeHours"]["Default"]
+    assert default == manager.COVERAGE_MAX_AGE_HOURS
+
+
+def test_every_log_level_offered_is_one_the_jobs_know():
+    for level in TEMPLATE["Parameters"]["LogLevel"]["AllowedValues"]:
+        assert level in creator.LOG_LEVELS

@@ -1,0 +1,327 @@
+"""What the jobs tell an operator: JSON log lines, the summary line with its Embedded Metric
+Format metrics, and the manager's coverage check (volumes that should be backed up and are
+not)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import DEST, NOW, REGION, ec2, launch, make_snapshot, moto_snapshot, tag_list
+
+import ebs_snapshot_copier as copier
+import ebs_snapshot_creator as creator
+import ebs_snapshot_manager as manager
+
+JOBS = {"creator": creator, "copier": copier, "manager": manager}
+LATER = "2099-01-01"  # a DeleteOn that has not come
+
+
+def log_lines(capsys):
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+
+
+def summary_line(capsys):
+    (line,) = [r for r in log_lines(capsys) if r["action"] == "summary"]
+    return line
+
+
+# ---- log lines and the summary line ----
+
+
+def test_every_item_is_one_json_line_with_level_job_region_action_ids_and_reason(capsys):
+    iid, vols = launch({"Backup": "Yes", "Copy_Dest": "mars-east-1"})
+    creator.run({}, None, now=NOW)
+    records = log_lines(capsys)
+    warning, created, summary = records
+    assert warning == {
+        "level": "WARN",
+        "job": "creator",
+        "region": REGION,
+        "action": "warnings",
+        "id": iid,
+        "reason": "Copy_Dest entry 'mars-east-1' is not an enabled region of this account; dropped",
+    }
+    assert created["level"] == "INFO" and created["action"] == "created"
+    assert created["volume_id"] == vols["/dev/sda1"] and created["instance_id"] == iid
+    assert created["snapshot_id"].startswith("snap-")
+    assert summary["action"] == "summary" and summary["level"] == "WARN"
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_the_run_ends_with_one_summary_line_of_counts_and_duration(job, capsys):
+    launch({"Backup": "Yes"})
+    JOBS[job].run({"id": "ev-1"}, None, now=NOW)
+    line = log_lines(capsys)[-1]
+    assert line["action"] == "summary" and line["job"] == job and line["region"] == REGION
+    named = ("created", "copied", "deferred", "deleted", "kept", "skipped", "warnings", "failures")
+    assert all(isinstance(line[count], int) for count in named)
+    assert line["created"] == (1 if job == "creator" else 0)
+    assert line["event_id"] == "ev-1" and line["dry_run"] is False
+    assert 0 <= line["duration_s"] < 60
+
+
+def test_summary_counts_what_the_run_did(capsys):
+    for delete_on in ("2026-11-01", "2026-11-20", LATER):
+        make_snapshot({"Type": "Automated", "DeleteOn": delete_on})
+    make_snapshot({"Type": "Automated", "DeleteOn": "someday"})
+    manager.run({}, None, now=NOW)
+    line = summary_line(capsys)
+    assert (line["deleted"], line["kept"], line["warnings"], line["failures"]) == (2, 1, 1, 0)
+    assert line["SnapshotsDeleted"] == 2 and line["Warnings"] == 1
+
+
+def test_a_failed_run_still_writes_its_summary_line_at_error_level(api, capsys):
+    launch({"Backup": "Yes"})
+    api.fail("CreateSnapshot", "IncorrectState")
+    with pytest.raises(creator.JobFailed):
+        creator.run({}, None, now=NOW)
+    line = summary_line(capsys)
+    assert line["level"] == "ERROR" and line["failures"] == 1 and line["Failures"] == 1
+
+
+# ---- Embedded Metric Format ----
+
+EXPECTED_METRICS = {
+    "creator": ["SnapshotsCreated", "Warnings", "Failures"],
+    "copier": ["SnapshotsCopied", "CopiesDeferred", "Warnings", "Failures"],
+    "manager": ["SnapshotsDeleted", "Warnings", "Failures", "UnprotectedVolumes"],
+}
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_summary_line_is_embedded_metric_format(job, capsys):
+    """The EMF specification: _aws.Timestamp (ms), one directive with the namespace,
+    dimension sets naming root members, metrics whose values are root members."""
+    launch({"Backup": "Yes", "Copy_Dest": DEST})
+    before = datetime.now(UTC).timestamp() * 1000
+    JOBS[job].run({}, None, now=NOW)
+    line = summary_line(capsys)
+    meta = line["_aws"]
+    assert before - 1000 <= meta["Timestamp"] <= datetime.now(UTC).timestamp() * 1000 + 1000
+    (directive,) = meta["CloudWatchMetrics"]
+    assert directive["Namespace"] == "EBSSnapshots"
+    assert directive["Dimensions"] == [["job", "region"]]
+    assert (line["job"], line["region"]) == (job, REGION)
+    names = [m["Name"] for m in directive["Metrics"]]
+    assert names == EXPECTED_METRICS[job]
+    assert all(m["Unit"] == "Count" for m in directive["Metrics"])
+    assert all(isinstance(line[name], int) and line[name] >= 0 for name in names)
+
+
+def test_metric_values_are_the_runs_counts(capsys):
+    launch({"Backup": "Yes", "Copy_Dest": DEST}, devices=("/dev/sda1", "/dev/sdf"))
+    creator.run({}, None, now=NOW)
+    assert summary_line(capsys)["SnapshotsCreated"] == 2
+    copier.run({}, None, now=NOW)
+    line = summary_line(capsys)
+    assert (line["SnapshotsCopied"], line["CopiesDeferred"], line["Failures"]) == (2, 0, 0)
+
+
+def test_copies_deferred_is_counted(monkeypatch, capsys):
+    monkeypatch.setattr(copier, "COPIES_IN_FLIGHT", 1)
+    launch({"Backup": "Yes", "Copy_Dest": DEST}, devices=("/dev/sda1", "/dev/sdf", "/dev/sdg"))
+    creator.run({}, None, now=NOW)
+    capsys.readouterr()
+    copier.run({}, None, now=NOW)
+    line = summary_line(capsys)
+    assert (line["SnapshotsCopied"], line["CopiesDeferred"]) == (1, 2)
+
+
+def test_a_dry_run_writes_its_summary_without_metrics(capsys):
+    launch({"Backup": "Yes"})
+    creator.run({"dry_run": True}, None, now=NOW)
+    line = summary_line(capsys)
+    assert line["dry_run"] is True and "_aws" not in line and "SnapshotsCreated" not in line
+
+
+# ---- coverage: volumes that should be backed up and are not ----
+
+
+def real_now():
+    """Coverage compares with moto's own clock (volume attach times), so tests use it."""
+    return datetime.now(UTC) + timedelta(days=5)
+
+
+def primary(volume_id, now, age_hours, copy_dest=None, delete_on=LATER, state="completed"):
+    tags = {"Type": "Automated", "DeleteOn": delete_on}
+    if copy_dest:
+        tags["Copy_Dest"] = copy_dest
+    sid = ec2().create_snapshot(
+        VolumeId=volume_id, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
+    )["SnapshotId"]
+    snap = moto_snapshot(sid)
+    snap.start_time = (now - timedelta(hours=age_hours)).replace(tzinfo=None)
+    snap.status = state
+    return sid
+
+
+def copy_of(source_id, state="completed", region=DEST, source_region=REGION):
+    tags = {
+        "Type": "Automated",
+        "DeleteOn": LATER,
+        "Source_SnapshotId": source_id,
+        "Source_Region": source_region,
+    }
+    sid = make_snapshot(tags, region=region)
+    moto_snapshot(sid, region).status = state
+    return sid
+
+
+def fleet(now):
+    """Volumes in every coverage situation; returns {name: volume id}."""
+    vols = {}
+    _, v = launch({"Backup": "Yes", "Copy_Dest": DEST})
+    vols["covered"] = v["/dev/sda1"]
+    primary(vols["covered"], now, 2, DEST)  # fresh: no copy needed yet
+    copy_of(primary(vols["covered"], now, 50, DEST))  # older: copied
+    primary(vols["covered"], now, 70, DEST, delete_on="2000-01-01")  # due: never copied
+    twice = primary(vols["covered"], now, 55, DEST)
+    copy_of(twice, state="pending")  # a copy still pending...
+    copy_of(twice)  # ...and a completed one: the completed one counts
+    _, v = launch({"Backup": "Yes"})
+    vols["stale"] = v["/dev/sda1"]
+    primary(vols["stale"], now, 30)
+    _, v = launch({"Backup": "Yes", "Copy_Dest": DEST})
+    vols["copy_missing"] = v["/dev/sda1"]
+    primary(vols["copy_missing"], now, 1, DEST)
+    primary(vols["copy_missing"], now, 50, DEST)
+    _, v = launch({"Backup": "Yes", "Copy_Dest": DEST})
+    vols["copy_pending"] = v["/dev/sda1"]
+    primary(vols["copy_pending"], now, 1, DEST)
+    copy_of(primary(vols["copy_pending"], now, 50, DEST), state="pending")
+    _, v = launch({"Backup": "Yes"})
+    vols["snapshot_pending"] = v["/dev/sda1"]
+    primary(vols["snapshot_pending"], now, 1, state="pending")
+    _, v = launch(
+        {"Backup": "Yes"},
+        devices=("/dev/sda1", "/dev/sdf"),
+        volume_tags={"/dev/sdf": {"Backup": "No"}},
+    )
+    vols["never"] = v["/dev/sda1"]  # its opted-out /dev/sdf is not expected
+    launch({"Backup": "No"})
+    launch({})
+    launch({"Backup": "Yse"})  # unreadable: the creator skips it, so coverage does too
+    # A copy from another region, and a snapshot made by a person, are none of its business.
+    copy_of(make_snapshot({"Type": "Automated"}, region=DEST), region=REGION, source_region=DEST)
+    make_snapshot({"Name": "manual"})
+    return vols
+
+
+def test_coverage_names_exactly_the_unprotected_volumes(capsys):
+    now = real_now()
+    vols = fleet(now)
+    result = manager.run({}, None, now=now)
+    found = {u["volume_id"]: u for u in result["unprotected"]}
+    names = {vid: name for name, vid in vols.items()}
+    assert sorted(names[vid] for vid in found) == [
+        "copy_missing",
+        "copy_pending",
+        "never",
+        "snapshot_pending",
+        "stale",
+    ]
+    stale_since = (now - timedelta(hours=30)).strftime("%Y-%m-%d %H:%M")
+    assert found[vols["stale"]]["reason"] == (
+        f"no completed snapshot in the last 26 h; newest {stale_since} UTC"
+    )
+    assert found[vols["never"]]["reason"] == "no completed snapshot in the last 26 h; none at all"
+    assert f"no copy in {DEST}" in found[vols["copy_missing"]]["reason"]
+    assert f"copy still pending in {DEST}" in found[vols["copy_pending"]]["reason"]
+    assert found[vols["never"]]["instance_id"].startswith("i-")
+    assert result["counts"]["unprotected"] == 5 and result["counts"]["protected"] == 1
+    line = summary_line(capsys)
+    assert line["UnprotectedVolumes"] == 5 and line["level"] == "WARN"
+
+
+def test_each_unprotected_volume_is_logged_as_a_warning(capsys):
+    now = real_now()
+    _, v = launch({"Backup": "Yes"})
+    manager.run({}, None, now=now)
+    records = [r for r in log_lines(capsys) if r["action"] == "unprotected"]
+    assert [(r["level"], r["volume_id"]) for r in records] == [("WARN", v["/dev/sda1"])]
+
+
+def test_coverage_costs_a_few_listings_whatever_the_fleet_size(api):
+    now = real_now()
+    fleet(now)
+    api.page_size = 2  # many pages: the count of listings, not of pages, is what is fixed
+    api.calls.clear()
+    manager.run({}, None, now=now)
+    listings = {(region, op) for region, op, _ in api.calls if op.startswith("Describe")}
+    assert listings == {
+        (REGION, "DescribeRegions"),
+        (REGION, "DescribeInstances"),
+        (REGION, "DescribeVolumes"),
+        (REGION, "DescribeSnapshots"),
+        (DEST, "DescribeSnapshots"),
+    }
+    (dest_listing,) = [p for p in api.ops("DescribeSnapshots", DEST) if "NextToken" not in p]
+    assert dest_listing["OwnerIds"] == ["self"]
+    assert {"Name": "tag:Source_Region", "Values": [REGION]} in dest_listing["Filters"]
+    (instances,) = [p for p in api.ops("DescribeInstances") if "NextToken" not in p]
+    assert {"Name": "tag-key", "Values": ["Backup"]} in instances["Filters"]
+
+
+def test_a_volume_attached_within_the_threshold_is_not_yet_expected():
+    launch({"Backup": "Yes"})  # attached moments ago: the creator has not had its turn
+    result = manager.run({}, None, now=datetime.now(UTC))
+    assert result["counts"]["unprotected"] == 0 and result["counts"]["protected"] == 0
+
+
+def test_a_stopped_instance_is_expected_to_be_backed_up():
+    iid, v = launch({"Backup": "Yes"})
+    ec2().stop_instances(InstanceIds=[iid])
+    result = manager.run({}, None, now=real_now())
+    assert [u["volume_id"] for u in result["unprotected"]] == [v["/dev/sda1"]]
+
+
+def test_the_threshold_comes_from_coverage_max_age_hours(monkeypatch):
+    now = real_now()
+    vols = fleet(now)
+    monkeypatch.setenv("COVERAGE_MAX_AGE_HOURS", "48")
+    result = manager.run({}, None, now=now)
+    found = {u["volume_id"] for u in result["unprotected"]}
+    assert vols["stale"] not in found  # 30 hours old is within 48
+    assert {vols["copy_missing"], vols["copy_pending"]} <= found  # 50 hours old, no copy
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf", "100000"])
+def test_a_bad_threshold_warns_and_uses_26_hours(value, monkeypatch):
+    now = real_now()
+    vols = fleet(now)
+    monkeypatch.setenv("COVERAGE_MAX_AGE_HOURS", value)
+    result = manager.run({}, None, now=now)
+    assert [w["id"] for w in result["warnings"]] == ["COVERAGE_MAX_AGE_HOURS"]
+    assert vols["stale"] in {u["volume_id"] for u in result["unprotected"]}
+
+
+def test_a_refused_coverage_read_fails_the_run_but_not_the_deletes(api):
+    due = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
+    api.fail("DescribeInstances", "UnauthorizedOperation")
+    with pytest.raises(manager.JobFailed, match="coverage not checked"):
+        manager.run({}, None, now=NOW)
+    assert due not in {s["SnapshotId"] for s in ec2().describe_snapshots()["Snapshots"]}
+
+
+def test_a_refused_destination_listing_fails_the_run_and_reports_no_metric(api, capsys):
+    now = real_now()
+    fleet(now)
+    api.fail("DescribeSnapshots", "UnauthorizedOperation", when=lambda p, region: region == DEST)
+    with pytest.raises(manager.JobFailed, match="coverage not checked"):
+        manager.run({}, None, now=now)
+    line = summary_line(capsys)
+    assert "UnprotectedVolumes" not in line and line["Failures"] == 1
+
+
+def test_coverage_is_not_claimed_when_the_sweep_stopped_early(monkeypatch, capsys):
+    now = real_now()
+    fleet(now)
+
+    class Ending:
+        def get_remaining_time_in_millis(self):
+            return 30_000  # under the stop margin from the start
+
+    result = manager.run({}, Ending(), now=now)
+    assert "unprotected" not in result["counts"]
+    assert any("coverage not checked" in w["reason"] for w in result["warnings"])
+    assert "UnprotectedVolumes" not in summary_line(capsys)
