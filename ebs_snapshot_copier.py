@@ -8,14 +8,22 @@ it writes only into destinations, and only copies.
 Snapshot tags read (on primaries, written by the creator)
     Type=Automated, Copy_Dest   only such snapshots, when completed, are copied; a snapshot
                                 with Source_SnapshotId is a copy and is never copied again.
-    DeleteOn                    a primary whose DeleteOn has come (today or earlier) is not
-                                copied; one that is not YYYY-MM-DD warns and is not copied.
+    DeleteOn                    a primary that is not YYYY-MM-DD warns and is not copied.
+    Copy_Retention              days to keep copies, from the primary's creation date;
+                                without it (or unreadable: a warning), the primary's
+                                DeleteOn. No copy is made whose own DeleteOn has come.
+    Copy_KmsKeyId               copies are made with Encrypted=True and this key (id, alias
+                                or ARN); without it (or malformed: a warning), encrypted
+                                primaries get the destination's default EBS key.
     KeepForever                 carried onto the copies, new and existing.
 Snapshot tags written on each copy, in the CopySnapshot call itself:
-    Type=Automated, DeleteOn and Name (as on the primary), KeepForever (if the primary has
-    it), Source_SnapshotId=<primary id>, Source_Region=<this region>.
-    The copy keeps the primary's description. Encrypted primaries are copied with the
-    destination region's default EBS key (no KmsKeyId is passed).
+    Type=Automated, DeleteOn (see above), Name, KeepForever and, when the copy keeps the
+    primary's date, Retention_Tier (as on the primary), Source_SnapshotId=<primary id>,
+    Source_Region=<this region>. The copy keeps the primary's description.
+
+A key a destination refuses fails that copy only. AWS may also accept a copy and fail it
+later (an unusable key): a copy in state "error" is named as a failure on every sweep and
+no other copy is made while it exists.
 
 A destination that already holds a copy of a primary (any state, pending included) gets no
 second one, so running twice copies nothing twice. AWS lets 20 copies run into a region at
@@ -62,7 +70,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import boto3
 from botocore.config import Config
@@ -86,7 +94,17 @@ TAG_DELETE_ON = "DeleteOn"
 TAG_KEEP_FOREVER = "KeepForever"
 TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
 TAG_SOURCE_REGION = "Source_Region"
+TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
+TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
+TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
+MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
+KMS_KEY = re.compile(
+    r"(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?"
+    r"(key/)?([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+    r"|(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?alias/[A-Za-z0-9/_-]{1,250}"
+)
 DEFAULT_RETENTION_DAYS = 7
 TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
@@ -113,6 +131,7 @@ WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency
 # Lambda's level names (AWS_LAMBDA_LOG_LEVEL), and Python's as aliases; OFF: nothing at all.
 LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
 LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
+_log_lock = threading.Lock()
 # Instance states whose volumes are backed up (a stopped instance's volumes hold data too).
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 # The run's last log line counts these (0 when none), then any other count it made.
@@ -187,6 +206,28 @@ def parse_date(value):
         return date.fromisoformat(value)
     except ValueError:
         return None
+
+
+def parse_count(value, what, cap):
+    """(whole number, None) for a tag value of 1 or more; (None, warning) for anything
+    else; (cap, warning) above ``cap``."""
+    text = value.strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        return None, f"{what} {value!r} is not a whole number, 1 or more"
+    if int(text) > cap:
+        return cap, f"{what} {value!r} is too large; using {cap}"
+    return int(text), None
+
+
+def copy_delete_on(tags, created):
+    """(a copy's own DeleteOn, or None for its primary's; warning or None), from the
+    primary's Copy_Retention tag, counted from the primary's creation date."""
+    if TAG_COPY_RETENTION not in tags:
+        return None, None
+    days, problem = parse_count(tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem}; copies keep the primary's DeleteOn"
+    return created + timedelta(days=days), problem
 
 
 def tag_map(resource):
@@ -446,7 +487,10 @@ def log(level, job, region, action, /, **fields):
     if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.strip().upper(), 20):
         return
     line = {"level": level, "job": job, "region": region, "action": action, **fields}
-    print(json.dumps(line, default=str), file=sys.stdout, flush=True)
+    text = json.dumps(line, default=str) + "\n"
+    with _log_lock:  # workers log at once; print() would write text and newline apart
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def metrics(job, counts):
@@ -629,44 +673,58 @@ NOTIFICATION = "EBS Snapshot Notification"  # EventBridge detail-type when a sna
 
 
 def primary_record(snapshot, enabled, region, today):
-    """(primary or None, notes) for one listed snapshot.
+    """(primary or None, warnings) for one listed snapshot.
 
-    A primary is dict(id, tags, description, dests, copy) where ``copy`` says whether
-    missing copies may be made; a note is (kind, id, reason).
+    A primary is dict(id, tags, description, dests, delete_on, copy_delete_on, own_date,
+    kms_key, copy) where ``copy`` says whether missing copies may be made.
     """
     sid, tags = snapshot["SnapshotId"], tag_map(snapshot)
     if TAG_SOURCE_SNAPSHOT in tags:  # a copy: copying it again would loop between regions
         return None, []
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
-    notes = [("warn", sid, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
+    warnings = [f"Copy_Dest entry {r!r} {why}; dropped" for r, why in dropped]
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if delete_on is None:
-        notes.append(
-            (
-                "warn",
-                sid,
-                f"DeleteOn {tags.get(TAG_DELETE_ON)!r} is not a YYYY-MM-DD date; not copied",
-            )
-        )
+        raw = tags.get(TAG_DELETE_ON)
+        warnings.append(f"DeleteOn {raw!r} is not a YYYY-MM-DD date; not copied")
+    own_date, kms_key, more = copy_options(tags, snapshot["StartTime"].astimezone(UTC).date())
+    copy_until = own_date or delete_on
     record = {
         "id": sid,
         "tags": tags,
         "description": snapshot.get("Description", ""),
         "dests": dests,
-        "copy": delete_on is not None and delete_on > today,
+        "copy": delete_on is not None and copy_until > today,
         "delete_on": delete_on,
+        "copy_delete_on": copy_until,
+        "own_date": own_date is not None,
+        "kms_key": kms_key,
     }
-    return record, notes
+    return record, warnings + more
+
+
+def copy_options(tags, created):
+    """(the copies' own DeleteOn or None, KMS key or None, warnings) from a primary's
+    Copy_Retention and Copy_KmsKeyId; unreadable values fall back, with a warning."""
+    own_date, problem = copy_delete_on(tags, created)
+    warnings = [problem] if problem else []
+    kms_key = tags.get(TAG_COPY_KMS_KEY, "").strip() or None
+    if kms_key and not KMS_KEY.fullmatch(kms_key):
+        reason = f"{TAG_COPY_KMS_KEY} {kms_key!r} is not a KMS key id, alias or ARN"
+        warnings.append(f"{reason}; copied with the default EBS key")
+        kms_key = None
+    return own_date, kms_key, warnings
 
 
 def copy_tags(primary, region):
     tags = {
         TAG_TYPE: AUTOMATED,
-        TAG_DELETE_ON: primary["tags"][TAG_DELETE_ON],
+        TAG_DELETE_ON: primary["copy_delete_on"].isoformat(),
         TAG_SOURCE_SNAPSHOT: primary["id"],
         TAG_SOURCE_REGION: region,
     }
-    for key in (TAG_KEEP_FOREVER, TAG_NAME):
+    carried = (TAG_KEEP_FOREVER, TAG_NAME) + (() if primary["own_date"] else (TAG_RETENTION_TIER,))
+    for key in carried:
         if key in primary["tags"]:
             tags[key] = primary["tags"][key]
     return tags
@@ -688,9 +746,8 @@ def plan_destination(primaries, existing, free_slots):
             actions.append(("copy" if free_slots > 0 else "defer", primary))
             free_slots -= 1
         elif not copies and primary["delete_on"] is not None:
-            actions.append(
-                ("skip", primary, f"DeleteOn {primary['delete_on']} has come; not copied")
-            )
+            when = primary["copy_delete_on"]
+            actions.append(("skip", primary, f"the copy's DeleteOn {when} has come; not copied"))
         elif is_kept_forever(primary["tags"]):
             actions += [("keep", primary, cid) for cid, kept in copies.items() if not kept]
     return actions
@@ -744,7 +801,8 @@ def list_primaries(ec2, only=None):
 
 def existing_copies(dest_ec2, region, only=None):
     """({primary id: {copy id: kept forever?}} for the copies of this region's snapshots,
-    in any state; how many of this account's copies, from any region, are in flight).
+    in any state; how many of this account's copies, from any region, are in flight; the
+    copies of this region's snapshots that failed, as (copy id, primary id, message)).
 
     A sweep reads every copy in the destination once. For ``only`` (one notified
     snapshot), two small reads: that snapshot's copies, and the copies still pending."""
@@ -756,7 +814,7 @@ def existing_copies(dest_ec2, region, only=None):
         ]
     else:
         listings = [[copy_filter]]
-    found, in_flight = {}, set()
+    found, in_flight, broken = {}, set(), []
     for filters in listings:
         for snap in paginate(
             dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
@@ -767,7 +825,12 @@ def existing_copies(dest_ec2, region, only=None):
             if tags.get(TAG_SOURCE_REGION) == region:
                 copies = found.setdefault(tags[TAG_SOURCE_SNAPSHOT], {})
                 copies[snap["SnapshotId"]] = is_kept_forever(tags)
-    return found, len(in_flight)
+                # AWS checks a copy's KMS key only once the copy has started: an unusable
+                # key shows as a copy in state "error".
+                if snap["State"] == "error":
+                    message = snap.get("StateMessage") or "no reason given"
+                    broken.append((snap["SnapshotId"], tags[TAG_SOURCE_SNAPSHOT], message))
+    return found, len(in_flight), broken
 
 
 def copy_snapshot(dest_ec2, dest, primary, summary):
@@ -787,6 +850,9 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
     }
     if primary["description"]:
         params["Description"] = primary["description"]
+    if primary["kms_key"]:
+        params |= {"Encrypted": True, "KmsKeyId": primary["kms_key"]}
+        item["kms_key_id"] = primary["kms_key"]
     if summary.dry_run:
         summary.probe("ec2:CopySnapshot", dest, dest_ec2.copy_snapshot, **params)
         summary.did("copy", **item)
@@ -828,9 +894,9 @@ def list_by_destination(region, today, summary, budget, only=None):
     enabled = enabled_regions(ec2)
     by_dest = {}
     for snapshot in list_primaries(ec2, only):
-        primary, notes = primary_record(snapshot, enabled, region, today)
-        for kind, rid, reason in notes:
-            (summary.warn if kind == "warn" else summary.skip)(rid, reason)
+        primary, warnings = primary_record(snapshot, enabled, region, today)
+        for reason in warnings:
+            summary.warn(snapshot["SnapshotId"], reason)
         for dest in primary["dests"] if primary else ():
             by_dest.setdefault(dest, []).append(primary)
     return by_dest
@@ -842,10 +908,13 @@ def plan_all(by_dest, summary, budget, pacer, only=None):
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget, pacer)
         try:
-            existing, in_flight = existing_copies(dest_ec2, summary.region, only)
+            existing, in_flight, broken = existing_copies(dest_ec2, summary.region, only)
         except ClientError as exc:
             summary.fail(dest, f"cannot list copies there: {error_code(exc)}: {exc}")
             continue
+        for copy_id, source, message in broken:
+            reason = f"copy of {source} failed ({message}); not made again while it exists"
+            summary.fail(copy_id, reason, dest_region=dest)
         free = COPIES_IN_FLIGHT - in_flight
         for action in plan_destination(by_dest[dest], existing, free):
             if action[0] == "skip":

@@ -8,6 +8,16 @@ Instance tags read
                 value is reported as a warning and the instance is skipped.
     Retention   days to keep its snapshots: a whole number, 1 or more (default 7). Anything
                 else warns and uses 7; more than 36500 warns and uses 36500.
+    Retention_Weekly, Retention_Monthly, Retention_Yearly
+                weeks / months / years to keep the snapshot taken on the weekly day, the
+                1st of the month, 1 January. Each snapshot gets the latest DeleteOn among
+                the tiers that apply to its day (months are calendar months). Unreadable:
+                a warning, and no such tier.
+    Weekly_Day  Mon ... Sun (or Monday ..., any case): the weekly day (default Sun).
+    Copy_Retention, Copy_KmsKeyId
+                passed on to the snapshot (when it has a Copy_Dest) for the copier: days
+                to keep copies, and the KMS key to encrypt them with. Unreadable: a
+                warning, and left out (copies keep the primary's date, the default key).
     Copy_Dest   regions that receive a copy, separated by commas or spaces. Entries that are
                 not enabled regions of this account, or that name this region, warn and are
                 dropped.
@@ -16,8 +26,10 @@ Volume tag read
     Backup      No/false/0/off leaves this one volume out of an enabled instance.
 
 Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), never later:
-    Type=Automated, DeleteOn=<YYYY-MM-DD, today (UTC) + Retention>, Copy_Dest=<clean list>
-    (only when there is one), Name=<instance Name> (only when there is one), and
+    Type=Automated, DeleteOn=<YYYY-MM-DD, today (UTC) + the longest tier that applies>,
+    Retention_Tier=<daily|weekly|monthly|yearly>, Copy_Dest=<clean list> with Copy_Retention
+    and Copy_KmsKeyId (only when there is one), Name=<instance Name> (only when there is
+    one), and
     EventId=<the event's "id", else the Lambda request id>: a run that sees the same event
     again (Lambda's retry of a failed run keeps the request id; EventBridge may deliver an
     event twice) skips the volumes that already have a snapshot for it.
@@ -57,6 +69,7 @@ CreateSnapshot), lambda:InvokeFunction (on itself, to hand over the rest of a lo
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import functools
 import json
@@ -90,7 +103,17 @@ TAG_DELETE_ON = "DeleteOn"
 TAG_KEEP_FOREVER = "KeepForever"
 TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
 TAG_SOURCE_REGION = "Source_Region"
+TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
+TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
+TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
+MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
+KMS_KEY = re.compile(
+    r"(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?"
+    r"(key/)?([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+    r"|(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?alias/[A-Za-z0-9/_-]{1,250}"
+)
 DEFAULT_RETENTION_DAYS = 7
 TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
@@ -117,6 +140,7 @@ WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency
 # Lambda's level names (AWS_LAMBDA_LOG_LEVEL), and Python's as aliases; OFF: nothing at all.
 LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
 LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
+_log_lock = threading.Lock()
 # Instance states whose volumes are backed up (a stopped instance's volumes hold data too).
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 # The run's last log line counts these (0 when none), then any other count it made.
@@ -191,6 +215,28 @@ def parse_date(value):
         return date.fromisoformat(value)
     except ValueError:
         return None
+
+
+def parse_count(value, what, cap):
+    """(whole number, None) for a tag value of 1 or more; (None, warning) for anything
+    else; (cap, warning) above ``cap``."""
+    text = value.strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        return None, f"{what} {value!r} is not a whole number, 1 or more"
+    if int(text) > cap:
+        return cap, f"{what} {value!r} is too large; using {cap}"
+    return int(text), None
+
+
+def copy_delete_on(tags, created):
+    """(a copy's own DeleteOn, or None for its primary's; warning or None), from the
+    primary's Copy_Retention tag, counted from the primary's creation date."""
+    if TAG_COPY_RETENTION not in tags:
+        return None, None
+    days, problem = parse_count(tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem}; copies keep the primary's DeleteOn"
+    return created + timedelta(days=days), problem
 
 
 def tag_map(resource):
@@ -450,7 +496,10 @@ def log(level, job, region, action, /, **fields):
     if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.strip().upper(), 20):
         return
     line = {"level": level, "job": job, "region": region, "action": action, **fields}
-    print(json.dumps(line, default=str), file=sys.stdout, flush=True)
+    text = json.dumps(line, default=str) + "\n"
+    with _log_lock:  # workers log at once; print() would write text and newline apart
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def metrics(job, counts):
@@ -626,7 +675,15 @@ def cli(parser, argv=None):
 # ---- end of shared block ----
 
 SKIPPED_STATES = ("terminated", "shutting-down")
-MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+TAG_WEEKLY_DAY = "Weekly_Day"
+# Longer-lived tiers: (tier, instance tag, cap: about a hundred years, in its own unit).
+TIERS = (
+    ("weekly", "Retention_Weekly", 5200),
+    ("monthly", "Retention_Monthly", 1200),
+    ("yearly", "Retention_Yearly", 100),
+)
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DEFAULT_WEEKLY_DAY = 6  # Sunday
 MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
 MAX_TAG_VALUE = 256  # EC2's limit on a tag value
 TAG_EVENT_ID = "EventId"  # the event a snapshot was made for: a retried event skips it
@@ -644,15 +701,85 @@ def parse_retention(value):
     """(days, warning or None) for a Retention tag value; None means the tag is absent."""
     if value is None:
         return DEFAULT_RETENTION_DAYS, None
-    text = value.strip()
-    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
-        return DEFAULT_RETENTION_DAYS, (
-            f"Retention {value!r} is not a whole number of days >= 1; "
-            f"using {DEFAULT_RETENTION_DAYS}"
+    days, problem = parse_count(value, TAG_RETENTION, MAX_RETENTION_DAYS)
+    if days is None:
+        return DEFAULT_RETENTION_DAYS, f"{problem}; using {DEFAULT_RETENTION_DAYS}"
+    return days, problem
+
+
+def parse_weekday(value):
+    """(weekday, Monday being 0; warning or None) for Weekly_Day: Sun or Sunday, any case."""
+    if value is None:
+        return DEFAULT_WEEKLY_DAY, None
+    word = value.strip().lower()
+    for number, name in enumerate(WEEKDAYS):
+        if word in (name, name[:3]):
+            return number, None
+    return (
+        DEFAULT_WEEKLY_DAY,
+        f"{TAG_WEEKLY_DAY} {value!r} is not a weekday (Mon ... Sun); using Sun",
+    )
+
+
+def add_months(day, months):
+    """Calendar months: 31 January + 1 month is the last day of February."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def tier_expiry(tier, count, today):
+    if tier == "weekly":
+        return today + timedelta(weeks=count)
+    return add_months(today, count * (12 if tier == "yearly" else 1))
+
+
+def retention_plan(tags, today):
+    """(DeleteOn, tier, warnings): the latest date among the tiers that apply to today (the
+    weekly day, the 1st of the month, 1 January); on a tie, the longer tier names it."""
+    days, problem = parse_retention(tags.get(TAG_RETENTION))
+    warnings = [problem] if problem else []
+    weekday, problem = parse_weekday(tags.get(TAG_WEEKLY_DAY))
+    warnings += [problem] if problem else []
+    applies = {
+        "weekly": today.weekday() == weekday,
+        "monthly": today.day == 1,
+        "yearly": (today.month, today.day) == (1, 1),
+    }
+    candidates = [(today + timedelta(days=days), 0, "daily")]
+    for rank, (tier, tag, cap) in enumerate(TIERS, 1):
+        if tag not in tags:
+            continue
+        count, problem = parse_count(tags[tag], tag, cap)
+        if problem:
+            warnings.append(problem if count else f"{problem}; no {tier} tier")
+        if count and applies[tier]:
+            candidates.append((tier_expiry(tier, count, today), rank, tier))
+    delete_on, _, tier = max(candidates)
+    return delete_on, tier, warnings
+
+
+def copy_settings(tags):
+    """({Copy_Retention, Copy_KmsKeyId} to pass on to the copier, warnings): bad values are
+    left out, so copies fall back to the primary's DeleteOn and the default key."""
+    settings, warnings = {}, []
+    if TAG_COPY_RETENTION in tags:
+        days, problem = parse_count(
+            tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS
         )
-    if int(text) > MAX_RETENTION_DAYS:
-        return MAX_RETENTION_DAYS, f"Retention {value!r} is too large; using {MAX_RETENTION_DAYS}"
-    return int(text), None
+        if days:
+            settings[TAG_COPY_RETENTION] = str(days)
+        if problem:
+            warnings.append(problem if days else f"{problem}; copies keep the primary's DeleteOn")
+    key = tags.get(TAG_COPY_KMS_KEY, "").strip()
+    if key and KMS_KEY.fullmatch(key):
+        settings[TAG_COPY_KMS_KEY] = key
+    elif TAG_COPY_KMS_KEY in tags:
+        warnings.append(
+            f"{TAG_COPY_KMS_KEY} {tags[TAG_COPY_KMS_KEY]!r} is not a KMS key id, alias or ARN; "
+            "copies use each region's default EBS key"
+        )
+    return settings, warnings
 
 
 def describe(name, instance_id, volume_id, device, region):
@@ -660,12 +787,13 @@ def describe(name, instance_id, volume_id, device, region):
     return f"{who} - {volume_id} ({device}) - {region}"[:MAX_DESCRIPTION]
 
 
-def snapshot_tags(name, delete_on, copy_dest, key):
-    tags = {TAG_TYPE: AUTOMATED, TAG_DELETE_ON: delete_on.isoformat()}
+def snapshot_tags(name, delete_on, tier, copy_dest, copy_with, key):
+    tags = {TAG_TYPE: AUTOMATED, TAG_DELETE_ON: delete_on.isoformat(), TAG_RETENTION_TIER: tier}
     if key:
         tags[TAG_EVENT_ID] = key
     if copy_dest:
         tags[TAG_COPY_DEST] = ",".join(copy_dest)
+        tags |= copy_with
     if name:
         tags[TAG_NAME] = name[:MAX_TAG_VALUE]
     return tags
@@ -697,14 +825,13 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
     refusal = not_backed_up(iid, tags, instance.get("State", {}).get("Name"))
     if refusal:
         return [], refusal
-    notes = []
-    retention, problem = parse_retention(tags.get(TAG_RETENTION))
-    if problem:
-        notes.append(("warn", iid, problem))
+    delete_on, tier, problems = retention_plan(tags, today)
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
-    notes += [("warn", iid, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
+    problems += [f"Copy_Dest entry {r!r} {why}; dropped" for r, why in dropped]
+    copy_with, more = copy_settings(tags) if dests else ({}, [])
+    notes = [("warn", iid, problem) for problem in problems + more]
     name = tags.get(TAG_NAME, "")
-    snap_tags = snapshot_tags(name, today + timedelta(days=retention), dests, key)
+    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key)
     plans = []
     for mapping in instance.get("BlockDeviceMappings", []):
         if "Ebs" not in mapping:  # instance-store: nothing to snapshot
@@ -787,6 +914,7 @@ def create_snapshot(ec2, plan, summary, budget):
         "volume_id": plan["volume_id"],
         "instance_id": plan["instance_id"],
         "delete_on": plan["tags"][TAG_DELETE_ON],
+        "tier": plan["tags"][TAG_RETENTION_TIER],
         "copy_dest": plan["copy_dest"],
     }
     params = {

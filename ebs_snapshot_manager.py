@@ -84,7 +84,17 @@ TAG_DELETE_ON = "DeleteOn"
 TAG_KEEP_FOREVER = "KeepForever"
 TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
 TAG_SOURCE_REGION = "Source_Region"
+TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
+TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
+TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
+MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
+KMS_KEY = re.compile(
+    r"(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?"
+    r"(key/)?([0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}|mrk-[0-9a-f]{32})"
+    r"|(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?alias/[A-Za-z0-9/_-]{1,250}"
+)
 DEFAULT_RETENTION_DAYS = 7
 TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
@@ -111,6 +121,7 @@ WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency
 # Lambda's level names (AWS_LAMBDA_LOG_LEVEL), and Python's as aliases; OFF: nothing at all.
 LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
 LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
+_log_lock = threading.Lock()
 # Instance states whose volumes are backed up (a stopped instance's volumes hold data too).
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 # The run's last log line counts these (0 when none), then any other count it made.
@@ -185,6 +196,28 @@ def parse_date(value):
         return date.fromisoformat(value)
     except ValueError:
         return None
+
+
+def parse_count(value, what, cap):
+    """(whole number, None) for a tag value of 1 or more; (None, warning) for anything
+    else; (cap, warning) above ``cap``."""
+    text = value.strip()
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        return None, f"{what} {value!r} is not a whole number, 1 or more"
+    if int(text) > cap:
+        return cap, f"{what} {value!r} is too large; using {cap}"
+    return int(text), None
+
+
+def copy_delete_on(tags, created):
+    """(a copy's own DeleteOn, or None for its primary's; warning or None), from the
+    primary's Copy_Retention tag, counted from the primary's creation date."""
+    if TAG_COPY_RETENTION not in tags:
+        return None, None
+    days, problem = parse_count(tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem}; copies keep the primary's DeleteOn"
+    return created + timedelta(days=days), problem
 
 
 def tag_map(resource):
@@ -444,7 +477,10 @@ def log(level, job, region, action, /, **fields):
     if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.strip().upper(), 20):
         return
     line = {"level": level, "job": job, "region": region, "action": action, **fields}
-    print(json.dumps(line, default=str), file=sys.stdout, flush=True)
+    text = json.dumps(line, default=str) + "\n"
+    with _log_lock:  # workers log at once; print() would write text and newline apart
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
 
 def metrics(job, counts):
@@ -702,8 +738,9 @@ class Coverage:
         self.newest[vid] = max(start, self.newest.get(vid, start))
         dests = clean_regions(tags.get(TAG_COPY_DEST, ""), self.enabled, self.region)[0]
         delete_on = parse_date(tags.get(TAG_DELETE_ON))
-        # Only what the copier copies: a snapshot whose DeleteOn has come is never copied.
-        if start <= self.cutoff and dests and delete_on is not None and delete_on > self.today:
+        copy_until = copy_delete_on(tags, start.astimezone(UTC).date())[0] or delete_on
+        # Only what the copier copies: never once the copy's own DeleteOn has come.
+        if start <= self.cutoff and dests and delete_on is not None and copy_until > self.today:
             self.need_copies[snapshot["SnapshotId"]] = (vid, start, dests)
 
     def destinations(self):
@@ -723,7 +760,9 @@ class Coverage:
             for dest in dests:
                 state = copies.get((dest, sid))
                 if state != "completed":
-                    missing = f"copy still {state}" if state else "no copy"
+                    missing = {None: "no copy", "error": "copy failed"}.get(
+                        state, f"copy still {state}"
+                    )
                     reason = f"{sid} ({start:%Y-%m-%d}): {missing} in {dest}"
                     found.setdefault(vid, []).append(reason)
         return found

@@ -33,10 +33,17 @@ FLEET = [
     (
         EAST,
         "web-1",
-        {"Backup": "Yes", "Retention": "3", "Copy_Dest": WEST},
+        {
+            "Backup": "Yes",
+            "Retention": "3",
+            "Retention_Weekly": "2",
+            "Retention_Monthly": "1",
+            "Copy_Dest": WEST,
+        },
         {"/dev/xvda": {}},
         False,
-    ),  # copied west; one snapshot kept forever on day 2
+    ),  # 3 dailies, the Sunday one for 2 weeks, the 1st's for a month; copied west;
+    # one snapshot kept forever on day 2
     (
         EAST,
         "db-1",
@@ -50,10 +57,10 @@ FLEET = [
     (
         WEST,
         "api-eu",
-        {"Backup": "on", "Retention": "4", "Copy_Dest": EAST},
+        {"Backup": "on", "Retention": "4", "Copy_Dest": EAST, "Copy_Retention": "7"},
         {"/dev/xvda": {}},
         False,
-    ),  # copied east
+    ),  # copied east, where the copies are kept 7 days, longer than the primaries
     (
         WEST,
         "cache-eu",
@@ -168,7 +175,7 @@ def keep_one_forever(today):
 
 
 def inventory(region):
-    """Snapshots of a region as rows: id, volume, instance, DeleteOn, copy of, KeepForever."""
+    """A region's snapshots as rows: id, volume, instance, DeleteOn, tier, copy of, Keep."""
     rows = []
     for snap in ec2(region).describe_snapshots(OwnerIds=["self"])["Snapshots"]:
         tags = {t["Key"]: t["Value"] for t in snap.get("Tags", [])}
@@ -180,8 +187,9 @@ def inventory(region):
                 "volume": "-" if source else snap["VolumeId"],
                 "instance": tags.get("Name", "-"),
                 "DeleteOn": tags.get("DeleteOn", "-"),
+                "tier": tags.get("Retention_Tier", "-"),
                 "copy of": source or "-",
-                "KeepForever": tags.get("KeepForever", "-"),
+                "Keep": tags.get("KeepForever", "-"),
             }
         )
     return sorted(rows, key=lambda r: (r["instance"], r["copy of"] != "-", r["DeleteOn"]))
@@ -233,8 +241,10 @@ def play(out=print):
         for line in table(final[region]):
             out(line)
     out(
-        "\nEach volume keeps its last <Retention> days of snapshots, copies expire with their "
-        "primaries,\nand the KeepForever snapshot and its copy stay. Nothing left this process."
+        "\nEach volume keeps its last <Retention> days of snapshots; web-1 also keeps its "
+        "Sunday (weekly)\nsnapshot two weeks and its 1 December (monthly) one a month. Copies "
+        "expire with their\nprimaries, but api-eu's, kept 7 days (Copy_Retention). The "
+        "KeepForever snapshot and its copy\nstay. Nothing left this process."
     )
     return final
 

@@ -65,6 +65,7 @@ def test_tags_and_description_of_a_snapshot():
     assert tags == {
         "Type": "Automated",
         "DeleteOn": "2026-11-29",
+        "Retention_Tier": "daily",
         "Copy_Dest": f"{DEST},{DEST2}",
         "Name": "db-1",
     }
@@ -236,7 +237,13 @@ def test_dry_run_changes_nothing_and_reports_what_it_would_do(api):
     assert snapshots() == {}
     assert result["dry_run"] is True and "created" not in result
     assert sorted(result["would_create"], key=lambda c: c["volume_id"]) == [
-        {"volume_id": v, "instance_id": iid, "delete_on": "2026-12-03", "copy_dest": [DEST]}
+        {
+            "volume_id": v,
+            "instance_id": iid,
+            "delete_on": "2026-12-03",
+            "tier": "daily",
+            "copy_dest": [DEST],
+        }
         for v in sorted(vols.values())
     ]
     # One permission probe, with DryRun, and nothing else that writes.

@@ -16,6 +16,22 @@ import demo  # noqa: E402
 ENABLE = {"yes", "true", "1", "on"}
 
 
+def number(tags, key, default=0):
+    return int(tags[key]) if tags.get(key, "").isdigit() else default
+
+
+def delete_on_of(day, tags):
+    """The latest of the tiers that apply to ``day`` (the demo's days are all in one month,
+    and the monthly tier only counts whole months from a 1st)."""
+    dates = [day + timedelta(days=number(tags, "Retention", 7))]
+    if day.weekday() == 6 and number(tags, "Retention_Weekly"):
+        dates.append(day + timedelta(weeks=number(tags, "Retention_Weekly")))
+    if day.day == 1 and number(tags, "Retention_Monthly"):
+        month = day.month - 1 + number(tags, "Retention_Monthly")
+        dates.append(day.replace(year=day.year + month // 12, month=month % 12 + 1))
+    return max(dates)
+
+
 def expected_inventory():
     """(region, instance, DeleteOn, is a copy, KeepForever) -> count, from the tags alone."""
     last = demo.START + timedelta(days=demo.DAYS - 1)
@@ -23,7 +39,6 @@ def expected_inventory():
     for region, name, tags, devices, _ in demo.FLEET:
         if tags.get("Backup", "").lower() not in ENABLE:
             continue
-        days = int(tags["Retention"]) if tags.get("Retention", "").isdigit() else 7
         volumes = [d for d, v in devices.items() if v.get("Backup") != "No"]
         dests = [
             r
@@ -33,14 +48,18 @@ def expected_inventory():
         for n in range(demo.DAYS):
             if (region, n + 1) == demo.MISSED:
                 continue  # the creator did not run there that day
-            delete_on = (demo.START + timedelta(days=n + days)).isoformat()
+            day = demo.START + timedelta(days=n)
+            delete_on = delete_on_of(day, tags)
+            copy_delete_on = delete_on
+            if "Copy_Retention" in tags:
+                copy_delete_on = day + timedelta(days=number(tags, "Copy_Retention"))
             kept = name == demo.KEEP_INSTANCE and n + 1 == demo.KEEP_DAY
-            if delete_on <= last.isoformat() and not kept:
-                continue  # the manager deleted it on its day
             for _ in volumes:
-                rows[(region, name, delete_on, False, kept)] += 1
+                if delete_on > last or kept:  # else the manager deleted it on its day
+                    rows[(region, name, delete_on.isoformat(), False, kept)] += 1
                 for dest in dests:
-                    rows[(dest, name, delete_on, True, kept)] += 1
+                    if copy_delete_on > last or kept:
+                        rows[(dest, name, copy_delete_on.isoformat(), True, kept)] += 1
     return rows
 
 
@@ -48,7 +67,7 @@ def test_final_inventory_is_what_the_tags_say():
     lines = []
     final = demo.play(out=lines.append)
     found = Counter(
-        (region, r["instance"], r["DeleteOn"], r["copy of"] != "-", r["KeepForever"] != "-")
+        (region, r["instance"], r["DeleteOn"], r["copy of"] != "-", r["Keep"] != "-")
         for region, rows in final.items()
         for r in rows
     )
@@ -62,6 +81,8 @@ def test_final_inventory_is_what_the_tags_say():
         "carried KeepForever to 1 copy",
         "deleted",
         "volumes protected",
+        "weekly",
+        "monthly",
         # The day after the missed run, the manager names each volume it left unprotected.
         "unprotected  api-eu: no completed snapshot in the last 26 h",
         "unprotected  cache-eu: no completed snapshot in the last 26 h",

@@ -142,10 +142,13 @@ def real_now():
     return datetime.now(UTC) + timedelta(days=5)
 
 
-def primary(volume_id, now, age_hours, copy_dest=None, delete_on=LATER, state="completed"):
+def primary(volume_id, now, age_hours, copy_dest=None, delete_on=LATER, state="completed", **more):
+    """An automated snapshot of that volume, made ``age_hours`` before ``now``."""
     tags = {"Type": "Automated", "DeleteOn": delete_on}
     if copy_dest:
         tags["Copy_Dest"] = copy_dest
+    if "copy_retention" in more:
+        tags["Copy_Retention"] = more["copy_retention"]
     sid = ec2().create_snapshot(
         VolumeId=volume_id, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
     )["SnapshotId"]
