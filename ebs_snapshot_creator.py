@@ -22,14 +22,31 @@ Instance tags read
                 not enabled regions of this account, or that name this region, warn and are
                 dropped.
     Name        used in the snapshot description and copied to the snapshot's Name tag.
+    Consistency how the instance's volumes are captured (any case; anything else warns and
+                uses volume):
+                volume    one crash-consistent CreateSnapshot per volume (the default)
+                instance  one CreateSnapshots: every volume at the same instant, opted-out
+                          volumes excluded (ExcludeBootVolume, ExcludeDataVolumeIds)
+                fsfreeze  Linux, through SSM (AWS-RunShellScript): flush and freeze the
+                          mounted filesystems of the data volumes, take the set, thaw at
+                          once. The freeze script starts its own thaw, 60 s later, before it
+                          freezes anything. The root filesystem is never frozen.
+                vss       Windows: AWS's AWSEC2-CreateVssSnapshot document snapshots from
+                          the instance (with the instance's own role), tagged with this
+                          contract. It cannot leave out a data volume (a warning says so).
+                When the SSM step cannot be done (no agent online, wrong platform, command
+                refused, failed, or not done within 30 s for fsfreeze, 300 s for vss),
+                the crash-consistent set is taken anyway, tagged Consistency=crash-fallback,
+                with a warning. Instances are handled four at a time, so one slow command
+                holds up no other.
 Volume tag read
     Backup      No/false/0/off leaves this one volume out of an enabled instance.
 
 Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), never later:
     Type=Automated, DeleteOn=<YYYY-MM-DD, today (UTC) + the longest tier that applies>,
-    Retention_Tier=<daily|weekly|monthly|yearly>, Copy_Dest=<clean list> with Copy_Retention
-    and Copy_KmsKeyId (only when there is one), Name=<instance Name> (only when there is
-    one), and
+    Retention_Tier=<daily|weekly|monthly|yearly>, Consistency=<volume|instance|fsfreeze|
+    vss|crash-fallback>, Copy_Dest=<clean list> with Copy_Retention and Copy_KmsKeyId (only
+    when there is one), Name=<instance Name> (only when there is one), and
     EventId=<the event's "id", else the Lambda request id>: a run that sees the same event
     again (Lambda's retry of a failed run keeps the request id; EventBridge may deliver an
     event twice) skips the volumes that already have a snapshot for it.
@@ -62,8 +79,10 @@ Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): Snap
 Warnings, Failures. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions,
-ec2:DescribeSnapshots, ec2:CreateSnapshot, ec2:CreateTags (only as part of
-CreateSnapshot), lambda:InvokeFunction (on itself, to hand over the rest of a long run).
+ec2:DescribeSnapshots, ec2:CreateSnapshot, ec2:CreateSnapshots, ec2:CreateTags (only as
+part of those), lambda:InvokeFunction (on itself, to hand over the rest of a long run);
+for fsfreeze and vss: ssm:DescribeInstanceInformation, ssm:SendCommand (the two documents,
+on instances tagged Consistency=fsfreeze or vss), ssm:GetCommandInvocation.
 """
 
 from __future__ import annotations
@@ -131,6 +150,7 @@ STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
 # account's other callers share.
 BUCKETS = {
     "CreateSnapshot": ("snapshots", 100, 5),
+    "CreateSnapshots": ("snapshots", 100, 5),
     "DeleteSnapshot": ("snapshots", 100, 5),
     "CopySnapshot": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
@@ -682,6 +702,17 @@ TIERS = (
     ("monthly", "Retention_Monthly", 1200),
     ("yearly", "Retention_Yearly", 100),
 )
+TAG_CONSISTENCY = "Consistency"  # how to take an instance's snapshots; and how they were taken
+MODES = ("volume", "instance", "fsfreeze", "vss")
+FALLBACK = "crash-fallback"  # the consistency step failed: a crash-consistent set instead
+SSM_PLATFORM = {"fsfreeze": "Linux", "vss": "Windows"}
+FREEZE_DOCUMENT, VSS_DOCUMENT = "AWS-RunShellScript", "AWSEC2-CreateVssSnapshot"
+THAW_AFTER_S = 60  # the freeze script thaws by itself this long after freezing, whatever happens
+FREEZE_WAIT_S = 30  # the longest wait for the freeze: the set is taken well before the thaw
+VSS_WAIT_S = 300  # AWS's document may first install its VSS components
+POLL_S = 2
+DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")
+MAX_EXCLUDED = 40  # CreateSnapshots' limit on ExcludeDataVolumeIds
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DEFAULT_WEEKLY_DAY = 6  # Sunday
 MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
@@ -782,6 +813,96 @@ def copy_settings(tags):
     return settings, warnings
 
 
+def parse_mode(value):
+    """(mode, warning or None) for an instance's Consistency tag (any case)."""
+    if value is None:
+        return "volume", None
+    mode = value.strip().lower()
+    if mode in MODES:
+        return mode, None
+    return "volume", f"{TAG_CONSISTENCY} {value!r} is not one of {', '.join(MODES)}; using volume"
+
+
+def snapshot_set(plans, ebs):
+    """One multi-volume set of an instance: ``plans`` its volumes to snapshot, ``ebs`` all
+    its EBS volumes as (volume id, device, is root). The others are excluded."""
+    wanted = {p["volume_id"] for p in plans}
+    first = plans[0]
+    return {
+        "set": first["mode"],
+        "instance_id": first["instance_id"],
+        "plans": plans,
+        "tags": first["tags"],
+        "copy_dest": first["copy_dest"],
+        "description": first["set_description"],
+        "exclude_boot": any(root and vid not in wanted for vid, _, root in ebs),
+        "exclude_data": [vid for vid, _, root in ebs if not root and vid not in wanted],
+        "data": [(vid, dev) for vid, dev, root in ebs if not root and vid in wanted],
+    }
+
+
+def mounts_script(volumes):
+    """Shell that lists, in ``mounts``, the mounted filesystems of these (volume id, device)
+    pairs: the NVMe name AWS gives an EBS volume, else its xvd or sd device. Never "/"."""
+    specs = " ".join(f"{vid}={dev}" for vid, dev in volumes)
+    return f"""set -u
+mounts=()
+for spec in {specs}; do
+  vol=${{spec%%=*}}; dev=${{spec#*=}}
+  for path in "${{DEVROOT:-}}/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${{vol/-/}}" \
+      "${{DEVROOT:-}}${{dev/sd/xvd}}" "${{DEVROOT:-}}$dev"; do
+    [ -e "$path" ] || continue
+    while IFS= read -r m; do
+      case "$m" in ""|/|"[SWAP]") ;; *) mounts+=("$m") ;; esac
+    done < <(lsblk -nrpo MOUNTPOINT "$(readlink -f "$path")")
+    break
+  done
+done
+"""
+
+
+def freeze_script(volumes, thaw_after=THAW_AFTER_S):
+    """Flush and freeze the filesystems of these volumes. Before freezing anything it starts
+    its own thaw, detached, ``thaw_after`` seconds later: should the Lambda, SSM or this
+    command die, nothing stays frozen. A failed freeze thaws what it froze."""
+    return (
+        mounts_script(volumes)
+        + f"""[ ${{#mounts[@]}} -eq 0 ] && {{ echo "NOTHING TO FREEZE"; exit 0; }}
+setsid nohup bash -c 'sleep "$0"; for m in "$@"; do fsfreeze -u "$m"; done' \
+  {thaw_after} "${{mounts[@]}}" >/dev/null 2>&1 < /dev/null &
+sync
+frozen=()
+for m in "${{mounts[@]}}"; do
+  if fsfreeze -f "$m"; then
+    frozen+=("$m")
+  else
+    for f in ${{frozen[@]+"${{frozen[@]}}"}}; do fsfreeze -u "$f"; done
+    echo "FREEZE FAILED: $m"
+    exit 1
+  fi
+done
+echo "FROZEN: ${{mounts[*]}}"
+"""
+    )
+
+
+def thaw_script(volumes):
+    return (
+        mounts_script(volumes)
+        + """for m in ${mounts[@]+"${mounts[@]}"}; do fsfreeze -u "$m" 2>/dev/null; done
+echo THAWED
+"""
+    )
+
+
+def vss_tags(tags, consistency):
+    """Tags as AWS's VSS document takes them: Key=K,Value=V;... (no , or ; inside)."""
+    clean = {**tags, TAG_CONSISTENCY: consistency}
+    if TAG_COPY_DEST in clean:  # the copier reads regions separated by spaces too
+        clean[TAG_COPY_DEST] = clean[TAG_COPY_DEST].replace(",", " ")
+    return ";".join(f"Key={k},Value={re.sub(r'[,;]', ' ', v)}" for k, v in clean.items())
+
+
 def describe(name, instance_id, volume_id, device, region):
     who = f"{name} ({instance_id})" if name else instance_id
     return f"{who} - {volume_id} ({device}) - {region}"[:MAX_DESCRIPTION]
@@ -829,30 +950,42 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
     problems += [f"Copy_Dest entry {r!r} {why}; dropped" for r, why in dropped]
     copy_with, more = copy_settings(tags) if dests else ({}, [])
+    mode, problem = parse_mode(tags.get(TAG_CONSISTENCY))
+    more += [problem] if problem else []
     notes = [("warn", iid, problem) for problem in problems + more]
     name = tags.get(TAG_NAME, "")
     snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key)
+    set_description = describe(name, iid, "all volumes", mode, region)
     plans = []
-    for mapping in instance.get("BlockDeviceMappings", []):
-        if "Ebs" not in mapping:  # instance-store: nothing to snapshot
-            continue
-        vid, device = mapping["Ebs"]["VolumeId"], mapping["DeviceName"]
+    for vid, device, _root in ebs_volumes(instance):
         opted_out, note = volume_opt_out(vid, iid, volume_backup)
         notes += [note] if note else []
         if not opted_out:
-            description = describe(name, iid, vid, device, region)
             plans.append(
                 {
                     "volume_id": vid,
                     "instance_id": iid,
-                    "description": description,
+                    "device": device,
+                    "description": describe(name, iid, vid, device, region),
+                    "set_description": set_description,
                     "tags": snap_tags,
                     "copy_dest": dests,
+                    "mode": mode,
                 }
             )
     if not plans and not any(k == "skip" for k, _, _ in notes):
         notes.append(("skip", iid, "no EBS volumes"))
     return plans, notes
+
+
+def ebs_volumes(instance):
+    """(volume id, device, is root) of each EBS volume; instance-store has no snapshot."""
+    root = instance.get("RootDeviceName")
+    return [
+        (m["Ebs"]["VolumeId"], m["DeviceName"], m["DeviceName"] == root)
+        for m in instance.get("BlockDeviceMappings", [])
+        if "Ebs" in m
+    ]
 
 
 def volume_opt_out(volume_id, instance_id, volume_backup):
@@ -907,45 +1040,219 @@ def done_for_event(ec2, key):
     return {s["VolumeId"]: s["SnapshotId"] for s in snaps}
 
 
+def tag_spec(tags, consistency):
+    tags = {**tags, TAG_CONSISTENCY: consistency}
+    return [{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+
+
 def create_snapshot(ec2, plan, summary, budget):
-    """One CreateSnapshot. A volume refused with PER_VOLUME_RATE_CODE is tried again, at
-    least PER_VOLUME_WAIT_S later, in this worker: the other workers go on meanwhile."""
+    """One CreateSnapshot (Consistency=volume)."""
     item = {
         "volume_id": plan["volume_id"],
         "instance_id": plan["instance_id"],
         "delete_on": plan["tags"][TAG_DELETE_ON],
         "tier": plan["tags"][TAG_RETENTION_TIER],
         "copy_dest": plan["copy_dest"],
+        "consistency": "volume",
     }
     params = {
         "VolumeId": plan["volume_id"],
         "Description": plan["description"],
-        "TagSpecifications": [
-            {
-                "ResourceType": "snapshot",
-                "Tags": [{"Key": k, "Value": v} for k, v in plan["tags"].items()],
-            }
-        ],
+        "TagSpecifications": tag_spec(plan["tags"], "volume"),
     }
     if summary.dry_run:
         summary.probe("ec2:CreateSnapshot", summary.region, ec2.create_snapshot, **params)
         summary.did("create", **item)
         return
+    snap = call_busy(
+        ec2.create_snapshot,
+        params,
+        plan["volume_id"],
+        summary,
+        budget,
+        instance_id=plan["instance_id"],
+    )
+    if snap:
+        summary.did("create", snapshot_id=snap["SnapshotId"], **item)
+
+
+def call_busy(call, params, rid, summary, budget, **item):
+    """call(**params); a volume refused with PER_VOLUME_RATE_CODE is tried again, at least
+    PER_VOLUME_WAIT_S later, in this worker (the other workers go on meanwhile). Returns
+    the response, or None once the failure is recorded against ``rid``."""
     for tries in range(PER_VOLUME_TRIES + 1):
         try:
-            snap = ec2.create_snapshot(**params)
-            summary.did("create", snapshot_id=snap["SnapshotId"], **item)
-            return
+            return call(**params)
         except ClientError as exc:
-            busy = error_code(exc) == PER_VOLUME_RATE_CODE and tries < PER_VOLUME_TRIES
-            if not busy:
-                summary.fail(
-                    plan["volume_id"], f"{error_code(exc)}: {exc}", instance_id=plan["instance_id"]
-                )
-                return
+            if error_code(exc) != PER_VOLUME_RATE_CODE or tries == PER_VOLUME_TRIES:
+                summary.fail(rid, f"{error_code(exc)}: {exc}", **item)
+                return None
         if budget.left() - PER_VOLUME_WAIT_S < STOP_MARGIN_S:
             raise OutOfTime("no time left to wait for a busy volume")
         time.sleep(PER_VOLUME_WAIT_S)
+    return None
+
+
+def create_set(ec2, item, consistency, summary, budget):
+    """One CreateSnapshots: every volume of ``item`` at the same instant, the excluded ones
+    left out, the tags (and Consistency) in the same call."""
+    spec = {"InstanceId": item["instance_id"], "ExcludeBootVolume": item["exclude_boot"]}
+    if item["exclude_data"]:
+        spec["ExcludeDataVolumeIds"] = item["exclude_data"]
+    params = {
+        "InstanceSpecification": spec,
+        "Description": item["description"],
+        "TagSpecifications": tag_spec(item["tags"], consistency),
+    }
+    base = {
+        "instance_id": item["instance_id"],
+        "delete_on": item["tags"][TAG_DELETE_ON],
+        "tier": item["tags"][TAG_RETENTION_TIER],
+        "copy_dest": item["copy_dest"],
+        "consistency": consistency,
+    }
+    if summary.dry_run:
+        summary.probe("ec2:CreateSnapshots", summary.region, ec2.create_snapshots, **params)
+        for plan in item["plans"]:
+            summary.did("create", volume_id=plan["volume_id"], **base)
+        return
+    made = call_busy(ec2.create_snapshots, params, item["instance_id"], summary, budget)
+    for snap in (made or {}).get("Snapshots", []):
+        summary.did("create", snapshot_id=snap["SnapshotId"], volume_id=snap["VolumeId"], **base)
+
+
+def ssm_refusal(ssm, iid, mode):
+    """Why SSM cannot run the consistency step on this instance, or None."""
+    found = ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [iid]}])[
+        "InstanceInformationList"
+    ]
+    if not found:
+        return "no SSM agent has registered from it"
+    info = found[0]
+    if info.get("PingStatus") != "Online":
+        return f"its SSM agent is {info.get('PingStatus', 'not online')}"
+    if info.get("PlatformType") != SSM_PLATFORM[mode]:
+        return f"{mode} needs {SSM_PLATFORM[mode]}; it runs {info.get('PlatformType')}"
+    return None
+
+
+def run_command(ssm, iid, document, parameters, wait, budget):
+    """Send one SSM command and wait, at most ``wait`` seconds, for its end. Returns
+    (None, output) when it succeeded, else (reason, output)."""
+    command = ssm.send_command(
+        InstanceIds=[iid],
+        DocumentName=document,
+        Parameters=parameters,
+        TimeoutSeconds=max(30, wait),
+        Comment=f"ebs-snapshot-creator: {document}",
+    )["Command"]["CommandId"]
+    for _ in range(max(1, wait // POLL_S)):
+        if budget.left() - POLL_S < STOP_MARGIN_S:
+            break
+        time.sleep(POLL_S)
+        try:
+            result = ssm.get_command_invocation(CommandId=command, InstanceId=iid)
+        except ClientError as exc:
+            if error_code(exc) == "InvocationDoesNotExist":  # not delivered yet
+                continue
+            raise
+        if result["Status"] in DONE_STATES:
+            output = result.get("StandardOutputContent", "").strip()
+            if result["Status"] == "Success":
+                return None, output
+            return f"{document} ended {result['Status']}: {output or 'no output'}"[:300], output
+    return f"{document} did not finish within {wait} s", ""
+
+
+def take(ec2, ssm, item, summary, budget):
+    """Snapshot one volume, or one instance's set in its Consistency mode."""
+    if "set" not in item:
+        create_snapshot(ec2, item, summary, budget)
+    elif item["set"] == "instance":
+        create_set(ec2, item, "instance", summary, budget)
+    else:
+        consistent_set(ec2, ssm, item, summary, budget)
+
+
+def consistent_set(ec2, ssm, item, summary, budget):
+    """fsfreeze or vss through SSM; when that step cannot be done, the crash-consistent set
+    (Consistency=crash-fallback) and a warning: a consistency step never costs a backup."""
+    iid, mode = item["instance_id"], item["set"]
+    try:
+        reason = ssm_refusal(ssm, iid, mode)
+        if reason is None and not summary.dry_run:
+            step = vss_set if mode == "vss" else frozen_set
+            reason = step(ec2, ssm, item, summary, budget)
+            if reason is None:
+                return
+    except ClientError as exc:
+        reason = f"SSM refused: {error_code(exc)}: {exc}"
+    if reason is None:  # a dry run that SSM could serve (SSM has no DryRun to ask more)
+        create_set(ec2, item, mode, summary, budget)
+        return
+    summary.warn(iid, f"{mode} not done ({reason}); took a crash-consistent set instead")
+    create_set(ec2, item, FALLBACK, summary, budget)
+
+
+def frozen_set(ec2, ssm, item, summary, budget):
+    """Freeze, take the set, thaw at once. Returns None when done, else why it could not
+    freeze (nothing was snapshotted then)."""
+    iid = item["instance_id"]
+    if not item["data"]:
+        return "no data volume to freeze: the root filesystem is never frozen"
+    script = {"commands": [freeze_script(item["data"])]}
+    sent = time.monotonic()  # the script's own thaw comes THAW_AFTER_S after this, or later
+    try:
+        reason, _ = run_command(ssm, iid, FREEZE_DOCUMENT, script, FREEZE_WAIT_S, budget)
+        if reason is None:
+            create_set(ec2, item, "fsfreeze", summary, budget)
+            if time.monotonic() - sent > THAW_AFTER_S:
+                late = "the set may have been taken after the filesystems thawed by themselves"
+                summary.warn(iid, f"fsfreeze took over {THAW_AFTER_S} s: {late}")
+    finally:
+        thaw(ssm, iid, item["data"], summary)
+    return reason
+
+
+def thaw(ssm, iid, data, summary):
+    """Thaw now, without waiting: the freeze script's own timer is the safety net."""
+    try:
+        ssm.send_command(
+            InstanceIds=[iid],
+            DocumentName=FREEZE_DOCUMENT,
+            Parameters={"commands": [thaw_script(data)]},
+            Comment="ebs-snapshot-creator: thaw",
+        )
+    except ClientError as exc:
+        summary.warn(
+            iid, f"thaw not sent ({error_code(exc)}); it thaws by itself in {THAW_AFTER_S} s"
+        )
+
+
+def vss_set(_ec2, ssm, item, summary, budget):
+    """AWS's VSS document snapshots the instance's volumes from the instance itself (with
+    the instance's own role), tagged with our contract. Returns None when done."""
+    iid = item["instance_id"]
+    for vid in item["exclude_data"]:
+        summary.warn(vid, f"vss cannot leave out data volume {vid} of {iid}; it is included")
+    parameters = {
+        "ExcludeBootVolume": ["True" if item["exclude_boot"] else "False"],
+        "description": [item["description"]],
+        "tags": [vss_tags(item["tags"], "vss")],
+    }
+    reason, _ = run_command(ssm, iid, VSS_DOCUMENT, parameters, VSS_WAIT_S, budget)
+    if reason is None:
+        for plan in item["plans"]:
+            summary.did(
+                "create",
+                volume_id=plan["volume_id"],
+                instance_id=iid,
+                delete_on=item["tags"][TAG_DELETE_ON],
+                tier=item["tags"][TAG_RETENTION_TIER],
+                copy_dest=item["copy_dest"],
+                consistency="vss",
+            )
+    return reason
 
 
 def plans_of_region(ec2, ids, region, today, key, summary, listed):
@@ -960,6 +1267,7 @@ def plans_of_region(ec2, ids, region, today, key, summary, listed):
         found, notes = plan_instance(instance, volume_backup, enabled, region, today, key)
         for kind, rid, reason in notes:
             (summary.warn if kind == "warn" else summary.skip)(rid, reason)
+        todo = []
         for plan in found:
             if plan["volume_id"] in done:
                 summary.skip(
@@ -968,7 +1276,11 @@ def plans_of_region(ec2, ids, region, today, key, summary, listed):
                     snapshot_id=done[plan["volume_id"]],
                 )
             else:
-                yield plan
+                todo.append(plan)
+        if todo and todo[0]["mode"] != "volume":
+            yield snapshot_set(todo, ebs_volumes(instance))
+        else:
+            yield from todo
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
     listed.append(True)
@@ -984,11 +1296,12 @@ def run(event=None, context=None, *, region=None, now=None):
     summary = Summary(JOB, region, today, dry_run, key)
     budget = Budget(context)
     ec2 = make_client("ec2", region, budget, Pacer())
+    ssm = make_client("ssm", region, budget)
     # Snapshots start while later pages are still being read: listing hides in the pacing.
     listed = []
     plans = plans_of_region(ec2, ids, region, today, key, summary, listed)
     started, stopped = in_parallel(
-        plans, lambda plan: create_snapshot(ec2, plan, summary, budget), budget
+        plans, lambda item: take(ec2, ssm, item, summary, budget), budget
     )
     if stopped or not listed:
         hand_off(context, event, summary, done_here=started - stopped)

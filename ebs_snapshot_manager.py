@@ -112,6 +112,7 @@ STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
 # account's other callers share.
 BUCKETS = {
     "CreateSnapshot": ("snapshots", 100, 5),
+    "CreateSnapshots": ("snapshots", 100, 5),
     "DeleteSnapshot": ("snapshots", 100, 5),
     "CopySnapshot": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),

@@ -155,7 +155,7 @@ class Api:
         self.faults = []
         self.throttled = 0
         self.throttle_rate, self.random = 0.0, random.Random(0)
-        self.stubs = {}  # operation -> canned response (or exception to raise), never sent
+        self.stubs = {}  # operation -> response, function of the params giving one, or exception
         self.slept = []
         self.on_attempt = None  # called with (operation, region) before each attempt
 
@@ -234,9 +234,10 @@ class Api:
             region = client.meta.region_name
             spy.calls.append((region, operation, dict(params)))
             if operation in spy.stubs:
-                if isinstance(spy.stubs[operation], Exception):
-                    raise spy.stubs[operation]
-                return spy.stubs[operation]
+                stub = spy.stubs[operation]
+                if isinstance(stub, Exception):
+                    raise stub
+                return stub(params) if callable(stub) else stub
             if spy.page_size and operation in PAGED:
                 return spy._page(original_call, client, operation, params)
             return original_call(client, operation, params)

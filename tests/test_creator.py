@@ -68,6 +68,7 @@ def test_tags_and_description_of_a_snapshot():
         "Retention_Tier": "daily",
         "Copy_Dest": f"{DEST},{DEST2}",
         "Name": "db-1",
+        "Consistency": "volume",
     }
     assert description == f"db-1 ({iid}) - {vols['/dev/sdf']} (/dev/sdf) - {REGION}"
 
@@ -243,6 +244,7 @@ def test_dry_run_changes_nothing_and_reports_what_it_would_do(api):
             "delete_on": "2026-12-03",
             "tier": "daily",
             "copy_dest": [DEST],
+            "consistency": "volume",
         }
         for v in sorted(vols.values())
     ]

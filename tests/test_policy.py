@@ -39,7 +39,7 @@ def api_calls_in_code():
     references (the dry-run probe) on clients, and operation names given to paginate."""
     session = botocore.session.get_session()
     operations = {}
-    for service in ("ec2", "lambda"):
+    for service in ("ec2", "lambda", "ssm"):
         for name in session.get_service_model(service).operation_names:
             operations[xform_name(name)] = f"{service}:{name}"
     used = set()
@@ -73,10 +73,10 @@ def test_parliament_finds_nothing_above_low():
     assert above_low == []
 
 
-def test_the_policy_grants_exactly_the_ec2_and_lambda_actions_the_code_calls():
+def test_the_policy_grants_exactly_the_ec2_lambda_and_ssm_actions_the_code_calls():
     used = api_calls_in_code()
-    assert "ec2:DeleteSnapshot" in used and "ec2:CopySnapshot" in used  # the scan works
-    assert granted({"ec2", "lambda"}) == used
+    assert "ec2:DeleteSnapshot" in used and "ssm:SendCommand" in used  # the scan works
+    assert granted({"ec2", "lambda", "ssm"}) == used
 
 
 def test_kms_and_logs_are_exactly_what_encrypted_copies_and_lambda_logging_need():
@@ -104,7 +104,7 @@ def test_delete_is_only_allowed_on_snapshots_tagged_automated():
 
 def test_snapshots_cannot_be_created_or_copied_without_type_automated():
     (deny,) = [s for s in statements("ec2:CreateSnapshot") if s["Effect"] == "Deny"]
-    assert set(actions(deny)) == {"ec2:CreateSnapshot", "ec2:CopySnapshot"}
+    assert set(actions(deny)) == {"ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:CopySnapshot"}
     assert deny["Resource"] == "arn:aws:ec2:*::snapshot/*"
     # A negated operator is true when the key is missing: an untagged request is denied too.
     assert deny["Condition"] == {"StringNotEquals": {"aws:RequestTag/Type": "Automated"}}
@@ -114,7 +114,7 @@ def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
     by_sid = {s["Sid"]: s for s in statements("ec2:CreateTags")}
     assert set(by_sid) == {"TagOnlyWhileCreating", "CarryKeepForeverOntoCopies"}
     assert by_sid["TagOnlyWhileCreating"]["Condition"] == {
-        "StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CopySnapshot"]}
+        "StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots", "CopySnapshot"]}
     }
     keep = by_sid["CarryKeepForeverOntoCopies"]["Condition"]
     assert keep["StringEquals"] == {"ec2:ResourceTag/Type": "Automated"}
@@ -128,3 +128,25 @@ def test_the_only_lambda_permission_is_invoking_the_two_jobs_that_hand_off():
         "arn:aws:lambda:*:*:function:ebs-snapshot-copier",
         "arn:aws:lambda:*:*:function:ebs-snapshot-creator",
     ]
+
+
+def test_ssm_runs_only_the_two_documents_and_only_on_instances_that_ask_for_it():
+    (allow,) = [s for s in statements("ssm:SendCommand") if s["Effect"] == "Allow"]
+    assert sorted(allow["Resource"]) == [
+        "arn:aws:ec2:*:*:instance/*",
+        "arn:aws:ssm:*:*:document/AWS-RunShellScript",
+        "arn:aws:ssm:*:*:document/AWSEC2-CreateVssSnapshot",
+    ]
+    (deny,) = [s for s in statements("ssm:SendCommand") if s["Effect"] == "Deny"]
+    assert deny["Resource"] == "arn:aws:ec2:*:*:instance/*"
+    # A negated operator is true when the tag is missing: untagged instances are denied too.
+    assert deny["Condition"] == {
+        "StringNotEqualsIgnoreCase": {"aws:ResourceTag/Consistency": ["fsfreeze", "vss"]}
+    }
+    (reads,) = statements("ssm:GetCommandInvocation")
+    assert set(actions(reads)) == {"ssm:GetCommandInvocation", "ssm:DescribeInstanceInformation"}
+    assert granted({"ssm"}) == {
+        "ssm:SendCommand",
+        "ssm:GetCommandInvocation",
+        "ssm:DescribeInstanceInformation",
+    }
