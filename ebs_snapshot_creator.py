@@ -711,7 +711,7 @@ THAW_AFTER_S = 60  # the freeze script thaws by itself this long after freezing,
 FREEZE_WAIT_S = 30  # the longest wait for the freeze: the set is taken well before the thaw
 VSS_WAIT_S = 300  # AWS's document may first install its VSS components
 POLL_S = 2
-DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")
+DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")  # SSM's last states
 MAX_EXCLUDED = 40  # CreateSnapshots' limit on ExcludeDataVolumeIds
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DEFAULT_WEEKLY_DAY = 6  # Sunday
@@ -1104,13 +1104,7 @@ def create_set(ec2, item, consistency, summary, budget):
         "Description": item["description"],
         "TagSpecifications": tag_spec(item["tags"], consistency),
     }
-    base = {
-        "instance_id": item["instance_id"],
-        "delete_on": item["tags"][TAG_DELETE_ON],
-        "tier": item["tags"][TAG_RETENTION_TIER],
-        "copy_dest": item["copy_dest"],
-        "consistency": consistency,
-    }
+    base = set_record(item, consistency)
     if summary.dry_run:
         summary.probe("ec2:CreateSnapshots", summary.region, ec2.create_snapshots, **params)
         for plan in item["plans"]:
@@ -1119,6 +1113,17 @@ def create_set(ec2, item, consistency, summary, budget):
     made = call_busy(ec2.create_snapshots, params, item["instance_id"], summary, budget)
     for snap in (made or {}).get("Snapshots", []):
         summary.did("create", snapshot_id=snap["SnapshotId"], volume_id=snap["VolumeId"], **base)
+
+
+def set_record(item, consistency):
+    """What the summary says of each snapshot of a set (with its volume_id)."""
+    return {
+        "instance_id": item["instance_id"],
+        "delete_on": item["tags"][TAG_DELETE_ON],
+        "tier": item["tags"][TAG_RETENTION_TIER],
+        "copy_dest": item["copy_dest"],
+        "consistency": consistency,
+    }
 
 
 def ssm_refusal(ssm, iid, mode):
@@ -1137,8 +1142,8 @@ def ssm_refusal(ssm, iid, mode):
 
 
 def run_command(ssm, iid, document, parameters, wait, budget):
-    """Send one SSM command and wait, at most ``wait`` seconds, for its end. Returns
-    (None, output) when it succeeded, else (reason, output)."""
+    """Send one SSM command and wait, at most ``wait`` seconds, for its end. Returns None
+    when it succeeded, else why not."""
     command = ssm.send_command(
         InstanceIds=[iid],
         DocumentName=document,
@@ -1156,12 +1161,12 @@ def run_command(ssm, iid, document, parameters, wait, budget):
             if error_code(exc) == "InvocationDoesNotExist":  # not delivered yet
                 continue
             raise
+        if result["Status"] == "Success":
+            return None
         if result["Status"] in DONE_STATES:
-            output = result.get("StandardOutputContent", "").strip()
-            if result["Status"] == "Success":
-                return None, output
-            return f"{document} ended {result['Status']}: {output or 'no output'}"[:300], output
-    return f"{document} did not finish within {wait} s", ""
+            output = result.get("StandardOutputContent", "").strip() or "no output"
+            return f"{document} ended {result['Status']}: {output}"[:300]
+    return f"{document} did not finish within {wait} s"
 
 
 def take(ec2, ssm, item, summary, budget):
@@ -1203,7 +1208,7 @@ def frozen_set(ec2, ssm, item, summary, budget):
     script = {"commands": [freeze_script(item["data"])]}
     sent = time.monotonic()  # the script's own thaw comes THAW_AFTER_S after this, or later
     try:
-        reason, _ = run_command(ssm, iid, FREEZE_DOCUMENT, script, FREEZE_WAIT_S, budget)
+        reason = run_command(ssm, iid, FREEZE_DOCUMENT, script, FREEZE_WAIT_S, budget)
         if reason is None:
             create_set(ec2, item, "fsfreeze", summary, budget)
             if time.monotonic() - sent > THAW_AFTER_S:
@@ -1240,18 +1245,10 @@ def vss_set(_ec2, ssm, item, summary, budget):
         "description": [item["description"]],
         "tags": [vss_tags(item["tags"], "vss")],
     }
-    reason, _ = run_command(ssm, iid, VSS_DOCUMENT, parameters, VSS_WAIT_S, budget)
-    if reason is None:
+    reason = run_command(ssm, iid, VSS_DOCUMENT, parameters, VSS_WAIT_S, budget)
+    if reason is None:  # made on the instance: their ids are not known here
         for plan in item["plans"]:
-            summary.did(
-                "create",
-                volume_id=plan["volume_id"],
-                instance_id=iid,
-                delete_on=item["tags"][TAG_DELETE_ON],
-                tier=item["tags"][TAG_RETENTION_TIER],
-                copy_dest=item["copy_dest"],
-                consistency="vss",
-            )
+            summary.did("create", volume_id=plan["volume_id"], **set_record(item, "vss"))
     return reason
 
 
