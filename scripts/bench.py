@@ -10,6 +10,7 @@ the tests assert call counts.
 
 import argparse
 import contextlib
+import functools
 import os
 import platform
 import sys
@@ -17,6 +18,7 @@ import time
 import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
@@ -150,24 +152,69 @@ def bench_size(volumes, latency, jobs):
     return rows
 
 
-def bench_memory(snapshots):
-    """The manager over `snapshots` automated snapshots (half of them due), with neither
-    EC2's limits nor pacing: this measures memory, not the rate."""
+def bench_memory(snapshots, per_volume=10):
+    """The manager over `snapshots` automated snapshots, `per_volume` of each volume of a
+    fleet of Backup=Yes instances (one a day), all to be copied to DEST: half are due, the
+    others have their copy there. The coverage check keeps what it needs for every volume
+    and snapshot, and reads every copy.
+    Neither EC2's limits nor pacing: this measures memory, not the rate."""
     with mock_aws():
         backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
-        volume = backend.create_volume(size=1, zone_name=REGION + "a")
-        for n in range(snapshots):
-            snap = backend.create_snapshot(volume.id, "bench")
-            due = "2026-11-01" if n % 2 else "2027-01-01"
-            backend.create_tags([snap.id], {"Type": "Automated", "DeleteOn": due})
+        dest = ec2_backends[DEFAULT_ACCOUNT_ID][DEST]
+        now = datetime.now(UTC) + timedelta(hours=1)
+        # Attached long ago (moto stamps attachments with its own clock): all expected.
+        long_ago = (now - timedelta(days=30)).replace(tzinfo=None)
+        with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: long_ago):
+            volumes = fleet_volumes(snapshots // per_volume)
+        for volume_id in volumes:
+            for n in range(per_volume):  # one a day: the newest is an hour old
+                snap = backend.create_snapshot(volume_id, "bench")
+                snap.start_time = (now - timedelta(days=n, hours=1)).replace(tzinfo=None)
+                due = "2026-11-01" if n % 2 else "2099-01-01"
+                tags = {"Type": "Automated", "DeleteOn": due, "Copy_Dest": DEST}
+                backend.create_tags([snap.id], tags)
+                if n % 2 == 0:  # a completed copy in DEST
+                    copy = dest.create_snapshot(dest_volume(dest).id, "copy")
+                    dest.create_tags(
+                        [copy.id],
+                        {
+                            "Type": "Automated",
+                            "Source_SnapshotId": snap.id,
+                            "Source_Region": REGION,
+                        },
+                    )
         tracemalloc.start()
         with unpaced(), simulated_ec2(latency=0, limits=False):
             start = time.monotonic()
-            summary = manager.run({}, None, now=NOW)
+            summary = manager.run({}, None, now=now)
             wall = time.monotonic() - start
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     return summary["counts"], wall, peak / 2**20
+
+
+def fleet_volumes(count):
+    """The volume ids of `count` running instances tagged Backup=Yes, one volume each."""
+    client = boto3.client("ec2", region_name=REGION)
+    ids = []
+    while len(ids) < count:
+        n = min(500, count - len(ids))
+        reservation = client.run_instances(
+            ImageId="ami-12345678",
+            MinCount=n,
+            MaxCount=n,
+            BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}],
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "Backup", "Value": "Yes"}]}
+            ],
+        )
+        ids += [i["BlockDeviceMappings"][0]["Ebs"]["VolumeId"] for i in reservation["Instances"]]
+    return ids
+
+
+@functools.cache
+def dest_volume(dest):
+    return dest.create_volume(size=1, zone_name=DEST + "a")
 
 
 def print_rows(rows):
@@ -214,12 +261,13 @@ def main(argv=None):
         f"{creator.WORKERS} workers; strategy: {args.strategy}"
     )
     rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         rows += bench_size(size, args.latency, jobs)
         print_rows(rows[-len(jobs) :])
         sys.stdout.flush()
-    print("\nall sizes:")
-    print_rows(rows)
+    if rows:
+        print("\nall sizes:")
+        print_rows(rows)
     if args.memory:
         counts, wall, peak = bench_memory(args.memory)
         print(f"\nmanager over {args.memory} snapshots: {counts}, {wall:.1f} s, peak {peak:.1f} MB")
