@@ -291,11 +291,12 @@ def test_the_threshold_comes_from_coverage_max_age_hours(monkeypatch):
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf", "100000"])
 def test_a_bad_threshold_warns_and_uses_26_hours(value, monkeypatch):
     now = real_now()
-    vols = fleet(now)
+    _, vols = launch({"Backup": "Yes"})
+    primary(vols["/dev/sda1"], now, 27)  # unprotected at 26 hours, not at 100000
     monkeypatch.setenv("COVERAGE_MAX_AGE_HOURS", value)
     result = manager.run({}, None, now=now)
     assert [w["id"] for w in result["warnings"]] == ["COVERAGE_MAX_AGE_HOURS"]
-    assert vols["stale"] in {u["volume_id"] for u in result["unprotected"]}
+    assert [u["volume_id"] for u in result["unprotected"]] == [vols["/dev/sda1"]]
 
 
 def test_a_refused_coverage_read_fails_the_run_but_not_the_deletes(api):
