@@ -712,7 +712,6 @@ FREEZE_WAIT_S = 30  # the longest wait for the freeze: the set is taken well bef
 VSS_WAIT_S = 300  # AWS's document may first install its VSS components
 POLL_S = 2
 DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")  # SSM's last states
-MAX_EXCLUDED = 40  # CreateSnapshots' limit on ExcludeDataVolumeIds
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DEFAULT_WEEKLY_DAY = 6  # Sunday
 MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
