@@ -64,23 +64,26 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
+from botocore.retries import standard as botocore_retries
 
 JOB = "copier"
 
@@ -94,11 +97,15 @@ TAG_DELETE_ON = "DeleteOn"
 TAG_KEEP_FOREVER = "KeepForever"
 TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
 TAG_SOURCE_REGION = "Source_Region"
+TAG_SOURCE_VOLUME = "Source_VolumeId"  # on copies: the volume their primary was taken of
 TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
 TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
+# into a region) before the copier and the manager's coverage check call it late.
+COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
 # A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
 KMS_KEY = re.compile(
     r"(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?"
@@ -116,6 +123,9 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# A run that starts with less than this cannot list and start one item before its margin:
+# it fails at once, naming the function's timeout, so that the Errors alarm fires.
+MIN_START_S = STOP_MARGIN_S + 2 * ATTEMPT_S
 # EC2 meters each account and region with token buckets (EC2 "Request throttling"):
 # operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
 # size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
@@ -149,7 +159,10 @@ METRICS = {
     "SnapshotsDeleted": ("deleted", ("manager",)),
     "Warnings": ("warnings", ("creator", "copier", "manager")),
     "Failures": ("failures", ("creator", "copier", "manager")),
-    "UnprotectedVolumes": ("unprotected", ()),  # only when the manager's check ran
+    "UnprotectedVolumes": ("unprotected", ()),  # the manager's check; the copier's lag
+    "StoppedEarly": ("stopped_early", ("manager",)),
+    "LastBackupsKept": ("last_kept", ("manager",)),
+    "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
 }
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -231,6 +244,23 @@ def copy_delete_on(tags, created):
     return created + timedelta(days=days), problem
 
 
+def env_hours(name, default):
+    """(timedelta, warning or None) for a setting in hours from the environment: a positive
+    number up to a year; anything else warns and uses the default."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return timedelta(hours=default), None
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
+        return timedelta(
+            hours=default
+        ), f"{name} {value!r} is not a number of hours; using {default}"
+    return timedelta(hours=hours), None
+
+
 def tag_map(resource):
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
 
@@ -246,9 +276,19 @@ def opted_out(value):
     return value is not None and parse_bool(value) is False
 
 
+def keep_forever_key(tags):
+    """The tag key that keeps a snapshot forever, or None. KeepForever, or a key that is
+    KeepForever but for case or surrounding spaces (a typo must never cost a backup), keeps
+    it unless its value is exactly a no-word, any case: as the IAM policy's Deny reads it."""
+    wanted = TAG_KEEP_FOREVER.lower()
+    for key in sorted(tags, key=lambda k: k != TAG_KEEP_FOREVER):  # the exact key first
+        if key.strip().lower() == wanted and str(tags[key]).lower() not in FALSE_WORDS:
+            return key
+    return None
+
+
 def is_kept_forever(tags):
-    """KeepForever with any value except a no-word (No/false/0/off) keeps a snapshot."""
-    return TAG_KEEP_FOREVER in tags and parse_bool(tags[TAG_KEEP_FOREVER]) is not False
+    return keep_forever_key(tags) is not None
 
 
 def clean_regions(value, enabled, home):
@@ -264,6 +304,16 @@ def clean_regions(value, enabled, home):
         else:
             keep.append(entry)
     return keep, dropped
+
+
+def read_event(event):
+    """The event as a dict (None is {}); anything but a JSON object is refused."""
+    if event is None:
+        return {}
+    if not isinstance(event, dict):
+        shown = repr(event)[:80]
+        raise ValueError(f"the event must be a JSON object, not {type(event).__name__} {shown}")
+    return event
 
 
 def event_dry_run(event):
@@ -303,6 +353,8 @@ class Budget:
 
     def __init__(self, context):
         self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
+        # botocore's own rules for what standard mode retries (throttling, 5xx, network)
+        self._retried = botocore_retries.StandardRetryConditions(RETRIES["total_max_attempts"])
 
     def left(self):
         return self._left_ms() / 1000 if self._left_ms else float("inf")
@@ -320,11 +372,13 @@ class Budget:
         if self.left() < ATTEMPT_S:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not started")
 
-    def _before_retry(self, response=None, caught_exception=None, **kwargs):
-        if isinstance(caught_exception, OutOfTime):
-            raise caught_exception
-        failed = caught_exception is not None or response[0].status_code >= 300
-        if failed and self.left() < ATTEMPT_S + BACKOFF_CAP_S:
+    def _before_retry(self, **kwargs):
+        """Stop only a retry that botocore would make: any other failed answer (404,
+        AccessDenied ...) keeps its own code and message, whatever the time left."""
+        if self.left() >= ATTEMPT_S + BACKOFF_CAP_S:
+            return
+        attempt = botocore_retries.RetryEventAdapter().create_retry_context(**kwargs)
+        if self._retried.is_retryable(attempt):
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
 
 
@@ -373,16 +427,18 @@ class Pacer:
                 bucket[0] = min(bucket[0], 0)
 
 
-def in_parallel(items, work, budget):
+def in_parallel(items, work, budget, failed):
     """work(item) for each item, WORKERS at a time, until Lambda time runs short.
 
-    Items may be a generator, read only as workers come free; if reading raises OutOfTime,
-    no more work starts (the caller knows whether its generator finished). Returns
-    (started, stopped): items started, and how many of those OutOfTime stopped. Any other
-    exception is raised once the started work is over. Nothing is kept per item.
+    Any exception but OutOfTime from work(item), a bug of ours included, is that item's
+    failure: failed(item, exception) records it and every other item is still done. Items
+    may be a generator, read only as workers come free; if reading raises OutOfTime, no
+    more work starts (the caller knows whether its generator finished), and any other
+    exception from reading is raised once the started work is over. Returns (started,
+    stopped): items started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally, errors = {"started": 0, "stopped": 0}, []
+    tally = {"started": 0, "stopped": 0}
 
     def task(item):
         try:
@@ -390,8 +446,8 @@ def in_parallel(items, work, budget):
         except OutOfTime:
             with lock:
                 tally["stopped"] += 1
-        except Exception as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
+        except Exception as exc:
+            failed(item, exc)
         finally:
             slots.release()
 
@@ -400,16 +456,17 @@ def in_parallel(items, work, budget):
         while True:
             slots.acquire()
             try:
-                if budget.low() or errors:
+                if budget.low():
                     raise OutOfTime("stop starting")
                 item = next(items)
             except (OutOfTime, StopIteration):
                 slots.release()
                 break
+            except BaseException:
+                slots.release()
+                raise
             tally["started"] += 1
             pool.submit(task, item)
-    if errors:
-        raise errors[0]
     return tally["started"], tally["stopped"]
 
 
@@ -443,8 +500,8 @@ def hand_off(context, event, summary, done_here, left=None):
         make_client("lambda", summary.region, Budget(context)).invoke(
             FunctionName=arn, InvocationType="Event", Payload=payload
         )
-    except (ClientError, BotoCoreError, OutOfTime) as exc:
-        summary.fail(arn, f"could not hand {rest} over to a new invocation: {exc}")
+    except Exception as exc:  # the run fails: Lambda retries the event, which skips what is done
+        summary.error(arn, exc, f"could not hand {rest} over to a new invocation")
         return
     counted = {} if left is None else {"count": left}
     summary.add(
@@ -453,6 +510,49 @@ def hand_off(context, event, summary, done_here, left=None):
         id=arn,
         **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
+    )
+
+
+def run_job(job, body, event, context, region=None, now=None, check=None):
+    """The frame of every run: read the event, then body(event, context, summary, budget, now).
+
+    An event that cannot be read (not a JSON object, a dry_run that is not yes/no, what
+    ``check`` refuses) raises ValueError before anything is done. Otherwise the summary
+    line and its metrics are written whatever happens: a body that raises (it could not
+    list the region's resources, or a bug of ours) is one failure saying why, and a run
+    that starts with too little Lambda time does nothing and fails at once. Returns the
+    summary, or raises JobFailed once it is written if anything failed.
+    """
+    region = resolve_region(region)
+    now = now or datetime.now(UTC)
+    try:
+        event = read_event(event)
+        dry_run = event_dry_run(event)
+        if check:
+            check(event)
+    except ValueError as exc:
+        refused = Summary(job, region, utc_today(now), False)
+        refused.fail("event", f"event refused: {exc}")
+        refused.finish()
+        raise
+    summary = Summary(job, region, utc_today(now), dry_run, event_key(event, context))
+    budget = Budget(context)
+    if budget.left() < MIN_START_S:
+        who = getattr(context, "invoked_function_arn", None) or job
+        summary.fail(who, too_short(budget.left()))
+        return summary.result()
+    try:
+        body(event, context, summary, budget, now)
+    except Exception as exc:  # listing the region failed, or a bug: the summary says which
+        summary.error(region, exc, "the run stopped")
+    return summary.result()
+
+
+def too_short(left):
+    return (
+        f"the function's timeout is too short: the run started with {left:.0f} s of Lambda "
+        f"time, and needs at least {MIN_START_S} s to do anything (900 s, Lambda's most, for "
+        "a large region). Raise the function's Timeout"
     )
 
 
@@ -479,6 +579,22 @@ def volume_backup_tags(ec2):
 
 def error_code(exc):
     return exc.response.get("Error", {}).get("Code", "Unknown")
+
+
+def from_botocore(exc):
+    """AWS's answer or botocore's own failure (network, parsing), as opposed to a bug of ours."""
+    return type(exc).__module__.split(".")[0] == "botocore"
+
+
+def describe_error(exc):
+    """One line naming what failed: AWS's error code and message; botocore's failure, whose
+    message names the endpoint (EndpointConnectionError, ReadTimeoutError ...); or a bug."""
+    if isinstance(exc, ClientError):
+        return f"{error_code(exc)}: {exc}"
+    if isinstance(exc, OutOfTime):
+        return f"out of Lambda time: {exc}"
+    kind = type(exc).__name__ if from_botocore(exc) else f"unexpected {type(exc).__name__}"
+    return f"{kind}: {exc}"
 
 
 def log(level, job, region, action, /, **fields):
@@ -553,6 +669,15 @@ class Summary:
 
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
+
+    def error(self, id, exc, what=None, **item):
+        """A failure from an exception, in one line; for a bug of ours, its traceback is
+        logged too (not in the summary), so that it can be fixed."""
+        text = describe_error(exc)
+        self.fail(id, f"{what}: {text}" if what else text, **item)
+        if not from_botocore(exc) and not isinstance(exc, OutOfTime):
+            where = "".join(traceback.format_exception(exc)[-4:])
+            log("ERROR", self.job, self.region, "traceback", id=id, traceback=where)
 
     def probe(self, action, scope, call, **params):
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
@@ -650,18 +775,37 @@ def cli(parser, argv=None):
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
     try:
+        check_setup()
         with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
             summary, code = lambda_handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
-    except (ValueError, NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    except SETUP_ERRORS as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
-    except (ClientError, BotoCoreError) as exc:  # the run could not even list its resources
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    except Exception as exc:  # never a traceback: one line, naming what failed
+        print(f"{parser.prog}: {describe_error(exc)}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str) if args.json else report(summary))
     return code
+
+
+# What stops a command-line run before it starts: exit 2, one line.
+SETUP_ERRORS = (
+    ValueError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+)
+
+
+def check_setup():
+    """Before a command-line run: a region, a profile that exists, and credentials."""
+    resolve_region()
+    if boto3.session.Session().get_credentials() is None:
+        raise NoCredentialsError()
 
 
 # ---- end of shared block ----
@@ -693,6 +837,8 @@ def primary_record(snapshot, enabled, region, today):
     record = {
         "id": sid,
         "tags": tags,
+        "start": snapshot["StartTime"],
+        "volume_id": snapshot.get("VolumeId"),
         "description": snapshot.get("Description", ""),
         "dests": dests,
         "copy": delete_on is not None and copy_until > today,
@@ -718,16 +864,21 @@ def copy_options(tags, created):
 
 
 def copy_tags(primary, region):
+    """A copy's tags: where it came from (the source volume, so that the manager of its
+    region keeps each volume's newest copy), its own DeleteOn, and what it inherits."""
     tags = {
         TAG_TYPE: AUTOMATED,
         TAG_DELETE_ON: primary["copy_delete_on"].isoformat(),
         TAG_SOURCE_SNAPSHOT: primary["id"],
         TAG_SOURCE_REGION: region,
     }
-    carried = (TAG_KEEP_FOREVER, TAG_NAME) + (() if primary["own_date"] else (TAG_RETENTION_TIER,))
-    for key in carried:
-        if key in primary["tags"]:
-            tags[key] = primary["tags"][key]
+    if primary["volume_id"]:
+        tags[TAG_SOURCE_VOLUME] = primary["volume_id"]
+    carried = (TAG_NAME,) + (() if primary["own_date"] else (TAG_RETENTION_TIER,))
+    tags |= {key: primary["tags"][key] for key in carried if key in primary["tags"]}
+    kept = keep_forever_key(primary["tags"])
+    if kept:  # a near-miss key (keepforever) arrives as KeepForever
+        tags[TAG_KEEP_FOREVER] = primary["tags"][kept]
     return tags
 
 
@@ -759,13 +910,17 @@ def plan_destination(primaries, existing, free_slots):
 
 def notified_snapshot(event):
     """(snapshot id, None) for an EBS Snapshot Notification of a completed CreateSnapshot;
-    (id, reason) for one about something else; (None, None) for any other event."""
+    (id or None, why nothing is copied) for one about something else, or without a snapshot
+    id; (None, None) for any other event (a sweep)."""
     if event.get("detail-type") != NOTIFICATION:
         return None, None
-    detail = event.get("detail") or {}
-    sid = str(detail.get("snapshot_id", "")).rsplit("/", 1)[-1] or "(no snapshot id)"
+    detail = event.get("detail")
+    detail = detail if isinstance(detail, dict) else {}
+    sid = str(detail.get("snapshot_id") or "").rsplit("/", 1)[-1] or None
     if (detail.get("event"), detail.get("result")) != ("createSnapshot", "succeeded"):
         return sid, f"notification of {detail.get('event')} {detail.get('result')}: nothing to copy"
+    if sid is None:
+        return None, f"an {NOTIFICATION} without a snapshot_id: nothing to copy"
     return sid, None
 
 
@@ -863,14 +1018,14 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
     except ClientError as exc:
         if error_code(exc) == COPY_LIMIT_CODE:
             return False
-        summary.fail(primary["id"], f"{error_code(exc)}: {exc}", dest_region=dest)
+        summary.error(primary["id"], exc, dest_region=dest)
         return True
     summary.did("copy", snapshot_id=copy["SnapshotId"], **item)
     return True
 
 
 def keep_forever(dest_ec2, dest, primary, copy_id, summary):
-    value = primary["tags"][TAG_KEEP_FOREVER]
+    value = primary["tags"][keep_forever_key(primary["tags"])]
     item = {
         "snapshot_id": copy_id,
         "dest_region": dest,
@@ -884,7 +1039,7 @@ def keep_forever(dest_ec2, dest, primary, copy_id, summary):
         try:
             dest_ec2.create_tags(**params)
         except ClientError as exc:
-            summary.fail(copy_id, f"{error_code(exc)}: {exc}", dest_region=dest)
+            summary.error(copy_id, exc, dest_region=dest)
             return
     summary.did("tag", **item)
 
@@ -895,7 +1050,11 @@ def list_by_destination(region, today, summary, budget, only=None):
     enabled = enabled_regions(ec2)
     by_dest = {}
     for snapshot in list_primaries(ec2, only):
-        primary, warnings = primary_record(snapshot, enabled, region, today)
+        try:  # an odd snapshot, or a bug of ours, costs that snapshot only
+            primary, warnings = primary_record(snapshot, enabled, region, today)
+        except Exception as exc:
+            summary.error(snapshot.get("SnapshotId", "?"), exc, "not copied")
+            continue
         for reason in warnings:
             summary.warn(snapshot["SnapshotId"], reason)
         for dest in primary["dests"] if primary else ():
@@ -904,14 +1063,17 @@ def list_by_destination(region, today, summary, budget, only=None):
 
 
 def plan_all(by_dest, summary, budget, pacer, only=None):
-    """([(dest, dest client, action)], {dest: copies deferred for want of a slot})."""
+    """([(dest, dest client, action)], {dest: [primaries deferred for want of a slot]}).
+    A destination that cannot be read (refused, unreachable) fails alone: the others go on."""
     work, deferred = [], {}
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget, pacer)
         try:
             existing, in_flight, broken = existing_copies(dest_ec2, summary.region, only)
-        except ClientError as exc:
-            summary.fail(dest, f"cannot list copies there: {error_code(exc)}: {exc}")
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            summary.error(dest, exc, "cannot list copies there")
             continue
         for copy_id, source, message in broken:
             reason = f"copy of {source} failed ({message}); not made again while it exists"
@@ -921,7 +1083,7 @@ def plan_all(by_dest, summary, budget, pacer, only=None):
             if action[0] == "skip":
                 summary.skip(action[1]["id"], action[2], dest_region=dest)
             elif action[0] == "defer":
-                deferred[dest] = deferred.get(dest, 0) + 1
+                deferred.setdefault(dest, []).append(action[1])
             else:
                 work.append((dest, dest_ec2, action))
     return work, deferred
@@ -942,44 +1104,67 @@ def execute(work, deferred, summary, budget):
         elif dest in refused or not copy_snapshot(dest_ec2, dest, primary, summary):
             with lock:
                 refused.add(dest)
-                deferred[dest] = deferred.get(dest, 0) + 1
+                deferred.setdefault(dest, []).append(primary)
 
-    started, stopped = in_parallel(work, act, budget)
-    for dest, count in sorted(deferred.items()):
+    def failed(entry, exc):
+        dest, _, (_, primary, *rest) = entry
+        summary.error(rest[0] if rest else primary["id"], exc, dest_region=dest)
+
+    return in_parallel(work, act, budget, failed)
+
+
+def report_deferred(deferred, summary, now):
+    """One item per destination with copies left for the next sweep. Copies deferred for
+    longer than the copy allowance (COPY_MAX_LAG_HOURS) mean the destination's 20 copy
+    slots never free up in time: a warning, and their volumes count as unprotected."""
+    lag, problem = env_hours(COPY_LAG_ENV, COPY_LAG_HOURS)
+    if problem:
+        summary.warn(COPY_LAG_ENV, problem)
+    for dest, primaries in sorted(deferred.items()):
         summary.add(
             "deferred",
             "WARN",
             id=dest,
-            count=count,
+            count=len(primaries),
             reason=f"{COPIES_IN_FLIGHT} copies already in flight into this region "
             "(AWS's limit); the next run continues",
         )
-        summary.count("deferred", count - 1)  # one item per region; the count is of copies
-    return started, stopped
+        summary.count("deferred", len(primaries) - 1)  # one item per region; counts copies
+        late = [p for p in primaries if now - p["start"] > lag]
+        if late:
+            volumes = {p["volume_id"] or p["id"] for p in late}
+            hours = f"{lag.total_seconds() / 3600:g}"
+            oldest = min(p["start"] for p in late)
+            summary.warn(
+                dest,
+                f"copies into {dest} are more than {hours} h behind: {len(late)} snapshots of "
+                f"{len(volumes)} volumes, the oldest from {oldest:%Y-%m-%d %H:%M} UTC, still "
+                "wait for a copy slot; those volumes are unprotected there",
+            )
+            summary.count("unprotected", len(volumes))
 
 
 def run(event=None, context=None, *, region=None, now=None):
     """One copier run; ``now`` (a datetime) is injectable for tests and the demo."""
-    event = event or {}
-    region = resolve_region(region)
-    today = utc_today(now)
-    summary = Summary(JOB, region, today, event_dry_run(event), event_key(event, context))
-    budget, pacer = Budget(context), Pacer()
-    only, ignore = notified_snapshot(event)
-    if ignore:
-        summary.skip(only, ignore)
-        return summary.result()
+    return run_job(JOB, copy_all, event, context, region, now)
+
+
+def copy_all(event, context, summary, budget, now):
+    only, why_not = notified_snapshot(event)
+    if why_not:  # a notification it cannot use: said so, and no call made
+        (summary.skip if only else summary.warn)(only or "event", why_not)
+        return
     try:
-        by_dest = list_by_destination(region, today, summary, budget, only)
-        work, deferred = plan_all(by_dest, summary, budget, pacer, only)
+        by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only)
+        work, deferred = plan_all(by_dest, summary, budget, Pacer(), only)
     except OutOfTime as exc:
-        summary.fail(region, f"out of Lambda time while listing: {exc}")
-        return summary.result()
+        summary.fail(summary.region, f"out of Lambda time while listing: {exc}")
+        return
     started, stopped = execute(work, deferred, summary, budget)
+    report_deferred(deferred, summary, now)
     left = len(work) - started + stopped
     if left:
         hand_off(context, event, summary, done_here=started - stopped, left=left)
-    return summary.result()
 
 
 def lambda_handler(event, context):

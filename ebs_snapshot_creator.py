@@ -92,23 +92,26 @@ import calendar
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
+from botocore.retries import standard as botocore_retries
 
 JOB = "creator"
 
@@ -122,11 +125,15 @@ TAG_DELETE_ON = "DeleteOn"
 TAG_KEEP_FOREVER = "KeepForever"
 TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
 TAG_SOURCE_REGION = "Source_Region"
+TAG_SOURCE_VOLUME = "Source_VolumeId"  # on copies: the volume their primary was taken of
 TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
 TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
+# into a region) before the copier and the manager's coverage check call it late.
+COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
 # A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
 KMS_KEY = re.compile(
     r"(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?"
@@ -144,6 +151,9 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# A run that starts with less than this cannot list and start one item before its margin:
+# it fails at once, naming the function's timeout, so that the Errors alarm fires.
+MIN_START_S = STOP_MARGIN_S + 2 * ATTEMPT_S
 # EC2 meters each account and region with token buckets (EC2 "Request throttling"):
 # operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
 # size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
@@ -177,7 +187,10 @@ METRICS = {
     "SnapshotsDeleted": ("deleted", ("manager",)),
     "Warnings": ("warnings", ("creator", "copier", "manager")),
     "Failures": ("failures", ("creator", "copier", "manager")),
-    "UnprotectedVolumes": ("unprotected", ()),  # only when the manager's check ran
+    "UnprotectedVolumes": ("unprotected", ()),  # the manager's check; the copier's lag
+    "StoppedEarly": ("stopped_early", ("manager",)),
+    "LastBackupsKept": ("last_kept", ("manager",)),
+    "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
 }
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -259,6 +272,23 @@ def copy_delete_on(tags, created):
     return created + timedelta(days=days), problem
 
 
+def env_hours(name, default):
+    """(timedelta, warning or None) for a setting in hours from the environment: a positive
+    number up to a year; anything else warns and uses the default."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return timedelta(hours=default), None
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
+        return timedelta(
+            hours=default
+        ), f"{name} {value!r} is not a number of hours; using {default}"
+    return timedelta(hours=hours), None
+
+
 def tag_map(resource):
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
 
@@ -274,9 +304,19 @@ def opted_out(value):
     return value is not None and parse_bool(value) is False
 
 
+def keep_forever_key(tags):
+    """The tag key that keeps a snapshot forever, or None. KeepForever, or a key that is
+    KeepForever but for case or surrounding spaces (a typo must never cost a backup), keeps
+    it unless its value is exactly a no-word, any case: as the IAM policy's Deny reads it."""
+    wanted = TAG_KEEP_FOREVER.lower()
+    for key in sorted(tags, key=lambda k: k != TAG_KEEP_FOREVER):  # the exact key first
+        if key.strip().lower() == wanted and str(tags[key]).lower() not in FALSE_WORDS:
+            return key
+    return None
+
+
 def is_kept_forever(tags):
-    """KeepForever with any value except a no-word (No/false/0/off) keeps a snapshot."""
-    return TAG_KEEP_FOREVER in tags and parse_bool(tags[TAG_KEEP_FOREVER]) is not False
+    return keep_forever_key(tags) is not None
 
 
 def clean_regions(value, enabled, home):
@@ -292,6 +332,16 @@ def clean_regions(value, enabled, home):
         else:
             keep.append(entry)
     return keep, dropped
+
+
+def read_event(event):
+    """The event as a dict (None is {}); anything but a JSON object is refused."""
+    if event is None:
+        return {}
+    if not isinstance(event, dict):
+        shown = repr(event)[:80]
+        raise ValueError(f"the event must be a JSON object, not {type(event).__name__} {shown}")
+    return event
 
 
 def event_dry_run(event):
@@ -331,6 +381,8 @@ class Budget:
 
     def __init__(self, context):
         self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
+        # botocore's own rules for what standard mode retries (throttling, 5xx, network)
+        self._retried = botocore_retries.StandardRetryConditions(RETRIES["total_max_attempts"])
 
     def left(self):
         return self._left_ms() / 1000 if self._left_ms else float("inf")
@@ -348,11 +400,13 @@ class Budget:
         if self.left() < ATTEMPT_S:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not started")
 
-    def _before_retry(self, response=None, caught_exception=None, **kwargs):
-        if isinstance(caught_exception, OutOfTime):
-            raise caught_exception
-        failed = caught_exception is not None or response[0].status_code >= 300
-        if failed and self.left() < ATTEMPT_S + BACKOFF_CAP_S:
+    def _before_retry(self, **kwargs):
+        """Stop only a retry that botocore would make: any other failed answer (404,
+        AccessDenied ...) keeps its own code and message, whatever the time left."""
+        if self.left() >= ATTEMPT_S + BACKOFF_CAP_S:
+            return
+        attempt = botocore_retries.RetryEventAdapter().create_retry_context(**kwargs)
+        if self._retried.is_retryable(attempt):
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
 
 
@@ -401,16 +455,18 @@ class Pacer:
                 bucket[0] = min(bucket[0], 0)
 
 
-def in_parallel(items, work, budget):
+def in_parallel(items, work, budget, failed):
     """work(item) for each item, WORKERS at a time, until Lambda time runs short.
 
-    Items may be a generator, read only as workers come free; if reading raises OutOfTime,
-    no more work starts (the caller knows whether its generator finished). Returns
-    (started, stopped): items started, and how many of those OutOfTime stopped. Any other
-    exception is raised once the started work is over. Nothing is kept per item.
+    Any exception but OutOfTime from work(item), a bug of ours included, is that item's
+    failure: failed(item, exception) records it and every other item is still done. Items
+    may be a generator, read only as workers come free; if reading raises OutOfTime, no
+    more work starts (the caller knows whether its generator finished), and any other
+    exception from reading is raised once the started work is over. Returns (started,
+    stopped): items started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally, errors = {"started": 0, "stopped": 0}, []
+    tally = {"started": 0, "stopped": 0}
 
     def task(item):
         try:
@@ -418,8 +474,8 @@ def in_parallel(items, work, budget):
         except OutOfTime:
             with lock:
                 tally["stopped"] += 1
-        except Exception as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
+        except Exception as exc:
+            failed(item, exc)
         finally:
             slots.release()
 
@@ -428,16 +484,17 @@ def in_parallel(items, work, budget):
         while True:
             slots.acquire()
             try:
-                if budget.low() or errors:
+                if budget.low():
                     raise OutOfTime("stop starting")
                 item = next(items)
             except (OutOfTime, StopIteration):
                 slots.release()
                 break
+            except BaseException:
+                slots.release()
+                raise
             tally["started"] += 1
             pool.submit(task, item)
-    if errors:
-        raise errors[0]
     return tally["started"], tally["stopped"]
 
 
@@ -471,8 +528,8 @@ def hand_off(context, event, summary, done_here, left=None):
         make_client("lambda", summary.region, Budget(context)).invoke(
             FunctionName=arn, InvocationType="Event", Payload=payload
         )
-    except (ClientError, BotoCoreError, OutOfTime) as exc:
-        summary.fail(arn, f"could not hand {rest} over to a new invocation: {exc}")
+    except Exception as exc:  # the run fails: Lambda retries the event, which skips what is done
+        summary.error(arn, exc, f"could not hand {rest} over to a new invocation")
         return
     counted = {} if left is None else {"count": left}
     summary.add(
@@ -481,6 +538,49 @@ def hand_off(context, event, summary, done_here, left=None):
         id=arn,
         **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
+    )
+
+
+def run_job(job, body, event, context, region=None, now=None, check=None):
+    """The frame of every run: read the event, then body(event, context, summary, budget, now).
+
+    An event that cannot be read (not a JSON object, a dry_run that is not yes/no, what
+    ``check`` refuses) raises ValueError before anything is done. Otherwise the summary
+    line and its metrics are written whatever happens: a body that raises (it could not
+    list the region's resources, or a bug of ours) is one failure saying why, and a run
+    that starts with too little Lambda time does nothing and fails at once. Returns the
+    summary, or raises JobFailed once it is written if anything failed.
+    """
+    region = resolve_region(region)
+    now = now or datetime.now(UTC)
+    try:
+        event = read_event(event)
+        dry_run = event_dry_run(event)
+        if check:
+            check(event)
+    except ValueError as exc:
+        refused = Summary(job, region, utc_today(now), False)
+        refused.fail("event", f"event refused: {exc}")
+        refused.finish()
+        raise
+    summary = Summary(job, region, utc_today(now), dry_run, event_key(event, context))
+    budget = Budget(context)
+    if budget.left() < MIN_START_S:
+        who = getattr(context, "invoked_function_arn", None) or job
+        summary.fail(who, too_short(budget.left()))
+        return summary.result()
+    try:
+        body(event, context, summary, budget, now)
+    except Exception as exc:  # listing the region failed, or a bug: the summary says which
+        summary.error(region, exc, "the run stopped")
+    return summary.result()
+
+
+def too_short(left):
+    return (
+        f"the function's timeout is too short: the run started with {left:.0f} s of Lambda "
+        f"time, and needs at least {MIN_START_S} s to do anything (900 s, Lambda's most, for "
+        "a large region). Raise the function's Timeout"
     )
 
 
@@ -507,6 +607,22 @@ def volume_backup_tags(ec2):
 
 def error_code(exc):
     return exc.response.get("Error", {}).get("Code", "Unknown")
+
+
+def from_botocore(exc):
+    """AWS's answer or botocore's own failure (network, parsing), as opposed to a bug of ours."""
+    return type(exc).__module__.split(".")[0] == "botocore"
+
+
+def describe_error(exc):
+    """One line naming what failed: AWS's error code and message; botocore's failure, whose
+    message names the endpoint (EndpointConnectionError, ReadTimeoutError ...); or a bug."""
+    if isinstance(exc, ClientError):
+        return f"{error_code(exc)}: {exc}"
+    if isinstance(exc, OutOfTime):
+        return f"out of Lambda time: {exc}"
+    kind = type(exc).__name__ if from_botocore(exc) else f"unexpected {type(exc).__name__}"
+    return f"{kind}: {exc}"
 
 
 def log(level, job, region, action, /, **fields):
@@ -581,6 +697,15 @@ class Summary:
 
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
+
+    def error(self, id, exc, what=None, **item):
+        """A failure from an exception, in one line; for a bug of ours, its traceback is
+        logged too (not in the summary), so that it can be fixed."""
+        text = describe_error(exc)
+        self.fail(id, f"{what}: {text}" if what else text, **item)
+        if not from_botocore(exc) and not isinstance(exc, OutOfTime):
+            where = "".join(traceback.format_exception(exc)[-4:])
+            log("ERROR", self.job, self.region, "traceback", id=id, traceback=where)
 
     def probe(self, action, scope, call, **params):
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
@@ -678,18 +803,37 @@ def cli(parser, argv=None):
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
     try:
+        check_setup()
         with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
             summary, code = lambda_handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
-    except (ValueError, NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    except SETUP_ERRORS as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
-    except (ClientError, BotoCoreError) as exc:  # the run could not even list its resources
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    except Exception as exc:  # never a traceback: one line, naming what failed
+        print(f"{parser.prog}: {describe_error(exc)}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str) if args.json else report(summary))
     return code
+
+
+# What stops a command-line run before it starts: exit 2, one line.
+SETUP_ERRORS = (
+    ValueError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+)
+
+
+def check_setup():
+    """Before a command-line run: a region, a profile that exists, and credentials."""
+    resolve_region()
+    if boto3.session.Session().get_credentials() is None:
+        raise NoCredentialsError()
 
 
 # ---- end of shared block ----
@@ -1025,6 +1169,17 @@ def list_instances(ec2, ids):
         yield from reservation["Instances"]
 
 
+def multi_attach_volumes(ec2):
+    """Ids of this region's Multi-Attach volumes: one may belong to several instances."""
+    volumes = paginate(
+        ec2,
+        "describe_volumes",
+        "Volumes",
+        Filters=[{"Name": "multi-attach-enabled", "Values": ["true"]}],
+    )
+    return {v["VolumeId"] for v in volumes}
+
+
 def done_for_event(ec2, key):
     """{volume id: snapshot id} of snapshots this event already made (a retried event)."""
     if not key:
@@ -1054,6 +1209,8 @@ def create_snapshot(ec2, plan, summary, budget):
         "copy_dest": plan["copy_dest"],
         "consistency": "volume",
     }
+    if "instance_ids" in plan:  # a Multi-Attach volume: taken once for all its instances
+        item["instance_ids"] = plan["instance_ids"]
     params = {
         "VolumeId": plan["volume_id"],
         "Description": plan["description"],
@@ -1084,7 +1241,7 @@ def call_busy(call, params, rid, summary, budget, **item):
             return call(**params)
         except ClientError as exc:
             if error_code(exc) != PER_VOLUME_RATE_CODE or tries == PER_VOLUME_TRIES:
-                summary.fail(rid, f"{error_code(exc)}: {exc}", **item)
+                summary.error(rid, exc, **item)
                 return None
         if budget.left() - PER_VOLUME_WAIT_S < STOP_MARGIN_S:
             raise OutOfTime("no time left to wait for a busy volume")
@@ -1178,19 +1335,27 @@ def take(ec2, ssm, item, summary, budget):
         consistent_set(ec2, ssm, item, summary, budget)
 
 
+def ssm_step(call, *args):
+    """call(*args): why the SSM step could not be done, or None. An error from SSM, or a
+    network failure on the way there, is such a reason: it never costs a backup."""
+    try:
+        return call(*args)
+    except OutOfTime:
+        raise
+    except Exception as exc:
+        return f"SSM failed: {describe_error(exc)}"
+
+
 def consistent_set(ec2, ssm, item, summary, budget):
     """fsfreeze or vss through SSM; when that step cannot be done, the crash-consistent set
     (Consistency=crash-fallback) and a warning: a consistency step never costs a backup."""
     iid, mode = item["instance_id"], item["set"]
-    try:
-        reason = ssm_refusal(ssm, iid, mode)
-        if reason is None and not summary.dry_run:
-            step = vss_set if mode == "vss" else frozen_set
-            reason = step(ec2, ssm, item, summary, budget)
-            if reason is None:
-                return
-    except ClientError as exc:
-        reason = f"SSM refused: {error_code(exc)}: {exc}"
+    reason = ssm_step(ssm_refusal, ssm, iid, mode)
+    if reason is None and not summary.dry_run:
+        step = vss_set if mode == "vss" else frozen_set
+        reason = step(ec2, ssm, item, summary, budget)
+        if reason is None:
+            return
     if reason is None:  # a dry run that SSM could serve (SSM has no DryRun to ask more)
         create_set(ec2, item, mode, summary, budget)
         return
@@ -1207,7 +1372,7 @@ def frozen_set(ec2, ssm, item, summary, budget):
     script = {"commands": [freeze_script(item["data"])]}
     sent = time.monotonic()  # the script's own thaw comes THAW_AFTER_S after this, or later
     try:
-        reason = run_command(ssm, iid, FREEZE_DOCUMENT, script, FREEZE_WAIT_S, budget)
+        reason = ssm_step(run_command, ssm, iid, FREEZE_DOCUMENT, script, FREEZE_WAIT_S, budget)
         if reason is None:
             create_set(ec2, item, "fsfreeze", summary, budget)
             if time.monotonic() - sent > THAW_AFTER_S:
@@ -1227,9 +1392,9 @@ def thaw(ssm, iid, data, summary):
             Parameters={"commands": [thaw_script(data)]},
             Comment="ebs-snapshot-creator: thaw",
         )
-    except ClientError as exc:
+    except Exception as exc:  # out of time too: the script's own timer thaws
         summary.warn(
-            iid, f"thaw not sent ({error_code(exc)}); it thaws by itself in {THAW_AFTER_S} s"
+            iid, f"thaw not sent ({describe_error(exc)}); it thaws by itself in {THAW_AFTER_S} s"
         )
 
 
@@ -1244,7 +1409,7 @@ def vss_set(_ec2, ssm, item, summary, budget):
         "description": [item["description"]],
         "tags": [vss_tags(item["tags"], "vss")],
     }
-    reason = run_command(ssm, iid, VSS_DOCUMENT, parameters, VSS_WAIT_S, budget)
+    reason = ssm_step(run_command, ssm, iid, VSS_DOCUMENT, parameters, VSS_WAIT_S, budget)
     if reason is None:  # made on the instance: their ids are not known here
         for plan in item["plans"]:
             summary.did("create", volume_id=plan["volume_id"], **set_record(item, "vss"))
@@ -1253,55 +1418,94 @@ def vss_set(_ec2, ssm, item, summary, budget):
 
 def plans_of_region(ec2, ids, region, today, key, summary, listed):
     """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
-    to the summary. ``listed`` gets an entry once every page has been read."""
+    to the summary. A Multi-Attach volume waits for the last page, to be taken once for all
+    its instances. ``listed`` gets an entry once every page has been read."""
     enabled = enabled_regions(ec2)
     volume_backup = volume_backup_tags(ec2)
+    shared = {vid: [] for vid in multi_attach_volumes(ec2)}
     done = done_for_event(ec2, key)
     seen = set()
     for instance in list_instances(ec2, ids):
         seen.add(instance["InstanceId"])
-        found, notes = plan_instance(instance, volume_backup, enabled, region, today, key)
-        for kind, rid, reason in notes:
-            (summary.warn if kind == "warn" else summary.skip)(rid, reason)
-        todo = []
-        for plan in found:
-            if plan["volume_id"] in done:
-                summary.skip(
-                    plan["volume_id"],
-                    f"already snapshotted for event {key}",
-                    snapshot_id=done[plan["volume_id"]],
-                )
-            else:
-                todo.append(plan)
-        if todo and todo[0]["mode"] != "volume":
-            yield snapshot_set(todo, ebs_volumes(instance))
+        try:  # an odd answer, or a bug of ours, costs this instance only
+            todo = plan_one(instance, volume_backup, enabled, region, today, key, summary, done)
+        except Exception as exc:
+            summary.error(instance.get("InstanceId", "?"), exc, "instance not planned")
+            continue
+        for plan in todo:
+            shared.get(plan["volume_id"], []).append(plan)
+        mine = [plan for plan in todo if plan["volume_id"] not in shared]
+        if mine and mine[0]["mode"] != "volume":
+            yield snapshot_set(mine, ebs_volumes(instance))
         else:
-            yield from todo
+            yield from mine
+    yield from (merge_shared(plans) for plans in shared.values() if plans)
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
     listed.append(True)
 
 
+def plan_one(instance, volume_backup, enabled, region, today, key, summary, done):
+    """The snapshots to create for one instance, its notes in the summary; volumes that
+    already have a snapshot for this event are skipped."""
+    found, notes = plan_instance(instance, volume_backup, enabled, region, today, key)
+    for kind, rid, reason in notes:
+        (summary.warn if kind == "warn" else summary.skip)(rid, reason)
+    todo = []
+    for plan in found:
+        if plan["volume_id"] in done:
+            snapshot_id = done[plan["volume_id"]]
+            summary.skip(
+                plan["volume_id"], f"already snapshotted for event {key}", snapshot_id=snapshot_id
+            )
+        else:
+            todo.append(plan)
+    return todo
+
+
+def merge_shared(plans):
+    """One snapshot of a Multi-Attach volume for all its instances: the longest retention
+    (latest DeleteOn; on a tie, the first instance id) names it and gives its tags, and it
+    is copied to every region any of its instances names: a backup kept too long, or
+    copied once too often, costs little."""
+    plans = sorted(plans, key=lambda p: p["instance_id"])
+    winner = max(plans, key=lambda p: p["tags"][TAG_DELETE_ON])
+    dests = list(dict.fromkeys(d for p in [winner, *plans] for d in p["copy_dest"]))
+    tags = dict(winner["tags"])
+    if dests:
+        tags[TAG_COPY_DEST] = ",".join(dests)
+    ids = [p["instance_id"] for p in plans]
+    return {**winner, "tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}
+
+
 def run(event=None, context=None, *, region=None, now=None):
     """One creator run; ``now`` (a datetime) is injectable for tests and the demo."""
-    event = event or {}
-    region = resolve_region(region)
-    dry_run, ids = event_dry_run(event), requested_ids(event)
-    key = event_key(event, context)
-    today = utc_today(now)
-    summary = Summary(JOB, region, today, dry_run, key)
-    budget = Budget(context)
-    ec2 = make_client("ec2", region, budget, Pacer())
-    ssm = make_client("ssm", region, budget)
-    # Snapshots start while later pages are still being read: listing hides in the pacing.
+    return run_job(JOB, create_all, event, context, region, now, check=requested_ids)
+
+
+def create_all(event, context, summary, budget, now):
+    """Snapshots start while later pages are still being read: listing hides in the pacing."""
+    ids, key = requested_ids(event), summary.data["event_id"]
+    ec2 = make_client("ec2", summary.region, budget, Pacer())
+    ssm = make_client("ssm", summary.region, budget)
     listed = []
-    plans = plans_of_region(ec2, ids, region, today, key, summary, listed)
+    plans = plans_of_region(ec2, ids, summary.region, utc_today(now), key, summary, listed)
     started, stopped = in_parallel(
-        plans, lambda item: take(ec2, ssm, item, summary, budget), budget
+        plans,
+        lambda item: take(ec2, ssm, item, summary, budget),
+        budget,
+        lambda item, exc: item_failed(item, exc, summary),
     )
     if stopped or not listed:
         hand_off(context, event, summary, done_here=started - stopped)
-    return summary.result()
+
+
+def item_failed(item, exc, summary):
+    """An exception while snapshotting one volume or one set fails that item alone."""
+    if "set" in item:
+        summary.error(item["instance_id"], exc)
+    else:
+        summary.error(item["volume_id"], exc, instance_id=item["instance_id"])
 
 
 def lambda_handler(event, context):

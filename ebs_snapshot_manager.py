@@ -59,18 +59,20 @@ import re
 import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
 )
+from botocore.retries import standard as botocore_retries
 
 JOB = "manager"
 
@@ -84,11 +86,15 @@ TAG_DELETE_ON = "DeleteOn"
 TAG_KEEP_FOREVER = "KeepForever"
 TAG_SOURCE_SNAPSHOT = "Source_SnapshotId"
 TAG_SOURCE_REGION = "Source_Region"
+TAG_SOURCE_VOLUME = "Source_VolumeId"  # on copies: the volume their primary was taken of
 TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
 TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
+# into a region) before the copier and the manager's coverage check call it late.
+COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
 # A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
 KMS_KEY = re.compile(
     r"(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:)?"
@@ -106,6 +112,9 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# A run that starts with less than this cannot list and start one item before its margin:
+# it fails at once, naming the function's timeout, so that the Errors alarm fires.
+MIN_START_S = STOP_MARGIN_S + 2 * ATTEMPT_S
 # EC2 meters each account and region with token buckets (EC2 "Request throttling"):
 # operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
 # size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
@@ -139,7 +148,10 @@ METRICS = {
     "SnapshotsDeleted": ("deleted", ("manager",)),
     "Warnings": ("warnings", ("creator", "copier", "manager")),
     "Failures": ("failures", ("creator", "copier", "manager")),
-    "UnprotectedVolumes": ("unprotected", ()),  # only when the manager's check ran
+    "UnprotectedVolumes": ("unprotected", ()),  # the manager's check; the copier's lag
+    "StoppedEarly": ("stopped_early", ("manager",)),
+    "LastBackupsKept": ("last_kept", ("manager",)),
+    "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
 }
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
 REPORT_ORDER = (
@@ -221,6 +233,23 @@ def copy_delete_on(tags, created):
     return created + timedelta(days=days), problem
 
 
+def env_hours(name, default):
+    """(timedelta, warning or None) for a setting in hours from the environment: a positive
+    number up to a year; anything else warns and uses the default."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return timedelta(hours=default), None
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
+        return timedelta(
+            hours=default
+        ), f"{name} {value!r} is not a number of hours; using {default}"
+    return timedelta(hours=hours), None
+
+
 def tag_map(resource):
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
 
@@ -236,9 +265,19 @@ def opted_out(value):
     return value is not None and parse_bool(value) is False
 
 
+def keep_forever_key(tags):
+    """The tag key that keeps a snapshot forever, or None. KeepForever, or a key that is
+    KeepForever but for case or surrounding spaces (a typo must never cost a backup), keeps
+    it unless its value is exactly a no-word, any case: as the IAM policy's Deny reads it."""
+    wanted = TAG_KEEP_FOREVER.lower()
+    for key in sorted(tags, key=lambda k: k != TAG_KEEP_FOREVER):  # the exact key first
+        if key.strip().lower() == wanted and str(tags[key]).lower() not in FALSE_WORDS:
+            return key
+    return None
+
+
 def is_kept_forever(tags):
-    """KeepForever with any value except a no-word (No/false/0/off) keeps a snapshot."""
-    return TAG_KEEP_FOREVER in tags and parse_bool(tags[TAG_KEEP_FOREVER]) is not False
+    return keep_forever_key(tags) is not None
 
 
 def clean_regions(value, enabled, home):
@@ -254,6 +293,16 @@ def clean_regions(value, enabled, home):
         else:
             keep.append(entry)
     return keep, dropped
+
+
+def read_event(event):
+    """The event as a dict (None is {}); anything but a JSON object is refused."""
+    if event is None:
+        return {}
+    if not isinstance(event, dict):
+        shown = repr(event)[:80]
+        raise ValueError(f"the event must be a JSON object, not {type(event).__name__} {shown}")
+    return event
 
 
 def event_dry_run(event):
@@ -293,6 +342,8 @@ class Budget:
 
     def __init__(self, context):
         self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
+        # botocore's own rules for what standard mode retries (throttling, 5xx, network)
+        self._retried = botocore_retries.StandardRetryConditions(RETRIES["total_max_attempts"])
 
     def left(self):
         return self._left_ms() / 1000 if self._left_ms else float("inf")
@@ -310,11 +361,13 @@ class Budget:
         if self.left() < ATTEMPT_S:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not started")
 
-    def _before_retry(self, response=None, caught_exception=None, **kwargs):
-        if isinstance(caught_exception, OutOfTime):
-            raise caught_exception
-        failed = caught_exception is not None or response[0].status_code >= 300
-        if failed and self.left() < ATTEMPT_S + BACKOFF_CAP_S:
+    def _before_retry(self, **kwargs):
+        """Stop only a retry that botocore would make: any other failed answer (404,
+        AccessDenied ...) keeps its own code and message, whatever the time left."""
+        if self.left() >= ATTEMPT_S + BACKOFF_CAP_S:
+            return
+        attempt = botocore_retries.RetryEventAdapter().create_retry_context(**kwargs)
+        if self._retried.is_retryable(attempt):
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
 
 
@@ -363,16 +416,18 @@ class Pacer:
                 bucket[0] = min(bucket[0], 0)
 
 
-def in_parallel(items, work, budget):
+def in_parallel(items, work, budget, failed):
     """work(item) for each item, WORKERS at a time, until Lambda time runs short.
 
-    Items may be a generator, read only as workers come free; if reading raises OutOfTime,
-    no more work starts (the caller knows whether its generator finished). Returns
-    (started, stopped): items started, and how many of those OutOfTime stopped. Any other
-    exception is raised once the started work is over. Nothing is kept per item.
+    Any exception but OutOfTime from work(item), a bug of ours included, is that item's
+    failure: failed(item, exception) records it and every other item is still done. Items
+    may be a generator, read only as workers come free; if reading raises OutOfTime, no
+    more work starts (the caller knows whether its generator finished), and any other
+    exception from reading is raised once the started work is over. Returns (started,
+    stopped): items started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally, errors = {"started": 0, "stopped": 0}, []
+    tally = {"started": 0, "stopped": 0}
 
     def task(item):
         try:
@@ -380,8 +435,8 @@ def in_parallel(items, work, budget):
         except OutOfTime:
             with lock:
                 tally["stopped"] += 1
-        except Exception as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
+        except Exception as exc:
+            failed(item, exc)
         finally:
             slots.release()
 
@@ -390,16 +445,17 @@ def in_parallel(items, work, budget):
         while True:
             slots.acquire()
             try:
-                if budget.low() or errors:
+                if budget.low():
                     raise OutOfTime("stop starting")
                 item = next(items)
             except (OutOfTime, StopIteration):
                 slots.release()
                 break
+            except BaseException:
+                slots.release()
+                raise
             tally["started"] += 1
             pool.submit(task, item)
-    if errors:
-        raise errors[0]
     return tally["started"], tally["stopped"]
 
 
@@ -433,8 +489,8 @@ def hand_off(context, event, summary, done_here, left=None):
         make_client("lambda", summary.region, Budget(context)).invoke(
             FunctionName=arn, InvocationType="Event", Payload=payload
         )
-    except (ClientError, BotoCoreError, OutOfTime) as exc:
-        summary.fail(arn, f"could not hand {rest} over to a new invocation: {exc}")
+    except Exception as exc:  # the run fails: Lambda retries the event, which skips what is done
+        summary.error(arn, exc, f"could not hand {rest} over to a new invocation")
         return
     counted = {} if left is None else {"count": left}
     summary.add(
@@ -443,6 +499,49 @@ def hand_off(context, event, summary, done_here, left=None):
         id=arn,
         **counted,
         reason="Lambda time ran short; a new invocation on the same event does the rest",
+    )
+
+
+def run_job(job, body, event, context, region=None, now=None, check=None):
+    """The frame of every run: read the event, then body(event, context, summary, budget, now).
+
+    An event that cannot be read (not a JSON object, a dry_run that is not yes/no, what
+    ``check`` refuses) raises ValueError before anything is done. Otherwise the summary
+    line and its metrics are written whatever happens: a body that raises (it could not
+    list the region's resources, or a bug of ours) is one failure saying why, and a run
+    that starts with too little Lambda time does nothing and fails at once. Returns the
+    summary, or raises JobFailed once it is written if anything failed.
+    """
+    region = resolve_region(region)
+    now = now or datetime.now(UTC)
+    try:
+        event = read_event(event)
+        dry_run = event_dry_run(event)
+        if check:
+            check(event)
+    except ValueError as exc:
+        refused = Summary(job, region, utc_today(now), False)
+        refused.fail("event", f"event refused: {exc}")
+        refused.finish()
+        raise
+    summary = Summary(job, region, utc_today(now), dry_run, event_key(event, context))
+    budget = Budget(context)
+    if budget.left() < MIN_START_S:
+        who = getattr(context, "invoked_function_arn", None) or job
+        summary.fail(who, too_short(budget.left()))
+        return summary.result()
+    try:
+        body(event, context, summary, budget, now)
+    except Exception as exc:  # listing the region failed, or a bug: the summary says which
+        summary.error(region, exc, "the run stopped")
+    return summary.result()
+
+
+def too_short(left):
+    return (
+        f"the function's timeout is too short: the run started with {left:.0f} s of Lambda "
+        f"time, and needs at least {MIN_START_S} s to do anything (900 s, Lambda's most, for "
+        "a large region). Raise the function's Timeout"
     )
 
 
@@ -469,6 +568,22 @@ def volume_backup_tags(ec2):
 
 def error_code(exc):
     return exc.response.get("Error", {}).get("Code", "Unknown")
+
+
+def from_botocore(exc):
+    """AWS's answer or botocore's own failure (network, parsing), as opposed to a bug of ours."""
+    return type(exc).__module__.split(".")[0] == "botocore"
+
+
+def describe_error(exc):
+    """One line naming what failed: AWS's error code and message; botocore's failure, whose
+    message names the endpoint (EndpointConnectionError, ReadTimeoutError ...); or a bug."""
+    if isinstance(exc, ClientError):
+        return f"{error_code(exc)}: {exc}"
+    if isinstance(exc, OutOfTime):
+        return f"out of Lambda time: {exc}"
+    kind = type(exc).__name__ if from_botocore(exc) else f"unexpected {type(exc).__name__}"
+    return f"{kind}: {exc}"
 
 
 def log(level, job, region, action, /, **fields):
@@ -543,6 +658,15 @@ class Summary:
 
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
+
+    def error(self, id, exc, what=None, **item):
+        """A failure from an exception, in one line; for a bug of ours, its traceback is
+        logged too (not in the summary), so that it can be fixed."""
+        text = describe_error(exc)
+        self.fail(id, f"{what}: {text}" if what else text, **item)
+        if not from_botocore(exc) and not isinstance(exc, OutOfTime):
+            where = "".join(traceback.format_exception(exc)[-4:])
+            log("ERROR", self.job, self.region, "traceback", id=id, traceback=where)
 
     def probe(self, action, scope, call, **params):
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
@@ -640,26 +764,51 @@ def cli(parser, argv=None):
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
     try:
+        check_setup()
         with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
             summary, code = lambda_handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
-    except (ValueError, NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    except SETUP_ERRORS as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
-    except (ClientError, BotoCoreError) as exc:  # the run could not even list its resources
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+    except Exception as exc:  # never a traceback: one line, naming what failed
+        print(f"{parser.prog}: {describe_error(exc)}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str) if args.json else report(summary))
     return code
 
 
+# What stops a command-line run before it starts: exit 2, one line.
+SETUP_ERRORS = (
+    ValueError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+)
+
+
+def check_setup():
+    """Before a command-line run: a region, a profile that exists, and credentials."""
+    resolve_region()
+    if boto3.session.Session().get_credentials() is None:
+        raise NoCredentialsError()
+
+
 # ---- end of shared block ----
-# A volume is protected when it has a completed snapshot younger than this, and each of its
-# snapshots older than this has a completed copy in each Copy_Dest region: the creator runs
-# daily, so 26 hours leaves it two hours of slack.
-COVERAGE_MAX_AGE_HOURS = 26
-COVERAGE_ENV = "COVERAGE_MAX_AGE_HOURS"
+# A volume is protected when it has a completed snapshot younger than this: the creator
+# runs daily, so 26 hours leaves it two hours of slack.
+COVERAGE_ENV, COVERAGE_MAX_AGE_HOURS = "COVERAGE_MAX_AGE_HOURS", 26
+# A copy cannot see its source volume, so the newest copy of each source volume is kept
+# past its DeleteOn for this many days at most: enough to outlast a source region's outage,
+# and nothing is kept forever by this rule.
+GRACE_ENV, LAST_COPY_GRACE_DAYS = "LAST_COPY_GRACE_DAYS", 14
+# Copies of this region's snapshots this many days past DeleteOn, in a region where they
+# should have been deleted, mean that no manager runs there.
+EXPIRED_COPY_DAYS = 2
+LOOKUP_BATCH = 200  # due copies whose primaries are looked up in one call, per source region
 MAX_REASONS = 3  # per unprotected volume, in the summary
 
 # ---- decisions: pure functions of the snapshots, the instances and the date ----
@@ -675,31 +824,35 @@ def verdict(snapshot, today):
     raw = tags.get(TAG_DELETE_ON)
     delete_on = parse_date(raw)
     due = delete_on is not None and delete_on <= today
-    if is_kept_forever(tags):
-        return ("hold" if due else "forever"), f"KeepForever={tags[TAG_KEEP_FOREVER]}"
+    key = keep_forever_key(tags)
+    if key:
+        return ("hold" if due else "forever"), f"{key}={tags[key]}"
     if delete_on is None:
         return "warn", f"DeleteOn {raw!r} is not a YYYY-MM-DD date; kept"
     return ("delete" if due else "keep"), f"DeleteOn {raw}"
 
 
-def coverage_max_age(value):
-    """(timedelta, warning or None) for the COVERAGE_MAX_AGE_HOURS setting."""
-    default = timedelta(hours=COVERAGE_MAX_AGE_HOURS)
+def near_miss(tags):
+    """A warning when a snapshot is kept by a key that is not exactly KeepForever."""
+    key = keep_forever_key(tags)
+    if key in (None, TAG_KEEP_FOREVER):
+        return None
+    return f"tag key {key!r} is not {TAG_KEEP_FOREVER}; kept as if it were: rename the key"
+
+
+def grace_days(value):
+    """(days, warning or None) for LAST_COPY_GRACE_DAYS."""
     if value is None or not value.strip():
-        return default, None
-    try:
-        hours = float(value)
-    except ValueError:
-        hours = -1.0
-    if not (math.isfinite(hours) and 0 < hours <= 24 * 366):
-        return default, f"{COVERAGE_ENV} {value!r} is not a number of hours; using 26"
-    return timedelta(hours=hours), None
+        return LAST_COPY_GRACE_DAYS, None
+    days, problem = parse_count(value, GRACE_ENV, MAX_RETENTION_DAYS)
+    if days is None:
+        return LAST_COPY_GRACE_DAYS, f"{problem}; using {LAST_COPY_GRACE_DAYS}"
+    return days, problem
 
 
-def protected_volumes(instances, volume_backup, cutoff):
-    """{volume id: {instance_id, name}}: every EBS volume the tags say the creator must
-    snapshot, as the creator reads them, but for volumes attached after ``cutoff``, which
-    the creator cannot have reached yet."""
+def backed_up_volumes(instances, volume_backup):
+    """{volume id: {instance_id, name, attached}}: every EBS volume the tags say the creator
+    must snapshot, as the creator reads them."""
     wanted = {}
     for instance in instances:
         tags = tag_map(instance)
@@ -708,65 +861,146 @@ def protected_volumes(instances, volume_backup, cutoff):
             continue
         for mapping in instance.get("BlockDeviceMappings", []):
             ebs = mapping.get("Ebs")
-            if not ebs or opted_out(volume_backup.get(ebs["VolumeId"])):
-                continue
-            attached = ebs.get("AttachTime")
-            if attached is None or attached <= cutoff:
-                who = {"instance_id": instance["InstanceId"], "name": tags.get(TAG_NAME, "")}
-                wanted[ebs["VolumeId"]] = who
+            if ebs and not opted_out(volume_backup.get(ebs["VolumeId"])):
+                wanted[ebs["VolumeId"]] = {
+                    "instance_id": instance["InstanceId"],
+                    "name": tags.get(TAG_NAME, ""),
+                    "attached": ebs.get("AttachTime"),
+                }
     return wanted
+
+
+class LastBackups:
+    """The newest completed snapshot of a volume is never deleted while the volume is still
+    backed up (an outage of the creator must not leave it with none); a copy, which cannot
+    see its source volume, is kept as the newest copy of that volume (Source_VolumeId) for
+    LAST_COPY_GRACE_DAYS past its DeleteOn. Once a newer one completes, it expires.
+
+    ``offer`` is shown every listed snapshot, with the reason when it is due, and returns
+    the due ones that may go now. ``held`` keeps, per volume, at most the one it holds."""
+
+    def __init__(self, backed_up, today, grace):
+        self.backed_up, self.today, self.grace = backed_up, today, grace  # backed_up: None=all
+        self.newest = {}  # key: (start time, snapshot id) of the newest completed one
+        self.held = {}  # key: (snapshot, reason)
+
+    def key(self, snapshot):
+        tags = tag_map(snapshot)
+        if TAG_SOURCE_SNAPSHOT in tags:
+            delete_on = parse_date(tags.get(TAG_DELETE_ON))
+            if delete_on and delete_on + timedelta(days=self.grace) <= self.today:
+                return None  # past its grace: it expires, newest or not
+            source = tags.get(TAG_SOURCE_VOLUME)
+            return ("copy", tags.get(TAG_SOURCE_REGION), source) if source else None
+        vid = snapshot.get("VolumeId")
+        return ("volume", vid) if self.backed_up is None or vid in self.backed_up else None
+
+    def offer(self, snapshot, due):
+        key = self.key(snapshot) if snapshot.get("State") == "completed" else None
+        mark = (snapshot["StartTime"], snapshot["SnapshotId"])
+        if key is None or (key in self.newest and mark < self.newest[key]):
+            return [(snapshot, due)] if due else []
+        self.newest[key] = mark
+        released = [self.held.pop(key)] if key in self.held else []
+        if due:
+            self.held[key] = (snapshot, due)
+        return released
 
 
 class Coverage:
     """What the coverage check keeps while the sweep lists the region's snapshots: each
-    protected volume's newest completed snapshot, and the snapshots old enough to need
-    their copies. Nothing is kept for other snapshots."""
+    protected volume's newest completed snapshot, and its snapshots of the copy window
+    (the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS), which a destination must hold a
+    completed copy of. Nothing is kept for other snapshots."""
 
-    def __init__(self, protected, cutoff, max_age, enabled, region, today):
-        self.protected, self.cutoff, self.max_age, self.today = protected, cutoff, max_age, today
+    def __init__(self, volumes, now, max_age, lag, enabled, region):
+        self.volumes, self.now, self.max_age, self.lag = volumes, now, max_age, lag
         self.enabled, self.region = enabled, region
+        self.cutoff = now - max_age  # attached since: not expected yet
+        self.protected = {
+            vid: who
+            for vid, who in volumes.items()
+            if who["attached"] is None or who["attached"] <= self.cutoff
+        }
         self.newest = {}  # volume id: start time of its newest completed snapshot
-        self.need_copies = {}  # snapshot id: (volume id, start time, destination regions)
+        self.recent = {}  # snapshot id: (volume id, start time, its Copy_Dest regions)
+        self.dests = set()  # every region this region's primaries ask copies for
 
     def see(self, snapshot):
         tags, vid = tag_map(snapshot), snapshot.get("VolumeId")
-        # A copy's VolumeId is arbitrary; copies are checked from their primaries.
-        if TAG_SOURCE_SNAPSHOT in tags or vid not in self.protected:
+        if TAG_SOURCE_SNAPSHOT in tags:  # a copy's VolumeId is arbitrary
             return
-        if snapshot.get("State") != "completed":
+        dests = clean_regions(tags.get(TAG_COPY_DEST, ""), self.enabled, self.region)[0]
+        self.dests.update(dests)
+        if vid not in self.protected or snapshot.get("State") != "completed":
             return
         start = snapshot["StartTime"]
         self.newest[vid] = max(start, self.newest.get(vid, start))
-        dests = clean_regions(tags.get(TAG_COPY_DEST, ""), self.enabled, self.region)[0]
-        delete_on = parse_date(tags.get(TAG_DELETE_ON))
-        copy_until = copy_delete_on(tags, start.astimezone(UTC).date())[0] or delete_on
-        # Only what the copier copies: never once the copy's own DeleteOn has come.
-        if start <= self.cutoff and dests and delete_on is not None and copy_until > self.today:
-            self.need_copies[snapshot["SnapshotId"]] = (vid, start, dests)
-
-    def destinations(self):
-        return sorted({d for _, _, dests in self.need_copies.values() for d in dests})
+        if dests and start >= self.now - self.max_age - self.lag:
+            self.recent[snapshot["SnapshotId"]] = (vid, start, dests)
 
     def unprotected(self, copies):
         """{volume id: [reasons]} given ``copies``, {(region, primary id): copy state}."""
-        found = {}
+        found, recent = {}, {}
+        for sid, (vid, start, dests) in self.recent.items():
+            recent.setdefault(vid, []).append((sid, start, dests))
         hours = f"{self.max_age.total_seconds() / 3600:g}"
         for vid in self.protected:
             last = self.newest.get(vid)
             if last is None or last <= self.cutoff:
                 newest = f"newest {last:%Y-%m-%d %H:%M} UTC" if last else "none at all"
-                reason = f"no completed snapshot in the last {hours} h; {newest}"
-                found.setdefault(vid, []).append(reason)
-        for sid, (vid, start, dests) in sorted(self.need_copies.items(), key=lambda i: i[1][1]):
-            for dest in dests:
-                state = copies.get((dest, sid))
-                if state != "completed":
-                    missing = {None: "no copy", "error": "copy failed"}.get(
-                        state, f"copy still {state}"
-                    )
-                    reason = f"{sid} ({start:%Y-%m-%d}): {missing} in {dest}"
-                    found.setdefault(vid, []).append(reason)
+                found.setdefault(vid, []).append(
+                    f"no completed snapshot in the last {hours} h; {newest}"
+                )
+            gaps = self.copy_gaps(sorted(recent.get(vid, []), key=lambda r: r[1]), copies)
+            if gaps:
+                found.setdefault(vid, []).extend(gaps)
         return found
+
+    def copy_gaps(self, recent, copies):
+        """Why a volume lacks a recent copy: for each region that its snapshots of the copy
+        window ask for, once one of them has had the copy allowance to get there, no
+        completed copy there of any of them. Whatever the retention."""
+        window = f"{(self.max_age + self.lag).total_seconds() / 3600:g}"
+        due_by = self.now - self.lag
+        gaps = []
+        for dest in sorted({d for _, start, ds in recent if start <= due_by for d in ds}):
+            asked = [sid for sid, _, ds in recent if dest in ds]
+            if any(copies.get((dest, sid)) == "completed" for sid in asked):
+                continue
+            states = {copies.get((dest, sid)) for sid in asked}
+            detail = "a copy failed" if "error" in states else "no copy at all"
+            detail = "a copy still pending" if "pending" in states else detail
+            gaps.append(f"no completed copy in {dest} of a snapshot of the last {window} h ({detail})")
+        return gaps
+
+
+class ExpiredCopies:
+    """Copies of this region's snapshots in a destination more than EXPIRED_COPY_DAYS past
+    their DeleteOn, not KeepForever, and not the newest copy of their source volume (which
+    that region's manager keeps for a while): they show that no manager runs there."""
+
+    def __init__(self, today):
+        self.today = today
+        self.per_volume = {}  # source volume: [newest mark, is it late?, late copies]
+        self.unknown = 0  # late copies without Source_VolumeId (no newest-copy rule for them)
+
+    def see(self, copy, tags):
+        delete_on = parse_date(tags.get(TAG_DELETE_ON))
+        late = bool(delete_on) and (self.today - delete_on).days > EXPIRED_COPY_DAYS
+        late = late and not is_kept_forever(tags)
+        volume = tags.get(TAG_SOURCE_VOLUME)
+        if not volume:
+            self.unknown += late
+            return
+        mark = (copy["StartTime"], copy["SnapshotId"])
+        entry = self.per_volume.setdefault(volume, [mark, late, 0])
+        entry[2] += late
+        if copy.get("State") == "completed" and mark >= entry[0]:
+            entry[0], entry[1] = mark, late
+
+    def count(self):
+        return self.unknown + sum(n - newest_late for _, newest_late, n in self.per_volume.values())
 
 
 # ---- AWS: reading and acting ----
@@ -798,36 +1032,174 @@ def delete_snapshot(ec2, snapshot, reason, summary):
                 summary.warn(sid, f"not deleted: {exc.response['Error'].get('Message', code)}")
                 summary.skip(sid, "in use by an AMI")
             else:
-                summary.fail(sid, f"{code}: {exc}")
+                summary.error(sid, exc)
             return
     summary.did("delete", snapshot_id=sid, reason=reason, volume_id=snapshot.get("VolumeId"))
 
 
-def sweep(ec2, today, summary, budget, see=None):
-    """Judge each automated snapshot as its page arrives (showing it to ``see``) and delete
-    the due ones, WORKERS at a time. Returns False, having said so, when it stopped early
-    because Lambda time ran short."""
+def keep_copy(ec2, snapshot, why, summary):
+    """A due copy whose primary someone kept: tag it KeepForever too, and keep it."""
+    sid, value = snapshot["SnapshotId"], why[0]
+    params = {"Resources": [sid], "Tags": [{"Key": TAG_KEEP_FOREVER, "Value": value}]}
+    if summary.dry_run:
+        summary.probe("ec2:CreateTags", summary.region, ec2.create_tags, **params)
+    else:
+        try:
+            ec2.create_tags(**params)
+        except ClientError as exc:  # not deleted either way: it is kept this run
+            summary.error(sid, exc, "kept, but not tagged KeepForever")
+            return
+    summary.did("tag", snapshot_id=sid, tag=f"{TAG_KEEP_FOREVER}={value}", reason=why[1])
+    summary.count("kept_forever")
+
+
+def act(ec2, item, summary):
+    kind, snapshot, detail = item
+    (delete_snapshot if kind == "delete" else keep_copy)(ec2, snapshot, detail, summary)
+
+
+class SourceLookup:
+    """Due copies wait here until their primaries are looked up in the source region, one
+    call per LOOKUP_BATCH copies and source region: a copy whose primary someone has just
+    kept (KeepForever) is kept and tagged, not deleted. A source region that cannot be read
+    keeps its copies this run, with a warning."""
+
+    def __init__(self, summary, budget, pacer):
+        self.summary, self.budget, self.pacer = summary, budget, pacer
+        self.waiting, self.clients = {}, {}
+
+    def add(self, snapshot, reason):
+        tags = tag_map(snapshot)
+        source, region = tags.get(TAG_SOURCE_SNAPSHOT), tags.get(TAG_SOURCE_REGION)
+        if not source or not region:
+            return [("delete", snapshot, reason)]
+        batch = self.waiting.setdefault(region, [])
+        batch.append((snapshot, reason))
+        return self.resolve(region) if len(batch) >= LOOKUP_BATCH else []
+
+    def flush(self):
+        return [item for region in list(self.waiting) for item in self.resolve(region)]
+
+    def resolve(self, region):
+        batch = self.waiting.pop(region)
+        ids = sorted({tag_map(s)[TAG_SOURCE_SNAPSHOT] for s, _ in batch})
+        if region not in self.clients:
+            self.clients[region] = make_client("ec2", region, self.budget, self.pacer)
+        try:
+            kept = kept_primaries(self.clients[region], ids)
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            reason = f"cannot look up the primaries of {len(batch)} due copies there"
+            self.summary.warn(region, f"{reason} ({describe_error(exc)}); kept this run")
+            return []
+        items = []
+        for snapshot, reason in batch:
+            source = tag_map(snapshot)[TAG_SOURCE_SNAPSHOT]
+            if source in kept:
+                why = f"its primary {source} in {region} is {kept[source]}"
+                items.append(("keep", snapshot, (kept[source].split("=", 1)[1], why)))
+            else:
+                items.append(("delete", snapshot, reason))
+        return items
+
+
+def kept_primaries(ec2, ids):
+    """{primary id: "key=value" that keeps it} among these ids (a filter, not SnapshotIds:
+    a primary already deleted is no error)."""
+    snaps = paginate(
+        ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[{"Name": "snapshot-id", "Values": ids}],
+    )
+    kept = {}
+    for snap in snaps:
+        tags = tag_map(snap)
+        key = keep_forever_key(tags)
+        if key:
+            kept[snap["SnapshotId"]] = f"{TAG_KEEP_FOREVER}={tags[key]}"
+    return kept
+
+
+class Judge:
+    """What the sweep does, snapshot by snapshot as the pages arrive: shows each to the
+    coverage check and to LastBackups, counts and warns, and returns the work items
+    ("delete" or "keep", snapshot, detail) that may start now."""
+
+    def __init__(self, summary, today, coverage, last, lookup):
+        self.summary, self.today = summary, today
+        self.coverage, self.last, self.lookup = coverage, last, lookup
+
+    def snapshot(self, snapshot):
+        sid = snapshot.get("SnapshotId", "?")
+        try:  # an odd snapshot, or a bug of ours, costs that snapshot only: it is kept
+            if self.coverage:
+                self.coverage.see(snapshot)
+            released = self.last.offer(snapshot, self.due(snapshot))
+        except Exception as exc:
+            self.summary.error(sid, exc, "not judged, so kept")
+            return []
+        return [item for snap, why in released for item in self.lookup.add(snap, why)]
+
+    def due(self, snapshot):
+        """The reason when it is due for deletion, else None (and the counts say why)."""
+        action, reason = verdict(snapshot, self.today)
+        sid, tags, summary = snapshot["SnapshotId"], tag_map(snapshot), self.summary
+        warning = near_miss(tags)
+        if warning:
+            summary.warn(sid, warning)
+        if action == "warn":
+            summary.warn(sid, reason)
+        elif action == "hold":
+            summary.skip(sid, f"{reason}: kept although due")
+            summary.count("kept_forever")
+        elif action != "delete":
+            summary.count("kept_forever" if action == "forever" else "kept")
+        return reason if action == "delete" else None
+
+    def end(self, now, max_age, lag):
+        """After the last page: report what LastBackups kept, look up the last copies."""
+        for key, (snapshot, reason) in sorted(self.last.held.items(), key=str):
+            report_held(key, snapshot, reason, self.summary, now, max_age, lag)
+        return self.lookup.flush()
+
+
+def report_held(key, snapshot, reason, summary, now, max_age, lag):
+    """A due snapshot kept as its volume's newest: said each run; a warning, counted in
+    LastBackupsKept, once no newer one has come for longer than the coverage threshold."""
+    sid, start = snapshot["SnapshotId"], snapshot["StartTime"]
+    if key[0] == "volume":
+        what, stale = f"the newest snapshot of {key[1]}", start <= now - max_age
+    else:
+        what, stale = f"the newest copy of {key[2]} from {key[1]}", start <= now - max_age - lag
+    text = f"{what}, kept past its {reason}: none newer since {start:%Y-%m-%d %H:%M} UTC"
+    if not stale:
+        summary.skip(sid, f"{what}, kept past its {reason} until a newer one completes")
+        return
+    summary.warn(sid, text, volume_id=key[-1])
+    summary.count("last_kept")
+
+
+def sweep(ec2, summary, budget, judge, ends):
+    """Judge each automated snapshot as its page arrives and act on it, WORKERS at a time.
+    Returns False, having said so, when it stopped early because Lambda time ran short."""
     listed = []  # set once the last page has been judged
 
-    def due():
+    def work():
         for snapshot in automated_snapshots(ec2):
-            if see:
-                see(snapshot)
-            action, reason = verdict(snapshot, today)
-            sid = snapshot["SnapshotId"]
-            if action == "delete":
-                yield snapshot, reason
-            elif action == "warn":
-                summary.warn(sid, reason)
-            elif action == "hold":
-                summary.skip(sid, f"{reason}: kept although due")
-                summary.count("kept_forever")
-            else:
-                summary.count("kept_forever" if action == "forever" else "kept")
+            yield from judge.snapshot(snapshot)
+        yield from judge.end(*ends)
         listed.append(True)
 
     try:
-        _, stopped = in_parallel(due(), lambda item: delete_snapshot(ec2, *item, summary), budget)
+        _, stopped = in_parallel(
+            work(),
+            lambda item: act(ec2, item, summary),
+            budget,
+            lambda item, exc: summary.error(item[1]["SnapshotId"], exc),
+        )
         why = None if listed and not stopped else f"{budget.left():.0f} s of Lambda time left"
     except OutOfTime as exc:
         why = str(exc)
@@ -841,12 +1213,23 @@ def sweep(ec2, today, summary, budget, see=None):
     return not why
 
 
-def start_coverage(ec2, now, today, summary):
+def settings(summary):
+    """(coverage threshold, copy allowance, grace days) from the environment; a bad value
+    warns and uses the default."""
+    max_age, late = env_hours(COVERAGE_ENV, COVERAGE_MAX_AGE_HOURS)
+    lag, lagging = env_hours(COPY_LAG_ENV, COPY_LAG_HOURS)
+    grace, short = grace_days(os.environ.get(GRACE_ENV))
+    for name, problem in zip(
+        (COVERAGE_ENV, COPY_LAG_ENV, GRACE_ENV), (late, lagging, short), strict=True
+    ):
+        if problem:
+            summary.warn(name, problem)
+    return max_age, lag, grace
+
+
+def start_coverage(ec2, now, max_age, lag, summary):
     """The coverage check's reads before the sweep (regions, Backup instances, volume
     opt-outs); None, with the reason recorded, when they cannot be made."""
-    max_age, problem = coverage_max_age(os.environ.get(COVERAGE_ENV))
-    if problem:
-        summary.warn(COVERAGE_ENV, problem)
     filters = [
         {"Name": "tag-key", "Values": [TAG_BACKUP]},
         {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
@@ -854,22 +1237,22 @@ def start_coverage(ec2, now, today, summary):
     try:
         pages = paginate(ec2, "describe_instances", "Reservations", Filters=filters)
         instances = (i for reservation in pages for i in reservation["Instances"])
-        cutoff = now - max_age
-        protected = protected_volumes(instances, volume_backup_tags(ec2), cutoff)
+        volumes = backed_up_volumes(instances, volume_backup_tags(ec2))
         enabled = enabled_regions(ec2)
-        return Coverage(protected, cutoff, max_age, enabled, summary.region, today)
-    except (ClientError, BotoCoreError) as exc:
-        summary.fail(summary.region, f"coverage not checked: {exc}")
+        return Coverage(volumes, now, max_age, lag, enabled, summary.region)
     except OutOfTime as exc:
         summary.warn(summary.region, f"coverage not checked: {exc}")
+    except Exception as exc:
+        summary.error(summary.region, exc, "coverage not checked")
+    summary.warn(summary.region, "volumes unknown: every volume's newest snapshot kept this run")
     return None
 
 
-def copies_of(coverage, dest_ec2):
-    """{(destination, primary id): state} of the copies the coverage check looks for; a
-    completed copy wins over another one of the same primary still pending."""
+def copies_of(coverage, dest_ec2, today):
+    """({(destination, primary id): state} of the copies the check looks for, a completed
+    copy winning over another one of the same primary; ExpiredCopies of the destination)."""
     dest = dest_ec2.meta.region_name
-    found = {}
+    found, expired = {}, ExpiredCopies(today)
     copies = paginate(
         dest_ec2,
         "describe_snapshots",
@@ -881,54 +1264,78 @@ def copies_of(coverage, dest_ec2):
         ],
     )
     for copy in copies:
-        source = tag_map(copy).get(TAG_SOURCE_SNAPSHOT)
-        if source in coverage.need_copies and found.get((dest, source)) != "completed":
+        tags = tag_map(copy)
+        expired.see(copy, tags)
+        source = tags.get(TAG_SOURCE_SNAPSHOT)
+        if source in coverage.recent and found.get((dest, source)) != "completed":
             found[(dest, source)] = copy["State"]
-    return found
+    return found, expired
 
 
-def finish_coverage(coverage, summary, budget):
+def finish_coverage(coverage, summary, budget, today):
     """One listing per destination region, then each unprotected volume into the summary
-    (``unprotected``, and the count that becomes the UnprotectedVolumes metric)."""
-    copies = {}
+    (``unprotected``, and the count that becomes the UnprotectedVolumes metric), and each
+    region where expired copies are left (ExpiredCopiesLeft)."""
+    copies, left = {}, {}
     try:
-        for dest in coverage.destinations():
-            copies |= copies_of(coverage, make_client("ec2", dest, budget))
-    except (ClientError, BotoCoreError) as exc:
-        summary.fail(summary.region, f"coverage not checked: {exc}")
-        return
+        for dest in sorted(coverage.dests):
+            found, expired = copies_of(coverage, make_client("ec2", dest, budget), today)
+            copies |= found
+            left[dest] = expired.count()
     except OutOfTime as exc:
         summary.warn(summary.region, f"coverage not checked: {exc}")
         return
+    except Exception as exc:
+        summary.error(summary.region, exc, "coverage not checked")
+        return
     for vid, reasons in sorted(coverage.unprotected(copies).items()):
         more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
+        who = {k: v for k, v in coverage.protected[vid].items() if k != "attached"}
         summary.add(
             "unprotected",
             "WARN",
             volume_id=vid,
-            **coverage.protected[vid],
+            **who,
             reason="; ".join(reasons[:MAX_REASONS]) + more,
         )
     summary.count("unprotected", 0)
     summary.count("protected", len(coverage.protected) - summary.data["counts"]["unprotected"])
+    report_expired_copies(left, summary)
+
+
+def report_expired_copies(left, summary):
+    if left:  # the metric exists where this region has copies to look at
+        summary.count("expired_copies_left", 0)
+    for dest, count in sorted(left.items()):
+        if count:
+            summary.warn(
+                dest,
+                f"no manager is deleting expired copies in {dest}: {count} copies of this "
+                f"region's snapshots are over {EXPIRED_COPY_DAYS} days past their DeleteOn. "
+                "Deploy the manager there (template parameter Jobs=manager)",
+            )
+            summary.count("expired_copies_left", count)
 
 
 def run(event=None, context=None, *, region=None, now=None):
     """One manager run; ``now`` (a datetime) is injectable for tests and the demo."""
-    event = event or {}
-    region = resolve_region(region)
-    now = now or datetime.now(UTC)
+    return run_job(JOB, manage, event, context, region, now)
+
+
+def manage(event, context, summary, budget, now):
+    """The sweep, with the coverage check's reads before it and its listings after it."""
+    pacer = Pacer()
+    ec2 = make_client("ec2", summary.region, budget, pacer)
+    max_age, lag, grace = settings(summary)
+    coverage = start_coverage(ec2, now, max_age, lag, summary)
     today = utc_today(now)
-    summary = Summary(JOB, region, today, event_dry_run(event), event_key(event, context))
-    budget = Budget(context)
-    ec2 = make_client("ec2", region, budget, Pacer())
-    coverage = start_coverage(ec2, now, today, summary)
-    finished = sweep(ec2, today, summary, budget, coverage.see if coverage else None)
+    last = LastBackups(coverage.volumes if coverage else None, today, grace)
+    judge = Judge(summary, today, coverage, last, SourceLookup(summary, budget, pacer))
+    finished = sweep(ec2, summary, budget, judge, (now, max_age, lag))
     if coverage and finished:
-        finish_coverage(coverage, summary, budget)
+        finish_coverage(coverage, summary, budget, today)
     elif coverage:
-        summary.warn(region, "coverage not checked: the sweep stopped early")
-    return summary.result()
+        summary.warn(summary.region, "coverage not checked: the sweep stopped early")
 
 
 def lambda_handler(event, context):

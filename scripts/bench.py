@@ -38,10 +38,13 @@ from ec2sim import simulated_ec2  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
+from moto_gaps import install as fill_moto_gaps  # noqa: E402
 
 import ebs_snapshot_copier as copier  # noqa: E402
 import ebs_snapshot_creator as creator  # noqa: E402
 import ebs_snapshot_manager as manager  # noqa: E402
+
+fill_moto_gaps()  # moto's missing EC2 filters, as EC2 documents them
 
 REGION, DEST = "us-east-1", "us-west-2"
 NOW = datetime(2026, 11, 26, 2, tzinfo=UTC)

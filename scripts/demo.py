@@ -12,13 +12,17 @@ from pathlib import Path
 from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import boto3
 from moto import mock_aws
+from moto_gaps import install as fill_moto_gaps
 
 import ebs_snapshot_copier
 import ebs_snapshot_creator
 import ebs_snapshot_manager
+
+fill_moto_gaps()  # moto's missing EC2 filters, as EC2 documents them
 
 EAST, WEST = "us-east-1", "eu-west-1"
 REGIONS = (EAST, WEST)

@@ -27,6 +27,7 @@ os.environ.update(
 for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2"):
     os.environ.pop(var, None)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import boto3  # noqa: E402
 import pytest  # noqa: E402
@@ -36,6 +37,9 @@ from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
+from moto_gaps import install as fill_moto_gaps  # noqa: E402
+
+fill_moto_gaps()
 
 REGION = "us-east-1"
 DEST = "us-west-2"

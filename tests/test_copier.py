@@ -45,6 +45,7 @@ def test_copies_into_each_destination_with_the_contract_tags():
             "Name": "web",
             "Source_SnapshotId": src,
             "Source_Region": REGION,
+            "Source_VolumeId": snapshot_details()[src]["VolumeId"],
         }
         assert (
             snapshot_details(region)[cid]["Description"] == snapshot_details()[src]["Description"]

@@ -297,7 +297,8 @@ def test_every_page_of_instances_is_processed(api):
     run()
     assert set(by_volume()) == expected
     assert len(api.ops("DescribeInstances")) == 6
-    assert len(api.ops("DescribeVolumes")) == 3
+    # three pages of volumes tagged Backup, one of Multi-Attach volumes (none)
+    assert len(api.ops("DescribeVolumes")) == 4
     assert all(p["MaxResults"] == 1000 for p in api.ops("DescribeInstances"))
     assert all(p["MaxResults"] == 1000 for p in api.ops("DescribeVolumes"))
 
@@ -308,8 +309,11 @@ def test_uses_server_side_filters_and_no_per_instance_calls(api):
     api.calls.clear()
     run()
     assert sorted(api.names()) == sorted(
-        ["DescribeRegions", "DescribeVolumes", "DescribeInstances"] + ["CreateSnapshot"] * 6
+        ["DescribeRegions", "DescribeVolumes", "DescribeVolumes", "DescribeInstances"]
+        + ["CreateSnapshot"] * 6
     )
+    filters = [p["Filters"] for p in api.ops("DescribeVolumes")]
+    assert [{"Name": "multi-attach-enabled", "Values": ["true"]}] in filters
     (params,) = api.ops("DescribeInstances")
     assert {"Name": "tag-key", "Values": ["Backup"]} in params["Filters"]
     states = next(f for f in params["Filters"] if f["Name"] == "instance-state-name")["Values"]

@@ -72,13 +72,14 @@ def test_a_paced_manager_deletes_everything_without_failures(scaled):
 
 
 def test_calls_are_exact_at_scale(scaled):
-    """The creator at EC2's page size: one listing call each, one CreateSnapshot per volume."""
+    """The creator at EC2's page size: one listing call each (volumes: opt-outs and
+    Multi-Attach), one CreateSnapshot per volume."""
     fleet(40)
     with ec2sim.simulated_ec2(latency=0) as sim:
         creator.run({"id": "evt"}, None, now=NOW)
     assert dict(sim.calls) == {
         "DescribeRegions": 1,
-        "DescribeVolumes": 1,
+        "DescribeVolumes": 2,
         "DescribeSnapshots": 1,
         "DescribeInstances": 1,
         "CreateSnapshot": 40 + sim.throttled["CreateSnapshot"],
@@ -180,7 +181,7 @@ def test_in_parallel_runs_workers_at_once_and_stops_starting_when_time_is_short(
         with lock:
             running[0] -= 1
 
-    started, stopped = creator.in_parallel(range(20), work, Budget(low_after=10))
+    started, stopped = creator.in_parallel(range(20), work, Budget(low_after=10), print)
     assert (started, stopped) == (10, 0)
     assert most[0] == creator.WORKERS
 
@@ -193,18 +194,35 @@ def test_in_parallel_reads_a_generator_only_as_far_as_it_starts_work():
             read.append(n)
             yield n
 
-    creator.in_parallel(items(), lambda item: None, Budget(low_after=5))
+    creator.in_parallel(items(), lambda item: None, Budget(low_after=5), print)
     assert len(read) == 5  # five started; the sixth was never read: time was short
 
 
-def test_in_parallel_counts_out_of_time_and_raises_anything_else():
+def test_in_parallel_counts_out_of_time_and_any_other_exception_fails_that_item_only():
     def out_of_time(item):
         raise creator.OutOfTime("late")
 
-    assert creator.in_parallel(range(3), out_of_time, Budget(99)) == (3, 3)
+    assert creator.in_parallel(range(3), out_of_time, Budget(99), print) == (3, 3)
 
-    def broken(item):
-        raise KeyError(item)
+    done, failed = [], []
 
-    with pytest.raises(KeyError):
-        creator.in_parallel(range(3), broken, Budget(99))
+    def broken_on_one(item):
+        if item == 1:
+            raise KeyError(item)  # a bug of ours, on one odd item
+        done.append(item)
+
+    started = creator.in_parallel(range(4), broken_on_one, Budget(99), lambda *f: failed.append(f))
+    assert started == (4, 0) and sorted(done) == [0, 2, 3]
+    assert [(item, type(exc)) for item, exc in failed] == [(1, KeyError)]
+
+
+def test_in_parallel_raises_what_reading_the_items_raised_once_the_started_work_is_over():
+    done = []
+
+    def items():
+        yield from range(3)
+        raise ValueError("the listing broke")
+
+    with pytest.raises(ValueError, match="listing broke"):
+        creator.in_parallel(items(), lambda item: done.append(item), Budget(99), print)
+    assert sorted(done) == [0, 1, 2]

@@ -84,7 +84,14 @@ def test_a_failed_run_still_writes_its_summary_line_at_error_level(api, capsys):
 EXPECTED_METRICS = {
     "creator": ["SnapshotsCreated", "Warnings", "Failures"],
     "copier": ["SnapshotsCopied", "CopiesDeferred", "Warnings", "Failures"],
-    "manager": ["SnapshotsDeleted", "Warnings", "Failures", "UnprotectedVolumes"],
+    "manager": [
+        "SnapshotsDeleted",
+        "Warnings",
+        "Failures",
+        "UnprotectedVolumes",
+        "StoppedEarly",
+        "LastBackupsKept",
+    ],
 }
 
 
@@ -176,7 +183,7 @@ def fleet(now):
     _, v = launch({"Backup": "Yes", "Copy_Dest": DEST})
     vols["covered"] = v["/dev/sda1"]
     primary(vols["covered"], now, 2, DEST)  # fresh: no copy needed yet
-    copy_of(primary(vols["covered"], now, 50, DEST))  # older: copied
+    copy_of(primary(vols["covered"], now, 45, DEST))  # older: copied; within the copy window
     primary(vols["covered"], now, 70, DEST, delete_on="2000-01-01")  # due: never copied
     twice = primary(vols["covered"], now, 55, DEST)
     copy_of(twice, state="pending")  # a copy still pending...
@@ -187,11 +194,11 @@ def fleet(now):
     _, v = launch({"Backup": "Yes", "Copy_Dest": DEST})
     vols["copy_missing"] = v["/dev/sda1"]
     primary(vols["copy_missing"], now, 1, DEST)
-    primary(vols["copy_missing"], now, 50, DEST)
+    primary(vols["copy_missing"], now, 45, DEST)
     _, v = launch({"Backup": "Yes", "Copy_Dest": DEST})
     vols["copy_pending"] = v["/dev/sda1"]
     primary(vols["copy_pending"], now, 1, DEST)
-    copy_of(primary(vols["copy_pending"], now, 50, DEST), state="pending")
+    copy_of(primary(vols["copy_pending"], now, 45, DEST), state="pending")
     _, v = launch({"Backup": "Yes"})
     vols["snapshot_pending"] = v["/dev/sda1"]
     primary(vols["snapshot_pending"], now, 1, state="pending")
@@ -228,8 +235,9 @@ def test_coverage_names_exactly_the_unprotected_volumes(capsys):
         f"no completed snapshot in the last 26 h; newest {stale_since} UTC"
     )
     assert found[vols["never"]]["reason"] == "no completed snapshot in the last 26 h; none at all"
-    assert f"no copy in {DEST}" in found[vols["copy_missing"]]["reason"]
-    assert f"copy still pending in {DEST}" in found[vols["copy_pending"]]["reason"]
+    window = "no completed copy in us-west-2 of a snapshot of the last 50 h"
+    assert found[vols["copy_missing"]]["reason"] == f"{window} (no copy at all)"
+    assert found[vols["copy_pending"]]["reason"] == f"{window} (a copy still pending)"
     assert found[vols["never"]]["instance_id"].startswith("i-")
     assert result["counts"]["unprotected"] == 5 and result["counts"]["protected"] == 1
     line = summary_line(capsys)
@@ -285,7 +293,7 @@ def test_the_threshold_comes_from_coverage_max_age_hours(monkeypatch):
     result = manager.run({}, None, now=now)
     found = {u["volume_id"] for u in result["unprotected"]}
     assert vols["stale"] not in found  # 30 hours old is within 48
-    assert {vols["copy_missing"], vols["copy_pending"]} <= found  # 50 hours old, no copy
+    assert {vols["copy_missing"], vols["copy_pending"]} <= found  # 45 hours old, no copy
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf", "100000"])
@@ -300,11 +308,17 @@ def test_a_bad_threshold_warns_and_uses_26_hours(value, monkeypatch):
 
 
 def test_a_refused_coverage_read_fails_the_run_but_not_the_deletes(api):
-    due = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
+    """Without the instances, any volume may still be backed up: each keeps its newest."""
+    _, vols = launch({"Backup": "Yes"})
+    older, newest = (
+        primary(vols["/dev/sda1"], NOW, hours, delete_on="2026-11-01") for hours in (48, 24)
+    )
     api.fail("DescribeInstances", "UnauthorizedOperation")
-    with pytest.raises(manager.JobFailed, match="coverage not checked"):
+    with pytest.raises(manager.JobFailed, match="coverage not checked") as failed:
         manager.run({}, None, now=NOW)
-    assert due not in {s["SnapshotId"] for s in ec2().describe_snapshots()["Snapshots"]}
+    remaining = {s["SnapshotId"] for s in ec2().describe_snapshots()["Snapshots"]}
+    assert older not in remaining and newest in remaining
+    assert any("every volume's newest" in w["reason"] for w in failed.value.summary["warnings"])
 
 
 def test_a_refused_destination_listing_fails_the_run_and_reports_no_metric(api, capsys):
@@ -322,8 +336,11 @@ def test_coverage_is_not_claimed_when_the_sweep_stopped_early(monkeypatch, capsy
     fleet(now)
 
     class Ending:
+        asked = 0
+
         def get_remaining_time_in_millis(self):
-            return 30_000  # under the stop margin from the start
+            self.asked += 1  # enough to start, then under the stop margin
+            return 200_000 if self.asked == 1 else 30_000
 
     result = manager.run({}, Ending(), now=now)
     assert "unprotected" not in result["counts"]

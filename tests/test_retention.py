@@ -353,24 +353,27 @@ def test_a_copy_that_failed_later_is_named_and_not_made_again(api):
 # ---- the manager's coverage check agrees with the copier ----
 
 
-def test_coverage_expects_no_copy_whose_own_delete_on_has_come():
+def test_coverage_expects_a_recent_copy_whatever_the_copy_retention():
     now = datetime.now(UTC) + timedelta(days=5)
     _, vols = launch({"Backup": "Yes", "Copy_Dest": DEST})
     vid = vols["/dev/sda1"]
-    aged(vid, now, 1, DEST)
-    aged(vid, now, 72, DEST, copy_retention="2")  # its copy expired yesterday: none expected
-    result = manager.run({}, None, now=now)
-    assert result["counts"]["unprotected"] == 0 and result["counts"]["protected"] == 1
-    aged(vid, now, 72, DEST, copy_retention="30")  # its copy should be there
+    aged(vid, now, 72, DEST, copy_retention="30")  # outside the copy window (26 + 24 h)
+    copy_of(aged(vid, now, 60, DEST, copy_retention="1"))  # its copy, expired: outside too
+    fresh = aged(vid, now, 1, DEST, copy_retention="1")
+    aged(vid, now, 30, DEST, copy_retention="1")  # the copier had 24 h for this one
     result = manager.run({}, None, now=now)
     assert [u["volume_id"] for u in result["unprotected"]] == [vid]
-    assert f"no copy in {DEST}" in result["unprotected"][0]["reason"]
+    assert f"no completed copy in {DEST}" in result["unprotected"][0]["reason"]
+    copy_of(fresh)  # a completed copy of any snapshot of the window will do
+    result = manager.run({}, None, now=now)
+    assert result["counts"]["unprotected"] == 0 and result["counts"]["protected"] == 1
 
 
 def test_coverage_names_a_failed_copy():
     now = datetime.now(UTC) + timedelta(days=5)
     _, vols = launch({"Backup": "Yes", "Copy_Dest": DEST})
     aged(vols["/dev/sda1"], now, 1, DEST)
-    copy_of(aged(vols["/dev/sda1"], now, 50, DEST), state="error")
+    copy_of(aged(vols["/dev/sda1"], now, 45, DEST), state="error")
     result = manager.run({}, None, now=now)
-    assert f"copy failed in {DEST}" in result["unprotected"][0]["reason"]
+    reason = result["unprotected"][0]["reason"]
+    assert f"no completed copy in {DEST}" in reason and "(a copy failed)" in reason
