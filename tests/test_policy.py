@@ -1,12 +1,16 @@
 """The IAM policy, read statically (moto does not evaluate IAM conditions)."""
 
 import ast
+import fnmatch
 import json
 from pathlib import Path
 
 import botocore.session
+import pytest
 from botocore import xform_name
 from parliament import analyze_policy_string, enhance_finding
+
+import ebs_snapshot_manager as manager
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = (ROOT / "iam-policy.json").read_text()
@@ -96,8 +100,7 @@ def test_kms_and_logs_are_exactly_what_encrypted_copies_and_lambda_logging_need(
 
 
 def test_delete_is_only_allowed_on_snapshots_tagged_automated():
-    (stmt,) = statements("ec2:DeleteSnapshot")
-    assert stmt["Effect"] == "Allow"
+    (stmt,) = [s for s in statements("ec2:DeleteSnapshot") if s["Effect"] == "Allow"]
     assert stmt["Resource"] == "arn:aws:ec2:*::snapshot/*"
     assert stmt["Condition"] == {"StringEquals": {"ec2:ResourceTag/Type": "Automated"}}
 
@@ -112,7 +115,11 @@ def test_snapshots_cannot_be_created_or_copied_without_type_automated():
 
 def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
     by_sid = {s["Sid"]: s for s in statements("ec2:CreateTags")}
-    assert set(by_sid) == {"TagOnlyWhileCreating", "CarryKeepForeverOntoCopies"}
+    assert set(by_sid) == {
+        "TagOnlyWhileCreating",
+        "CarryKeepForeverOntoCopies",
+        "NeverReleaseKeepForever",
+    }
     assert by_sid["TagOnlyWhileCreating"]["Condition"] == {
         "StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots", "CopySnapshot"]}
     }
@@ -120,6 +127,7 @@ def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
     assert keep["StringEquals"] == {"ec2:ResourceTag/Type": "Automated"}
     assert keep["ForAllValues:StringEquals"] == {"aws:TagKeys": ["KeepForever"]}
     assert all(s["Resource"] == "arn:aws:ec2:*::snapshot/*" for s in by_sid.values())
+    assert by_sid["NeverReleaseKeepForever"]["Effect"] == "Deny"
 
 
 def test_the_only_lambda_permission_is_invoking_the_two_jobs_that_hand_off():
@@ -150,3 +158,106 @@ def test_ssm_runs_only_the_two_documents_and_only_on_instances_that_ask_for_it()
         "ssm:GetCommandInvocation",
         "ssm:DescribeInstanceInformation",
     }
+
+
+# ---- the policy's conditions, evaluated (moto does not evaluate IAM) ---------------------
+
+SNAPSHOT = "arn:aws:ec2:us-east-1::snapshot/snap-0123456789abcdef0"
+
+
+def holds(operator, key, expected, context):
+    """One condition, as IAM evaluates it. ``context`` maps lower-cased context keys (IAM
+    reads key names, tag keys included, without regard to case) to a value or a list."""
+    expected = expected if isinstance(expected, list) else [expected]
+    qualifier, _, op = operator.rpartition(":")
+    value = context.get(key.lower())
+    if op == "Null":
+        return (value is None) == (expected[0] == "true")
+    if value is None:  # a missing key: only a negated operator (or ForAllValues) is true
+        return op.startswith("StringNot") or qualifier == "ForAllValues"
+    fold = str.lower if op.endswith("IgnoreCase") else str
+
+    def match(v):
+        if op.startswith("StringLike"):
+            return any(fnmatch.fnmatchcase(v, e) for e in expected)
+        return fold(v) in [fold(e) for e in expected]
+
+    values = value if isinstance(value, list) else [value]
+    if qualifier == "ForAllValues":
+        return all(match(v) for v in values)
+    return not any(match(v) for v in values) if "Not" in op else any(match(v) for v in values)
+
+
+def decision(action, resource, context):
+    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies)."""
+    found = set()
+    for stmt in POLICY["Statement"]:
+        resources = stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
+        if action not in actions(stmt) or not any(
+            fnmatch.fnmatchcase(resource, r) for r in resources
+        ):
+            continue
+        conditions = stmt.get("Condition", {})
+        if all(
+            holds(op, k, v, context) for op, keys in conditions.items() for k, v in keys.items()
+        ):
+            found.add(stmt["Effect"])
+    return "denied" if "Deny" in found else "allowed" if "Allow" in found else "not allowed"
+
+
+def resource_tags(tags):
+    return {f"ec2:resourcetag/{k.lower()}": v for k, v in tags.items()}
+
+
+VALUES = ["yes", "Yes", "", "2030-01-01", "no", "No", "NO", "false", "0", "off", "OFF", " no"]
+
+
+@pytest.mark.parametrize("key", ["KeepForever", "keepforever", "KEEPFOREVER"])
+@pytest.mark.parametrize("value", VALUES)
+def test_iam_refuses_to_delete_exactly_what_the_manager_keeps(key, value):
+    tags = {"Type": "Automated", key: value}
+    kept = manager.is_kept_forever(tags)
+    assert decision("ec2:DeleteSnapshot", SNAPSHOT, resource_tags(tags)) == (
+        "denied" if kept else "allowed"
+    )
+
+
+def test_a_key_with_spaces_is_kept_by_the_code_though_iam_cannot_see_it():
+    tags = {"Type": "Automated", "KeepForever ": "yes"}  # IAM reads "KeepForever " exactly
+    assert manager.is_kept_forever(tags)  # so the manager never asks
+    assert decision("ec2:DeleteSnapshot", SNAPSHOT, resource_tags(tags)) == "allowed"
+
+
+def test_iam_never_deletes_a_snapshot_not_tagged_automated():
+    assert decision("ec2:DeleteSnapshot", SNAPSHOT, resource_tags({"Type": "Manual"})) == (
+        "not allowed"
+    )
+
+
+@pytest.mark.parametrize("value", VALUES)
+def test_keep_forever_may_be_added_but_never_set_to_a_no_word(value):
+    context = resource_tags({"Type": "Automated"}) | {
+        "aws:requesttag/keepforever": value,
+        "aws:tagkeys": ["KeepForever"],
+    }
+    released = value.lower() in manager.FALSE_WORDS
+    assert decision("ec2:CreateTags", SNAPSHOT, context) == ("denied" if released else "allowed")
+
+
+def test_no_other_tag_may_be_written_on_an_existing_snapshot():
+    context = resource_tags({"Type": "Automated"}) | {
+        "aws:requesttag/deleteon": "2099-01-01",
+        "aws:tagkeys": ["DeleteOn"],
+    }
+    assert decision("ec2:CreateTags", SNAPSHOT, context) == "not allowed"
+
+
+def test_a_copy_carries_keep_forever_in_its_copy_call():
+    context = {
+        "ec2:createaction": "CopySnapshot",
+        "aws:requesttag/type": "Automated",
+        "aws:requesttag/keepforever": "yes",
+        "aws:tagkeys": ["Type", "DeleteOn", "KeepForever"],
+    }
+    assert decision("ec2:CreateTags", SNAPSHOT, context) == "allowed"
+    assert decision("ec2:CopySnapshot", SNAPSHOT, context) == "allowed"

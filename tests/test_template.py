@@ -113,12 +113,58 @@ def test_the_copier_also_runs_when_a_snapshot_completes():
     }
 
 
-def test_async_retries_are_limited_and_runs_are_one_at_a_time():
+def test_async_retries_are_limited_and_runs_are_one_at_a_time_unless_the_account_cannot():
     for job, function in FUNCTIONS.items():
         props = function["Properties"]
         assert props["EventInvokeConfig"]["MaximumRetryAttempts"] <= 1, job
-        assert props["ReservedConcurrentExecutions"] == 1, job
+        assert props["ReservedConcurrentExecutions"] == {
+            "Fn::If": ["Reserve", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+        }, job
     assert FUNCTIONS["manager"]["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    parameter = TEMPLATE["Parameters"]["ReservedConcurrency"]
+    assert (parameter["Default"], parameter["MinValue"]) == (1, 0)
+    assert "below its minimum value" in parameter["Description"]  # the error it avoids
+    assert TEMPLATE["Conditions"]["Reserve"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]
+    }
+
+
+def test_a_dr_region_can_have_just_the_manager():
+    """Jobs=manager: no creator or copier (nor their logs and alarms); the manager and the
+    alarms of the copies it deletes stay."""
+    assert TEMPLATE["Parameters"]["Jobs"]["AllowedValues"] == ["all", "manager"]
+    assert TEMPLATE["Conditions"]["AllJobs"] == {"Fn::Equals": [{"Ref": "Jobs"}, "all"]}
+    conditional = {n for n, r in RESOURCES.items() if r.get("Condition") == "AllJobs"}
+    assert conditional == {n for n in RESOURCES if n.startswith(("Creator", "Copier"))}
+    assert len(conditional) == 10  # two functions, their logs and their three alarms each
+    for name in conditional - {"CreatorLogs", "CopierLogs"}:
+        refs = re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"(\w+)', json.dumps(RESOURCES[name]))
+        assert {"ManagerFunction", "ManagerLogs"}.isdisjoint(refs), name
+    for name in set(RESOURCES) - conditional:  # nothing else may need the two functions
+        refs = re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"(\w+)', json.dumps(RESOURCES[name]))
+        assert conditional.isdisjoint(refs), name
+    outputs = TEMPLATE["Outputs"]
+    assert outputs["CreatorFunctionArn"]["Condition"] == "AllJobs"
+    assert outputs["CopierFunctionArn"]["Condition"] == "AllJobs"
+    assert "Condition" not in outputs["ManagerFunctionArn"]
+
+
+def test_the_settings_reach_the_jobs_that_read_them_and_the_defaults_agree():
+    params = TEMPLATE["Parameters"]
+    for job, variable, parameter, default in [
+        (
+            "manager",
+            "COVERAGE_MAX_AGE_HOURS",
+            "CoverageMaxAgeHours",
+            manager.COVERAGE_MAX_AGE_HOURS,
+        ),
+        ("manager", "COPY_MAX_LAG_HOURS", "CopyMaxLagHours", creator.COPY_LAG_HOURS),
+        ("copier", "COPY_MAX_LAG_HOURS", "CopyMaxLagHours", creator.COPY_LAG_HOURS),
+        ("manager", "LAST_COPY_GRACE_DAYS", "LastCopyGraceDays", manager.LAST_COPY_GRACE_DAYS),
+    ]:
+        variables = FUNCTIONS[job]["Properties"]["Environment"]["Variables"]
+        assert variables[variable] == {"Ref": parameter}, (job, variable)
+        assert params[parameter]["Default"] == default, parameter
 
 
 # ---- the StackSet template ---------------------------------------------------------------
@@ -162,13 +208,29 @@ ALARMS = {
 }
 
 
+def watched(props):
+    """(namespace, metric, {dimension: value}, period) of each metric an alarm reads: its
+    own, or each MetricStat of its metric math."""
+    if "MetricName" in props:
+        dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+        return [(props["Namespace"], props["MetricName"], dims, props["Period"])]
+    found = []
+    for query in props["Metrics"]:
+        if "MetricStat" in query:
+            metric = query["MetricStat"]["Metric"]
+            dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            found.append(
+                (metric["Namespace"], metric["MetricName"], dims, query["MetricStat"]["Period"])
+            )
+    return found
+
+
 def alarm_on(namespace, metric, **dimensions):
     """The alarms watching that metric with exactly those dimensions."""
     return [
         name
         for name, props in ALARMS.items()
-        if (props["Namespace"], props["MetricName"]) == (namespace, metric)
-        and {d["Name"]: d["Value"] for d in props["Dimensions"]} == dimensions
+        if any(w[:3] == (namespace, metric, dimensions) for w in watched(props))
     ]
 
 
@@ -177,7 +239,8 @@ def test_every_alarm_notifies_the_topic_and_says_what_it_means():
     for name, props in ALARMS.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
         assert len(props["AlarmDescription"]) > 60, name
-        assert props["Period"] * props["EvaluationPeriods"] <= 86400, name
+        window = max(w[3] for w in watched(props)) * props["EvaluationPeriods"]
+        assert window <= (2 if name == "ManagerStoppedEarlyAlarm" else 1) * 86400, name
 
 
 def test_the_email_subscription_exists_only_when_an_address_is_given():
@@ -215,28 +278,53 @@ def test_each_job_has_an_errors_a_failures_and_a_did_not_run_alarm(job):
     assert props["TreatMissingData"] == "breaching"  # no data is exactly "did not run"
 
 
-def test_unprotected_volumes_alarm_fires_on_any():
+def test_unprotected_volumes_alarm_fires_on_any_from_the_manager_or_the_copier():
     region = {"Ref": "AWS::Region"}
-    (name,) = alarm_on(creator.METRIC_NAMESPACE, "UnprotectedVolumes", job="manager", region=region)
+    names = {
+        job: alarm_on(creator.METRIC_NAMESPACE, "UnprotectedVolumes", job=job, region=region)
+        for job in ("manager", "copier")
+    }
+    assert names == {"manager": ["UnprotectedVolumesAlarm"], "copier": ["UnprotectedVolumesAlarm"]}
+    props = ALARMS["UnprotectedVolumesAlarm"]
+    (result,) = [q for q in props["Metrics"] if q["ReturnData"]]
+    # A job that counted nothing writes no such metric: missing is 0, not "no alarm".
+    assert result["Expression"] == "MAX([FILL(manager, 0), FILL(copier, 0)])"
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+@pytest.mark.parametrize(
+    ("metric", "name"),
+    [("LastBackupsKept", "LastBackupsKeptAlarm"), ("ExpiredCopiesLeft", "ExpiredCopiesLeftAlarm")],
+)
+def test_the_managers_outage_alarms_fire_on_any(metric, name):
+    region = {"Ref": "AWS::Region"}
+    assert alarm_on(creator.METRIC_NAMESPACE, metric, job="manager", region=region) == [name]
     props = ALARMS[name]
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert (props["Period"], props["EvaluationPeriods"]) == (86400, 1)
+
+
+def test_a_manager_that_stops_early_two_days_in_a_row_raises_an_alarm():
+    region = {"Ref": "AWS::Region"}
+    (name,) = alarm_on(creator.METRIC_NAMESPACE, "StoppedEarly", job="manager", region=region)
+    props = ALARMS[name]
+    assert (props["Period"], props["EvaluationPeriods"], props["DatapointsToAlarm"]) == (
+        86400,
+        2,
+        2,
+    )
     assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
 
 
 def test_alarmed_metrics_are_ones_the_jobs_write():
     """A renamed metric would leave its alarm watching nothing, silently."""
-    ours = [p for p in ALARMS.values() if p["Namespace"] == creator.METRIC_NAMESPACE]
-    assert ours
-    for props in ours:
-        _, jobs = creator.METRICS[props["MetricName"]]
-        job = {d["Name"]: d["Value"] for d in props["Dimensions"]}["job"]
-        assert job in jobs or (props["MetricName"], job) == ("UnprotectedVolumes", "manager")
-
-
-def test_the_manager_gets_the_coverage_threshold_and_the_default_agrees():
-    variables = FUNCTIONS["manager"]["Properties"]["Environment"]["Variables"]
-    assert variables["COVERAGE_MAX_AGE_HOURS"] == {"Ref": "CoverageMaxAgeHours"}
-    default = TEMPLATE["Parameters"]["CoverageMaxAgeHours"]["Default"]
-    assert default == manager.COVERAGE_MAX_AGE_HOURS
+    ours = [w for p in ALARMS.values() for w in watched(p) if w[0] == creator.METRIC_NAMESPACE]
+    assert len(ours) >= 8
+    for _, metric, dims, _ in ours:
+        count, jobs = creator.METRICS[metric]
+        job = dims["job"]
+        written = {"unprotected": ("manager", "copier"), "expired_copies_left": ("manager",)}
+        assert job in jobs or job in written.get(count, ()), (metric, job)
 
 
 def test_every_log_level_offered_is_one_the_jobs_know():
