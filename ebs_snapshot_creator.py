@@ -1426,7 +1426,7 @@ def plans_of_region(ec2, ids, region, today, key, summary, listed):
     done = done_for_event(ec2, key)
     seen = set()
     for instance in list_instances(ec2, ids):
-        seen.add(instance["InstanceId"])
+        seen.add(instance.get("InstanceId"))
         try:  # an odd answer, or a bug of ours, costs this instance only
             todo = plan_one(instance, volume_backup, enabled, region, today, key, summary, done)
         except Exception as exc:

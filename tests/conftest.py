@@ -3,7 +3,10 @@
 The spy never touches the job code. It records every call and cuts moto's describe
 responses into small pages (moto never returns a NextToken, so without this a job that
 ignored NextToken would pass every test), and it injects faults through botocore's
-``before-send`` hook: chosen error codes, random throttling on a fixed seed.
+``before-send`` hook, where real outages happen: chosen error codes, random throttling on a
+fixed seed, and network failures raised as botocore's own exceptions
+(EndpointConnectionError, ReadTimeoutError, ResponseParserError ...), which then go through
+botocore's real retry logic.
 """
 
 import os
@@ -162,6 +165,8 @@ class Api:
         self.stubs = {}  # operation -> response, function of the params giving one, or exception
         self.slept = []
         self.on_attempt = None  # called with (operation, region) before each attempt
+        self.outages = []  # network failures: see ``network``
+        self.after = {}  # operation -> function of the response giving the one returned
 
     def fail(
         self,
@@ -184,6 +189,11 @@ class Api:
                 "status": status,
             }
         )
+
+    def network(self, error, operation=None, when=lambda params, region: True, times=None):
+        """Make matching HTTP attempts (any service; ``operation`` None: any operation)
+        raise ``error(url)``, a botocore exception, instead of reaching AWS."""
+        self.outages.append({"op": operation, "error": error, "when": when, "left": times})
 
     def throttle(self, rate, seed):
         """Answer that share of all EC2 attempts with RequestLimitExceeded (HTTP 503)."""
@@ -214,6 +224,15 @@ class Api:
             return ec2_error(fault["code"], fault["msg"], fault["status"])
         return None
 
+    def _outage(self, operation, params, region, url):
+        for outage in self.outages:
+            if outage["op"] not in (None, operation) or outage["left"] == 0:
+                continue
+            if outage["when"](params, region):
+                if outage["left"] is not None:
+                    outage["left"] -= 1
+                raise outage["error"](url)
+
     def _page(self, original, client, operation, params):
         key, id_key = PAGED[operation]
         query = {k: v for k, v in params.items() if k not in ("MaxResults", "NextToken")}
@@ -243,17 +262,22 @@ class Api:
                     raise stub
                 return stub(params) if callable(stub) else stub
             if spy.page_size and operation in PAGED:
-                return spy._page(original_call, client, operation, params)
-            return original_call(client, operation, params)
+                response = spy._page(original_call, client, operation, params)
+            else:
+                response = original_call(client, operation, params)
+            return spy.after[operation](response) if operation in spy.after else response
 
         def before_send(stubber, event_name, request, **kwargs):
-            match = re.match(r"https?://ec2\.([a-z0-9-]+)\.", request.url)
+            match = re.match(r"https?://([a-z0-9-]+)\.([a-z0-9-]+)\.", request.url)
             if stubber.enabled and match:
-                operation, region = event_name.rsplit(".", 1)[-1], match.group(1)
-                if spy.on_attempt:
-                    spy.on_attempt(operation, region)
-                spy.attempts += 1
-                fault = spy._fault(operation, request_params(request), region)
+                (service, region), operation = match.groups(), event_name.rsplit(".", 1)[-1]
+                params = request_params(request)
+                if service == "ec2":
+                    if spy.on_attempt:
+                        spy.on_attempt(operation, region)
+                    spy.attempts += 1
+                spy._outage(operation, params, region, request.url)
+                fault = spy._fault(operation, params, region) if service == "ec2" else None
                 if fault:
                     status, body = fault
                     return AWSResponse(request.url, status, {}, MockRawResponse(body))

@@ -80,6 +80,14 @@ def test_no_credentials_exits_2_with_one_line(name, bare_env):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("name", list(JOBS))
+def test_a_profile_that_does_not_exist_exits_2_with_one_line(name, bare_env):
+    done = script(name, "--region", REGION, env=bare_env | {"AWS_PROFILE": "nosuchprofile"})
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "nosuchprofile" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_dry_run_prints_what_it_would_do_and_changes_nothing(capsys):
     iid, vols = launch({"Backup": "Yes", "Name": "web", "Copy_Dest": DEST})
     assert creator.main(["--dry-run"]) == 0

@@ -396,3 +396,19 @@ def test_a_notification_of_a_failed_snapshot_does_nothing_at_all(api):
     result = run(notification(target, result="failed"))
     assert api.calls == []
     assert result["skipped"][0]["id"] == target
+
+
+def test_a_near_miss_keep_forever_key_reaches_the_copies_as_keep_forever():
+    src = primary(DEST, keepforever="legal hold")
+    run()
+    ((_, tags),) = copies_of(src, DEST).items()
+    assert tags["KeepForever"] == "legal hold"
+
+
+@pytest.mark.parametrize("detail", [{}, {"event": "createSnapshot", "result": "succeeded"}, None])
+def test_a_notification_without_a_snapshot_id_is_a_warning_and_no_call(api, detail):
+    event = {"detail-type": "EBS Snapshot Notification", "source": "aws.ec2", "detail": detail}
+    result = copier.run(event, None, now=NOW)
+    assert api.calls == []
+    (warning,) = result["warnings"]
+    assert "nothing to copy" in warning["reason"]

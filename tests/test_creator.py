@@ -1,3 +1,4 @@
+from collections import Counter
 from datetime import date
 
 import pytest
@@ -336,3 +337,45 @@ def test_an_empty_instance_ids_list_snapshots_nothing(api):
     result = run({"instance_ids": []})
     assert snapshots() == {} and result["counts"] == {}
     assert "DescribeInstances" not in api.names()
+
+
+# ---- a Multi-Attach volume belongs to several instances ----------------------------------
+
+
+def shared_volume(*instances):
+    """An io2 Multi-Attach volume attached to each instance as /dev/sdf."""
+    client = ec2()
+    vid = client.create_volume(
+        AvailabilityZone=REGION + "a", Size=4, VolumeType="io2", Iops=100, MultiAttachEnabled=True
+    )["VolumeId"]
+    for iid in instances:
+        client.attach_volume(VolumeId=vid, InstanceId=iid, Device="/dev/sdf")
+    return vid
+
+
+def test_a_multi_attach_volume_is_snapshotted_once_with_the_longest_retention():
+    short, _ = launch({"Backup": "Yes", "Retention": "3", "Name": "a", "Copy_Dest": DEST})
+    long, _ = launch({"Backup": "Yes", "Retention": "30", "Name": "b", "Copy_Dest": DEST2})
+    vid = shared_volume(short, long)
+    result = run()
+    (snap,) = [s for s in snapshot_details().values() if s["VolumeId"] == vid]
+    tags = snapshots()[snap["SnapshotId"]]
+    assert tags["DeleteOn"] == "2026-12-26" and tags["Name"] == "b"  # 30 days, from b
+    assert snap["Description"].startswith(f"b ({long}) - {vid}")
+    assert tags["Copy_Dest"] == f"{DEST2},{DEST}"  # copied wherever either one asks
+    (item,) = [c for c in result["created"] if c["volume_id"] == vid]
+    assert item["instance_id"] == long and item["instance_ids"] == sorted([short, long])
+    assert result["counts"]["created"] == 3 and result["failures"] == []
+
+
+def test_a_multi_attach_volume_is_left_out_of_a_set_and_taken_alone(api):
+    first, vols = launch({"Backup": "Yes", "Consistency": "instance"})
+    other, other_vols = launch({"Backup": "Yes"})
+    vid = shared_volume(first, other)
+    run()
+    (spec,) = [p["InstanceSpecification"] for p in api.ops("CreateSnapshots")]
+    assert spec["InstanceId"] == first and spec["ExcludeDataVolumeIds"] == [vid]
+    (alone,) = [p for p in api.ops("CreateSnapshot") if p["VolumeId"] == vid]
+    assert {"Key": "Consistency", "Value": "volume"} in alone["TagSpecifications"][0]["Tags"]
+    roots = [vols["/dev/sda1"], other_vols["/dev/sda1"]]
+    assert Counter(s["VolumeId"] for s in snapshot_details().values()) == Counter([*roots, vid])

@@ -11,8 +11,9 @@ import time
 from collections import Counter
 
 import pytest
-from botocore.exceptions import ClientError
-from conftest import DEST, NOW, REGION, launch, make_snapshot, snapshot_details, snapshots
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.parsers import ResponseParserError
+from conftest import DEST, DEST2, NOW, REGION, launch, make_snapshot, snapshot_details, snapshots
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
@@ -346,3 +347,230 @@ def test_an_odd_event_id_still_dedupes(event_id):
         creator.run({"id": event_id}, None, now=NOW)
     assert volume_counts() == Counter({v: 1 for v in vols})
     assert {t["EventId"] for t in snapshots().values()} == {str(event_id)[:256]}
+
+
+# ---- outages at the HTTP layer: botocore's own exceptions, through its real retries ------
+
+
+def timeout(url):
+    return ReadTimeoutError(endpoint_url=url)
+
+
+def unreachable(url):
+    return EndpointConnectionError(endpoint_url=url)
+
+
+def garbled(url):  # an HTML page from a proxy, say: botocore cannot parse it
+    return ResponseParserError(f"Unable to parse response from {url}: <html>502</html>")
+
+
+def summary_line(capsys):
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    (line,) = [r for r in lines if r["action"] == "summary"]
+    return line
+
+
+def test_creator_a_timeout_on_one_volume_fails_that_volume_only(api, capsys):
+    vols = fleet(4)  # 8 volumes
+    bad = vols[5]
+    api.network(timeout, "CreateSnapshot", when=lambda p, r: p["VolumeId"] == bad)
+    with pytest.raises(creator.JobFailed) as failed:
+        creator.run({"id": "e"}, None, now=NOW)
+    assert volume_counts() == Counter({v: 1 for v in vols if v != bad})
+    (failure,) = failed.value.summary["failures"]
+    assert failure["id"] == bad and failure["error"].startswith("ReadTimeoutError: ")
+    assert "ec2.us-east-1.amazonaws.com" in failure["error"]  # names the endpoint
+    assert len(api.ops("CreateSnapshot")) == 8  # botocore retried it; one call per volume
+    line = summary_line(capsys)
+    assert (line["SnapshotsCreated"], line["Failures"], line["level"]) == (7, 1, "ERROR")
+
+
+def test_creator_an_unreadable_listing_ends_the_run_with_its_summary_and_metrics(api, capsys):
+    fleet(2)
+    api.network(unreachable, "DescribeInstances")
+    with pytest.raises(creator.JobFailed, match="EndpointConnectionError") as failed:
+        creator.run({"id": "e"}, None, now=NOW)
+    (failure,) = failed.value.summary["failures"]
+    assert failure["id"] == REGION and "the run stopped" in failure["error"]
+    assert snapshots() == {}
+    line = summary_line(capsys)
+    assert (line["SnapshotsCreated"], line["Failures"]) == (0, 1)
+
+
+def test_creator_ssm_unreachable_still_takes_the_set(api):
+    _, vols = launch(
+        {"Backup": "Yes", "Consistency": "fsfreeze"}, devices=("/dev/sda1", "/dev/sdf")
+    )
+    api.network(unreachable, "DescribeInstanceInformation")
+    result = creator.run({}, None, now=NOW)
+    assert volume_counts() == Counter({v: 1 for v in vols.values()})
+    assert {t["Consistency"] for t in snapshots().values()} == {"crash-fallback"}
+    assert "SSM failed: EndpointConnectionError" in result["warnings"][0]["reason"]
+
+
+def test_creator_a_bug_on_one_odd_instance_fails_that_instance_only(api):
+    odd, _ = launch({"Backup": "Yes"})
+    _, good = launch({"Backup": "Yes"})
+
+    def oddity(response):  # an EBS mapping without a VolumeId: our code's KeyError
+        for reservation in response["Reservations"]:
+            for instance in reservation["Instances"]:
+                if instance["InstanceId"] == odd:
+                    instance["BlockDeviceMappings"] = [{"DeviceName": "/dev/sdz", "Ebs": {}}]
+        return response
+
+    api.after["DescribeInstances"] = oddity
+    with pytest.raises(creator.JobFailed) as failed:
+        creator.run({}, None, now=NOW)
+    (failure,) = failed.value.summary["failures"]
+    assert failure["id"] == odd and "unexpected KeyError" in failure["error"]
+    assert volume_counts() == Counter({good["/dev/sda1"]: 1})
+
+
+def copier_fleet(n, dests=f"{DEST},{DEST2}"):
+    return [
+        make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": dests})
+        for _ in range(n)
+    ]
+
+
+def test_copier_one_unreachable_destination_stops_no_other(api, capsys):
+    sources = copier_fleet(3)
+    api.network(unreachable, when=lambda p, region: region == DEST2)
+    with pytest.raises(copier.JobFailed) as failed:
+        copier.run({}, None, now=NOW)
+    copies = Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values())
+    assert copies == Counter({s: 1 for s in sources})
+    (failure,) = failed.value.summary["failures"]
+    assert (
+        failure["id"] == DEST2
+        and "cannot list copies there: EndpointConnectionError" in (failure["error"])
+    )
+    assert f"ec2.{DEST2}.amazonaws.com" in failure["error"]
+    line = summary_line(capsys)
+    assert (line["SnapshotsCopied"], line["Failures"]) == (3, 1)
+
+
+@pytest.mark.parametrize("error", [timeout, garbled])
+def test_copier_one_failed_copy_call_fails_that_copy_only(api, error):
+    sources = copier_fleet(12, dests=DEST)
+    bad = sources[7]
+    api.network(error, "CopySnapshot", when=lambda p, r: p["SourceSnapshotId"] == bad)
+    with pytest.raises(copier.JobFailed) as failed:
+        copier.run({}, None, now=NOW)
+    copies = Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values())
+    assert copies == Counter({s: 1 for s in sources if s != bad})
+    (failure,) = failed.value.summary["failures"]
+    assert (failure["id"], failure["dest_region"]) == (bad, DEST)
+    assert failure["error"].startswith(("ReadTimeoutError", "ResponseParserError"))
+
+
+def test_copier_an_unreadable_source_listing_ends_the_run_with_its_summary(api, capsys):
+    copier_fleet(2)
+    api.network(timeout, "DescribeSnapshots", when=lambda p, region: region == REGION)
+    with pytest.raises(copier.JobFailed, match="ReadTimeoutError"):
+        copier.run({}, None, now=NOW)
+    assert snapshots(DEST) == {} and snapshots(DEST2) == {}
+    assert summary_line(capsys)["Failures"] == 1
+
+
+def test_manager_a_timeout_on_one_delete_fails_that_snapshot_only(api, capsys):
+    due = [make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(6)]
+    bad = due[2]
+    api.network(timeout, "DeleteSnapshot", when=lambda p, r: p["SnapshotId"] == bad)
+    with pytest.raises(manager.JobFailed) as failed:
+        manager.run({}, None, now=NOW)
+    assert set(snapshots()) == {bad}
+    (failure,) = failed.value.summary["failures"]
+    assert failure["id"] == bad and failure["error"].startswith("ReadTimeoutError")
+    line = summary_line(capsys)
+    assert (line["SnapshotsDeleted"], line["Failures"]) == (5, 1)
+
+
+def test_manager_an_unreachable_destination_costs_the_coverage_check_not_the_deletes(api):
+    launch({"Backup": "Yes", "Copy_Dest": DEST})
+    make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": DEST})
+    due = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
+    api.network(unreachable, when=lambda p, region: region == DEST)
+    with pytest.raises(manager.JobFailed, match="coverage not checked: EndpointConnectionError"):
+        manager.run({}, None, now=NOW)
+    assert due not in snapshots()
+
+
+def test_manager_an_unreadable_listing_ends_the_run_with_its_summary_and_metrics(api, capsys):
+    keep = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
+    api.network(unreachable, "DescribeSnapshots")
+    with pytest.raises(manager.JobFailed, match="the run stopped: EndpointConnectionError"):
+        manager.run({}, None, now=NOW)
+    api.outages.clear()
+    assert keep in snapshots()
+    line = summary_line(capsys)
+    assert (line["SnapshotsDeleted"], line["Failures"]) == (0, 1)
+
+
+def test_manager_a_source_region_down_keeps_the_due_copies_it_cannot_check(api):
+    primary = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
+    copies = [
+        make_snapshot(
+            {
+                "Type": "Automated",
+                "DeleteOn": "2026-11-01",
+                "Source_SnapshotId": primary,
+                "Source_Region": REGION,
+            },
+            region=DEST,
+        )
+        for _ in range(2)
+    ]
+    api.network(unreachable, when=lambda p, region: region == REGION)
+    result = manager.run({}, None, region=DEST, now=NOW)
+    assert set(copies) <= set(snapshots(DEST))
+    (warning,) = result["warnings"]
+    assert warning["id"] == REGION and "kept this run" in warning["reason"]
+
+
+# ---- a timeout too short to do anything ---------------------------------------------------
+
+
+@pytest.mark.parametrize("job", [creator, copier, manager], ids=lambda j: j.JOB)
+def test_a_three_second_timeout_fails_at_once_naming_it(api, job, capsys):
+    launch({"Backup": "Yes", "Copy_Dest": DEST})
+    api.calls.clear()
+    ctx = Context(api, job.JOB, start_ms=3_000)
+    with pytest.raises(job.JobFailed, match="timeout is too short") as failed:
+        job.run({}, ctx, now=NOW)
+    (failure,) = failed.value.summary["failures"]
+    assert failure["id"] == ctx.invoked_function_arn
+    assert (
+        "started with 3 s" in failure["error"]
+        and f"at least {job.MIN_START_S} s" in (failure["error"])
+    )
+    assert api.calls == []  # nothing was tried
+    assert summary_line(capsys)["Failures"] == 1  # the Failures alarm fires, and Errors
+
+
+# ---- the time budget stops only what botocore would retry --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        ("InvalidVolume.NotFound", "failed"),
+        ("UnauthorizedOperation", "failed"),
+        ("RequestLimitExceeded", "handed off"),
+    ],
+)
+def test_near_the_end_a_real_error_keeps_its_code_and_only_a_retry_is_stopped(api, code, outcome):
+    fleet(1, devices=("/dev/sda1",))
+    api.stub("Invoke", {"StatusCode": 202})
+    api.fail("CreateSnapshot", code)
+    # The listing brings the clock to 55 s; the first CreateSnapshot answers at 40 s, under
+    # the time a retry needs (ATTEMPT_S + BACKOFF_CAP_S = 47 s).
+    ctx = Context(api, "creator", start_ms=130_000, per_attempt_ms=15_000)
+    failed, _ = run_watching_the_clock(api, ctx, creator, {"id": "e"})
+    if outcome == "failed":
+        (failure,) = failed.summary["failures"]
+        assert failure["error"].startswith(f"{code}: ") and "Lambda time" not in failure["error"]
+    else:
+        assert "before any progress" in str(failed)  # not retried: no time for its backoff
+    assert len(api.ops("CreateSnapshot")) == 1

@@ -87,6 +87,25 @@ def test_keep_forever_before_its_delete_on_is_only_counted():
     assert result["counts"] == NO_VOLUMES | {"kept_forever": 1}
 
 
+@pytest.mark.parametrize("key", ["keepforever", "Keepforever", "KeepForever ", " keepForever"])
+def test_a_near_miss_keep_forever_key_keeps_with_a_warning_naming_it(key):
+    sid = automated("2026-11-01", **{key: "yes"})
+    result = run()
+    assert sid in snapshots()
+    (warning,) = result["warnings"]
+    assert warning["id"] == sid and repr(key) in warning["reason"] and "rename" in warning["reason"]
+    assert result["counts"]["kept_forever"] == 1
+
+
+@pytest.mark.parametrize("value", [" no", "no ", "n o"])
+def test_keep_forever_is_released_only_by_exactly_a_no_word(value):
+    """As the IAM policy's Deny reads it: a value with spaces keeps (a backup kept too long
+    costs little)."""
+    sid = automated("2026-11-01", KeepForever=value)
+    run()
+    assert sid in snapshots()
+
+
 @pytest.mark.parametrize("value", ["No", "no", "false", "0", "off"])
 def test_keep_forever_no_does_not_keep(value):
     sid = automated("2026-11-01", KeepForever=value)

@@ -196,3 +196,18 @@ def test_summaries_of_all_three_jobs_are_json(monkeypatch):
     launch({"Backup": "Yes", "Copy_Dest": "us-west-2"})
     for job in (creator, copier, manager):
         json.dumps(job.run({}, None, now=NOW))
+
+
+@pytest.mark.parametrize("name", list(FILES))
+@pytest.mark.parametrize("event", ['{"dry_run": true}', ["i-0abc"], 42, 1.5, True])
+def test_an_event_that_is_not_a_json_object_is_refused_with_one_clear_error(name, event, capsys):
+    with pytest.raises(ValueError, match="the event must be a JSON object") as refused:
+        JOBS[name].lambda_handler(event, None)
+    assert type(event).__name__ in str(refused.value)
+    (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"summary"' in x]
+    assert line["Failures"] == 1  # the summary line and its metrics, even so
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_a_null_event_is_an_empty_one(name):
+    assert JOBS[name].lambda_handler(None, None)["job"] == name
