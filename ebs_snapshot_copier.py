@@ -15,15 +15,20 @@ Snapshot tags read (on primaries, written by the creator)
     Copy_KmsKeyId               copies are made with Encrypted=True and this key (id, alias
                                 or ARN); without it (or malformed: a warning), encrypted
                                 primaries get the destination's default EBS key.
-    KeepForever                 carried onto the copies, new and existing.
+    KeepForever                 carried onto the copies, new and existing (a near-miss
+                                key such as keepforever arrives as KeepForever).
 Snapshot tags written on each copy, in the CopySnapshot call itself:
     Type=Automated, DeleteOn (see above), Name, KeepForever and, when the copy keeps the
     primary's date, Retention_Tier (as on the primary), Source_SnapshotId=<primary id>,
-    Source_Region=<this region>. The copy keeps the primary's description.
+    Source_Region=<this region>, Source_VolumeId=<the primary's volume>: the manager of the
+    destination keeps each source volume's newest copy by it. The copy keeps the primary's
+    description.
 
 A key a destination refuses fails that copy only. AWS may also accept a copy and fail it
 later (an unusable key): a copy in state "error" is named as a failure on every sweep and
-no other copy is made while it exists.
+no other copy is made while it exists. A destination that cannot be read (refused,
+unreachable, down) fails alone: copies into every other destination go on. Any error on
+one copy, network failures and bugs of ours included, fails that copy only.
 
 A destination that already holds a copy of a primary (any state, pending included) gets no
 second one, so running twice copies nothing twice. AWS lets 20 copies run into a region at
@@ -31,14 +36,17 @@ once: the copier counts this account's copies still pending there (any source re
 starts at most the free slots, oldest primary first; the rest are reported as deferred and
 the next run (every half hour by default) continues. Should AWS still refuse one
 (ResourceLimitExceeded: someone else's copies), the copier stops copying into that region
-for this run; that is not a failure either. Copies go four at a time, at most at 90% of
-EC2's rate for CopySnapshot.
+for this run; that is not a failure either. But a primary that still waits for a slot
+more than COPY_MAX_LAG_HOURS (default 24) after it was taken means that destination never
+catches up: a warning, and its volumes count in UnprotectedVolumes. Copies go four at a
+time, at most at 90% of EC2's rate for CopySnapshot.
 
 Event
     {}  or an EventBridge scheduled event     every eligible primary of the region
     an "EBS Snapshot Notification" event      just that snapshot, as soon as it completes
       (createSnapshot, succeeded)             (one DescribeSnapshots by id, and in each
-                                              destination a lookup of its copies only)
+                                              destination a lookup of its copies only);
+                                              without a snapshot id: a warning, no call
     {"dry_run": true}                         change nothing; report what would be copied
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
@@ -46,12 +54,13 @@ then JobFailed is raised naming each failure.
 
 Running it again, or on the same event again, copies nothing twice. With under 60 s of
 Lambda time left it starts no new copy and invokes itself asynchronously with the same
-event for the rest.
+event for the rest. A run that cannot list its own region's snapshots fails, with its
+summary line; one that starts with less than MIN_START_S seconds fails at once.
 
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
 Embedded Metric Format (namespace EBSSnapshots, dimensions job and region):
-SnapshotsCopied, CopiesDeferred, Warnings, Failures. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL,
-sets the level.
+SnapshotsCopied, CopiesDeferred, Warnings, Failures, and UnprotectedVolumes when copies lag.
+LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
 (with the copy, and KeepForever on existing copies), KMS use through EC2 for encrypted

@@ -35,10 +35,10 @@ Instance tags read
                           the instance (with the instance's own role), tagged with this
                           contract. It cannot leave out a data volume (a warning says so).
                 When the SSM step cannot be done (no agent online, wrong platform, command
-                refused, failed, or not done within 30 s for fsfreeze, 300 s for vss),
-                the crash-consistent set is taken anyway, tagged Consistency=crash-fallback,
-                with a warning. Instances are handled four at a time, so one slow command
-                holds up no other.
+                refused, failed, or not done within 30 s for fsfreeze, 300 s for vss; SSM
+                unreachable), the crash-consistent set is taken anyway, tagged
+                Consistency=crash-fallback, with a warning. Instances are handled four at a
+                time, so one slow command holds up no other.
 Volume tag read
     Backup      No/false/0/off leaves this one volume out of an enabled instance.
 
@@ -54,7 +54,10 @@ Snapshot description: "<Name> (<instance-id>) - <volume-id> (<device>) - <region
 
 Instances in every state except terminated and shutting-down are snapshotted (a stopped
 instance's volumes hold data too). Instance-store volumes have no EBS snapshot and are
-ignored.
+ignored. A Multi-Attach volume attached to several enabled instances is snapshotted once
+(Consistency=volume, left out of its instances' sets): the instance with the longest
+retention names it and gives its tags, and it is copied wherever any of them asks; the
+summary names every instance.
 
 Event
     {}  or an EventBridge scheduled event     every enabled instance in the region
@@ -63,7 +66,11 @@ Event
     {"dry_run": true}                         change nothing; report what would be created
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
-then JobFailed is raised naming each failure, so the invocation counts as failed.
+then JobFailed is raised naming each failure, so the invocation counts as failed. Any
+error on one volume or set (AWS's, a network failure, a bug of ours) fails that item only;
+a run that cannot list the region's instances fails with its summary line; an event that
+is not a JSON object, or a bad dry_run or instance_ids, is refused before anything is done.
+A run that starts with less than MIN_START_S seconds fails at once, naming the timeout.
 
 Pace: CreateSnapshot calls go at most at 90% of EC2's rate for them (a burst of 90, then
 4.5 a second), four at a time, so a large run neither meets throttling nor starves the

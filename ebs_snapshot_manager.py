@@ -2,49 +2,78 @@
 that every volume that should be backed up is.
 
 Runs as an AWS Lambda function (handler ``ebs_snapshot_manager.lambda_handler``) once a
-day in each region, or from the command line. Region: ``AWS_REGION``, else
-``AWS_DEFAULT_REGION``. It reads and deletes in its own region only: copies are deleted by
-the manager running in the region that holds them.
+day in each region that has instances or receives copies, or from the command line.
+Region: ``AWS_REGION``, else ``AWS_DEFAULT_REGION``. It deletes in its own region only:
+copies are deleted by the manager running in the region that holds them.
 
 Snapshot tags read
     Type=Automated   only snapshots of this account with this tag are ever considered
     DeleteOn         YYYY-MM-DD; deleted when it is today or earlier, so days when the
                      manager did not run are caught up. Any other value: kept, with a warning.
-    KeepForever      any value except No/false/0/off keeps the snapshot forever.
-Nothing is written.
+    KeepForever      keeps the snapshot forever unless its value is exactly No/false/0/off
+                     (any case), as the IAM policy reads it. A key that is KeepForever but
+                     for case or surrounding spaces (keepforever) keeps it too, with a
+                     warning naming the key: a typo must never cost a backup.
+Written: KeepForever on a due copy whose primary is KeepForever (see below); nothing else.
+
+The last backup is never deleted. A volume's newest completed snapshot stays past its
+DeleteOn while the volume is attached to an instance whose Backup tag enables it, until a
+newer one completes: should the creator stop (an IAM change, a broken deploy, an outage),
+the manager does not delete the last backups. Once the newest is older than
+COVERAGE_MAX_AGE_HOURS, this is a warning each run, naming the volume and since when no
+newer one exists, counted in LastBackupsKept. A copy cannot see its source volume: the
+newest copy of each source volume (its Source_VolumeId tag) is kept past its DeleteOn for
+LAST_COPY_GRACE_DAYS (default 14) at most, the same way. A volume that is gone or no longer
+backed up expires normally: nothing is kept forever by this rule. When the instances
+cannot be read, every volume's newest snapshot is kept that run.
+
+A due copy is first checked against its primary, in its source region (one filtered
+DescribeSnapshots per 200 copies and source region): if someone has just tagged the
+primary KeepForever, the copy is tagged so and kept. A source region that cannot be read
+keeps its copies that run, with a warning.
 
 A snapshot that AWS will not delete because an AMI uses it (InvalidSnapshot.InUse) is kept
-with a warning; one already gone (InvalidSnapshot.NotFound) counts as done.
+with a warning; one already gone (InvalidSnapshot.NotFound) counts as done. Any other
+error, or a network failure, fails that snapshot only; the rest are still done.
 
 Coverage check (read-only, in the same run): every EBS volume that the creator must
 snapshot (instance Backup=Yes, not terminated, volume not opted out with Backup=No) needs
 a completed automated snapshot younger than COVERAGE_MAX_AGE_HOURS (environment; default
-26), and each of its snapshots older than that, not yet due, needs a completed copy in each
-region of its Copy_Dest tag (listed there by Source_Region). A volume attached more
-recently than that is not expected yet. Each unprotected volume is named in the summary
-(``unprotected``, with the reasons) and counted in the UnprotectedVolumes metric. Cost: a
-few paginated reads (DescribeRegions, DescribeInstances, DescribeVolumes, one listing per
-destination region), whatever the fleet size. The check reads the snapshots as listed at
-the start of the run: with Retention=1, the snapshot deleted this run still counts.
+26); and in each region its snapshots ask copies for (Copy_Dest), once one of them has had
+COPY_MAX_LAG_HOURS (default 24) to get there, a completed copy of one of its snapshots of
+the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention. A volume
+attached more recently than the threshold is not expected yet. Each unprotected volume is
+named in the summary (``unprotected``, with the reasons) and counted in the
+UnprotectedVolumes metric. Reading each destination's copies, it also counts the copies of
+this region's snapshots more than two days past their DeleteOn there (not KeepForever, not
+a source volume's newest): no manager deletes them in that region (a warning, and the
+ExpiredCopiesLeft metric). Cost: a few paginated reads (DescribeRegions, DescribeInstances,
+DescribeVolumes, one listing per destination region), whatever the fleet size.
 
 Event
     {}  or an EventBridge scheduled event     every automated snapshot of the region
     {"dry_run": true}                         change nothing; report what would be deleted
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
-then JobFailed is raised naming each failure. With under 60 s of Lambda time left it stops
-(summary: stopped_early) and leaves the rest to its next run; running twice is harmless.
+then JobFailed is raised naming each failure. A run that cannot list the region's
+snapshots fails, with its summary line. With under 60 s of Lambda time left it stops
+(summary: stopped_early, metric StoppedEarly) and leaves the rest to its next run; running
+twice is harmless. A run that starts with less than MIN_START_S seconds fails at once,
+naming the function's timeout.
 
 Pace: it reads one page (1000 snapshots) at a time and deletes while it reads, four calls
 at a time, at most at 90% of EC2's rate for DeleteSnapshot (a burst of 90, then 4.5 a
-second), so memory stays flat and the account's other callers keep their share.
+second); memory grows with the volumes, not the snapshots.
 
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
 Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): SnapshotsDeleted,
-UnprotectedVolumes, Warnings, Failures. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
+UnprotectedVolumes, StoppedEarly, LastBackupsKept, ExpiredCopiesLeft, Warnings, Failures.
+LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
-IAM actions: ec2:DescribeSnapshots, ec2:DeleteSnapshot (only on Type=Automated snapshots),
-ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check).
+IAM actions: ec2:DescribeSnapshots (here and in the copies' source regions),
+ec2:DeleteSnapshot (only on Type=Automated snapshots, never on KeepForever ones),
+ec2:CreateTags (KeepForever only, on Type=Automated copies), ec2:DescribeInstances,
+ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check).
 """
 
 from __future__ import annotations
@@ -971,7 +1000,9 @@ class Coverage:
             states = {copies.get((dest, sid)) for sid in asked}
             detail = "a copy failed" if "error" in states else "no copy at all"
             detail = "a copy still pending" if "pending" in states else detail
-            gaps.append(f"no completed copy in {dest} of a snapshot of the last {window} h ({detail})")
+            gaps.append(
+                f"no completed copy in {dest} of a snapshot of the last {window} h ({detail})"
+            )
         return gaps
 
 

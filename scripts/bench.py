@@ -130,8 +130,10 @@ def unpaced():
 
 
 def bench_size(volumes, latency, jobs):
-    """Each job timed on one fleet, then its peak memory on an identical fleet."""
-    later = NOW + timedelta(days=8)  # every primary's DeleteOn has come
+    """Each job timed on one fleet, then its peak memory on an identical fleet. Before the
+    manager, a second (untimed) creator run a week later gives every volume a newer
+    snapshot, so that the first ones are due and none is its volume's last backup."""
+    later = NOW + timedelta(days=8)  # every first snapshot's DeleteOn has come
     runs = {
         "creator": (creator, lambda: creator.run({}, None, now=NOW)),
         "copier": (copier, lambda: copier.run({}, None, now=NOW)),
@@ -143,16 +145,35 @@ def bench_size(volumes, latency, jobs):
             build_fleet(volumes)
             for name in ("creator", "copier", "manager"):
                 job, run = runs[name]
+                if name == "manager":
+                    newer_snapshots(later - timedelta(days=1))
                 if name not in jobs:
                     if name == "creator":
-                        creator.run({}, None, now=NOW)  # the others need its snapshots
+                        with moto_clock(NOW):
+                            creator.run({}, None, now=NOW)  # the others need its snapshots
                 elif timed:
-                    rows.append(measure(job, run, volumes, latency))
+                    with moto_clock(NOW if name == "creator" else later):
+                        rows.append(measure(job, run, volumes, latency))
                 else:
-                    peaks[name] = peak_memory(run)
+                    with moto_clock(NOW if name == "creator" else later):
+                        peaks[name] = peak_memory(run)
     for row in rows:
         row["peak_mb"] = peaks[row["job"]]
     return rows
+
+
+@contextlib.contextmanager
+def moto_clock(now):
+    """moto stamps snapshots with its own clock: the benchmark's, here."""
+    naive = now.astimezone(UTC).replace(tzinfo=None)
+    with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: naive):
+        yield
+
+
+def newer_snapshots(now):
+    """A snapshot of every volume, as the creator would make it on that day, untimed."""
+    with unpaced(), moto_clock(now), contextlib.suppress(creator.JobFailed):
+        creator.run({}, None, now=now)
 
 
 def bench_memory(snapshots, per_volume=10):
@@ -251,7 +272,34 @@ def main(argv=None):
         help="the jobs' own pacer (default); botocore's adaptive retry mode instead; "
         "or neither (standard retries only)",
     )
+    parser.add_argument(
+        "--out", default=str(ROOT / "build" / "bench.txt"), help="where the tables are saved too"
+    )
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as saved, contextlib.redirect_stdout(Tee(sys.stdout, saved)):
+        run_benchmarks(args)
+    print(f"\nsaved to {out}")
+    return 0
+
+
+class Tee:
+    """Print to the terminal and to the saved file at once."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+
+def run_benchmarks(args):
     jobs = args.jobs.split(",")
     if args.strategy != "pacer":
         for job in (creator, copier, manager):
@@ -274,7 +322,6 @@ def main(argv=None):
     if args.memory:
         counts, wall, peak = bench_memory(args.memory)
         print(f"\nmanager over {args.memory} snapshots: {counts}, {wall:.1f} s, peak {peak:.1f} MB")
-    return 0
 
 
 if __name__ == "__main__":

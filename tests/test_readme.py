@@ -1,0 +1,25 @@
+"""The README's numbers that come from the code: a changed constant fails here until the
+README says the same."""
+
+from pathlib import Path
+
+import ebs_snapshot_copier as copier
+import ebs_snapshot_creator as creator
+import ebs_snapshot_manager as manager
+
+README = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+
+
+def test_the_readme_quotes_the_constants_the_jobs_use():
+    window = manager.COVERAGE_MAX_AGE_HOURS + creator.COPY_LAG_HOURS
+    quoted = [
+        f"less than {creator.MIN_START_S} s of Lambda time",
+        f"the last {window} h",
+        f"`LAST_COPY_GRACE_DAYS` ({manager.LAST_COPY_GRACE_DAYS})",
+        f"one filtered `DescribeSnapshots` per {manager.LOOKUP_BATCH} copies",
+        f"`COPY_MAX_LAG_HOURS` (default {creator.COPY_LAG_HOURS}",
+        f"`COVERAGE_MAX_AGE_HOURS` (default {manager.COVERAGE_MAX_AGE_HOURS}",
+        f"only {copier.COPIES_IN_FLIGHT} copies into a region",
+    ]
+    assert [q for q in quoted if q not in README] == []
+    assert manager.EXPIRED_COPY_DAYS == 2 and "more than two days past" in README
