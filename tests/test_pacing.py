@@ -5,10 +5,12 @@ down (a bucket of 10 refilling 20 a second) so that a run takes about a second.
 """
 
 import contextlib
+import json
 import sys
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,23 @@ def test_completed_copies_free_their_slots_for_the_next_run():
     copier.run({}, None, now=NOW)
     copied = Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values())
     assert all(copied[m] == 1 for m in made)
+
+
+def test_copies_deferred_longer_than_the_copy_allowance_warn_and_count_as_unprotected(capsys):
+    made = primaries(3)  # taken between 00:00 and 02:00 on NOW's day
+    in_flight(20)
+    result = copier.run({}, None, now=NOW + timedelta(hours=19, minutes=30))  # 00:30 next day
+    (warning,) = result["warnings"]
+    assert (
+        warning["id"] == DEST
+        and "more than 24 h behind: 1 snapshots of 1 volumes" in (warning["reason"])
+    )
+    assert result["counts"]["unprotected"] == 1  # the one taken at 00:00: over 24 h ago
+    line = [json.loads(x) for x in capsys.readouterr().out.splitlines() if '"summary"' in x][-1]
+    assert line["UnprotectedVolumes"] == 1
+    result = copier.run({}, None, now=NOW + timedelta(hours=18))  # all within the allowance
+    assert result["warnings"] == [] and "unprotected" not in result["counts"]
+    assert len(made) == 3
 
 
 def test_a_notification_respects_the_slots_too(api):

@@ -345,4 +345,5 @@ def test_coverage_is_not_claimed_when_the_sweep_stopped_early(monkeypatch, capsy
     result = manager.run({}, Ending(), now=now)
     assert "unprotected" not in result["counts"]
     assert any("coverage not checked" in w["reason"] for w in result["warnings"])
-    assert "UnprotectedVolumes" not in summary_line(capsys)
+    line = summary_line(capsys)
+    assert "UnprotectedVolumes" not in line and line["StoppedEarly"] == 1
