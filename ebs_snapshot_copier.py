@@ -84,6 +84,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import boto3
+import botocore
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -189,6 +190,7 @@ REPORT_ORDER = (
     "permitted",
     "skipped",
     "unprotected",
+    "not_yet_due",
     "warnings",
     "failures",
 )
@@ -727,7 +729,8 @@ class Summary:
 def report(summary):
     """The summary as short aligned lines for a person: one small table per kind of item."""
     dry = " (dry run: nothing was changed)" if summary["dry_run"] else ""
-    lines = [f"{summary['job']} in {summary['region']} on {summary['date']}{dry}"]
+    event = f", event {summary['event_id']}" if summary.get("event_id") else ""
+    lines = [f"{summary['job']} in {summary['region']} on {summary['date']}{event}{dry}"]
     for kind in REPORT_ORDER:
         items = summary.get(kind) or []
         if not items:
@@ -754,8 +757,9 @@ def cli_parser(job, description):
     parser = argparse.ArgumentParser(
         prog=f"ebs_snapshot_{job}.py",
         description=description,
-        epilog="Exit codes: 0 all done; 1 some items failed (each named); "
-        "2 bad usage, or no credentials or region.",
+        epilog="Exit codes: 0 all done; 1 the run failed: some items failed (each named), or "
+        "the region could not be read at all; 2 bad usage, or no credentials, region or "
+        "profile. Errors are one line on stderr, never a traceback.",
     )
     parser.add_argument(
         "--region",
@@ -778,18 +782,21 @@ def cli(parser, argv=None):
     """Command line: a thin layer over lambda_handler. Returns the exit code."""
     args = parser.parse_args(argv)  # bad usage exits 2
     os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "OFF"
-    if args.region:
-        os.environ["AWS_REGION"] = args.region
     event = {"dry_run": args.dry_run}
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
+    if getattr(args, "event_id", None):
+        event["id"] = args.event_id
     try:
+        if args.region is not None:  # given, even empty: never replaced by a default
+            os.environ["AWS_REGION"] = region_name(args.region)
         check_setup()
         with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
             summary, code = lambda_handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        again = f"; run it again with --event-id {event['id']}" if "id" in event else ""
+        print(f"{parser.prog}: {exc}{again}", file=sys.stderr)
     except SETUP_ERRORS as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
@@ -811,10 +818,27 @@ SETUP_ERRORS = (
 
 
 def check_setup():
-    """Before a command-line run: a region, a profile that exists, and credentials."""
-    resolve_region()
+    """Before a command-line run: a region EC2 has, a profile that exists, and credentials."""
+    region_name(resolve_region())
     if boto3.session.Session().get_credentials() is None:
         raise NoCredentialsError()
+
+
+def region_name(text):
+    """A region botocore knows for EC2, in any partition (offline data): a typo is refused
+    at once instead of retried against an endpoint that does not exist."""
+    session = boto3.session.Session()
+    known = {
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("ec2", partition_name=partition)
+    }
+    if text not in known:
+        raise ValueError(
+            f"{text!r} is not an EC2 region (none of the {len(known)} that botocore "
+            f"{botocore.__version__} knows; a newer botocore may know a new one)"
+        )
+    return text
 
 
 # ---- end of shared block ----

@@ -110,6 +110,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import boto3
+import botocore
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -215,6 +216,7 @@ REPORT_ORDER = (
     "permitted",
     "skipped",
     "unprotected",
+    "not_yet_due",
     "warnings",
     "failures",
 )
@@ -753,7 +755,8 @@ class Summary:
 def report(summary):
     """The summary as short aligned lines for a person: one small table per kind of item."""
     dry = " (dry run: nothing was changed)" if summary["dry_run"] else ""
-    lines = [f"{summary['job']} in {summary['region']} on {summary['date']}{dry}"]
+    event = f", event {summary['event_id']}" if summary.get("event_id") else ""
+    lines = [f"{summary['job']} in {summary['region']} on {summary['date']}{event}{dry}"]
     for kind in REPORT_ORDER:
         items = summary.get(kind) or []
         if not items:
@@ -780,8 +783,9 @@ def cli_parser(job, description):
     parser = argparse.ArgumentParser(
         prog=f"ebs_snapshot_{job}.py",
         description=description,
-        epilog="Exit codes: 0 all done; 1 some items failed (each named); "
-        "2 bad usage, or no credentials or region.",
+        epilog="Exit codes: 0 all done; 1 the run failed: some items failed (each named), or "
+        "the region could not be read at all; 2 bad usage, or no credentials, region or "
+        "profile. Errors are one line on stderr, never a traceback.",
     )
     parser.add_argument(
         "--region",
@@ -804,18 +808,21 @@ def cli(parser, argv=None):
     """Command line: a thin layer over lambda_handler. Returns the exit code."""
     args = parser.parse_args(argv)  # bad usage exits 2
     os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "OFF"
-    if args.region:
-        os.environ["AWS_REGION"] = args.region
     event = {"dry_run": args.dry_run}
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
+    if getattr(args, "event_id", None):
+        event["id"] = args.event_id
     try:
+        if args.region is not None:  # given, even empty: never replaced by a default
+            os.environ["AWS_REGION"] = region_name(args.region)
         check_setup()
         with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
             summary, code = lambda_handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
-        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        again = f"; run it again with --event-id {event['id']}" if "id" in event else ""
+        print(f"{parser.prog}: {exc}{again}", file=sys.stderr)
     except SETUP_ERRORS as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
@@ -837,10 +844,27 @@ SETUP_ERRORS = (
 
 
 def check_setup():
-    """Before a command-line run: a region, a profile that exists, and credentials."""
-    resolve_region()
+    """Before a command-line run: a region EC2 has, a profile that exists, and credentials."""
+    region_name(resolve_region())
     if boto3.session.Session().get_credentials() is None:
         raise NoCredentialsError()
+
+
+def region_name(text):
+    """A region botocore knows for EC2, in any partition (offline data): a typo is refused
+    at once instead of retried against an endpoint that does not exist."""
+    session = boto3.session.Session()
+    known = {
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("ec2", partition_name=partition)
+    }
+    if text not in known:
+        raise ValueError(
+            f"{text!r} is not an EC2 region (none of the {len(known)} that botocore "
+            f"{botocore.__version__} knows; a newer botocore may know a new one)"
+        )
+    return text
 
 
 # ---- end of shared block ----
@@ -1523,12 +1547,32 @@ def main(argv=None):
     parser = cli_parser(JOB, "Snapshot every EBS volume of the instances tagged Backup=Yes.")
     parser.add_argument(
         "--instance-id",
-        action="append",
+        action="extend",
+        type=instance_id_list,
         dest="instance_ids",
-        metavar="ID",
-        help="only this instance (repeatable); still only if Backup enables it",
+        metavar="ID[,ID...]",
+        help="only these instances (repeatable, or separated by commas); still only if their "
+        "Backup tag enables them",
+    )
+    parser.add_argument(
+        "--event-id",
+        default=f"cli-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}",
+        help="the id the snapshots are tagged with (EventId): a run with the same id skips the "
+        "volumes it already did, so a failed run can be finished without duplicates "
+        "(default: a new id, printed in the report)",
     )
     return cli(parser, argv)
+
+
+def instance_id_list(text):
+    """--instance-id's value: one instance id or several, separated by commas or spaces."""
+    ids = [i for i in re.split(r"[\s,]+", text.strip()) if i]
+    bad = [i for i in ids if not re.fullmatch(r"i-[0-9a-f]{8}([0-9a-f]{9})?", i)] or (
+        [text] if not ids else []
+    )
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not an instance id (i-0123456789abcdef0)")
+    return ids
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import DEST, REGION, launch, snapshots
+from botocore.exceptions import EndpointConnectionError
+from botocore.parsers import ResponseParserError
+from conftest import DEST, REGION, launch, snapshot_details, snapshots
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
@@ -163,3 +167,85 @@ def test_verbose_adds_json_log_lines_on_stderr(capsys):
     lines = err.strip().splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["created", "summary"]
     assert '"level"' not in out  # stdout is the report alone
+
+
+# ---- the operator's first day -------------------------------------------------------------
+
+
+def one_line(err):
+    assert "Traceback" not in err
+    assert err.strip() and err.strip().count("\n") == 0, err
+    return err.strip()
+
+
+@pytest.mark.parametrize("region", ["us-east-9", "", "US-EAST-1"])
+def test_a_region_botocore_does_not_know_exits_2_at_once(region, bare_env):
+    env = bare_env | {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    started = time.monotonic()
+    done = script("creator", "--region", region, env=env)
+    assert done.returncode == 2 and time.monotonic() - started < 20
+    assert "is not an EC2 region" in one_line(done.stderr)
+
+
+def test_a_response_botocore_cannot_parse_is_one_line_and_exit_1(api, capsys):
+    launch({"Backup": "Yes"})
+    api.network(
+        lambda url: ResponseParserError(f"Unable to parse response from {url}: <html>502"),
+        "DescribeInstances",
+    )
+    assert creator.main([]) == 1
+    assert "ResponseParserError: Unable to parse" in one_line(capsys.readouterr().err)
+
+
+def test_an_unreachable_endpoint_is_one_line_naming_it_and_exit_1(api, capsys):
+    api.network(lambda url: EndpointConnectionError(endpoint_url=url))
+    assert manager.main([]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert 'Could not connect to the endpoint URL: "https://ec2.us-east-1.amazonaws.com/"' in line
+
+
+def test_instance_ids_may_be_separated_by_commas(capsys):
+    a, _ = launch({"Backup": "Yes"})
+    b, _ = launch({"Backup": "Yes"})
+    c, _ = launch({"Backup": "Yes"})
+    launch({"Backup": "Yes"})
+    assert creator.main(["--instance-id", f"{a},{b}", "--instance-id", c, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert sorted(i["instance_id"] for i in summary["created"]) == sorted([a, b, c])
+
+
+@pytest.mark.parametrize("value", ["i-a,i-b", "", "web-1", "i-0123456789abcdef0,,bad"])
+def test_a_bad_instance_id_is_refused_in_the_command_lines_words(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        creator.main(["--instance-id", value])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --instance-id:" in err and "instance_ids" not in err
+    assert snapshots() == {}
+
+
+def test_each_command_line_run_has_an_event_id_and_a_retry_reuses_it(api, capsys):
+    _, vols = launch({"Backup": "Yes"})
+    api.fail("DescribeRegions", "RequestLimitExceeded", times=10)  # the first run fails
+    assert creator.main([]) == 1
+    err = capsys.readouterr().err
+    event_id = re.search(r"run it again with --event-id (cli-\S+)$", err.strip()).group(1)
+    assert creator.main(["--event-id", event_id]) == 0
+    assert f"event {event_id}" in capsys.readouterr().out
+    assert creator.main(["--event-id", event_id]) == 0  # once more: nothing twice
+    assert [t["EventId"] for t in snapshots().values()] == [event_id]
+    assert creator.main([]) == 0  # a new run, a new id: a new snapshot
+    assert len({t["EventId"] for t in snapshots().values()}) == 2
+    assert set(vols.values()) == {s["VolumeId"] for s in snapshot_details().values()}
+
+
+def test_the_manager_counts_the_volumes_not_yet_due_and_says_when(capsys):
+    launch({"Backup": "Yes", "Name": "fresh"})
+    assert manager.main([]) == 0
+    out = capsys.readouterr().out
+    assert "not yet due (1):" in out and "expected by" in out and "fresh" in out
+    assert "0 unprotected, 0 protected, 1 not yet due" in out
+
+
+def test_the_managers_help_says_it_checks_coverage(bare_env):
+    assert "check coverage" in script("manager", "--help", env=bare_env).stdout
