@@ -1,11 +1,15 @@
 """`make demo`: the three real jobs on moto's in-process AWS, ten days in two regions.
 
 No AWS account, credentials or network: moto answers every call inside this process. The
-jobs are the real modules, given each day's date through their ``now`` parameter.
+jobs are the real modules, given each day's date through their ``now`` parameter. It ends
+with a picture of the snapshots left, one bar per snapshot from creation to DeleteOn: in
+the terminal, and as build/demo.png (the README shows a copy, scripts/demo.png).
 """
 
 import contextlib
+import json
 import os
+import re
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -128,12 +132,24 @@ def launch_fleet():
     return names
 
 
+def day_header(n, today):
+    """The day, its weekday, and why it makes longer-lived snapshots."""
+    marks = ["Sunday, the weekly day"] if today.weekday() == 6 else []
+    marks += ["the 1st: a monthly snapshot"] if today.day == 1 else []
+    note = f"  ({'; '.join(marks)})" if marks else ""
+    return f"\nDay {n}  {today:%a %Y-%m-%d}{note}"
+
+
 def describe_run(hour, job, summary, seen_warnings, names):
     """One short line per run, then any warning not shown before."""
     counts = summary["counts"]
     done = []
     if counts.get("created"):
-        done.append(f"created {counts['created']}")
+        longer = sorted(
+            {f"{c['tier']} for {names.get(c['instance_id'])}" for c in summary["created"]}
+            - {f"daily for {names.get(c['instance_id'])}" for c in summary["created"]}
+        )
+        done.append(f"created {counts['created']}" + "".join(f", {t}" for t in longer))
     copied = {}
     for item in summary.get("copied", []):
         copied[item["dest_region"]] = copied.get(item["dest_region"], 0) + 1
@@ -142,8 +158,9 @@ def describe_run(hour, job, summary, seen_warnings, names):
         done.append(f"carried KeepForever to {counts['tagged']} copy")
     if counts.get("deleted"):
         done.append(f"deleted {counts['deleted']} expired")
-    if counts.get("kept_forever"):
-        done.append(f"kept {counts['kept_forever']} (KeepForever)")
+    held = [s for s in summary.get("skipped", []) if "kept although due" in s["reason"]]
+    if held:  # reported on the day it would have been deleted, not before
+        done.append(f"kept {len(held)} past its DeleteOn (KeepForever)")
     if counts.get("protected"):
         done.append(f"{counts['protected']} volumes protected")
     if counts.get("unprotected"):
@@ -179,19 +196,23 @@ def keep_one_forever(today):
 
 
 def inventory(region):
-    """A region's snapshots as rows: id, volume, instance, DeleteOn, tier, copy of, Keep."""
+    """A region's snapshots as rows: id, volume, instance, device, created, DeleteOn, tier
+    (for a copy with its own date, Copy_Retention), copy of, Keep."""
     rows = []
     for snap in ec2(region).describe_snapshots(OwnerIds=["self"])["Snapshots"]:
         tags = {t["Key"]: t["Value"] for t in snap.get("Tags", [])}
         source = tags.get("Source_SnapshotId")
+        device = re.search(r"\((/dev/[^)]+)\)", snap.get("Description", ""))
         rows.append(
             {
                 "snapshot": snap["SnapshotId"],
-                # A copy's VolumeId is arbitrary in AWS: show none.
-                "volume": "-" if source else snap["VolumeId"],
+                # A copy's own VolumeId is arbitrary in AWS: its source volume instead.
+                "volume": tags["Source_VolumeId"] if source else snap["VolumeId"],
                 "instance": tags.get("Name", "-"),
+                "device": device.group(1) if device else "-",
+                "created": snap["StartTime"].date().isoformat(),
                 "DeleteOn": tags.get("DeleteOn", "-"),
-                "tier": tags.get("Retention_Tier", "-"),
+                "tier": tags.get("Retention_Tier") or ("Copy_Retention" if source else "-"),
                 "copy of": source or "-",
                 "Keep": tags.get("KeepForever", "-"),
             }
@@ -199,20 +220,110 @@ def inventory(region):
     return sorted(rows, key=lambda r: (r["instance"], r["copy of"] != "-", r["DeleteOn"]))
 
 
-def table(rows):
-    if not rows:
-        return ["  (none)"]
-    columns = list(rows[0])
-    cells = [columns] + [[r[c] for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return [
-        "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
+# ---- the picture: one bar per snapshot, from creation to DeleteOn ----------------------
+
+MARKS = {"daily": "d", "weekly": "W", "monthly": "M", "yearly": "Y", "Copy_Retention": "R"}
+SPAN = 32  # days shown, from START: the monthly snapshot of 1 December reaches 1 January
 
 
-def play(out=print):
-    """Build the fleet, play the days, print as it goes; returns the final inventories."""
+def bars(final):
+    """[(row label, lane, snapshot id, created, DeleteOn, mark, kept)]: the snapshots of
+    each volume in each region, in as few lanes as their lifetimes allow."""
+    groups = {}
+    for region, rows in final.items():
+        for r in rows:
+            copy = r["copy of"] != "-"
+            label = f"{r['instance']} {r['device']}" + (f" copy in {region}" if copy else "")
+            groups.setdefault((r["instance"], r["device"], copy, label), []).append(r)
+    out = []
+    for (*_, label), rows in sorted(groups.items()):
+        lanes = []  # the last day of each lane: DeleteOn, or never for KeepForever
+        for r in sorted(rows, key=lambda r: (r["created"], r["DeleteOn"])):
+            lane = next((i for i, end in enumerate(lanes) if end <= r["created"]), len(lanes))
+            lanes[lane : lane + 1] = ["9999-12-31" if r["Keep"] != "-" else r["DeleteOn"]]
+            mark = MARKS.get(r["tier"], "?")
+            out.append(
+                (label, lane, r["snapshot"], r["created"], r["DeleteOn"], mark, r["Keep"] != "-")
+            )
+    return out
+
+
+def text_picture(drawn):
+    """The bars in the terminal, one line per lane, a column per day."""
+    first = START
+    header = "".join(str((first + timedelta(days=i)).day % 10) for i in range(SPAN))
+    width = max(len(label) for label, *_ in drawn) + 2
+    lines = [f"{'':{width}}{first:%b %-d}, a column a day", f"{'':{width}}{header}"]
+    rows = {}
+    for label, lane, _, created, delete_on, mark, kept in drawn:
+        cells = rows.setdefault((label, lane), [" "] * SPAN)
+        start = (date.fromisoformat(created) - first).days
+        end = SPAN if kept else min(SPAN, (date.fromisoformat(delete_on) - first).days)
+        for day in range(start, end):
+            cells[day] = "━"
+        cells[start] = "K" if kept else mark
+        if end == SPAN:
+            cells[-1] = "▸"
+    previous = None
+    for (label, _), cells in rows.items():
+        shown = label if label != previous else ""
+        previous = label
+        lines.append(f"{shown:<{width}}{''.join(cells).rstrip()}")
+    lines.append(
+        "d daily, W weekly, M monthly, R a copy kept by Copy_Retention, K KeepForever; "
+        "━ until DeleteOn, ▸ beyond"
+    )
+    return lines
+
+
+def png_picture(drawn, path):
+    """The same bars as a PNG; its metadata lists them, so a test can compare with AWS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lanes = list(dict.fromkeys((label, lane) for label, lane, *_ in drawn))
+    colors = {"d": "#9aa5b1", "W": "#3b82f6", "M": "#8b5cf6", "Y": "#0f766e", "R": "#f59e0b"}
+    fig, ax = plt.subplots(figsize=(12, 0.28 * len(lanes) + 1.4))
+    for label, lane, _, created, delete_on, mark, kept in drawn:
+        y = len(lanes) - 1 - lanes.index((label, lane))
+        start = (date.fromisoformat(created) - START).days
+        end = SPAN if kept else min(SPAN, (date.fromisoformat(delete_on) - START).days)
+        copy = "copy in" in label
+        ax.broken_barh(
+            [(start, max(end - start, 0.3))],
+            (y + 0.15, 0.7),
+            facecolors=colors.get(mark, "#999999"),
+            edgecolors="#dc2626" if kept else "none",
+            linewidth=2 if kept else 0,
+            hatch="///" if copy else None,
+        )
+        if kept:
+            ax.text(start + 0.2, y + 0.5, "KeepForever", va="center", fontsize=7)
+    ax.set_yticks([len(lanes) - 1 - i + 0.5 for i, (_, lane) in enumerate(lanes) if lane == 0])
+    ax.set_yticklabels([label for label, lane in lanes if lane == 0], fontsize=8)
+    ticks = range(0, SPAN + 1, 7)
+    ax.set_xticks(list(ticks))
+    ax.set_xticklabels([f"{START + timedelta(days=d):%b %-d}" for d in ticks])
+    ax.axvline(DAYS, color="#111827", linewidth=1)
+    ax.text(DAYS + 0.2, len(lanes) - 0.3, "end of the demo", fontsize=8)
+    ax.set_xlim(0, SPAN)
+    ax.set_ylim(0, len(lanes))
+    ax.set_title(
+        "Snapshots left after the demo: a bar from creation to DeleteOn (grey daily, blue "
+        "weekly, purple monthly, orange Copy_Retention; hatched: a copy)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Description": json.dumps(drawn)})
+    plt.close(fig)
+
+
+def play(out=print, picture=None):
+    """Build the fleet, play the days, print as it goes, draw the snapshots left (and write
+    them to ``picture``, a PNG path, if given); returns the final inventories."""
     names = build_fleet()
     out(f"Fleet: {len(FLEET)} instances in {EAST} and {WEST} (moto, in this process).")
     for region, name, tags, devices, stopped in FLEET:
@@ -223,7 +334,7 @@ def play(out=print):
     seen_warnings = set()
     for n in range(DAYS):
         today = START + timedelta(days=n)
-        out(f"\nDay {n + 1}  {today}")
+        out(day_header(n + 1, today))
         for hour, job, module in SCHEDULE:
             for region in REGIONS:
                 if job == "creator" and (region, n + 1) == MISSED:
@@ -239,11 +350,14 @@ def play(out=print):
             out(f"  09:00  operator tags {kept} ({KEEP_INSTANCE}) KeepForever=audit")
     final = {region: inventory(region) for region in REGIONS}
     last = START + timedelta(days=DAYS - 1)
-    for region in REGIONS:
-        others = ", ".join(r for r in REGIONS if r != region)
-        out(f"\n{region}: {len(final[region])} snapshots after {last} (copies come from {others})")
-        for line in table(final[region]):
-            out(line)
+    total = sum(len(rows) for rows in final.values())
+    out(f"\n{total} snapshots after {last}, one bar each from its creation to its DeleteOn:")
+    drawn = bars(final)
+    for line in text_picture(drawn):
+        out(line)
+    if picture:
+        png_picture(drawn, Path(picture))
+        out(f"(the same picture: {picture})")
     out(
         "\nEach volume keeps its last <Retention> days of snapshots; web-1 also keeps its "
         "Sunday (weekly)\nsnapshot two weeks and its 1 December (monthly) one a month. Copies "
@@ -264,7 +378,7 @@ def main():
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_SESSION_TOKEN"):
         os.environ.pop(var, None)
     with mock_aws():
-        play()
+        play(picture=Path(__file__).resolve().parent.parent / "build" / "demo.png")
     return 0
 
 

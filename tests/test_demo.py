@@ -1,5 +1,6 @@
 """The demo plays the real jobs; its final inventory must be what the tags say."""
 
+import json
 import os
 import re
 import subprocess
@@ -7,6 +8,10 @@ import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+
+import boto3
+import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -63,9 +68,31 @@ def expected_inventory():
     return rows
 
 
-def test_final_inventory_is_what_the_tags_say():
-    lines = []
-    final = demo.play(out=lines.append)
+@pytest.fixture(scope="module")
+def played(tmp_path_factory):
+    """One play of the demo for the module's tests: its lines, final inventories, picture,
+    and each region's snapshots as AWS holds them at the end."""
+    from moto import mock_aws
+
+    lines, picture = [], tmp_path_factory.mktemp("demo") / "demo.png"
+    with mock_aws():
+        final = demo.play(out=lines.append, picture=picture)
+        state = {
+            region: boto3.client("ec2", region_name=region).describe_snapshots(OwnerIds=["self"])[
+                "Snapshots"
+            ]
+            for region in demo.REGIONS
+        }
+    return lines, final, picture, state
+
+
+def drawn(path):
+    """The bars a PNG written by the demo shows, from its metadata."""
+    return [tuple(bar) for bar in json.loads(Image.open(path).text["Description"])]
+
+
+def test_final_inventory_is_what_the_tags_say(played):
+    lines, final, _, _ = played
     found = Counter(
         (region, r["instance"], r["DeleteOn"], r["copy of"] != "-", r["Keep"] != "-")
         for region, rows in final.items()
@@ -81,8 +108,8 @@ def test_final_inventory_is_what_the_tags_say():
         "carried KeepForever to 1 copy",
         "deleted",
         "volumes protected",
-        "weekly",
-        "monthly",
+        "created 4, monthly for web-1",
+        "created 4, weekly for web-1",
         # The day after the missed run, the manager names each volume it left unprotected.
         "unprotected  api-eu: no completed snapshot in the last 26 h",
         "unprotected  cache-eu: no completed snapshot in the last 26 h",
@@ -103,3 +130,56 @@ def test_make_demo_script_exits_0_quietly():
     assert done.returncode == 0
     assert done.stderr == ""
     assert "Day 10" in done.stdout and "Traceback" not in done.stdout
+
+
+def test_each_day_shows_its_weekday_and_why_it_is_weekly_or_monthly(played):
+    lines = played[0]
+    headers = [line for line in lines if line.startswith("\nDay ")]
+    assert headers[0] == "\nDay 1  Tue 2026-12-01  (the 1st: a monthly snapshot)"
+    assert headers[5] == "\nDay 6  Sun 2026-12-06  (Sunday, the weekly day)"
+    assert headers[1] == "\nDay 2  Wed 2026-12-02"
+
+
+def test_keep_forever_is_reported_on_the_day_it_would_have_been_deleted(played):
+    lines = played[0]
+    text = "\n".join(lines)
+    days = text.split("\nDay ")[1:]
+    # Kept on day 2 with Retention=3: its DeleteOn is 5 December, day 5.
+    assert [n + 1 for n, day in enumerate(days) if "past its DeleteOn (KeepForever)" in day] == [
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+    ]
+
+
+def test_copies_kept_by_copy_retention_say_so(played):
+    final = played[1]
+    tiers = {r["tier"] for rows in final.values() for r in rows if r["instance"] == "api-eu"}
+    assert tiers == {"daily", "Copy_Retention"}  # the primaries' own, the copies' own date
+
+
+def test_the_picture_is_written_and_shows_exactly_the_snapshots_left(played):
+    lines, _, picture, state = played
+    bars = {bar[2]: bar for bar in drawn(picture)}
+    snapshots = {s["SnapshotId"]: s for region in state.values() for s in region}
+    assert set(bars) == set(snapshots)  # one bar per snapshot AWS holds, no other
+    for sid, s in snapshots.items():
+        tags = {t["Key"]: t["Value"] for t in s["Tags"]}
+        _, _, _, created, delete_on, mark, kept = bars[sid]
+        assert (created, delete_on) == (s["StartTime"].date().isoformat(), tags["DeleteOn"])
+        assert kept == ("KeepForever" in tags)
+        assert mark == demo.MARKS[tags.get("Retention_Tier", "Copy_Retention")]
+    # The terminal shows the same bars: a line per lane.
+    lanes = [line for line in lines if "━" in line and not line.startswith("d daily")]
+    assert len(lanes) == len({(b[0], b[1]) for b in bars.values()})
+
+
+def test_the_readmes_picture_is_the_demos(played):
+    """scripts/demo.png, which the README shows, must be what `make demo` draws now
+    (snapshot ids aside): after a change, copy build/demo.png there."""
+    fresh = sorted(bar[:2] + bar[3:] for bar in drawn(played[2]))
+    shown = sorted(bar[:2] + bar[3:] for bar in drawn(ROOT / "scripts" / "demo.png"))
+    assert shown == fresh
