@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: test lint format demo bench sync-shared stackset-template clean
+.PHONY: test lint format demo bench cost sync-shared stackset-template clean
 
 $(STAMP): requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+cost: $(STAMP)
+	@$(BIN)/python scripts/cost.py
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

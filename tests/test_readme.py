@@ -23,3 +23,11 @@ def test_the_readme_quotes_the_constants_the_jobs_use():
     ]
     assert [q for q in quoted if q not in README] == []
     assert manager.EXPIRED_COPY_DAYS == 2 and "more than two days past" in README
+
+
+def test_the_cost_table_is_what_make_cost_prints_now():
+    import cost
+
+    assert " ".join(cost.table().split()) in README
+    once = cost.EXAMPLE["volumes"] * cost.EXAMPLE["written_gb"]
+    assert f"({once:,} GB, ${once * cost.PRICES['transfer'][0]:,.2f} here)" in README

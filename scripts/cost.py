@@ -1,0 +1,107 @@
+"""`make cost`: what one region costs a month, for the example the README states.
+
+The tool's own share (metrics, alarms, Lambda, logs) is counted from what it really has: the
+metrics each job writes (the jobs' METRICS) and the alarms in template.yaml. Prices are US
+East (N. Virginia) list prices, read on the date below from the pages named; check them for
+your region. The free tiers (10 custom metrics, 10 alarm metrics, 400,000 Lambda GB-s,
+1 million requests and 5 GB of logs a month, per account) are left out: they are shared
+with everything else in the account.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cfnlint.decode import cfn_yaml  # noqa: E402
+
+import ebs_snapshot_creator as jobs  # noqa: E402
+
+READ_ON = "2026-11-27"
+PRICES = {  # (USD, unit, where it is published)
+    "snapshot": (0.05, "GB-month", "Amazon EBS pricing; EBS user guide, snapshot archive pricing"),
+    "transfer": (0.02, "GB", "Amazon EC2 On-Demand pricing, data transfer to another region"),
+    "metric": (0.30, "metric-month", "Amazon CloudWatch pricing, custom metrics"),
+    "alarm": (0.10, "alarm metric-month", "Amazon CloudWatch pricing, standard alarms"),
+    "lambda": (0.0000133334, "GB-second (arm64)", "AWS Lambda pricing"),
+    "requests": (0.20, "million requests", "AWS Lambda pricing"),
+    "logs": (0.50, "GB ingested", "Amazon CloudWatch pricing, logs"),
+}
+# The example: volumes, GB written on each, GB changed a day, days kept, copies to one region.
+EXAMPLE = {"volumes": 100, "written_gb": 50, "daily_change_gb": 1, "retention": 7}
+MEMORY_GB = 0.5  # template.yaml's MemorySize
+RUN_S = {"creator": 30, "copier": 5, "manager": 30}  # seconds a run, 100 volumes
+RUNS_A_DAY = {"creator": 1, "copier": 36 + EXAMPLE["volumes"], "manager": 1}
+LOG_BYTES_A_DAY = 4 * EXAMPLE["volumes"] * 300  # about four JSON lines per volume a day
+
+
+def alarm_metrics():
+    """Alarm metrics in template.yaml: one per simple alarm, one per metric of a metric-math
+    alarm (CloudWatch bills each)."""
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    alarms = [r["Properties"] for r in template["Resources"].values()]
+    alarms = [a for a in alarms if "AlarmDescription" in a]
+    return sum(
+        len([m for m in a["Metrics"] if "MetricStat" in m]) if "Metrics" in a else 1 for a in alarms
+    )
+
+
+def custom_metrics():
+    """The metrics the jobs write, each a custom metric for each job that writes it."""
+    always = sum(len(writers) for _, writers in jobs.METRICS.values())
+    sometimes = 3  # UnprotectedVolumes (manager, copier) and ExpiredCopiesLeft (manager)
+    return always + sometimes
+
+
+def rows():
+    e, p = EXAMPLE, {k: v[0] for k, v in PRICES.items()}
+    stored = e["volumes"] * (e["written_gb"] + e["retention"] * e["daily_change_gb"])
+    copied = e["volumes"] * e["daily_change_gb"] * 30
+    gb_s = sum(RUN_S[j] * RUNS_A_DAY[j] for j in RUN_S) * MEMORY_GB * 30
+    requests = sum(RUNS_A_DAY.values()) * 30
+    logs_gb = LOG_BYTES_A_DAY * 30 / 1e9
+    return [
+        ("snapshot storage, this region", f"{stored:,} GB", stored * p["snapshot"]),
+        ("snapshot storage, the copies' region", f"{stored:,} GB", stored * p["snapshot"]),
+        ("copies' transfer between regions", f"{copied:,} GB", copied * p["transfer"]),
+        (
+            "CloudWatch metrics (the summary lines)",
+            f"{custom_metrics()} metrics",
+            custom_metrics() * p["metric"],
+        ),
+        ("CloudWatch alarms", f"{alarm_metrics()} alarm metrics", alarm_metrics() * p["alarm"]),
+        ("Lambda duration", f"{gb_s:,.0f} GB-s", gb_s * p["lambda"]),
+        ("Lambda requests", f"{requests:,}", requests / 1e6 * p["requests"]),
+        ("log ingestion", f"{logs_gb:.3f} GB", logs_gb * p["logs"]),
+    ]
+
+
+def table():
+    lines = ["| item | a month | USD |", "|---|---|---|"]
+    total = 0.0
+    for item, amount, usd in rows():
+        total += usd
+        lines.append(f"| {item} | {amount} | {usd:,.2f} |")
+    lines.append(f"| **total** | | **{total:,.2f}** |")
+    return "\n".join(lines)
+
+
+def main():
+    e = EXAMPLE
+    print(
+        f"{e['volumes']} volumes of {e['written_gb']} GB written, {e['daily_change_gb']} GB "
+        f"changed a day, a snapshot a day kept {e['retention']} days, copied to one other "
+        f"region; prices of {READ_ON}:\n"
+    )
+    print(table())
+    once = e["volumes"] * e["written_gb"]
+    print(f"\nOnce, the first full copy: {once:,} GB, ${once * PRICES['transfer'][0]:,.2f}.\n")
+    for name, (usd, unit, source) in PRICES.items():
+        shown = f"{usd:.10f}".rstrip("0").rstrip(".")
+        print(f"- {name}: ${shown} per {unit} ({source})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
