@@ -445,11 +445,12 @@ def in_parallel(items, work, budget, failed):
     failure: failed(item, exception) records it and every other item is still done. Items
     may be a generator, read only as workers come free; if reading raises OutOfTime, no
     more work starts (the caller knows whether its generator finished), and any other
-    exception from reading is raised once the started work is over. Returns (started,
-    stopped): items started, and how many of those OutOfTime stopped.
+    exception from reading is raised once the started work is over, as is one from
+    failed() itself (so that no failure goes unrecorded). Returns (started, stopped): items
+    started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally = {"started": 0, "stopped": 0}
+    tally, unrecorded = {"started": 0, "stopped": 0}, []
 
     def task(item):
         try:
@@ -458,7 +459,10 @@ def in_parallel(items, work, budget, failed):
             with lock:
                 tally["stopped"] += 1
         except Exception as exc:
-            failed(item, exc)
+            try:
+                failed(item, exc)
+            except Exception as lost:
+                unrecorded.append(lost)
         finally:
             slots.release()
 
@@ -478,6 +482,8 @@ def in_parallel(items, work, budget, failed):
                 raise
             tally["started"] += 1
             pool.submit(task, item)
+    if unrecorded:
+        raise unrecorded[0]
     return tally["started"], tally["stopped"]
 
 

@@ -471,11 +471,12 @@ def in_parallel(items, work, budget, failed):
     failure: failed(item, exception) records it and every other item is still done. Items
     may be a generator, read only as workers come free; if reading raises OutOfTime, no
     more work starts (the caller knows whether its generator finished), and any other
-    exception from reading is raised once the started work is over. Returns (started,
-    stopped): items started, and how many of those OutOfTime stopped.
+    exception from reading is raised once the started work is over, as is one from
+    failed() itself (so that no failure goes unrecorded). Returns (started, stopped): items
+    started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally = {"started": 0, "stopped": 0}
+    tally, unrecorded = {"started": 0, "stopped": 0}, []
 
     def task(item):
         try:
@@ -484,7 +485,10 @@ def in_parallel(items, work, budget, failed):
             with lock:
                 tally["stopped"] += 1
         except Exception as exc:
-            failed(item, exc)
+            try:
+                failed(item, exc)
+            except Exception as lost:
+                unrecorded.append(lost)
         finally:
             slots.release()
 
@@ -504,6 +508,8 @@ def in_parallel(items, work, budget, failed):
                 raise
             tally["started"] += 1
             pool.submit(task, item)
+    if unrecorded:
+        raise unrecorded[0]
     return tally["started"], tally["stopped"]
 
 
@@ -1449,13 +1455,14 @@ def vss_set(_ec2, ssm, item, summary, budget):
 
 def plans_of_region(ec2, ids, region, today, key, summary, listed):
     """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
-    to the summary. A Multi-Attach volume waits for the last page, to be taken once for all
-    its instances. ``listed`` gets an entry once every page has been read."""
+    to the summary. An instance with a Multi-Attach volume waits for the last page, so that
+    a volume several instances ask for is taken once. ``listed`` gets an entry once every
+    page has been read."""
     enabled = enabled_regions(ec2)
     volume_backup = volume_backup_tags(ec2)
-    shared = {vid: [] for vid in multi_attach_volumes(ec2)}
+    multi = multi_attach_volumes(ec2)
     done = done_for_event(ec2, key)
-    seen = set()
+    seen, held = set(), []
     for instance in list_instances(ec2, ids):
         seen.add(instance.get("InstanceId"))
         try:  # an odd answer, or a bug of ours, costs this instance only
@@ -1463,17 +1470,19 @@ def plans_of_region(ec2, ids, region, today, key, summary, listed):
         except Exception as exc:
             summary.error(instance.get("InstanceId", "?"), exc, "instance not planned")
             continue
-        for plan in todo:
-            shared.get(plan["volume_id"], []).append(plan)
-        mine = [plan for plan in todo if plan["volume_id"] not in shared]
-        if mine and mine[0]["mode"] != "volume":
-            yield snapshot_set(mine, ebs_volumes(instance))
+        if any(plan["volume_id"] in multi for plan in todo):
+            held.append((todo, ebs_volumes(instance)))
         else:
-            yield from mine
-    yield from (merge_shared(plans) for plans in shared.values() if plans)
+            yield from work_of(todo, ebs_volumes(instance))
+    yield from shared_work(held, summary)
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
     listed.append(True)
+
+
+def work_of(todo, ebs):
+    """One instance's work: its set (Consistency other than volume), or each volume."""
+    return [snapshot_set(todo, ebs)] if todo and todo[0]["mode"] != "volume" else todo
 
 
 def plan_one(instance, volume_backup, enabled, region, today, key, summary, done):
@@ -1494,17 +1503,64 @@ def plan_one(instance, volume_backup, enabled, region, today, key, summary, done
     return todo
 
 
-def merge_shared(plans):
+def shared_work(held, summary):
+    """The work of the instances that have a Multi-Attach volume, once every page is read.
+    A volume that several of them ask for is left out of their sets and taken once, alone;
+    but a VSS set cannot leave a volume out, so where one of them is a VSS set, that set
+    takes it. A volume only one instance asks for stays in its set."""
+    askers = {}
+    for todo, _ in held:
+        for plan in todo:
+            askers.setdefault(plan["volume_id"], []).append(plan)
+    shared = {vid: plans for vid, plans in askers.items() if len(plans) > 1}
+    by_vss = {
+        vid: min(p["instance_id"] for p in plans if p["mode"] == "vss")
+        for vid, plans in shared.items()
+        if any(p["mode"] == "vss" for p in plans)
+    }
+
+    def own(plan):  # the volume is in its instance's own work
+        vid = plan["volume_id"]
+        return vid not in shared or by_vss.get(vid) == plan["instance_id"]
+
+    for todo, ebs in held:
+        yield from work_of([plan for plan in todo if own(plan)], ebs)
+    for vid, plans in sorted(shared.items()):
+        names = ", ".join(sorted(p["instance_id"] for p in plans))
+        if vid in by_vss:
+            reason = f"taken once, by the VSS set of {by_vss[vid]}, which cannot leave it out"
+            summary.warn(vid, f"Multi-Attach volume of {names}: {reason}")
+            continue
+        if any(p["mode"] != "volume" for p in plans):
+            reason = "left out of their sets and taken once, alone (crash-consistent)"
+            summary.warn(vid, f"Multi-Attach volume of {names}: {reason}")
+        yield merge_shared(plans, summary)
+
+
+COPY_SETTINGS = (TAG_COPY_DEST, TAG_COPY_RETENTION, TAG_COPY_KMS_KEY)
+
+
+def merge_shared(plans, summary):
     """One snapshot of a Multi-Attach volume for all its instances: the longest retention
     (latest DeleteOn; on a tie, the first instance id) names it and gives its tags, and it
-    is copied to every region any of its instances names: a backup kept too long, or
-    copied once too often, costs little."""
+    is copied to every region any of them names, with the copy settings of the first of
+    them (the longest first) that asks for copies: a backup kept too long, or copied once
+    too often, costs little."""
     plans = sorted(plans, key=lambda p: p["instance_id"])
     winner = max(plans, key=lambda p: p["tags"][TAG_DELETE_ON])
-    dests = list(dict.fromkeys(d for p in [winner, *plans] for d in p["copy_dest"]))
-    tags = dict(winner["tags"])
-    if dests:
-        tags[TAG_COPY_DEST] = ",".join(dests)
+    ordered = [winner, *(p for p in plans if p is not winner)]
+    dests = list(dict.fromkeys(d for p in ordered for d in p["copy_dest"]))
+    tags = {k: v for k, v in winner["tags"].items() if k not in COPY_SETTINGS}
+    copying = [p for p in ordered if p["copy_dest"]]
+    if copying:
+        first = {k: copying[0]["tags"].get(k) for k in COPY_SETTINGS[1:]}
+        tags |= {k: v for k, v in first.items() if v} | {TAG_COPY_DEST: ",".join(dests)}
+        if any({k: p["tags"].get(k) for k in COPY_SETTINGS[1:]} != first for p in copying):
+            who = copying[0]["instance_id"]
+            summary.warn(
+                winner["volume_id"],
+                f"its instances ask for different copy settings; copies use those of {who}",
+            )
     ids = [p["instance_id"] for p in plans]
     return {**winner, "tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}
 
@@ -1571,7 +1627,7 @@ def instance_id_list(text):
         [text] if not ids else []
     )
     if bad:
-        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not an instance id (i-0123456789abcdef0)")
+        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not an instance id (i- and 8 or 17 hex digits)")
     return ids
 
 

@@ -454,11 +454,12 @@ def in_parallel(items, work, budget, failed):
     failure: failed(item, exception) records it and every other item is still done. Items
     may be a generator, read only as workers come free; if reading raises OutOfTime, no
     more work starts (the caller knows whether its generator finished), and any other
-    exception from reading is raised once the started work is over. Returns (started,
-    stopped): items started, and how many of those OutOfTime stopped.
+    exception from reading is raised once the started work is over, as is one from
+    failed() itself (so that no failure goes unrecorded). Returns (started, stopped): items
+    started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally = {"started": 0, "stopped": 0}
+    tally, unrecorded = {"started": 0, "stopped": 0}, []
 
     def task(item):
         try:
@@ -467,7 +468,10 @@ def in_parallel(items, work, budget, failed):
             with lock:
                 tally["stopped"] += 1
         except Exception as exc:
-            failed(item, exc)
+            try:
+                failed(item, exc)
+            except Exception as lost:
+                unrecorded.append(lost)
         finally:
             slots.release()
 
@@ -487,6 +491,8 @@ def in_parallel(items, work, budget, failed):
                 raise
             tally["started"] += 1
             pool.submit(task, item)
+    if unrecorded:
+        raise unrecorded[0]
     return tally["started"], tally["stopped"]
 
 
@@ -886,11 +892,19 @@ def verdict(snapshot, today):
 
 
 def near_miss(tags):
-    """A warning when a snapshot is kept by a key that is not exactly KeepForever."""
+    """A warning when a snapshot is kept by a key that is not exactly KeepForever, or by a
+    value that is a no-word but for spaces (it keeps: only exactly a no-word releases)."""
     key = keep_forever_key(tags)
-    if key in (None, TAG_KEEP_FOREVER):
+    if key is None:
         return None
-    return f"tag key {key!r} is not {TAG_KEEP_FOREVER}; kept as if it were: rename the key"
+    if key != TAG_KEEP_FOREVER:
+        return f"tag key {key!r} is not {TAG_KEEP_FOREVER}; kept as if it were: rename the key"
+    value = tags[key]
+    if value.strip().lower() in FALSE_WORDS:
+        return (
+            f"{key}={value!r} is not exactly a no-word; kept: write {value.strip()!r} to release it"
+        )
+    return None
 
 
 def grace_days(value):
@@ -904,13 +918,16 @@ def grace_days(value):
 
 
 def backed_up_volumes(instances, volume_backup):
-    """{volume id: {instance_id, name, attached}}: every EBS volume the tags say the creator
-    must snapshot, as the creator reads them."""
+    """{volume id: {instance_id, name, attached, enabled}}: every EBS volume the tags say the
+    creator must snapshot, as the creator reads them (enabled True), and those of an
+    instance whose Backup tag cannot be read (enabled None: the creator skips them, with a
+    warning, but their last backup is kept: a typo must never cost one)."""
     wanted = {}
     for instance in instances:
         tags = tag_map(instance)
         state = instance.get("State", {}).get("Name")
-        if state not in LIVE_STATES or backup_enabled(tags) is not True:
+        enabled = backup_enabled(tags)
+        if state not in LIVE_STATES or enabled is False:
             continue
         for mapping in instance.get("BlockDeviceMappings", []):
             ebs = mapping.get("Ebs")
@@ -919,6 +936,7 @@ def backed_up_volumes(instances, volume_backup):
                     "instance_id": instance["InstanceId"],
                     "name": tags.get(TAG_NAME, ""),
                     "attached": ebs.get("AttachTime"),
+                    "enabled": enabled,
                 }
     return wanted
 
@@ -940,8 +958,7 @@ class LastBackups:
     def key(self, snapshot):
         tags = tag_map(snapshot)
         if TAG_SOURCE_SNAPSHOT in tags:
-            delete_on = parse_date(tags.get(TAG_DELETE_ON))
-            if delete_on and delete_on + timedelta(days=self.grace) <= self.today:
+            if past_grace(snapshot, self.today, self.grace):
                 return None  # past its grace: it expires, newest or not
             source = tags.get(TAG_SOURCE_VOLUME)
             return ("copy", tags.get(TAG_SOURCE_REGION), source) if source else None
@@ -951,6 +968,8 @@ class LastBackups:
     def offer(self, snapshot, due):
         key = self.key(snapshot) if snapshot.get("State") == "completed" else None
         mark = (snapshot["StartTime"], snapshot["SnapshotId"])
+        if key is not None and self.newest.get(key) == mark:
+            return []  # listed again (pages shift while they are read): seen already
         if key is None or (key in self.newest and mark < self.newest[key]):
             return [(snapshot, due)] if due else []
         self.newest[key] = mark
@@ -973,7 +992,7 @@ class Coverage:
         self.protected = {
             vid: who
             for vid, who in volumes.items()
-            if who["attached"] is None or who["attached"] <= self.cutoff
+            if who["enabled"] and (who["attached"] is None or who["attached"] <= self.cutoff)
         }
         self.newest = {}  # volume id: start time of its newest completed snapshot
         self.recent = {}  # snapshot id: (volume id, start time, its Copy_Dest regions)
@@ -992,8 +1011,9 @@ class Coverage:
         if dests and start >= self.now - self.max_age - self.lag:
             self.recent[snapshot["SnapshotId"]] = (vid, start, dests)
 
-    def unprotected(self, copies):
-        """{volume id: [reasons]} given ``copies``, {(region, primary id): copy state}."""
+    def unprotected(self, copies, unread=()):
+        """{volume id: [reasons]} given ``copies``, {(region, primary id): copy state}; the
+        regions in ``unread`` could not be listed: their copies are not judged."""
         found, recent = {}, {}
         for sid, (vid, start, dests) in self.recent.items():
             recent.setdefault(vid, []).append((sid, start, dests))
@@ -1005,7 +1025,9 @@ class Coverage:
                 found.setdefault(vid, []).append(
                     f"no completed snapshot in the last {hours} h; {newest}"
                 )
-            gaps = self.copy_gaps(sorted(recent.get(vid, []), key=lambda r: r[1]), copies)
+            mine = [r for r in recent.get(vid, []) if set(r[2]) - set(unread)]
+            mine = [(sid, start, [d for d in ds if d not in unread]) for sid, start, ds in mine]
+            gaps = self.copy_gaps(sorted(mine, key=lambda r: r[1]), copies)
             if gaps:
                 found.setdefault(vid, []).extend(gaps)
         return found
@@ -1049,9 +1071,9 @@ class ExpiredCopies:
             self.unknown += late
             return
         mark = (copy["StartTime"], copy["SnapshotId"])
-        entry = self.per_volume.setdefault(volume, [mark, late, 0])
+        entry = self.per_volume.setdefault(volume, [None, False, 0])
         entry[2] += late
-        if copy.get("State") == "completed" and mark >= entry[0]:
+        if copy.get("State") == "completed" and (entry[0] is None or mark > entry[0]):
             entry[0], entry[1] = mark, late
 
     def count(self):
@@ -1086,10 +1108,24 @@ def delete_snapshot(ec2, snapshot, reason, summary):
             elif code == "InvalidSnapshot.InUse":  # an AMI is registered from it
                 summary.warn(sid, f"not deleted: {exc.response['Error'].get('Message', code)}")
                 summary.skip(sid, "in use by an AMI")
+            elif code == "UnauthorizedOperation" and kept_since(ec2, sid):
+                # The policy refuses to delete a KeepForever snapshot: someone tagged it
+                # after the listing. Kept, as it should be; not a failure.
+                summary.skip(sid, f"{TAG_KEEP_FOREVER} added since it was listed: kept")
+                summary.count("kept_forever")
             else:
                 summary.error(sid, exc)
             return
     summary.did("delete", snapshot_id=sid, reason=reason, volume_id=snapshot.get("VolumeId"))
+
+
+def kept_since(ec2, sid):
+    """Whether the snapshot is KeepForever now (one DescribeSnapshots by id)."""
+    try:
+        (snap,) = ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"]
+    except (ClientError, ValueError):
+        return False
+    return is_kept_forever(tag_map(snap))
 
 
 def keep_copy(ec2, snapshot, why, summary):
@@ -1117,10 +1153,12 @@ class SourceLookup:
     """Due copies wait here until their primaries are looked up in the source region, one
     call per LOOKUP_BATCH copies and source region: a copy whose primary someone has just
     kept (KeepForever) is kept and tagged, not deleted. A source region that cannot be read
-    keeps its copies this run, with a warning."""
+    (down, or a Source_Region that is no region) keeps its copies, with a warning, until
+    LAST_COPY_GRACE_DAYS past their DeleteOn: nothing is kept forever for want of a look."""
 
-    def __init__(self, summary, budget, pacer):
+    def __init__(self, summary, budget, pacer, today, grace):
         self.summary, self.budget, self.pacer = summary, budget, pacer
+        self.today, self.grace = today, grace
         self.waiting, self.clients = {}, {}
 
     def add(self, snapshot, reason):
@@ -1138,16 +1176,14 @@ class SourceLookup:
     def resolve(self, region):
         batch = self.waiting.pop(region)
         ids = sorted({tag_map(s)[TAG_SOURCE_SNAPSHOT] for s, _ in batch})
-        if region not in self.clients:
-            self.clients[region] = make_client("ec2", region, self.budget, self.pacer)
         try:
+            if region not in self.clients:
+                self.clients[region] = make_client("ec2", region, self.budget, self.pacer)
             kept = kept_primaries(self.clients[region], ids)
         except OutOfTime:
             raise
         except Exception as exc:
-            reason = f"cannot look up the primaries of {len(batch)} due copies there"
-            self.summary.warn(region, f"{reason} ({describe_error(exc)}); kept this run")
-            return []
+            return self.unchecked(region, batch, exc)
         items = []
         for snapshot, reason in batch:
             source = tag_map(snapshot)[TAG_SOURCE_SNAPSHOT]
@@ -1157,6 +1193,24 @@ class SourceLookup:
             else:
                 items.append(("delete", snapshot, reason))
         return items
+
+    def unchecked(self, region, batch, exc):
+        """Copies whose primaries could not be looked up: kept within their grace period,
+        deleted after it."""
+        late = [(s, r) for s, r in batch if past_grace(s, self.today, self.grace)]
+        kept = len(batch) - len(late)
+        self.summary.warn(
+            region,
+            f"cannot look up the primaries of {len(batch)} due copies there "
+            f"({describe_error(exc)}); {kept} kept for now, {len(late)} deleted: past their "
+            f"DeleteOn by over {self.grace} days",
+        )
+        return [("delete", s, r) for s, r in late]
+
+
+def past_grace(snapshot, today, grace):
+    delete_on = parse_date(tag_map(snapshot).get(TAG_DELETE_ON))
+    return delete_on is not None and delete_on + timedelta(days=grace) <= today
 
 
 def kept_primaries(ec2, ids):
@@ -1193,10 +1247,12 @@ class Judge:
             if self.coverage:
                 self.coverage.see(snapshot)
             released = self.last.offer(snapshot, self.due(snapshot))
+            return [item for snap, why in released for item in self.lookup.add(snap, why)]
+        except OutOfTime:
+            raise
         except Exception as exc:
             self.summary.error(sid, exc, "not judged, so kept")
             return []
-        return [item for snap, why in released for item in self.lookup.add(snap, why)]
 
     def due(self, snapshot):
         """The reason when it is due for deletion, else None (and the counts say why)."""
@@ -1330,22 +1386,24 @@ def copies_of(coverage, dest_ec2, today):
 def finish_coverage(coverage, summary, budget, today):
     """One listing per destination region, then each unprotected volume into the summary
     (``unprotected``, and the count that becomes the UnprotectedVolumes metric), and each
-    region where expired copies are left (ExpiredCopiesLeft)."""
-    copies, left = {}, {}
-    try:
-        for dest in sorted(coverage.dests):
+    region where expired copies are left (ExpiredCopiesLeft). A destination that cannot be
+    read is one failure: its copies are not judged, everything else is."""
+    copies, left, unread = {}, {}, set()
+    for dest in sorted(coverage.dests):
+        try:
             found, expired = copies_of(coverage, make_client("ec2", dest, budget), today)
-            copies |= found
-            left[dest] = expired.count()
-    except OutOfTime as exc:
-        summary.warn(summary.region, f"coverage not checked: {exc}")
-        return
-    except Exception as exc:
-        summary.error(summary.region, exc, "coverage not checked")
-        return
-    for vid, reasons in sorted(coverage.unprotected(copies).items()):
+        except OutOfTime as exc:
+            summary.warn(summary.region, f"coverage not checked: {exc}")
+            return
+        except Exception as exc:
+            summary.error(dest, exc, "copies there not checked")
+            unread.add(dest)
+            continue
+        copies |= found
+        left[dest] = expired.count()
+    for vid, reasons in sorted(coverage.unprotected(copies, unread).items()):
         more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
-        who = {k: v for k, v in coverage.protected[vid].items() if k != "attached"}
+        who = {k: v for k, v in coverage.protected[vid].items() if k in ("instance_id", "name")}
         summary.add(
             "unprotected",
             "WARN",
@@ -1356,7 +1414,7 @@ def finish_coverage(coverage, summary, budget, today):
     summary.count("unprotected", 0)
     summary.count("protected", len(coverage.protected) - summary.data["counts"]["unprotected"])
     for vid, who in sorted(coverage.volumes.items()):
-        if vid not in coverage.protected:  # attached since the threshold: not expected yet
+        if who["enabled"] and vid not in coverage.protected:  # attached since the threshold
             expected = who["attached"] + coverage.max_age
             summary.add(
                 "not_yet_due",
@@ -1395,7 +1453,9 @@ def manage(event, context, summary, budget, now):
     coverage = start_coverage(ec2, now, max_age, lag, summary)
     today = utc_today(now)
     last = LastBackups(coverage.volumes if coverage else None, today, grace)
-    judge = Judge(summary, today, coverage, last, SourceLookup(summary, budget, pacer))
+    judge = Judge(
+        summary, today, coverage, last, SourceLookup(summary, budget, pacer, today, grace)
+    )
     finished = sweep(ec2, summary, budget, judge, (now, max_age, lag))
     if coverage and finished:
         finish_coverage(coverage, summary, budget, today)

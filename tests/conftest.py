@@ -158,6 +158,7 @@ class Api:
     def __init__(self):
         self.calls = []  # (region, operation, params), one per call
         self.attempts = 0  # HTTP attempts that reached the fault layer
+        self.attempts_of = []  # (operation, region) of each of them
         self.page_size = None
         self.faults = []
         self.throttled = 0
@@ -276,6 +277,7 @@ class Api:
                     if spy.on_attempt:
                         spy.on_attempt(operation, region)
                     spy.attempts += 1
+                    spy.attempts_of.append((operation, region))
                 spy._outage(operation, params, region, request.url)
                 fault = spy._fault(operation, params, region) if service == "ec2" else None
                 if fault:

@@ -368,14 +368,59 @@ def test_a_multi_attach_volume_is_snapshotted_once_with_the_longest_retention():
     assert result["counts"]["created"] == 3 and result["failures"] == []
 
 
-def test_a_multi_attach_volume_is_left_out_of_a_set_and_taken_alone(api):
+def test_a_multi_attach_volume_two_instances_ask_for_is_left_out_of_a_set_and_taken_alone(api):
     first, vols = launch({"Backup": "Yes", "Consistency": "instance"})
     other, other_vols = launch({"Backup": "Yes"})
     vid = shared_volume(first, other)
-    run()
+    result = run()
     (spec,) = [p["InstanceSpecification"] for p in api.ops("CreateSnapshots")]
     assert spec["InstanceId"] == first and spec["ExcludeDataVolumeIds"] == [vid]
     (alone,) = [p for p in api.ops("CreateSnapshot") if p["VolumeId"] == vid]
     assert {"Key": "Consistency", "Value": "volume"} in alone["TagSpecifications"][0]["Tags"]
     roots = [vols["/dev/sda1"], other_vols["/dev/sda1"]]
     assert Counter(s["VolumeId"] for s in snapshot_details().values()) == Counter([*roots, vid])
+    (warning,) = result["warnings"]
+    assert warning["id"] == vid and "left out of their sets" in warning["reason"]
+
+
+def test_a_multi_attach_volume_only_one_instance_asks_for_stays_in_its_set(api):
+    first, vols = launch({"Backup": "Yes", "Consistency": "instance"})
+    other, _ = launch({"Backup": "No"})
+    vid = shared_volume(first, other)
+    result = run()
+    (spec,) = [p["InstanceSpecification"] for p in api.ops("CreateSnapshots")]
+    assert spec["InstanceId"] == first and "ExcludeDataVolumeIds" not in spec
+    assert api.ops("CreateSnapshot") == [] and result["warnings"] == []
+    assert Counter(s["VolumeId"] for s in snapshot_details().values()) == Counter(
+        [vols["/dev/sda1"], vid]
+    )
+
+
+def test_a_multi_attach_volume_of_a_vss_instance_is_taken_by_its_vss_set_alone(api):
+    """VSS cannot leave a volume out: its set takes the shared volume, and nothing else does."""
+    windows, _ = launch({"Backup": "Yes", "Consistency": "vss"})
+    other, _ = launch({"Backup": "Yes", "Consistency": "instance"})
+    vid = shared_volume(windows, other)
+    api.stub("DescribeInstanceInformation", {"InstanceInformationList": []})  # VSS falls back
+    result = run()
+    sets = {
+        p["InstanceSpecification"]["InstanceId"]: p["InstanceSpecification"]
+        for p in api.ops("CreateSnapshots")
+    }
+    assert "ExcludeDataVolumeIds" not in sets[windows]  # the VSS instance's set (here its fallback)
+    assert sets[other]["ExcludeDataVolumeIds"] == [vid]
+    assert [p for p in api.ops("CreateSnapshot") if p["VolumeId"] == vid] == []
+    assert Counter(s["VolumeId"] for s in snapshot_details().values())[vid] == 1
+    assert any(w["id"] == vid and "VSS set of" in w["reason"] for w in result["warnings"])
+
+
+def test_a_multi_attach_volume_copies_with_the_settings_of_an_instance_that_asks_for_copies():
+    longest, _ = launch({"Backup": "Yes", "Retention": "30"})  # no Copy_Dest
+    copying, _ = launch(
+        {"Backup": "Yes", "Retention": "3", "Copy_Dest": DEST, "Copy_KmsKeyId": "alias/dr"}
+    )
+    vid = shared_volume(longest, copying)
+    run()
+    (tags,) = [snapshots()[sid] for sid, s in snapshot_details().items() if s["VolumeId"] == vid]
+    assert tags["DeleteOn"] == "2026-12-26" and tags["Copy_Dest"] == DEST
+    assert tags["Copy_KmsKeyId"] == "alias/dr"  # the key it needs, not dropped

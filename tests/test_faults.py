@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
@@ -380,7 +381,9 @@ def test_creator_a_timeout_on_one_volume_fails_that_volume_only(api, capsys):
     (failure,) = failed.value.summary["failures"]
     assert failure["id"] == bad and failure["error"].startswith("ReadTimeoutError: ")
     assert "ec2.us-east-1.amazonaws.com" in failure["error"]  # names the endpoint
-    assert len(api.ops("CreateSnapshot")) == 8  # botocore retried it; one call per volume
+    assert len(api.ops("CreateSnapshot")) == 8  # one call per volume ...
+    attempts = [a for a in api.attempts_of if a == ("CreateSnapshot", REGION)]
+    assert len(attempts) == 7 + creator.RETRIES["total_max_attempts"]  # ... retried by botocore
     line = summary_line(capsys)
     assert (line["SnapshotsCreated"], line["Failures"], line["level"]) == (7, 1, "ERROR")
 
@@ -487,14 +490,24 @@ def test_manager_a_timeout_on_one_delete_fails_that_snapshot_only(api, capsys):
     assert (line["SnapshotsDeleted"], line["Failures"]) == (5, 1)
 
 
-def test_manager_an_unreachable_destination_costs_the_coverage_check_not_the_deletes(api):
+def test_manager_an_unreachable_destination_costs_its_own_copies_check_only(api, capsys):
     launch({"Backup": "Yes", "Copy_Dest": DEST})
+    _, stale = launch({"Backup": "Yes"})  # no snapshot at all: unprotected, destination or not
     make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": DEST})
     due = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
     api.network(unreachable, when=lambda p, region: region == DEST)
-    with pytest.raises(manager.JobFailed, match="coverage not checked: EndpointConnectionError"):
-        manager.run({}, None, now=NOW)
-    assert due not in snapshots()
+    with pytest.raises(manager.JobFailed) as failed:
+        manager.run({}, None, now=datetime.now(UTC) + timedelta(days=2))
+    (failure,) = failed.value.summary["failures"]
+    assert (
+        failure["id"] == DEST
+        and "copies there not checked: EndpointConnectionError" in (failure["error"])
+    )
+    api.outages.clear()
+    assert due not in snapshots()  # the deletes go on
+    unprotected = {u["volume_id"] for u in failed.value.summary["unprotected"]}
+    assert stale["/dev/sda1"] in unprotected  # and the rest of the check still reports
+    assert summary_line(capsys)["UnprotectedVolumes"] == 2
 
 
 def test_manager_an_unreadable_listing_ends_the_run_with_its_summary_and_metrics(api, capsys):
@@ -509,24 +522,48 @@ def test_manager_an_unreadable_listing_ends_the_run_with_its_summary_and_metrics
 
 
 def test_manager_a_source_region_down_keeps_the_due_copies_it_cannot_check(api):
-    primary = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
-    copies = [
-        make_snapshot(
-            {
-                "Type": "Automated",
-                "DeleteOn": "2026-11-01",
-                "Source_SnapshotId": primary,
-                "Source_Region": REGION,
-            },
-            region=DEST,
-        )
-        for _ in range(2)
-    ]
+    """Kept while within LAST_COPY_GRACE_DAYS of DeleteOn; after that, nothing is kept
+    forever for want of a look at the source region."""
+    primary = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-20"})
+
+    def copy(delete_on):
+        tags = {
+            "Type": "Automated",
+            "DeleteOn": delete_on,
+            "Source_SnapshotId": primary,
+            "Source_Region": REGION,
+        }
+        return make_snapshot(tags, region=DEST)
+
+    recent = [copy("2026-11-20"), copy("2026-11-20")]
+    copy("2026-11-01")  # 25 days past its DeleteOn: over the 14 days of grace
     api.network(unreachable, when=lambda p, region: region == REGION)
     result = manager.run({}, None, region=DEST, now=NOW)
-    assert set(copies) <= set(snapshots(DEST))
+    api.outages.clear()
+    assert set(snapshots(DEST)) == set(recent)
     (warning,) = result["warnings"]
-    assert warning["id"] == REGION and "kept this run" in warning["reason"]
+    assert warning["id"] == REGION and "2 kept for now, 1 deleted" in warning["reason"]
+
+
+@pytest.mark.parametrize("region", ["us_east_1", "us-east-1 ", "mars-north-9"])
+def test_manager_a_copy_naming_no_region_costs_only_that_copy(api, region):
+    odd = make_snapshot(
+        {
+            "Type": "Automated",
+            "DeleteOn": "2026-11-20",
+            "Source_SnapshotId": "snap-0123abcd",
+            "Source_Region": region,
+        },
+        region=DEST,
+    )
+    due = [
+        make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}, region=DEST)
+        for _ in range(3)
+    ]
+    result = manager.run({}, None, region=DEST, now=NOW)
+    assert set(snapshots(DEST)) == {odd}  # kept, within its grace; the others go on
+    assert result["failures"] == [] and len(due) == 3
+    assert any(w["id"] == region for w in result["warnings"])
 
 
 # ---- a timeout too short to do anything ---------------------------------------------------
@@ -557,7 +594,7 @@ def test_a_three_second_timeout_fails_at_once_naming_it(api, job, capsys):
     [
         ("InvalidVolume.NotFound", "failed"),
         ("UnauthorizedOperation", "failed"),
-        ("RequestLimitExceeded", "handed off"),
+        ("RequestLimitExceeded", "not retried"),
     ],
 )
 def test_near_the_end_a_real_error_keeps_its_code_and_only_a_retry_is_stopped(api, code, outcome):

@@ -154,3 +154,45 @@ def test_fuzzed_tags_never_crash_never_lose_a_kept_snapshot_and_are_named(
         assert word in YES_WORDS | NO_WORDS or named(warnings, volume_backup)
     for copy in snapshots(DEST).values():
         assert copy["Type"] == "Automated" and copy["Source_Region"] == REGION
+
+
+# ---- the last backup: in any listing order, with duplicates, equal times ----------------
+
+stamp = st.integers(0, 5).map(lambda h: NOW - timedelta(hours=h))  # equal times are likely
+listed = st.lists(
+    st.tuples(
+        st.sampled_from(["vol-a", "vol-b"]),
+        stamp,
+        st.sampled_from(["completed", "pending", "error"]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@FUZZ
+@given(listed, st.randoms(use_true_random=False), st.booleans())
+def test_the_newest_completed_snapshot_is_never_released_whatever_the_order(made, rnd, twice):
+    """LastBackups over a listing in any order, pages read twice or not: each backed-up
+    volume's newest completed snapshot is never released; every other due one is."""
+    snaps = [
+        {"SnapshotId": f"snap-{n:04d}", "VolumeId": vid, "StartTime": start, "State": state}
+        for n, (vid, start, state, _) in enumerate(made)
+    ]
+    due = {s["SnapshotId"] for s, m in zip(snaps, made, strict=True) if m[3]}
+    order = snaps + (snaps if twice else [])
+    rnd.shuffle(order)
+    last = manager.LastBackups({"vol-a"}, TODAY, 14)  # vol-b is no longer backed up
+    released = []
+    for s in order:
+        for snap, _ in last.offer(s, "due" if s["SnapshotId"] in due else None):
+            released.append(snap["SnapshotId"])
+    done = [s for s in snaps if s["VolumeId"] == "vol-a" and s["State"] == "completed"]
+    newest = (
+        max(done, key=lambda s: (s["StartTime"], s["SnapshotId"]))["SnapshotId"] if done else None
+    )
+    assert newest not in released
+    kept = {snap["SnapshotId"] for snap, _ in last.held.values()}
+    assert kept == ({newest} & due)
+    assert set(released) == due - kept

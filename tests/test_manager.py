@@ -1,3 +1,4 @@
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -236,3 +237,80 @@ def test_calls_are_one_listing_and_one_delete_per_expired_snapshot(api):
     # The listing, and the coverage check's three reads: regions, instances, volume opt-outs.
     coverage = ["DescribeInstances", "DescribeRegions", "DescribeSnapshots", "DescribeVolumes"]
     assert sorted(api.names()) == ["DeleteSnapshot"] * 3 + coverage
+
+
+def test_keep_forever_added_after_the_listing_is_kept_not_failed(api):
+    """The IAM policy refuses to delete a KeepForever snapshot (UnauthorizedOperation, as
+    IAM answers): if someone tagged it after the listing, it is kept, and said so."""
+    sid = automated("2026-11-01")
+
+    def tag_it_after_listing(response):
+        ec2().create_tags(Resources=[sid], Tags=[{"Key": "KeepForever", "Value": "audit"}])
+        return response
+
+    api.after["DescribeSnapshots"] = tag_it_after_listing
+    api.fail("DeleteSnapshot", "UnauthorizedOperation", when=lambda p, r: p["SnapshotId"] == sid)
+    result = run()
+    assert sid in snapshots() and result["failures"] == []
+    assert any("added since it was listed" in s["reason"] for s in result["skipped"])
+
+
+def test_a_refused_delete_of_a_snapshot_still_not_kept_is_a_failure(api):
+    sid = automated("2026-11-01")
+    api.fail("DeleteSnapshot", "UnauthorizedOperation", when=lambda p, r: p["SnapshotId"] == sid)
+    with pytest.raises(manager.JobFailed, match="UnauthorizedOperation"):
+        run()
+
+
+def test_the_last_backup_of_an_instance_with_an_unreadable_backup_tag_is_kept():
+    """The creator skips Backup=Yse with a warning; the manager must not then delete its
+    volumes' last snapshots: a typo must never cost a backup."""
+    _, vols = launch({"Backup": "Yse"})
+    vid = vols["/dev/sda1"]
+    older, newest = (
+        ec2().create_snapshot(
+            VolumeId=vid,
+            TagSpecifications=[
+                {
+                    "ResourceType": "snapshot",
+                    "Tags": [
+                        {"Key": "Type", "Value": "Automated"},
+                        {"Key": "DeleteOn", "Value": "2026-11-01"},
+                    ],
+                }
+            ],
+        )["SnapshotId"]
+        for _ in range(2)
+    )
+    run()
+    assert len({older, newest} & set(snapshots())) == 1  # the newest of the two stays
+
+
+@pytest.mark.parametrize("value", [" no", "No ", " OFF "])
+def test_a_keep_forever_no_word_with_spaces_keeps_with_a_warning(value):
+    sid = automated("2026-11-01", KeepForever=value)
+    result = run()
+    assert sid in snapshots()
+    (warning,) = result["warnings"]
+    assert "not exactly a no-word" in warning["reason"]
+
+
+def test_expired_copies_are_counted_whatever_the_listing_order():
+    """The newest completed copy of a source volume is never counted as left behind (its
+    region's manager keeps it for a while), whichever copy the listing shows first."""
+
+    def copy(n, state, delete_on="2026-11-01"):
+        snap = {
+            "SnapshotId": f"snap-{n}",
+            "StartTime": NOW - timedelta(days=10 - n),
+            "State": state,
+        }
+        return snap, {"DeleteOn": delete_on, "Source_VolumeId": "vol-1"}
+
+    # snap-3, the newest completed, is one day past DeleteOn: not left behind, whatever order.
+    copies = [copy(5, "error"), copy(1, "completed"), copy(3, "completed", "2026-11-25")]
+    for order in itertools.permutations(copies):
+        left = manager.ExpiredCopies(NOW.date())
+        for snap, tags in order:
+            left.see(snap, tags)
+        assert left.count() == 2  # snap-5 (in error) and snap-1

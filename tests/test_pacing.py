@@ -235,6 +235,22 @@ def test_in_parallel_counts_out_of_time_and_any_other_exception_fails_that_item_
     assert [(item, type(exc)) for item, exc in failed] == [(1, KeyError)]
 
 
+def test_in_parallel_raises_a_failure_it_could_not_record_once_the_rest_is_done():
+    done = []
+
+    def broken_recorder(item, exc):
+        raise RuntimeError("recording broke")
+
+    def work(item):
+        if item == 2:
+            raise KeyError(item)
+        done.append(item)
+
+    with pytest.raises(RuntimeError, match="recording broke"):
+        creator.in_parallel(range(5), work, Budget(99), broken_recorder)
+    assert sorted(done) == [0, 1, 3, 4]
+
+
 def test_in_parallel_raises_what_reading_the_items_raised_once_the_started_work_is_over():
     done = []
 

@@ -321,14 +321,17 @@ def test_a_refused_coverage_read_fails_the_run_but_not_the_deletes(api):
     assert any("every volume's newest" in w["reason"] for w in failed.value.summary["warnings"])
 
 
-def test_a_refused_destination_listing_fails_the_run_and_reports_no_metric(api, capsys):
+def test_a_refused_destination_listing_fails_the_run_and_the_rest_is_still_checked(api, capsys):
     now = real_now()
-    fleet(now)
+    vols = fleet(now)
     api.fail("DescribeSnapshots", "UnauthorizedOperation", when=lambda p, region: region == DEST)
-    with pytest.raises(manager.JobFailed, match="coverage not checked"):
+    with pytest.raises(manager.JobFailed, match="copies there not checked") as failed:
         manager.run({}, None, now=now)
+    found = {u["volume_id"] for u in failed.value.summary["unprotected"]}
+    # Its copies are not judged: no false "no copy"; the local findings stand.
+    assert found == {vols[n] for n in ("never", "snapshot_pending", "stale")}
     line = summary_line(capsys)
-    assert "UnprotectedVolumes" not in line and line["Failures"] == 1
+    assert line["UnprotectedVolumes"] == 3 and line["Failures"] == 1
 
 
 def test_coverage_is_not_claimed_when_the_sweep_stopped_early(monkeypatch, capsys):
