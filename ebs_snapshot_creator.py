@@ -54,10 +54,11 @@ Snapshot description: "<Name> (<instance-id>) - <volume-id> (<device>) - <region
 
 Instances in every state except terminated and shutting-down are snapshotted (a stopped
 instance's volumes hold data too). Instance-store volumes have no EBS snapshot and are
-ignored. A Multi-Attach volume attached to several enabled instances is snapshotted once
-(Consistency=volume, left out of its instances' sets): the instance with the longest
-retention names it and gives its tags, and it is copied wherever any of them asks; the
-summary names every instance.
+ignored. A Multi-Attach volume that several enabled instances ask for is snapshotted once,
+alone (Consistency=volume, left out of their sets, with a warning; a VSS set, which cannot
+leave it out, takes it instead): the instance with the longest retention names it and
+gives its tags, and it is copied wherever any of them asks, with the copy settings of the
+first of them that asks for copies; the summary names every instance.
 
 Event
     {}  or an EventBridge scheduled event     every enabled instance in the region
@@ -1627,7 +1628,9 @@ def instance_id_list(text):
         [text] if not ids else []
     )
     if bad:
-        raise argparse.ArgumentTypeError(f"{bad[0]!r} is not an instance id (i- and 8 or 17 hex digits)")
+        raise argparse.ArgumentTypeError(
+            f"{bad[0]!r} is not an instance id (i- and 8 or 17 hex digits)"
+        )
     return ids
 
 

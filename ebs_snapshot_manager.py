@@ -25,16 +25,21 @@ newer one exists, counted in LastBackupsKept. A copy cannot see its source volum
 newest copy of each source volume (its Source_VolumeId tag) is kept past its DeleteOn for
 LAST_COPY_GRACE_DAYS (default 14) at most, the same way. A volume that is gone or no longer
 backed up expires normally: nothing is kept forever by this rule. When the instances
-cannot be read, every volume's newest snapshot is kept that run.
+cannot be read, every volume's newest snapshot is kept that run; so are the last backups
+of an instance whose Backup tag cannot be read (the creator skips it with a warning).
 
 A due copy is first checked against its primary, in its source region (one filtered
 DescribeSnapshots per 200 copies and source region): if someone has just tagged the
 primary KeepForever, the copy is tagged so and kept. A source region that cannot be read
-keeps its copies that run, with a warning.
+(down, or a Source_Region that names no region) keeps its copies, with a warning, until
+they are LAST_COPY_GRACE_DAYS past their DeleteOn; then they are deleted.
 
 A snapshot that AWS will not delete because an AMI uses it (InvalidSnapshot.InUse) is kept
-with a warning; one already gone (InvalidSnapshot.NotFound) counts as done. Any other
-error, or a network failure, fails that snapshot only; the rest are still done.
+with a warning; one already gone (InvalidSnapshot.NotFound) counts as done; one the IAM
+policy refuses because someone tagged it KeepForever after the listing is kept, not
+failed. Any other error, or a network failure, fails that snapshot only; the rest are
+still done. A destination whose copies cannot be listed fails alone: the rest of the
+coverage check is still reported.
 
 Coverage check (read-only, in the same run): every EBS volume that the creator must
 snapshot (instance Backup=Yes, not terminated, volume not opted out with Backup=No) needs
