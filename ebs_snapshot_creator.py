@@ -792,7 +792,7 @@ def cli_parser(job, description):
         description=description,
         epilog="Exit codes: 0 all done; 1 the run failed: some items failed (each named), or "
         "the region could not be read at all; 2 bad usage, or no credentials, region or "
-        "profile. Errors are one line on stderr, never a traceback.",
+        "profile; 130 interrupted (Ctrl-C). Errors are one line on stderr, never a traceback.",
     )
     parser.add_argument(
         "--region",
@@ -836,6 +836,9 @@ def cli(parser, argv=None):
     except Exception as exc:  # never a traceback: one line, naming what failed
         print(f"{parser.prog}: {describe_error(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was done is done; a run again continues
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2, default=str) if args.json else report(summary))
     return code
 

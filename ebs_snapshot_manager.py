@@ -779,7 +779,7 @@ def cli_parser(job, description):
         description=description,
         epilog="Exit codes: 0 all done; 1 the run failed: some items failed (each named), or "
         "the region could not be read at all; 2 bad usage, or no credentials, region or "
-        "profile. Errors are one line on stderr, never a traceback.",
+        "profile; 130 interrupted (Ctrl-C). Errors are one line on stderr, never a traceback.",
     )
     parser.add_argument(
         "--region",
@@ -823,6 +823,9 @@ def cli(parser, argv=None):
     except Exception as exc:  # never a traceback: one line, naming what failed
         print(f"{parser.prog}: {describe_error(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was done is done; a run again continues
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2, default=str) if args.json else report(summary))
     return code
 
@@ -920,6 +923,12 @@ def grace_days(value):
     if days is None:
         return LAST_COPY_GRACE_DAYS, f"{problem}; using {LAST_COPY_GRACE_DAYS}"
     return days, problem
+
+
+def past_grace(snapshot, today, grace):
+    """Whether a snapshot is ``grace`` days or more past its DeleteOn."""
+    delete_on = parse_date(tag_map(snapshot).get(TAG_DELETE_ON))
+    return delete_on is not None and delete_on + timedelta(days=grace) <= today
 
 
 def backed_up_volumes(instances, volume_backup):
@@ -1213,11 +1222,6 @@ class SourceLookup:
         return [("delete", s, r) for s, r in late]
 
 
-def past_grace(snapshot, today, grace):
-    delete_on = parse_date(tag_map(snapshot).get(TAG_DELETE_ON))
-    return delete_on is not None and delete_on + timedelta(days=grace) <= today
-
-
 def kept_primaries(ec2, ids):
     """{primary id: "key=value" that keeps it} among these ids (a filter, not SnapshotIds:
     a primary already deleted is no error)."""
@@ -1406,7 +1410,13 @@ def finish_coverage(coverage, summary, budget, today):
             continue
         copies |= found
         left[dest] = expired.count()
-    for vid, reasons in sorted(coverage.unprotected(copies, unread).items()):
+    report_unprotected(coverage, coverage.unprotected(copies, unread), summary)
+    report_expired_copies(left, summary)
+
+
+def report_unprotected(coverage, unprotected, summary):
+    """Each unprotected volume, the protected count, and the volumes not yet due."""
+    for vid, reasons in sorted(unprotected.items()):
         more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
         who = {k: v for k, v in coverage.protected[vid].items() if k in ("instance_id", "name")}
         summary.add(
@@ -1428,7 +1438,6 @@ def finish_coverage(coverage, summary, budget, today):
                 name=who["name"],
                 expected_by=f"{expected:%Y-%m-%d %H:%M} UTC",
             )
-    report_expired_copies(left, summary)
 
 
 def report_expired_copies(left, summary):

@@ -249,3 +249,10 @@ def test_the_manager_counts_the_volumes_not_yet_due_and_says_when(capsys):
 
 def test_the_managers_help_says_it_checks_coverage(bare_env):
     assert "check coverage" in script("manager", "--help", env=bare_env).stdout
+
+
+def test_ctrl_c_is_one_line_and_exit_130(api, capsys):
+    launch({"Backup": "Yes"})
+    api.network(lambda url: KeyboardInterrupt(), "DescribeInstances")
+    assert creator.main([]) == 130
+    assert one_line(capsys.readouterr().err).endswith("interrupted")
