@@ -244,17 +244,6 @@ def parse_count(value, what, cap):
     return int(text), None
 
 
-def copy_delete_on(tags, created):
-    """(a copy's own DeleteOn, or None for its primary's; warning or None), from the
-    primary's Copy_Retention tag, counted from the primary's creation date."""
-    if TAG_COPY_RETENTION not in tags:
-        return None, None
-    days, problem = parse_count(tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS)
-    if days is None:
-        return None, f"{problem}; copies keep the primary's DeleteOn"
-    return created + timedelta(days=days), problem
-
-
 def env_hours(name, default):
     """(timedelta, warning or None) for a setting in hours from the environment: a positive
     number up to a year; anything else warns and uses the default."""
@@ -892,6 +881,17 @@ def primary_record(snapshot, enabled, region, today):
     return record, warnings + more
 
 
+def copy_delete_on(tags, created):
+    """(a copy's own DeleteOn, or None for its primary's; warning or None), from the
+    primary's Copy_Retention tag, counted from the primary's creation date."""
+    if TAG_COPY_RETENTION not in tags:
+        return None, None
+    days, problem = parse_count(tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem}; copies keep the primary's DeleteOn"
+    return created + timedelta(days=days), problem
+
+
 def copy_options(tags, created):
     """(the copies' own DeleteOn or None, KMS key or None, warnings) from a primary's
     Copy_Retention and Copy_KmsKeyId; unreadable values fall back, with a warning."""
@@ -1196,12 +1196,8 @@ def copy_all(event, context, summary, budget, now):
     if why_not:  # a notification it cannot use: said so, and no call made
         (summary.skip if only else summary.warn)(only or "event", why_not)
         return
-    try:
-        by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only)
-        work, deferred = plan_all(by_dest, summary, budget, Pacer(), only)
-    except OutOfTime as exc:
-        summary.fail(summary.region, f"out of Lambda time while listing: {exc}")
-        return
+    by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only)
+    work, deferred = plan_all(by_dest, summary, budget, Pacer(), only)  # run_job: any failure
     started, stopped = execute(work, deferred, summary, budget)
     report_deferred(deferred, summary, now)
     left = len(work) - started + stopped

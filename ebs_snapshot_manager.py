@@ -258,17 +258,6 @@ def parse_count(value, what, cap):
     return int(text), None
 
 
-def copy_delete_on(tags, created):
-    """(a copy's own DeleteOn, or None for its primary's; warning or None), from the
-    primary's Copy_Retention tag, counted from the primary's creation date."""
-    if TAG_COPY_RETENTION not in tags:
-        return None, None
-    days, problem = parse_count(tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS)
-    if days is None:
-        return None, f"{problem}; copies keep the primary's DeleteOn"
-    return created + timedelta(days=days), problem
-
-
 def env_hours(name, default):
     """(timedelta, warning or None) for a setting in hours from the environment: a positive
     number up to a year; anything else warns and uses the default."""
