@@ -17,8 +17,12 @@ Snapshot tags read (on primaries, written by the creator)
                                 primaries get the destination's default EBS key.
     KeepForever                 carried onto the copies, new and existing (a near-miss
                                 key such as keepforever arrives as KeepForever).
+    Lock, Lock_CoolOffHours     each copy is locked in the same mode (compliance: with the
+                                same cooling-off) until the copy's own DeleteOn, 00:00 UTC,
+                                right after its CopySnapshot; an unreadable Lock warns.
 Snapshot tags written on each copy, in the CopySnapshot call itself:
-    Type=Automated, DeleteOn (see above), Name, KeepForever and, when the copy keeps the
+    Type=Automated, DeleteOn (see above), Name, KeepForever, Lock and Lock_CoolOffHours (as
+    they drive the copy's lock) and, when the copy keeps the
     primary's date, Retention_Tier (as on the primary), Source_SnapshotId=<primary id>,
     Source_Region=<this region>, Source_VolumeId=<the primary's volume>: the manager of the
     destination keeps each source volume's newest copy by it. The copy keeps the primary's
@@ -29,6 +33,10 @@ later (an unusable key): a copy in state "error" is named as a failure on every 
 no other copy is made while it exists. A destination that cannot be read (refused,
 unreachable, down) fails alone: copies into every other destination go on. Any error on
 one copy, network failures and bugs of ours included, fails that copy only.
+
+A lock that fails never costs the copy: a warning. Each sweep (not a notified snapshot's
+run) also locks, in each destination, the copies of this region's primaries tagged Lock
+whose lock is not in force (DescribeLockedSnapshots). Nothing is ever unlocked.
 
 A destination that already holds a copy of a primary (any state, pending included) gets no
 second one, so running twice copies nothing twice. AWS lets 20 copies run into a region at
@@ -63,7 +71,8 @@ SnapshotsCopied, CopiesDeferred, Warnings, Failures, and UnprotectedVolumes when
 LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
-(with the copy, and KeepForever on existing copies), KMS use through EC2 for encrypted
+(with the copy, and KeepForever on existing copies), ec2:LockSnapshot (Type=Automated
+only), ec2:DescribeLockedSnapshots, KMS use through EC2 for encrypted
 copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run).
 """
 
@@ -113,6 +122,14 @@ TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
+# compliance is locked until its DeleteOn, 00:00 UTC; compliance with a cooling-off period
+# (Lock_CoolOffHours, 1-72) in which a person may still undo a wrong tag.
+TAG_LOCK, TAG_LOCK_COOL_OFF = "Lock", "Lock_CoolOffHours"
+LOCK_MODES = ("governance", "compliance")
+COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
+LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
+RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 # A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
 # into a region) before the copier and the manager's coverage check call it late.
 COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
@@ -145,6 +162,7 @@ BUCKETS = {
     "CreateSnapshots": ("snapshots", 100, 5),
     "DeleteSnapshot": ("snapshots", 100, 5),
     "CopySnapshot": ("mutating", 50, 5),
+    "LockSnapshot": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
@@ -173,8 +191,11 @@ METRICS = {
     "StoppedEarly": ("stopped_early", ("manager",)),
     "LastBackupsKept": ("last_kept", ("manager",)),
     "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
+    "SnapshotsLocked": ("locked", ()),  # the creator's and the copier's snapshot locks
+    "LocksMissing": ("lock_missing", ("manager",)),  # Lock snapshots still unlocked after a day
 }
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
+DONE |= {"lock": "locked"}
 REPORT_ORDER = (
     "created",
     "would_create",
@@ -182,6 +203,8 @@ REPORT_ORDER = (
     "would_copy",
     "tagged",
     "would_tag",
+    "locked",
+    "would_lock",
     "deleted",
     "would_delete",
     "deferred",
@@ -289,6 +312,44 @@ def keep_forever_key(tags):
 
 def is_kept_forever(tags):
     return keep_forever_key(tags) is not None
+
+
+def lock_mode(value):
+    """(governance, compliance or None; warning or None) for a Lock tag, any case: absent,
+    empty or a no-word means no lock; anything else warns and means no lock."""
+    word = str(value or "").strip().lower()
+    if word in LOCK_MODES:
+        return word, None
+    if not word or word in FALSE_WORDS:
+        return None, None
+    return None, f"{TAG_LOCK} {value!r} is not governance or compliance; not locked"
+
+
+def cool_off_hours(value):
+    """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
+    if value is None:
+        return COOL_OFF_HOURS, None
+    hours, problem = parse_count(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS)
+    if hours is None:
+        return COOL_OFF_HOURS, f"{problem}; using {COOL_OFF_HOURS}"
+    return hours, problem
+
+
+def lock_request(tags, delete_on, today):
+    """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
+    or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
+    expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
+    mode = lock_mode(tags.get(TAG_LOCK))[0]
+    if mode is None or delete_on is None or delete_on <= today:
+        return None
+    until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
+    request = {
+        "LockMode": mode,
+        "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
+    }
+    if mode == "compliance":
+        request["CoolOffPeriod"] = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))[0]
+    return request
 
 
 def clean_regions(value, enabled, home):
@@ -560,6 +621,64 @@ def too_short(left):
         f"time, and needs at least {MIN_START_S} s to do anything (900 s, Lambda's most, for "
         "a large region). Raise the function's Timeout"
     )
+
+
+def locks_in_force(ec2, ids=None):
+    """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
+    filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
+    params = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
+    params |= {"SnapshotIds": ids} if ids else {"MaxResults": PAGE_SIZE}
+    found = {}
+    while True:
+        page = ec2.describe_locked_snapshots(**params)
+        found |= {lock["SnapshotId"]: lock for lock in page.get("Snapshots", [])}
+        if not page.get("NextToken"):
+            return found
+        params["NextToken"] = page["NextToken"]
+
+
+def lock_snapshot(ec2, snapshot_id, request, summary, **item):
+    """Lock one snapshot. A lock that fails (throttled, refused, a state AWS cannot lock,
+    the network) never costs the snapshot: a warning, and a later run's sweep locks it."""
+    until = request["ExpirationDate"].date().isoformat()
+    record = {"snapshot_id": snapshot_id} if snapshot_id else {}
+    record |= {"lock": request["LockMode"], "until": until, **item}
+    if summary.dry_run:
+        summary.did("lock", **record)
+        return
+    try:
+        ec2.lock_snapshot(SnapshotId=snapshot_id, **request)
+    except Exception as exc:  # out of time too: a sweep (this run's, or the next) locks it
+        where = {k: v for k, v in item.items() if k != "reason"}
+        why = f"not locked ({describe_error(exc)}); a later sweep locks it"
+        summary.warn(snapshot_id or "?", why, **where)
+        return
+    summary.did("lock", **record)
+
+
+def unlocked(snapshots, locked, today):
+    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock whose
+    lock is not in force (it failed, or a person removed it) while their DeleteOn is ahead."""
+    todo = []
+    for snapshot in snapshots:
+        tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
+        request = lock_request(tags, parse_date(tags.get(TAG_DELETE_ON)), today)
+        if request and sid not in locked and snapshot.get("State") in ("pending", "completed"):
+            todo.append((sid, request))
+    return todo
+
+
+def probe_lock(ec2, snapshots, summary):
+    """Dry run: ask AWS whether LockSnapshot would be allowed here, on a snapshot of ours
+    tagged for a lock (IAM allows it only on Type=Automated ones, so a made-up id cannot
+    tell); with none yet, say it could not be asked."""
+    region = ec2.meta.region_name
+    if not snapshots:
+        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot tagged Lock here yet")
+        return
+    sid = snapshots[0]["SnapshotId"]
+    request = {"LockMode": "governance", "LockDuration": 1}
+    summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)
 
 
 def enabled_regions(ec2):
@@ -865,6 +984,7 @@ def primary_record(snapshot, enabled, region, today):
         warnings.append(f"DeleteOn {raw!r} is not a YYYY-MM-DD date; not copied")
     own_date, kms_key, more = copy_options(tags, snapshot["StartTime"].astimezone(UTC).date())
     copy_until = own_date or delete_on
+    more += [problem for problem in [lock_mode(tags.get(TAG_LOCK))[1]] if problem]
     record = {
         "id": sid,
         "tags": tags,
@@ -877,6 +997,7 @@ def primary_record(snapshot, enabled, region, today):
         "copy_delete_on": copy_until,
         "own_date": own_date is not None,
         "kms_key": kms_key,
+        "lock": lock_request(tags, copy_until, today),  # the copy's, until its own DeleteOn
     }
     return record, warnings + more
 
@@ -921,6 +1042,10 @@ def copy_tags(primary, region):
     kept = keep_forever_key(primary["tags"])
     if kept:  # a near-miss key (keepforever) arrives as KeepForever
         tags[TAG_KEEP_FOREVER] = primary["tags"][kept]
+    if primary["lock"]:  # locked as its primary is, in the same mode
+        tags[TAG_LOCK] = primary["lock"]["LockMode"]
+        if "CoolOffPeriod" in primary["lock"]:
+            tags[TAG_LOCK_COOL_OFF] = str(primary["lock"]["CoolOffPeriod"])
     return tags
 
 
@@ -1000,7 +1125,8 @@ def list_primaries(ec2, only=None):
 def existing_copies(dest_ec2, region, only=None):
     """({primary id: {copy id: kept forever?}} for the copies of this region's snapshots,
     in any state; how many of this account's copies, from any region, are in flight; the
-    copies of this region's snapshots that failed, as (copy id, primary id, message)).
+    copies of this region's snapshots that failed, as (copy id, primary id, message); and
+    those tagged Lock).
 
     A sweep reads every copy in the destination once. For ``only`` (one notified
     snapshot), two small reads: that snapshot's copies, and the copies still pending."""
@@ -1012,7 +1138,7 @@ def existing_copies(dest_ec2, region, only=None):
         ]
     else:
         listings = [[copy_filter]]
-    found, in_flight, broken = {}, set(), []
+    found, in_flight, broken, lockable = {}, set(), [], []
     for filters in listings:
         for snap in paginate(
             dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
@@ -1021,6 +1147,8 @@ def existing_copies(dest_ec2, region, only=None):
             if snap["State"] == "pending":
                 in_flight.add(snap["SnapshotId"])
             if tags.get(TAG_SOURCE_REGION) == region:
+                if TAG_LOCK in tags:
+                    lockable.append(snap)
                 copies = found.setdefault(tags[TAG_SOURCE_SNAPSHOT], {})
                 copies[snap["SnapshotId"]] = is_kept_forever(tags)
                 # AWS checks a copy's KMS key only once the copy has started: an unusable
@@ -1028,7 +1156,7 @@ def existing_copies(dest_ec2, region, only=None):
                 if snap["State"] == "error":
                     message = snap.get("StateMessage") or "no reason given"
                     broken.append((snap["SnapshotId"], tags[TAG_SOURCE_SNAPSHOT], message))
-    return found, len(in_flight), broken
+    return found, len(in_flight), broken, lockable
 
 
 def copy_snapshot(dest_ec2, dest, primary, summary):
@@ -1054,15 +1182,18 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
     if summary.dry_run:
         summary.probe("ec2:CopySnapshot", dest, dest_ec2.copy_snapshot, **params)
         summary.did("copy", **item)
-        return True
-    try:
-        copy = dest_ec2.copy_snapshot(**params)
-    except ClientError as exc:
-        if error_code(exc) == COPY_LIMIT_CODE:
-            return False
-        summary.error(primary["id"], exc, dest_region=dest)
-        return True
-    summary.did("copy", snapshot_id=copy["SnapshotId"], **item)
+        copy = {"SnapshotId": None}
+    else:
+        try:
+            copy = dest_ec2.copy_snapshot(**params)
+        except ClientError as exc:
+            if error_code(exc) == COPY_LIMIT_CODE:
+                return False
+            summary.error(primary["id"], exc, dest_region=dest)
+            return True
+        summary.did("copy", snapshot_id=copy["SnapshotId"], **item)
+    if primary["lock"]:  # at once: a pending copy can be locked
+        lock_snapshot(dest_ec2, copy["SnapshotId"], primary["lock"], summary, dest_region=dest)
     return True
 
 
@@ -1104,14 +1235,14 @@ def list_by_destination(region, today, summary, budget, only=None):
     return by_dest
 
 
-def plan_all(by_dest, summary, budget, pacer, only=None):
+def plan_all(by_dest, summary, budget, pacer, today, only=None):
     """([(dest, dest client, action)], {dest: [primaries deferred for want of a slot]}).
     A destination that cannot be read (refused, unreachable) fails alone: the others go on."""
     work, deferred = [], {}
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget, pacer)
         try:
-            existing, in_flight, broken = existing_copies(dest_ec2, summary.region, only)
+            existing, in_flight, broken, lockable = existing_copies(dest_ec2, summary.region, only)
         except OutOfTime:
             raise
         except Exception as exc:
@@ -1128,7 +1259,26 @@ def plan_all(by_dest, summary, budget, pacer, only=None):
                 deferred.setdefault(dest, []).append(action[1])
             else:
                 work.append((dest, dest_ec2, action))
+        if not only:  # a sweep; a notified snapshot's run looks at that snapshot only
+            work += lock_work(dest_ec2, by_dest[dest], lockable, summary, today)
     return work, deferred
+
+
+def lock_work(dest_ec2, primaries, lockable, summary, today):
+    """("lock", copy id, LockSnapshot's parameters) for each copy in this destination that is
+    tagged for a lock but not locked (its lock failed when it was made). Not being able to
+    look is a warning: the manager there reports locks still missing after a day."""
+    dest = dest_ec2.meta.region_name
+    try:
+        if summary.dry_run and any(p["lock"] for p in primaries):
+            probe_lock(dest_ec2, lockable, summary)
+        locked = locks_in_force(dest_ec2) if lockable else {}
+    except OutOfTime:
+        raise
+    except Exception as exc:
+        summary.warn(dest, f"locks of the copies there not checked: {describe_error(exc)}")
+        return []
+    return [(dest, dest_ec2, ("lock", sid, req)) for sid, req in unlocked(lockable, locked, today)]
 
 
 def execute(work, deferred, summary, budget):
@@ -1141,7 +1291,9 @@ def execute(work, deferred, summary, budget):
 
     def act(entry):
         dest, dest_ec2, (kind, primary, *rest) = entry
-        if kind == "keep":
+        if kind == "lock":  # primary: the id of a copy whose lock is missing
+            lock_snapshot(dest_ec2, primary, rest[0], summary, dest_region=dest, reason=RELOCK)
+        elif kind == "keep":
             keep_forever(dest_ec2, dest, primary, rest[0], summary)
         elif dest in refused or not copy_snapshot(dest_ec2, dest, primary, summary):
             with lock:
@@ -1149,8 +1301,9 @@ def execute(work, deferred, summary, budget):
                 deferred.setdefault(dest, []).append(primary)
 
     def failed(entry, exc):
-        dest, _, (_, primary, *rest) = entry
-        summary.error(rest[0] if rest else primary["id"], exc, dest_region=dest)
+        dest, _, (kind, primary, *rest) = entry
+        rid = primary if kind == "lock" else rest[0] if rest else primary["id"]
+        summary.error(rid, exc, dest_region=dest)
 
     return in_parallel(work, act, budget, failed)
 
@@ -1197,7 +1350,9 @@ def copy_all(event, context, summary, budget, now):
         (summary.skip if only else summary.warn)(only or "event", why_not)
         return
     by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only)
-    work, deferred = plan_all(by_dest, summary, budget, Pacer(), only)  # run_job: any failure
+    work, deferred = plan_all(
+        by_dest, summary, budget, Pacer(), utc_today(now), only
+    )  # run_job: any failure
     started, stopped = execute(work, deferred, summary, budget)
     report_deferred(deferred, summary, now)
     left = len(work) - started + stopped

@@ -39,6 +39,13 @@ Instance tags read
                 unreachable), the crash-consistent set is taken anyway, tagged
                 Consistency=crash-fallback, with a warning. Instances are handled four at a
                 time, so one slow command holds up no other.
+    Lock        governance or compliance (any case): each snapshot is locked (EBS Snapshot
+                Lock) until its DeleteOn, 00:00 UTC, right after its CreateSnapshot (a
+                pending snapshot can be locked). Absent or a no-word: no lock; anything
+                else warns and means no lock.
+    Lock_CoolOffHours
+                compliance only: hours in which a person can still undo the lock, 1-72
+                (default 24; unreadable warns and uses 24, above 72 uses 72).
 Volume tag read
     Backup      No/false/0/off leaves this one volume out of an enabled instance.
 
@@ -46,11 +53,17 @@ Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), ne
     Type=Automated, DeleteOn=<YYYY-MM-DD, today (UTC) + the longest tier that applies>,
     Retention_Tier=<daily|weekly|monthly|yearly>, Consistency=<volume|instance|fsfreeze|
     vss|crash-fallback>, Copy_Dest=<clean list> with Copy_Retention and Copy_KmsKeyId (only
-    when there is one), Name=<instance Name> (only when there is one), and
+    when there is one), Name=<instance Name> (only when there is one), Lock=<mode> and
+    Lock_CoolOffHours (compliance) for a Lock instance, and
     EventId=<the event's "id", else the Lambda request id>: a run that sees the same event
     again (Lambda's retry of a failed run keeps the request id; EventBridge may deliver an
     event twice) skips the volumes that already have a snapshot for it.
 Snapshot description: "<Name> (<instance-id>) - <volume-id> (<device>) - <region>".
+
+Locks: a lock that fails (throttled, refused, a state AWS cannot lock, the network) never
+costs the snapshot: a warning. At the end of each run (not a hand-off's first part), the
+region's primaries tagged Lock whose lock is not in force (DescribeLockedSnapshots) are
+locked: those of earlier runs, of this one, and a VSS set's. Nothing is ever unlocked.
 
 Instances in every state except terminated and shutting-down are snapshotted (a stopped
 instance's volumes hold data too). Instance-store volumes have no EBS snapshot and are
@@ -65,6 +78,7 @@ Event
     {"instance_ids": ["i-...", ...]}          only these (still only if Backup enables them);
                                               an id that does not exist is a failure
     {"dry_run": true}                         change nothing; report what would be created
+                                              and locked
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
 then JobFailed is raised naming each failure, so the invocation counts as failed. Any
@@ -88,7 +102,8 @@ Warnings, Failures. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions,
 ec2:DescribeSnapshots, ec2:CreateSnapshot, ec2:CreateSnapshots, ec2:CreateTags (only as
-part of those), lambda:InvokeFunction (on itself, to hand over the rest of a long run);
+part of those), ec2:LockSnapshot (Type=Automated only), ec2:DescribeLockedSnapshots,
+lambda:InvokeFunction (on itself, to hand over the rest of a long run);
 for fsfreeze and vss: ssm:DescribeInstanceInformation, ssm:SendCommand (the two documents,
 on instances tagged Consistency=fsfreeze or vss), ssm:GetCommandInvocation.
 """
@@ -140,6 +155,14 @@ TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
+# compliance is locked until its DeleteOn, 00:00 UTC; compliance with a cooling-off period
+# (Lock_CoolOffHours, 1-72) in which a person may still undo a wrong tag.
+TAG_LOCK, TAG_LOCK_COOL_OFF = "Lock", "Lock_CoolOffHours"
+LOCK_MODES = ("governance", "compliance")
+COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
+LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
+RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 # A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
 # into a region) before the copier and the manager's coverage check call it late.
 COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
@@ -172,6 +195,7 @@ BUCKETS = {
     "CreateSnapshots": ("snapshots", 100, 5),
     "DeleteSnapshot": ("snapshots", 100, 5),
     "CopySnapshot": ("mutating", 50, 5),
+    "LockSnapshot": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
@@ -200,8 +224,11 @@ METRICS = {
     "StoppedEarly": ("stopped_early", ("manager",)),
     "LastBackupsKept": ("last_kept", ("manager",)),
     "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
+    "SnapshotsLocked": ("locked", ()),  # the creator's and the copier's snapshot locks
+    "LocksMissing": ("lock_missing", ("manager",)),  # Lock snapshots still unlocked after a day
 }
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
+DONE |= {"lock": "locked"}
 REPORT_ORDER = (
     "created",
     "would_create",
@@ -209,6 +236,8 @@ REPORT_ORDER = (
     "would_copy",
     "tagged",
     "would_tag",
+    "locked",
+    "would_lock",
     "deleted",
     "would_delete",
     "deferred",
@@ -316,6 +345,44 @@ def keep_forever_key(tags):
 
 def is_kept_forever(tags):
     return keep_forever_key(tags) is not None
+
+
+def lock_mode(value):
+    """(governance, compliance or None; warning or None) for a Lock tag, any case: absent,
+    empty or a no-word means no lock; anything else warns and means no lock."""
+    word = str(value or "").strip().lower()
+    if word in LOCK_MODES:
+        return word, None
+    if not word or word in FALSE_WORDS:
+        return None, None
+    return None, f"{TAG_LOCK} {value!r} is not governance or compliance; not locked"
+
+
+def cool_off_hours(value):
+    """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
+    if value is None:
+        return COOL_OFF_HOURS, None
+    hours, problem = parse_count(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS)
+    if hours is None:
+        return COOL_OFF_HOURS, f"{problem}; using {COOL_OFF_HOURS}"
+    return hours, problem
+
+
+def lock_request(tags, delete_on, today):
+    """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
+    or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
+    expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
+    mode = lock_mode(tags.get(TAG_LOCK))[0]
+    if mode is None or delete_on is None or delete_on <= today:
+        return None
+    until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
+    request = {
+        "LockMode": mode,
+        "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
+    }
+    if mode == "compliance":
+        request["CoolOffPeriod"] = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))[0]
+    return request
 
 
 def clean_regions(value, enabled, home):
@@ -587,6 +654,64 @@ def too_short(left):
         f"time, and needs at least {MIN_START_S} s to do anything (900 s, Lambda's most, for "
         "a large region). Raise the function's Timeout"
     )
+
+
+def locks_in_force(ec2, ids=None):
+    """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
+    filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
+    params = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
+    params |= {"SnapshotIds": ids} if ids else {"MaxResults": PAGE_SIZE}
+    found = {}
+    while True:
+        page = ec2.describe_locked_snapshots(**params)
+        found |= {lock["SnapshotId"]: lock for lock in page.get("Snapshots", [])}
+        if not page.get("NextToken"):
+            return found
+        params["NextToken"] = page["NextToken"]
+
+
+def lock_snapshot(ec2, snapshot_id, request, summary, **item):
+    """Lock one snapshot. A lock that fails (throttled, refused, a state AWS cannot lock,
+    the network) never costs the snapshot: a warning, and a later run's sweep locks it."""
+    until = request["ExpirationDate"].date().isoformat()
+    record = {"snapshot_id": snapshot_id} if snapshot_id else {}
+    record |= {"lock": request["LockMode"], "until": until, **item}
+    if summary.dry_run:
+        summary.did("lock", **record)
+        return
+    try:
+        ec2.lock_snapshot(SnapshotId=snapshot_id, **request)
+    except Exception as exc:  # out of time too: a sweep (this run's, or the next) locks it
+        where = {k: v for k, v in item.items() if k != "reason"}
+        why = f"not locked ({describe_error(exc)}); a later sweep locks it"
+        summary.warn(snapshot_id or "?", why, **where)
+        return
+    summary.did("lock", **record)
+
+
+def unlocked(snapshots, locked, today):
+    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock whose
+    lock is not in force (it failed, or a person removed it) while their DeleteOn is ahead."""
+    todo = []
+    for snapshot in snapshots:
+        tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
+        request = lock_request(tags, parse_date(tags.get(TAG_DELETE_ON)), today)
+        if request and sid not in locked and snapshot.get("State") in ("pending", "completed"):
+            todo.append((sid, request))
+    return todo
+
+
+def probe_lock(ec2, snapshots, summary):
+    """Dry run: ask AWS whether LockSnapshot would be allowed here, on a snapshot of ours
+    tagged for a lock (IAM allows it only on Type=Automated ones, so a made-up id cannot
+    tell); with none yet, say it could not be asked."""
+    region = ec2.meta.region_name
+    if not snapshots:
+        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot tagged Lock here yet")
+        return
+    sid = snapshots[0]["SnapshotId"]
+    request = {"LockMode": "governance", "LockDuration": 1}
+    summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)
 
 
 def enabled_regions(ec2):
@@ -1007,6 +1132,7 @@ def snapshot_set(plans, ebs):
         "plans": plans,
         "tags": first["tags"],
         "copy_dest": first["copy_dest"],
+        "lock": first["lock"],
         "description": first["set_description"],
         "exclude_boot": any(root and vid not in wanted for vid, _, root in ebs),
         "exclude_data": [vid for vid, _, root in ebs if not root and vid not in wanted],
@@ -1081,8 +1207,21 @@ def describe(name, instance_id, volume_id, device, region):
     return f"{who} - {volume_id} ({device}) - {region}"[:MAX_DESCRIPTION]
 
 
-def snapshot_tags(name, delete_on, tier, copy_dest, copy_with, key):
+def lock_tags(tags):
+    """({Lock, Lock_CoolOffHours} to write on the snapshots, warnings) from an instance's
+    Lock and Lock_CoolOffHours tags."""
+    mode, problem = lock_mode(tags.get(TAG_LOCK))
+    warnings = [problem] if problem else []
+    if mode != "compliance":
+        return ({TAG_LOCK: mode} if mode else {}), warnings
+    hours, problem = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))
+    warnings += [problem] if problem else []
+    return {TAG_LOCK: mode, TAG_LOCK_COOL_OFF: str(hours)}, warnings
+
+
+def snapshot_tags(name, delete_on, tier, copy_dest, copy_with, key, lock):
     tags = {TAG_TYPE: AUTOMATED, TAG_DELETE_ON: delete_on.isoformat(), TAG_RETENTION_TIER: tier}
+    tags |= lock
     if key:
         tags[TAG_EVENT_ID] = key
     if copy_dest:
@@ -1125,9 +1264,10 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
     copy_with, more = copy_settings(tags) if dests else ({}, [])
     mode, problem = parse_mode(tags.get(TAG_CONSISTENCY))
     more += [problem] if problem else []
-    notes = [("warn", iid, problem) for problem in problems + more]
+    lock, lock_problems = lock_tags(tags)
+    notes = [("warn", iid, problem) for problem in problems + more + lock_problems]
     name = tags.get(TAG_NAME, "")
-    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key)
+    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key, lock)
     set_description = describe(name, iid, "all volumes", mode, region)
     plans = []
     for vid, device, _root in ebs_volumes(instance):
@@ -1144,6 +1284,7 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
                     "tags": snap_tags,
                     "copy_dest": dests,
                     "mode": mode,
+                    "lock": lock_request(snap_tags, delete_on, today),
                 }
             )
     if not plans and not any(k == "skip" for k, _, _ in notes):
@@ -1249,6 +1390,7 @@ def create_snapshot(ec2, plan, summary, budget):
     if summary.dry_run:
         summary.probe("ec2:CreateSnapshot", summary.region, ec2.create_snapshot, **params)
         summary.did("create", **item)
+        lock_new(ec2, None, plan, summary)
         return
     snap = call_busy(
         ec2.create_snapshot,
@@ -1260,6 +1402,13 @@ def create_snapshot(ec2, plan, summary, budget):
     )
     if snap:
         summary.did("create", snapshot_id=snap["SnapshotId"], **item)
+        lock_new(ec2, snap["SnapshotId"], plan, summary)
+
+
+def lock_new(ec2, snapshot_id, plan, summary):
+    """Lock a snapshot right after its CreateSnapshot (a pending snapshot can be locked)."""
+    if plan["lock"]:
+        lock_snapshot(ec2, snapshot_id, plan["lock"], summary, volume_id=plan["volume_id"])
 
 
 def call_busy(call, params, rid, summary, budget, **item):
@@ -1295,10 +1444,12 @@ def create_set(ec2, item, consistency, summary, budget):
         summary.probe("ec2:CreateSnapshots", summary.region, ec2.create_snapshots, **params)
         for plan in item["plans"]:
             summary.did("create", volume_id=plan["volume_id"], **base)
+            lock_new(ec2, None, plan, summary)
         return
     made = call_busy(ec2.create_snapshots, params, item["instance_id"], summary, budget)
     for snap in (made or {}).get("Snapshots", []):
         summary.did("create", snapshot_id=snap["SnapshotId"], volume_id=snap["VolumeId"], **base)
+        lock_new(ec2, snap["SnapshotId"], {**item, "volume_id": snap["VolumeId"]}, summary)
 
 
 def set_record(item, consistency):
@@ -1554,8 +1705,14 @@ def merge_shared(plans, summary):
                 winner["volume_id"],
                 f"its instances ask for different copy settings; copies use those of {who}",
             )
+    locking = next((p for p in ordered if p["lock"]), None)  # as the first that asks for one
+    if locking and not winner["lock"]:
+        tags |= {
+            k: locking["tags"][k] for k in (TAG_LOCK, TAG_LOCK_COOL_OFF) if k in locking["tags"]
+        }
     ids = [p["instance_id"] for p in plans]
-    return {**winner, "tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}
+    merged = {"tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}
+    return {**winner, **merged, "lock": locking and locking["lock"]}
 
 
 def run(event=None, context=None, *, region=None, now=None):
@@ -1578,6 +1735,44 @@ def create_all(event, context, summary, budget, now):
     )
     if stopped or not listed:
         hand_off(context, event, summary, done_here=started - stopped)
+    else:
+        lock_sweep(ec2, summary, budget, utc_today(now))
+
+
+def lock_sweep(ec2, summary, budget, today):
+    """Lock this region's primaries that are tagged for a lock but not locked: a lock that
+    failed, on this run or an earlier one (a VSS set's snapshots, made on the instance, are
+    locked here too). Copies are the copier's. Not being able to look is a warning: every
+    snapshot is made, and the manager reports locks still missing after a day."""
+    try:
+        snaps = paginate(
+            ec2,
+            "describe_snapshots",
+            "Snapshots",
+            OwnerIds=["self"],
+            Filters=[
+                {"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]},
+                {"Name": "tag-key", "Values": [TAG_LOCK]},
+                {"Name": "status", "Values": ["pending", "completed"]},
+            ],
+        )
+        primaries = [s for s in snaps if TAG_SOURCE_SNAPSHOT not in tag_map(s)]
+        if summary.dry_run:
+            probe_lock(ec2, primaries, summary)
+        locked = locks_in_force(ec2) if primaries else {}
+    except Exception as exc:  # out of time too: the next run looks again
+        summary.warn(summary.region, f"locks not checked: {describe_error(exc)}")
+        return
+    done = {item.get("snapshot_id") for item in summary.data.get("locked", [])}
+    todo = [
+        (sid, request) for sid, request in unlocked(primaries, locked, today) if sid not in done
+    ]
+    in_parallel(
+        todo,
+        lambda t: lock_snapshot(ec2, t[0], t[1], summary, reason=RELOCK),
+        budget,
+        lambda t, exc: summary.error(t[0], exc, "not locked"),
+    )
 
 
 def item_failed(item, exc, summary):

@@ -14,7 +14,15 @@ Snapshot tags read
                      (any case), as the IAM policy reads it. A key that is KeepForever but
                      for case or surrounding spaces (keepforever) keeps it too, with a
                      warning naming the key: a typo must never cost a backup.
+    Lock             governance or compliance: the creator and the copier lock such a
+                     snapshot until its DeleteOn. One still not locked LOCK_WITHIN (24 h)
+                     after it was taken, its DeleteOn ahead, is a warning, counted in
+                     LocksMissing.
 Written: KeepForever on a due copy whose primary is KeepForever (see below); nothing else.
+The manager never unlocks a snapshot: a due one whose lock is in force (someone extended
+it) is left, with a warning naming the lock's expiry, not a failure; a delete refused
+because a lock came after the listing is found by asking DescribeLockedSnapshots (AWS
+documents no error code of its own for it).
 
 The last backup is never deleted. A volume's newest completed snapshot stays past its
 DeleteOn while the volume is attached to an instance whose Backup tag enables it, until a
@@ -72,13 +80,14 @@ second); memory grows with the volumes, not the snapshots.
 
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
 Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): SnapshotsDeleted,
-UnprotectedVolumes, StoppedEarly, LastBackupsKept, ExpiredCopiesLeft, Warnings, Failures.
+UnprotectedVolumes, StoppedEarly, LastBackupsKept, ExpiredCopiesLeft, LocksMissing,
+Warnings, Failures.
 LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeSnapshots (here and in the copies' source regions),
 ec2:DeleteSnapshot (only on Type=Automated snapshots, never on KeepForever ones),
 ec2:CreateTags (KeepForever only, on Type=Automated copies), ec2:DescribeInstances,
-ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check).
+ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check), ec2:DescribeLockedSnapshots.
 """
 
 from __future__ import annotations
@@ -127,6 +136,14 @@ TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
+# Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
+# compliance is locked until its DeleteOn, 00:00 UTC; compliance with a cooling-off period
+# (Lock_CoolOffHours, 1-72) in which a person may still undo a wrong tag.
+TAG_LOCK, TAG_LOCK_COOL_OFF = "Lock", "Lock_CoolOffHours"
+LOCK_MODES = ("governance", "compliance")
+COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
+LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
+RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 # A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
 # into a region) before the copier and the manager's coverage check call it late.
 COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
@@ -159,6 +176,7 @@ BUCKETS = {
     "CreateSnapshots": ("snapshots", 100, 5),
     "DeleteSnapshot": ("snapshots", 100, 5),
     "CopySnapshot": ("mutating", 50, 5),
+    "LockSnapshot": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
@@ -187,8 +205,11 @@ METRICS = {
     "StoppedEarly": ("stopped_early", ("manager",)),
     "LastBackupsKept": ("last_kept", ("manager",)),
     "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
+    "SnapshotsLocked": ("locked", ()),  # the creator's and the copier's snapshot locks
+    "LocksMissing": ("lock_missing", ("manager",)),  # Lock snapshots still unlocked after a day
 }
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
+DONE |= {"lock": "locked"}
 REPORT_ORDER = (
     "created",
     "would_create",
@@ -196,6 +217,8 @@ REPORT_ORDER = (
     "would_copy",
     "tagged",
     "would_tag",
+    "locked",
+    "would_lock",
     "deleted",
     "would_delete",
     "deferred",
@@ -303,6 +326,44 @@ def keep_forever_key(tags):
 
 def is_kept_forever(tags):
     return keep_forever_key(tags) is not None
+
+
+def lock_mode(value):
+    """(governance, compliance or None; warning or None) for a Lock tag, any case: absent,
+    empty or a no-word means no lock; anything else warns and means no lock."""
+    word = str(value or "").strip().lower()
+    if word in LOCK_MODES:
+        return word, None
+    if not word or word in FALSE_WORDS:
+        return None, None
+    return None, f"{TAG_LOCK} {value!r} is not governance or compliance; not locked"
+
+
+def cool_off_hours(value):
+    """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
+    if value is None:
+        return COOL_OFF_HOURS, None
+    hours, problem = parse_count(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS)
+    if hours is None:
+        return COOL_OFF_HOURS, f"{problem}; using {COOL_OFF_HOURS}"
+    return hours, problem
+
+
+def lock_request(tags, delete_on, today):
+    """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
+    or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
+    expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
+    mode = lock_mode(tags.get(TAG_LOCK))[0]
+    if mode is None or delete_on is None or delete_on <= today:
+        return None
+    until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
+    request = {
+        "LockMode": mode,
+        "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
+    }
+    if mode == "compliance":
+        request["CoolOffPeriod"] = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))[0]
+    return request
 
 
 def clean_regions(value, enabled, home):
@@ -574,6 +635,64 @@ def too_short(left):
         f"time, and needs at least {MIN_START_S} s to do anything (900 s, Lambda's most, for "
         "a large region). Raise the function's Timeout"
     )
+
+
+def locks_in_force(ec2, ids=None):
+    """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
+    filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
+    params = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
+    params |= {"SnapshotIds": ids} if ids else {"MaxResults": PAGE_SIZE}
+    found = {}
+    while True:
+        page = ec2.describe_locked_snapshots(**params)
+        found |= {lock["SnapshotId"]: lock for lock in page.get("Snapshots", [])}
+        if not page.get("NextToken"):
+            return found
+        params["NextToken"] = page["NextToken"]
+
+
+def lock_snapshot(ec2, snapshot_id, request, summary, **item):
+    """Lock one snapshot. A lock that fails (throttled, refused, a state AWS cannot lock,
+    the network) never costs the snapshot: a warning, and a later run's sweep locks it."""
+    until = request["ExpirationDate"].date().isoformat()
+    record = {"snapshot_id": snapshot_id} if snapshot_id else {}
+    record |= {"lock": request["LockMode"], "until": until, **item}
+    if summary.dry_run:
+        summary.did("lock", **record)
+        return
+    try:
+        ec2.lock_snapshot(SnapshotId=snapshot_id, **request)
+    except Exception as exc:  # out of time too: a sweep (this run's, or the next) locks it
+        where = {k: v for k, v in item.items() if k != "reason"}
+        why = f"not locked ({describe_error(exc)}); a later sweep locks it"
+        summary.warn(snapshot_id or "?", why, **where)
+        return
+    summary.did("lock", **record)
+
+
+def unlocked(snapshots, locked, today):
+    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock whose
+    lock is not in force (it failed, or a person removed it) while their DeleteOn is ahead."""
+    todo = []
+    for snapshot in snapshots:
+        tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
+        request = lock_request(tags, parse_date(tags.get(TAG_DELETE_ON)), today)
+        if request and sid not in locked and snapshot.get("State") in ("pending", "completed"):
+            todo.append((sid, request))
+    return todo
+
+
+def probe_lock(ec2, snapshots, summary):
+    """Dry run: ask AWS whether LockSnapshot would be allowed here, on a snapshot of ours
+    tagged for a lock (IAM allows it only on Type=Automated ones, so a made-up id cannot
+    tell); with none yet, say it could not be asked."""
+    region = ec2.meta.region_name
+    if not snapshots:
+        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot tagged Lock here yet")
+        return
+    sid = snapshots[0]["SnapshotId"]
+    request = {"LockMode": "governance", "LockDuration": 1}
+    summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)
 
 
 def enabled_regions(ec2):
@@ -866,6 +985,9 @@ GRACE_ENV, LAST_COPY_GRACE_DAYS = "LAST_COPY_GRACE_DAYS", 14
 EXPIRED_COPY_DAYS = 2
 LOOKUP_BATCH = 200  # due copies whose primaries are looked up in one call, per source region
 MAX_REASONS = 3  # per unprotected volume, in the summary
+# The creator and the copier lock a Lock snapshot as they make it, and retry a failed lock
+# on their next run: one still unlocked this long after it was taken is reported.
+LOCK_WITHIN = timedelta(hours=24)
 
 # ---- decisions: pure functions of the snapshots, the instances and the date ----
 
@@ -886,6 +1008,38 @@ def verdict(snapshot, today):
     if delete_on is None:
         return "warn", f"DeleteOn {raw!r} is not a YYYY-MM-DD date; kept"
     return ("delete" if due else "keep"), f"DeleteOn {raw}"
+
+
+def missing_lock(snapshot, locks, now):
+    """Why a snapshot tagged Lock should be locked and is not, a day after it was taken;
+    None when it is locked, not tagged, too young, or its DeleteOn has come."""
+    tags = tag_map(snapshot)
+    mode = lock_mode(tags.get(TAG_LOCK))[0]
+    delete_on = parse_date(tags.get(TAG_DELETE_ON))
+    if mode is None or snapshot["SnapshotId"] in locks or snapshot.get("State") == "error":
+        return None
+    if (
+        delete_on is None
+        or delete_on <= utc_today(now)
+        or snapshot["StartTime"] > now - LOCK_WITHIN
+    ):
+        return None
+    hours = f"{LOCK_WITHIN.total_seconds() / 3600:g}"
+    maker = "copier of " + tags[TAG_SOURCE_REGION] if TAG_SOURCE_REGION in tags else "creator"
+    return (
+        f"{TAG_LOCK}={tags[TAG_LOCK]} but not locked {hours} h after it was taken: anyone "
+        f"with DeleteSnapshot can delete it; see the {maker}'s warnings"
+    )
+
+
+def lock_note(lock):
+    """What a lock in force says of a due snapshot that the manager therefore leaves."""
+    until = lock.get("LockExpiresOn")
+    until = f"until {until:%Y-%m-%d %H:%M} UTC" if until else "until its lock expires"
+    return (
+        f"due, but locked ({lock.get('LockState', 'locked')}) {until}: not deleted; the "
+        "manager never unlocks, it deletes it once the lock has expired"
+    )
 
 
 def near_miss(tags):
@@ -1117,9 +1271,39 @@ def delete_snapshot(ec2, snapshot, reason, summary):
                 summary.skip(sid, f"{TAG_KEEP_FOREVER} added since it was listed: kept")
                 summary.count("kept_forever")
             else:
-                summary.error(sid, exc)
+                refused_unless_locked(ec2, sid, exc, summary)
             return
     summary.did("delete", snapshot_id=sid, reason=reason, volume_id=snapshot.get("VolumeId"))
+
+
+def refused_unless_locked(ec2, sid, exc, summary):
+    """A refused delete is a failure, unless the snapshot is locked (since the listing, or
+    its locks could not be read): AWS documents no error code of its own for that, so ask
+    DescribeLockedSnapshots. Locked: a warning naming its expiry, and it is left."""
+    try:
+        lock = locks_in_force(ec2, [sid]).get(sid)
+    except OutOfTime:
+        raise
+    except Exception:  # its lock cannot be read either: the refusal stands as a failure
+        lock = None
+    if lock is None:
+        summary.error(sid, exc)
+        return
+    summary.warn(sid, lock_note(lock))
+    summary.skip(sid, "locked")
+
+
+def read_locks(ec2, summary):
+    """{snapshot id: lock} of the region's snapshots locked now, or None (a warning) when
+    they cannot be read: then a locked due snapshot is found by DeleteSnapshot's refusal,
+    and missing locks are not checked this run."""
+    try:
+        return locks_in_force(ec2)
+    except OutOfTime:
+        raise
+    except Exception as exc:
+        summary.warn(summary.region, f"snapshot locks not read: {describe_error(exc)}")
+        return None
 
 
 def kept_since(ec2, sid):
@@ -1235,15 +1419,16 @@ class Judge:
     coverage check and to LastBackups, counts and warns, and returns the work items
     ("delete" or "keep", snapshot, detail) that may start now."""
 
-    def __init__(self, summary, today, coverage, last, lookup):
-        self.summary, self.today = summary, today
-        self.coverage, self.last, self.lookup = coverage, last, lookup
+    def __init__(self, summary, now, coverage, last, lookup, locks):
+        self.summary, self.now, self.today = summary, now, utc_today(now)
+        self.coverage, self.last, self.lookup, self.locks = coverage, last, lookup, locks
 
     def snapshot(self, snapshot):
         sid = snapshot.get("SnapshotId", "?")
         try:  # an odd snapshot, or a bug of ours, costs that snapshot only: it is kept
             if self.coverage:
                 self.coverage.see(snapshot)
+            self.check_lock(snapshot)
             released = self.last.offer(snapshot, self.due(snapshot))
             return [item for snap, why in released for item in self.lookup.add(snap, why)]
         except OutOfTime:
@@ -1251,6 +1436,13 @@ class Judge:
         except Exception as exc:
             self.summary.error(sid, exc, "not judged, so kept")
             return []
+
+    def check_lock(self, snapshot):
+        """A snapshot tagged Lock and still not locked a day on: a warning, LocksMissing."""
+        why = None if self.locks is None else missing_lock(snapshot, self.locks, self.now)
+        if why:
+            self.summary.warn(snapshot["SnapshotId"], why)
+            self.summary.count("lock_missing")
 
     def due(self, snapshot):
         """The reason when it is due for deletion, else None (and the counts say why)."""
@@ -1266,6 +1458,10 @@ class Judge:
             summary.count("kept_forever")
         elif action != "delete":
             summary.count("kept_forever" if action == "forever" else "kept")
+        elif sid in (self.locks or {}):  # a person extended its lock: never unlocked here
+            summary.warn(sid, lock_note(self.locks[sid]))
+            summary.skip(sid, "locked")
+            return None
         return reason if action == "delete" else None
 
     def end(self, now, max_age, lag):
@@ -1456,9 +1652,8 @@ def manage(event, context, summary, budget, now):
     coverage = start_coverage(ec2, now, max_age, lag, summary)
     today = utc_today(now)
     last = LastBackups(coverage.volumes if coverage else None, today, grace)
-    judge = Judge(
-        summary, today, coverage, last, SourceLookup(summary, budget, pacer, today, grace)
-    )
+    lookup = SourceLookup(summary, budget, pacer, today, grace)
+    judge = Judge(summary, now, coverage, last, lookup, read_locks(ec2, summary))
     finished = sweep(ec2, summary, budget, judge, (now, max_age, lag))
     if coverage and finished:
         finish_coverage(coverage, summary, budget, today)

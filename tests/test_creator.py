@@ -312,6 +312,7 @@ def test_uses_server_side_filters_and_no_per_instance_calls(api):
     assert sorted(api.names()) == sorted(
         ["DescribeRegions", "DescribeVolumes", "DescribeVolumes", "DescribeInstances"]
         + ["CreateSnapshot"] * 6
+        + ["DescribeSnapshots"]  # the lock sweep: snapshots tagged Lock (none: no more calls)
     )
     filters = [p["Filters"] for p in api.ops("DescribeVolumes")]
     assert [{"Name": "multi-attach-enabled", "Values": ["true"]}] in filters

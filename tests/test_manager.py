@@ -234,9 +234,12 @@ def test_calls_are_one_listing_and_one_delete_per_expired_snapshot(api):
         automated("2027-01-01")
     api.calls.clear()
     run()
-    # The listing, and the coverage check's three reads: regions, instances, volume opt-outs.
+    # The listing, the coverage check's three reads (regions, instances, volume opt-outs),
+    # and the snapshots locked now (a due one that is locked is not deleted).
     coverage = ["DescribeInstances", "DescribeRegions", "DescribeSnapshots", "DescribeVolumes"]
-    assert sorted(api.names()) == ["DeleteSnapshot"] * 3 + coverage
+    assert sorted(api.names()) == sorted(
+        ["DeleteSnapshot"] * 3 + coverage + ["DescribeLockedSnapshots"]
+    )
 
 
 def test_keep_forever_added_after_the_listing_is_kept_not_failed(api):

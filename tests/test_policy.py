@@ -188,12 +188,12 @@ def holds(operator, key, expected, context):
     return not any(match(v) for v in values) if "Not" in op else any(match(v) for v in values)
 
 
-def decision(action, resource, context):
+def decision(action, resource, context, policy=POLICY):
     """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies)."""
     found = set()
-    for stmt in POLICY["Statement"]:
+    for stmt in policy["Statement"]:
         resources = stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
-        if action not in actions(stmt) or not any(
+        if not any(fnmatch.fnmatchcase(action, a) for a in actions(stmt)) or not any(
             fnmatch.fnmatchcase(resource, r) for r in resources
         ):
             continue
@@ -261,3 +261,42 @@ def test_a_copy_carries_keep_forever_in_its_copy_call():
     }
     assert decision("ec2:CreateTags", SNAPSHOT, context) == "allowed"
     assert decision("ec2:CopySnapshot", SNAPSHOT, context) == "allowed"
+
+
+# ---- snapshot locks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tags, expected",
+    [({"Type": "Automated"}, "allowed"), ({"Type": "Manual"}, "not allowed"), ({}, "not allowed")],
+)
+def test_only_automated_snapshots_may_be_locked(tags, expected):
+    assert decision("ec2:LockSnapshot", SNAPSHOT, resource_tags(tags)) == expected
+
+
+def test_nothing_is_ever_unlocked_even_after_an_edit_that_allows_every_ec2_action():
+    widened = {
+        **POLICY,
+        "Statement": [
+            *POLICY["Statement"],
+            {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+        ],
+    }
+    for tags in ({"Type": "Automated"}, {"Type": "Manual"}, {}):
+        context = resource_tags(tags)
+        assert decision("ec2:UnlockSnapshot", SNAPSHOT, context) == "denied"
+        assert decision("ec2:UnlockSnapshot", SNAPSHOT, context, widened) == "denied"
+    (deny,) = statements("ec2:UnlockSnapshot")
+    assert deny == {
+        "Sid": "NeverUnlock",
+        "Effect": "Deny",
+        "Action": "ec2:UnlockSnapshot",
+        "Resource": "*",
+    }
+
+
+def test_locks_can_be_read_anywhere_but_not_changed_on_other_snapshots():
+    assert decision("ec2:DescribeLockedSnapshots", "*", {}) == "allowed"
+    (lock,) = statements("ec2:LockSnapshot")
+    assert lock["Resource"] == "arn:aws:ec2:*::snapshot/*"
+    assert lock["Condition"] == {"StringEquals": {"ec2:ResourceTag/Type": "Automated"}}

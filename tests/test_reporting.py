@@ -91,6 +91,7 @@ EXPECTED_METRICS = {
         "UnprotectedVolumes",
         "StoppedEarly",
         "LastBackupsKept",
+        "LocksMissing",
     ],
 }
 
@@ -264,6 +265,7 @@ def test_coverage_costs_a_few_listings_whatever_the_fleet_size(api):
         (REGION, "DescribeInstances"),
         (REGION, "DescribeVolumes"),
         (REGION, "DescribeSnapshots"),
+        (REGION, "DescribeLockedSnapshots"),
         (DEST, "DescribeSnapshots"),
     }
     (dest_listing,) = [p for p in api.ops("DescribeSnapshots", DEST) if "NextToken" not in p]

@@ -45,6 +45,39 @@ def problems(text):
     return [str(m) for m in lint_all(text) if m.rule.id[0] in "EW"]
 
 
+def holds(condition, **params):
+    """CloudFormation's value of a condition (a Conditions entry or a Rules one) for these
+    parameter values, the defaults for the rest. Fn::Equals compares strings, as there."""
+    if isinstance(condition, str):
+        return holds(TEMPLATE["Conditions"][condition], **params)
+    ((function, arg),) = condition.items()
+    if function == "Condition":
+        return holds(arg, **params)
+    if function == "Fn::Not":
+        return not holds(arg[0], **params)
+    if function in ("Fn::And", "Fn::Or"):
+        answers = [holds(c, **params) for c in arg]
+        return all(answers) if function == "Fn::And" else any(answers)
+    assert function == "Fn::Equals", function
+    return len({str(given(value, **params)) for value in arg}) == 1
+
+
+def given(node, **params):
+    """A template fragment as CloudFormation deploys it with these parameter values: each
+    Fn::If decided, AWS::NoValue dropped, each parameter's Ref replaced by its value."""
+    if isinstance(node, dict) and list(node) == ["Fn::If"]:
+        condition, yes, no = node["Fn::If"]
+        return given(yes if holds(condition, **params) else no, **params)
+    if isinstance(node, dict) and list(node) == ["Ref"] and node["Ref"] in TEMPLATE["Parameters"]:
+        return params.get(node["Ref"], TEMPLATE["Parameters"][node["Ref"]].get("Default"))
+    if isinstance(node, dict):
+        found = {k: given(v, **params) for k, v in node.items()}
+        return {k: v for k, v in found.items() if v != {"Ref": "AWS::NoValue"}}
+    if isinstance(node, list):
+        return [v for v in (given(v, **params) for v in node) if v != {"Ref": "AWS::NoValue"}]
+    return node
+
+
 def test_cfn_lint_finds_nothing():
     assert problems((ROOT / "template.yaml").read_text()) == []
 
@@ -165,6 +198,96 @@ def test_the_settings_reach_the_jobs_that_read_them_and_the_defaults_agree():
         variables = FUNCTIONS[job]["Properties"]["Environment"]["Variables"]
         assert variables[variable] == {"Ref": parameter}, (job, variable)
         assert params[parameter]["Default"] == default, parameter
+
+
+# ---- the Recycle Bin ---------------------------------------------------------------------
+
+RULE = RESOURCES["RecycleBinRule"]
+
+
+@pytest.mark.parametrize("jobs", ["all", "manager"])
+@pytest.mark.parametrize("days", [0, 1, 7, 365])
+def test_the_recycle_bin_rule_exists_when_it_has_a_retention_whatever_the_jobs(jobs, days):
+    """A DR region (Jobs=manager) deletes copies too: they need the bin as much."""
+    created = holds(RULE["Condition"], Jobs=jobs, RecycleBinRetentionDays=days)
+    assert created == (days > 0)
+    output = TEMPLATE["Outputs"]["RecycleBinRuleArn"]
+    assert output["Condition"] == RULE["Condition"]
+    assert output["Value"] == {"Fn::GetAtt": ["RecycleBinRule", "Arn"]}
+    assert TEMPLATE["Parameters"]["RecycleBinRetentionDays"]["Default"] == 7
+
+
+@pytest.mark.parametrize("days", [1, 7, 365])
+def test_unlocked_the_rule_keeps_exactly_the_snapshots_the_jobs_make(days):
+    props = given(RULE["Properties"], RecycleBinRetentionDays=days, RecycleBinUnlockDelayDays=0)
+    assert props["ResourceType"] == "EBS_SNAPSHOT"
+    assert props["RetentionPeriod"] == {"RetentionPeriodUnit": "DAYS", "RetentionPeriodValue": days}
+    # The tag the role's policy makes every snapshot and copy of the jobs carry.
+    assert props["ResourceTags"] == [
+        {"ResourceTagKey": creator.TAG_TYPE, "ResourceTagValue": creator.AUTOMATED}
+    ]
+    (deny,) = [
+        s
+        for s in RESOURCES["Role"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        if s["Sid"] == "DenyUntaggedSnapshots"
+    ]
+    assert deny["Condition"]["StringNotEquals"] == {
+        f"aws:RequestTag/{creator.TAG_TYPE}": creator.AUTOMATED
+    }
+    assert "LockConfiguration" not in props
+    assert "ExcludeResourceTags" not in props
+
+
+@pytest.mark.parametrize("delay", [7, 14, 30])
+def test_locked_the_rule_is_region_level_as_aws_requires(delay):
+    """AWS: "You can't lock tag-level retention rules, or Region-level retention rules that
+    have exclusion tags" (the LockRule API). Locked, the rule keeps every deleted snapshot."""
+    props = given(RULE["Properties"], RecycleBinRetentionDays=7, RecycleBinUnlockDelayDays=delay)
+    assert props["LockConfiguration"] == {"UnlockDelayUnit": "DAYS", "UnlockDelayValue": delay}
+    assert "ResourceTags" not in props
+    assert "ExcludeResourceTags" not in props
+    assert props["ResourceType"] == "EBS_SNAPSHOT"
+    assert "Region-level" in props["Description"]
+    # and the operator is told so before choosing it
+    text = TEMPLATE["Parameters"]["RecycleBinUnlockDelayDays"]["Description"]
+    description = " ".join(text.split())
+    assert "Region-level" in description
+    assert "EVERY deleted EBS snapshot of the region" in description
+
+
+def test_the_recycle_bin_parameters_allow_what_aws_allows():
+    """Recycle Bin: 1-365 days for EBS snapshots; an unlock delay of 7-30 days. 0: none."""
+    retention = TEMPLATE["Parameters"]["RecycleBinRetentionDays"]
+    assert (retention["Type"], retention["MinValue"], retention["MaxValue"]) == ("Number", 0, 365)
+    delay = TEMPLATE["Parameters"]["RecycleBinUnlockDelayDays"]
+    assert delay["Type"] == "Number"
+    assert delay["AllowedValues"] == [0, *range(7, 31)]
+    assert delay["Default"] == 0  # a lock is the operator's choice: it blocks stack deletion
+
+
+@pytest.mark.parametrize(
+    ("days", "delay", "refused"),
+    [(0, 0, False), (7, 0, False), (7, 7, False), (365, 30, False), (0, 7, True), (0, 30, True)],
+)
+def test_a_lock_without_a_rule_is_refused_at_deploy_time(days, delay, refused):
+    params = {"RecycleBinRetentionDays": days, "RecycleBinUnlockDelayDays": delay}
+    broken = [
+        name
+        for name, rule in TEMPLATE["Rules"].items()
+        if holds(rule.get("RuleCondition", {"Fn::Equals": [1, 1]}), **params)
+        and not all(holds(a["Assert"], **params) for a in rule["Assertions"])
+    ]
+    assert bool(broken) == refused
+    locked = holds("LockRecycleBin", **params)
+    assert locked == (days > 0 and delay > 0)
+
+
+@pytest.mark.parametrize(("days", "delay"), [(1, 0), (365, 0), (7, 7), (365, 30)])
+def test_the_rule_as_deployed_lints_clean(days, delay):
+    """With its values in place, cfn-lint checks them against the resource's schema."""
+    props = given(RULE["Properties"], RecycleBinRetentionDays=days, RecycleBinUnlockDelayDays=delay)
+    template = {"Resources": {"RecycleBinRule": {"Type": RULE["Type"], "Properties": props}}}
+    assert problems(json.dumps(template)) == []
 
 
 # ---- the StackSet template ---------------------------------------------------------------
@@ -314,6 +437,24 @@ def test_a_manager_that_stops_early_two_days_in_a_row_raises_an_alarm():
         2,
     )
     assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_snapshots_left_unlocked_raise_an_alarm():
+    """The manager counts snapshots tagged Lock still not locked a day after creation; a DR
+    region's copies can carry Lock too, so the alarm is there whatever the Jobs."""
+    region = {"Ref": "AWS::Region"}
+    assert creator.METRICS["LocksMissing"] == ("lock_missing", ("manager",))
+    (name,) = alarm_on(creator.METRIC_NAMESPACE, "LocksMissing", job="manager", region=region)
+    assert name == "LocksMissingAlarm"
+    assert "Condition" not in RESOURCES[name]
+    props = ALARMS[name]
+    assert (props["Statistic"], props["Period"], props["EvaluationPeriods"]) == (
+        "Maximum",
+        86400,
+        1,
+    )
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert props["TreatMissingData"] == "notBreaching"
 
 
 def test_alarmed_metrics_are_ones_the_jobs_write():
