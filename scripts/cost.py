@@ -47,6 +47,12 @@ def alarm_metrics():
     )
 
 
+def recycle_bin_days():
+    """The stack's default Recycle Bin retention (template.yaml's RecycleBinRetentionDays)."""
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    return int(template["Parameters"]["RecycleBinRetentionDays"]["Default"])
+
+
 def custom_metrics():
     """The metrics the jobs write, each a custom metric for each job that writes it."""
     always = sum(len(writers) for _, writers in jobs.METRICS.values())
@@ -58,6 +64,9 @@ def rows():
     e, p = EXAMPLE, {k: v[0] for k, v in PRICES.items()}
     stored = e["volumes"] * (e["written_gb"] + e["retention"] * e["daily_change_gb"])
     copied = e["volumes"] * e["daily_change_gb"] * 30
+    # Each day one snapshot a volume expires; in the bin it keeps the blocks only it held
+    # (about a day's change) for the rule's days more, in each region the stack runs in.
+    binned = 2 * e["volumes"] * e["daily_change_gb"] * recycle_bin_days()
     gb_s = sum(RUN_S[j] * RUNS_A_DAY[j] for j in RUN_S) * MEMORY_GB * 30
     requests = sum(RUNS_A_DAY.values()) * 30
     logs_gb = LOG_BYTES_A_DAY * 30 / 1e9
@@ -65,6 +74,11 @@ def rows():
         ("snapshot storage, this region", f"{stored:,} GB", stored * p["snapshot"]),
         ("snapshot storage, the copies' region", f"{stored:,} GB", stored * p["snapshot"]),
         ("copies' transfer between regions", f"{copied:,} GB", copied * p["transfer"]),
+        (
+            f"Recycle Bin ({recycle_bin_days()} days), both regions",
+            f"{binned:,} GB",
+            binned * p["snapshot"],
+        ),
         (
             "CloudWatch metrics (the summary lines)",
             f"{custom_metrics()} metrics",

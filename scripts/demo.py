@@ -76,6 +76,13 @@ FLEET = [
         {"/dev/xvda": {}},
         False,
     ),  # bad Retention: the default 7 days
+    (
+        WEST,
+        "vault-eu",
+        {"Backup": "Yes", "Retention": "3", "Lock": "governance"},
+        {"/dev/xvda": {}},
+        False,
+    ),  # each snapshot locked until its DeleteOn; deleted that morning, the lock expired
 ]
 # When each job runs on a day (UTC): manager first, creator, then the copier hours later.
 SCHEDULE = [
@@ -140,10 +147,13 @@ def day_header(n, today):
     return f"\nDay {n}  {today:%a %Y-%m-%d}{note}"
 
 
-def describe_run(hour, job, summary, seen_warnings, names):
-    """One short line per run, then any warning not shown before."""
+def describe_run(hour, job, summary, seen_warnings, names, locks):
+    """One short line per run, then any warning not shown before. ``locks`` gathers the
+    locks the runs made, {snapshot id: until}."""
     counts = summary["counts"]
     done = []
+    for item in summary.get("locked", []):
+        locks[item["snapshot_id"]] = item["until"]
     if counts.get("created"):
         longer = sorted(
             {f"{c['tier']} for {names.get(c['instance_id'])}" for c in summary["created"]}
@@ -156,8 +166,12 @@ def describe_run(hour, job, summary, seen_warnings, names):
     done += [f"copied {n} to {region}" for region, n in copied.items()]
     if counts.get("tagged"):
         done.append(f"carried KeepForever to {counts['tagged']} copy")
+    if counts.get("locked"):
+        modes = sorted({item["lock"] for item in summary["locked"]})
+        done.append(f"locked {counts['locked']} until DeleteOn ({', '.join(modes)})")
     if counts.get("deleted"):
         done.append(f"deleted {counts['deleted']} expired")
+
     held = [s for s in summary.get("skipped", []) if "kept although due" in s["reason"]]
     if held:  # reported on the day it would have been deleted, not before
         done.append(f"kept {len(held)} past its DeleteOn (KeepForever)")
@@ -168,6 +182,9 @@ def describe_run(hour, job, summary, seen_warnings, names):
     lines = [
         f"  {hour:02d}:00  {job:<8} {summary['region']:<10} {', '.join(done) or 'nothing to do'}"
     ]
+    unlocked = [d for d in summary.get("deleted", []) if d["snapshot_id"] in locks]
+    if unlocked:  # the lock ran until DeleteOn 00:00: the manager runs after it
+        lines.append(f"{'':9}{len(unlocked)} of them locked until 00:00 today: the lock expired")
     for item in summary.get("unprotected", []):
         lines.append(f"{'':9}unprotected  {item['name']}: {item['reason']}")
     for warning in summary["warnings"]:
@@ -215,6 +232,7 @@ def inventory(region):
                 "tier": tags.get("Retention_Tier") or ("Copy_Retention" if source else "-"),
                 "copy of": source or "-",
                 "Keep": tags.get("KeepForever", "-"),
+                "Lock": tags.get("Lock", "-"),
             }
         )
     return sorted(rows, key=lambda r: (r["instance"], r["copy of"] != "-", r["DeleteOn"]))
@@ -234,6 +252,7 @@ def bars(final):
         for r in rows:
             copy = r["copy of"] != "-"
             label = f"{r['instance']} {r['device']}" + (f" copy in {region}" if copy else "")
+            label += f" (Lock={r['Lock']})" if r["Lock"] != "-" else ""
             groups.setdefault((r["instance"], r["device"], copy, label), []).append(r)
     out = []
     for (*_, label), rows in sorted(groups.items()):
@@ -331,7 +350,7 @@ def play(out=print, picture=None):
         extra = [f"{d} Backup=No" for d, v in devices.items() if v.get("Backup") == "No"]
         extra += ["stopped"] if stopped else []
         out(f"  {region:<10} {name:<9} {shown}" + (f"  [{'; '.join(extra)}]" if extra else ""))
-    seen_warnings = set()
+    seen_warnings, locks = set(), {}
     for n in range(DAYS):
         today = START + timedelta(days=n)
         out(day_header(n + 1, today))
@@ -343,7 +362,7 @@ def play(out=print, picture=None):
                 now = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
                 with clock(now):
                     summary = module.run({}, None, region=region, now=now)
-                for line in describe_run(hour, job, summary, seen_warnings, names):
+                for line in describe_run(hour, job, summary, seen_warnings, names, locks):
                     out(line)
         if n + 1 == KEEP_DAY:
             kept = keep_one_forever(today)
@@ -358,11 +377,18 @@ def play(out=print, picture=None):
     if picture:
         png_picture(drawn, Path(picture))
         out(f"(the same picture: {picture})")
+    out(f"\nLocks in {WEST} now (DescribeLockedSnapshots), each until its snapshot's DeleteOn:")
+    with clock(datetime(last.year, last.month, last.day, 23, tzinfo=UTC)):
+        locked = ec2(WEST).describe_locked_snapshots()["Snapshots"]
+    for lock in sorted(locked, key=lambda lock: lock["LockExpiresOn"]):
+        until = f"{lock['LockExpiresOn']:%Y-%m-%d %H:%M} UTC"
+        out(f"  {lock['SnapshotId']}  {lock['LockState']} until {until}")
     out(
         "\nEach volume keeps its last <Retention> days of snapshots; web-1 also keeps its "
         "Sunday (weekly)\nsnapshot two weeks and its 1 December (monthly) one a month. Copies "
         "expire with their\nprimaries, but api-eu's, kept 7 days (Copy_Retention). The "
-        "KeepForever snapshot and its copy\nstay. Nothing left this process."
+        "KeepForever snapshot and its copy\nstay. vault-eu's are locked until their DeleteOn, "
+        "and deleted the morning the lock has\nexpired. Nothing left this process."
     )
     return final
 

@@ -183,3 +183,20 @@ def test_the_readmes_picture_is_the_demos(played):
     fresh = sorted(bar[:2] + bar[3:] for bar in drawn(played[2]))
     shown = sorted(bar[:2] + bar[3:] for bar in drawn(ROOT / "scripts" / "demo.png"))
     assert shown == fresh
+
+
+def test_locked_snapshots_stay_locked_until_delete_on_and_go_that_morning(played):
+    lines, final, _, _ = played
+    text = "\n".join(lines)
+    assert "created 3, locked 1 until DeleteOn (governance)" in text
+    # Retention=3: day 1's snapshot is due on day 4, its lock expired at 00:00 that day.
+    day_4 = text.split("\nDay ")[4]
+    assert "manager  eu-west-1  deleted 1 expired" in day_4
+    assert "1 of them locked until 00:00 today: the lock expired" in day_4
+    vault = {r["snapshot"]: r["DeleteOn"] for r in final[demo.WEST] if r["instance"] == "vault-eu"}
+    listed = {
+        line.split()[0]: line.split()[3]
+        for line in lines
+        if line.startswith("  snap-") and " governance until " in line
+    }
+    assert listed == vault and len(vault) == 3
