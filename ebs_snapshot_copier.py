@@ -163,6 +163,8 @@ BUCKETS = {
     "DeleteSnapshot": ("snapshots", 100, 5),
     "CopySnapshot": ("mutating", 50, 5),
     "LockSnapshot": ("mutating", 50, 5),
+    "CreateVolume": ("mutating", 50, 5),
+    "DeleteVolume": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
@@ -193,9 +195,13 @@ METRICS = {
     "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
     "SnapshotsLocked": ("locked", ()),  # the creator's and the copier's snapshot locks
     "LocksMissing": ("lock_missing", ("manager",)),  # Lock snapshots still unlocked after a day
+    "RestoreDrillsPassed": ("drills_passed", ("manager",)),
+    "RestoreDrillsFailed": ("drills_failed", ("manager",)),
+    "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
 }
+METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
-DONE |= {"lock": "locked"}
+DONE |= {"lock": "locked", "drill": "drilled"}
 REPORT_ORDER = (
     "created",
     "would_create",
@@ -205,6 +211,8 @@ REPORT_ORDER = (
     "would_tag",
     "locked",
     "would_lock",
+    "drilled",
+    "would_drill",
     "deleted",
     "would_delete",
     "deferred",
@@ -745,7 +753,7 @@ def metrics(job, counts):
     directive = {
         "Namespace": METRIC_NAMESPACE,
         "Dimensions": [["job", "region"]],
-        "Metrics": [{"Name": name, "Unit": "Count"} for name in values],
+        "Metrics": [{"Name": name, "Unit": METRIC_UNITS.get(name, "Count")} for name in values],
     }
     return {
         "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]}

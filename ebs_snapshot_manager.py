@@ -63,6 +63,18 @@ a source volume's newest): no manager deletes them in that region (a warning, an
 ExpiredCopiesLeft metric). Cost: a few paginated reads (DescribeRegions, DescribeInstances,
 DescribeVolumes, one listing per destination region), whatever the fleet size.
 
+Restore drills (after the sweep and the coverage check; RESTORE_DRILL=off turns them off):
+once a week, on a weekday chosen by a stable hash of the volume id, each protected volume's
+newest completed snapshot, and each source volume's newest completed copy, is restored:
+CreateVolume (gp3, in the zone of the volume's instance, else the region's first; tagged at
+creation Type=RestoreDrill, Source_SnapshotId, DeleteAfter two hours on), all of the day's
+side by side, watched together until available or in error (at most DRILL_WAIT_S, never
+into the Lambda's last minute), then deleted whatever the result; never attached. The
+snapshot's RestoreDrill tag says "<date> ok <seconds>s" or "<date> failed: <why>"; a failed
+drill is a failure and a warning. At most RESTORE_DRILL_PER_RUN (50) drills a run; when a
+seventh of the volumes is more, a warning says the weekly round cannot complete. Each run
+first deletes drill volumes whose DeleteAfter has passed (left by a run that died).
+
 Event
     {}  or an EventBridge scheduled event     every automated snapshot of the region
     {"dry_run": true}                         change nothing; report what would be deleted
@@ -81,13 +93,16 @@ second); memory grows with the volumes, not the snapshots.
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
 Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): SnapshotsDeleted,
 UnprotectedVolumes, StoppedEarly, LastBackupsKept, ExpiredCopiesLeft, LocksMissing,
-Warnings, Failures.
+RestoreDrillsPassed, RestoreDrillsFailed, RestoreSeconds, Warnings, Failures.
 LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeSnapshots (here and in the copies' source regions),
 ec2:DeleteSnapshot (only on Type=Automated snapshots, never on KeepForever ones),
 ec2:CreateTags (KeepForever only, on Type=Automated copies), ec2:DescribeInstances,
-ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check), ec2:DescribeLockedSnapshots.
+ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check), ec2:DescribeLockedSnapshots;
+for drills: ec2:CreateVolume (tagged Type=RestoreDrill, from Type=Automated snapshots),
+ec2:CreateTags (in that call, and RestoreDrill on Type=Automated snapshots),
+ec2:DeleteVolume (Type=RestoreDrill only), ec2:DescribeAvailabilityZones.
 """
 
 from __future__ import annotations
@@ -95,6 +110,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import os
@@ -177,6 +193,8 @@ BUCKETS = {
     "DeleteSnapshot": ("snapshots", 100, 5),
     "CopySnapshot": ("mutating", 50, 5),
     "LockSnapshot": ("mutating", 50, 5),
+    "CreateVolume": ("mutating", 50, 5),
+    "DeleteVolume": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
@@ -207,9 +225,13 @@ METRICS = {
     "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
     "SnapshotsLocked": ("locked", ()),  # the creator's and the copier's snapshot locks
     "LocksMissing": ("lock_missing", ("manager",)),  # Lock snapshots still unlocked after a day
+    "RestoreDrillsPassed": ("drills_passed", ("manager",)),
+    "RestoreDrillsFailed": ("drills_failed", ("manager",)),
+    "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
 }
+METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
-DONE |= {"lock": "locked"}
+DONE |= {"lock": "locked", "drill": "drilled"}
 REPORT_ORDER = (
     "created",
     "would_create",
@@ -219,6 +241,8 @@ REPORT_ORDER = (
     "would_tag",
     "locked",
     "would_lock",
+    "drilled",
+    "would_drill",
     "deleted",
     "would_delete",
     "deferred",
@@ -759,7 +783,7 @@ def metrics(job, counts):
     directive = {
         "Namespace": METRIC_NAMESPACE,
         "Dimensions": [["job", "region"]],
-        "Metrics": [{"Name": name, "Unit": "Count"} for name in values],
+        "Metrics": [{"Name": name, "Unit": METRIC_UNITS.get(name, "Count")} for name in values],
     }
     return {
         "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]}
@@ -988,6 +1012,15 @@ MAX_REASONS = 3  # per unprotected volume, in the summary
 # The creator and the copier lock a Lock snapshot as they make it, and retry a failed lock
 # on their next run: one still unlocked this long after it was taken is reported.
 LOCK_WITHIN = timedelta(hours=24)
+# Restore drills: once a week each protected volume's newest completed snapshot, and each
+# source volume's newest completed copy, is restored to a new volume, which is deleted as
+# soon as it is available (or not). The snapshot's RestoreDrill tag keeps the result.
+DRILL_ENV, DRILL_CAP_ENV, DRILLS_PER_RUN = "RESTORE_DRILL", "RESTORE_DRILL_PER_RUN", 50
+TAG_DRILL, DRILL_TYPE, TAG_DELETE_AFTER = "RestoreDrill", "RestoreDrill", "DeleteAfter"
+DRILL_LIFE = timedelta(hours=2)  # a drill volume left by a run that died goes after this
+DRILL_WAIT_S = 300  # the longest wait for a drill volume to become available
+DRILL_POLL_S = 5
+DRILL_MIN_S = 60  # with less time for the wait than this, no drill starts this run
 
 # ---- decisions: pure functions of the snapshots, the instances and the date ----
 
@@ -1094,6 +1127,7 @@ def backed_up_volumes(instances, volume_backup):
                     "name": tags.get(TAG_NAME, ""),
                     "attached": ebs.get("AttachTime"),
                     "enabled": enabled,
+                    "zone": instance.get("Placement", {}).get("AvailabilityZone"),
                 }
     return wanted
 
@@ -1235,6 +1269,75 @@ class ExpiredCopies:
 
     def count(self):
         return self.unknown + sum(n - newest_late for _, newest_late, n in self.per_volume.values())
+
+
+def drill_settings(summary):
+    """(drills on?, drills a run may start) from RESTORE_DRILL (off/no/false/0 turns them
+    off; anything unreadable warns and leaves them on) and RESTORE_DRILL_PER_RUN."""
+    raw, on = os.environ.get(DRILL_ENV), True
+    if raw is not None and raw.strip():
+        on = parse_bool(raw)
+        if on is None:
+            summary.warn(DRILL_ENV, f"{DRILL_ENV} {raw!r} is not on/off; drills stay on")
+            on = True
+    cap_raw, cap = os.environ.get(DRILL_CAP_ENV), DRILLS_PER_RUN
+    if cap_raw is not None and cap_raw.strip():
+        cap, problem = parse_count(cap_raw, DRILL_CAP_ENV, 1000)
+        if cap is None:
+            cap, problem = DRILLS_PER_RUN, f"{problem}; using {DRILLS_PER_RUN}"
+        if problem:
+            summary.warn(DRILL_CAP_ENV, problem)
+    return on, cap
+
+
+def drill_day(key):
+    """The day of the week (0-6, by the date's ordinal) a volume is drilled: a stable hash
+    of its id spreads the region's volumes over the seven days, each once a week."""
+    return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 7
+
+
+class DrillTargets:
+    """While the sweep lists the region: each volume's newest completed snapshot (primaries)
+    and each source volume's newest completed copy, the snapshots drills restore. An
+    archived snapshot cannot be restored quickly: it is not one."""
+
+    def __init__(self):
+        self.primaries, self.copies = {}, {}  # volume id (a copy's source volume): snapshot
+
+    def see(self, snapshot):
+        if snapshot.get("State") != "completed" or snapshot.get("StorageTier") == "archive":
+            return
+        tags = tag_map(snapshot)
+        if TAG_SOURCE_SNAPSHOT in tags:
+            found, key = self.copies, tags.get(TAG_SOURCE_VOLUME)
+        else:
+            found, key = self.primaries, snapshot.get("VolumeId")
+        newest = found.get(key)
+        mark = (snapshot["StartTime"], snapshot["SnapshotId"])
+        if key and (newest is None or mark > (newest["StartTime"], newest["SnapshotId"])):
+            found[key] = snapshot
+
+    def today(self, protected, today, gone):
+        """[(volume id, snapshot, zone or None)] due today: the protected volumes' newest
+        snapshots (in their instance's zone) and the newest copies, none the sweep deleted."""
+        due = [
+            (vid, self.primaries[vid], who.get("zone"))
+            for vid, who in sorted(protected.items())
+            if vid in self.primaries
+        ]
+        due += [(vid, snap, None) for vid, snap in sorted(self.copies.items())]
+        weekday = today.toordinal() % 7
+        return [
+            (vid, snap, zone)
+            for vid, snap, zone in due
+            if drill_day(vid) == weekday and snap["SnapshotId"] not in gone
+        ]
+
+
+def drill_result(day, seconds=None, reason=None):
+    """The RestoreDrill tag a drill leaves on its snapshot."""
+    text = f"{day} ok {seconds}s" if reason is None else f"{day} failed: {reason}"
+    return text[:256]
 
 
 # ---- AWS: reading and acting ----
@@ -1419,9 +1522,10 @@ class Judge:
     coverage check and to LastBackups, counts and warns, and returns the work items
     ("delete" or "keep", snapshot, detail) that may start now."""
 
-    def __init__(self, summary, now, coverage, last, lookup, locks):
+    def __init__(self, summary, now, coverage, last, lookup, locks, drills=None):
         self.summary, self.now, self.today = summary, now, utc_today(now)
         self.coverage, self.last, self.lookup, self.locks = coverage, last, lookup, locks
+        self.drills = drills
 
     def snapshot(self, snapshot):
         sid = snapshot.get("SnapshotId", "?")
@@ -1429,6 +1533,8 @@ class Judge:
             if self.coverage:
                 self.coverage.see(snapshot)
             self.check_lock(snapshot)
+            if self.drills:
+                self.drills.see(snapshot)
             released = self.last.offer(snapshot, self.due(snapshot))
             return [item for snap, why in released for item in self.lookup.add(snap, why)]
         except OutOfTime:
@@ -1639,6 +1745,190 @@ def report_expired_copies(left, summary):
             summary.count("expired_copies_left", count)
 
 
+def clean_drill_volumes(ec2, summary, now):
+    """Delete the drill volumes a run that died left behind, once their DeleteAfter has
+    passed: a drill volume never outlives its drill by long. Each one is a warning, counted
+    (drill_volumes_deleted); one without a readable DeleteAfter is left alone."""
+    try:
+        volumes = list(
+            paginate(
+                ec2,
+                "describe_volumes",
+                "Volumes",
+                Filters=[{"Name": "tag:" + TAG_TYPE, "Values": [DRILL_TYPE]}],
+            )
+        )
+    except OutOfTime:
+        raise
+    except Exception as exc:
+        summary.warn(
+            summary.region, f"leftover drill volumes not looked for: {describe_error(exc)}"
+        )
+        return
+    for volume in volumes:
+        vid, after = volume["VolumeId"], tag_map(volume).get(TAG_DELETE_AFTER)
+        when = parse_timestamp(after)
+        if when is None:
+            summary.warn(vid, f"Type={DRILL_TYPE} volume with {TAG_DELETE_AFTER} {after!r}: left")
+        elif when <= now and delete_drill_volume(ec2, vid, summary):
+            summary.warn(vid, f"drill volume left by a run that stopped ({after}): deleted")
+            summary.count("drill_volumes_deleted")
+
+
+def parse_timestamp(value):
+    """A DeleteAfter tag (ISO 8601, UTC) as an aware datetime, or None."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def delete_drill_volume(ec2, vid, summary):
+    """Delete a drill volume; False, with a warning, when it cannot be (a later run deletes
+    it once its DeleteAfter has passed). A dry run deletes nothing."""
+    if summary.dry_run:
+        return False
+    try:
+        ec2.delete_volume(VolumeId=vid)
+    except ClientError as exc:
+        if error_code(exc) == "InvalidVolume.NotFound":
+            return True
+        summary.warn(vid, f"drill volume not deleted ({describe_error(exc)}); a later run will")
+        return False
+    return True
+
+
+def drill_all(ec2, coverage, drills, summary, budget, now, cap):
+    """Today's drills, at most ``cap``, side by side: every volume is created first, then
+    all are watched together until each is available (or not), and deleted at once."""
+    gone = {d["snapshot_id"] for d in summary.data.get("deleted", [])}
+    protected = coverage.protected if coverage else {}
+    due = drills.today(protected, utc_today(now), gone)
+    weekly = len(protected) + len(drills.copies)
+    if weekly > 7 * cap:
+        summary.warn(
+            DRILL_CAP_ENV,
+            f"{weekly} volumes to drill each week, at most {cap} a run: the weekly round "
+            f"cannot complete; raise {DRILL_CAP_ENV}",
+        )
+    if len(due) > cap:
+        summary.skip(summary.region, f"{len(due) - cap} drills due today over {DRILL_CAP_ENV}")
+    wait = min(DRILL_WAIT_S, budget.left() - STOP_MARGIN_S - 2 * ATTEMPT_S)
+    if due and wait < DRILL_MIN_S:
+        summary.warn(summary.region, f"restore drills not run: {budget.left():.0f} s left")
+        return
+    if due:
+        started = start_drills(ec2, due[:cap], summary, budget, now)
+        watch_drills(ec2, started, summary, budget, wait, now)
+
+
+def start_drills(ec2, due, summary, budget, now):
+    """CreateVolume for each drill (WORKERS at a time); the drills started."""
+    zone = None
+    if any(z is None for _, _, z in due):  # copies: the region's first zone
+        zones = ec2.describe_availability_zones()["AvailabilityZones"]
+        zone = min(z["ZoneName"] for z in zones if z.get("State", "available") == "available")
+    started = []
+    in_parallel(
+        due,
+        lambda target: start_drill(ec2, target, zone, summary, now, started),
+        budget,
+        lambda target, exc: record_drill(ec2, target, None, summary, now, describe_error(exc)),
+    )
+    return started
+
+
+def start_drill(ec2, target, zone, summary, now, started):
+    """A gp3 volume from the snapshot (encrypted with the snapshot's own key), never
+    attached, tagged at creation so that a later run deletes it should this one die."""
+    vid, snap, own_zone = target
+    sid = snap["SnapshotId"]
+    after = (now + DRILL_LIFE).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    tags = {TAG_TYPE: DRILL_TYPE, TAG_SOURCE_SNAPSHOT: sid, TAG_DELETE_AFTER: after}
+    params = {
+        "SnapshotId": sid,
+        "AvailabilityZone": own_zone or zone,
+        "VolumeType": "gp3",
+        "TagSpecifications": [
+            {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ],
+    }
+    if summary.dry_run:
+        summary.probe("ec2:CreateVolume", summary.region, ec2.create_volume, **params)
+        summary.did("drill", snapshot_id=sid, volume_id=vid, zone=params["AvailabilityZone"])
+        return
+    try:
+        volume = ec2.create_volume(**params)
+    except ClientError as exc:
+        if error_code(exc) == "InvalidSnapshot.NotFound":  # deleted since: nothing to prove
+            summary.skip(sid, "deleted since it was listed: not drilled")
+        else:
+            record_drill(ec2, target, None, summary, now, f"CreateVolume: {describe_error(exc)}")
+        return
+    started.append((target, volume["VolumeId"], time.monotonic()))
+
+
+def watch_drills(ec2, started, summary, budget, wait, now):
+    """Poll the drill volumes together until each is available or in error, at most
+    ``wait`` seconds and never into the Lambda's last minute; then each is deleted and its
+    snapshot tagged with the result."""
+    waiting = {volume_id: (target, t0) for target, volume_id, t0 in started}
+    polls = int(wait // DRILL_POLL_S)
+    for poll in range(polls + 1):
+        for volume in drill_volumes(ec2, list(waiting)):
+            state = volume["State"]
+            if state in ("available", "error") and volume["VolumeId"] in waiting:
+                target, t0 = waiting.pop(volume["VolumeId"])
+                reason = None if state == "available" else "the restored volume went to error"
+                finish_drill(ec2, target, volume["VolumeId"], t0, summary, now, reason)
+        if not waiting or poll == polls or budget.left() - DRILL_POLL_S < STOP_MARGIN_S + ATTEMPT_S:
+            break
+        time.sleep(DRILL_POLL_S)
+    for volume_id, (target, t0) in waiting.items():
+        reason = f"the restored volume was not available within {wait:.0f} s"
+        finish_drill(ec2, target, volume_id, t0, summary, now, reason)
+
+
+def drill_volumes(ec2, ids):
+    """The drill volumes among ``ids`` as EC2 describes them now (a filter, not VolumeIds:
+    one deleted meanwhile is no error)."""
+    found = []
+    for start in range(0, len(ids), LOOKUP_BATCH):
+        batch = ids[start : start + LOOKUP_BATCH]
+        filters = [{"Name": "volume-id", "Values": batch}]
+        found += paginate(ec2, "describe_volumes", "Volumes", Filters=filters)
+    return found
+
+
+def finish_drill(ec2, target, volume_id, t0, summary, now, reason):
+    """Delete the drill volume (whatever the result), then record the result."""
+    seconds = round(time.monotonic() - t0)
+    delete_drill_volume(ec2, volume_id, summary)
+    record_drill(ec2, target, volume_id, summary, now, reason, seconds)
+
+
+def record_drill(ec2, target, volume_id, summary, now, reason, seconds=None):
+    """The result: the snapshot's RestoreDrill tag, and the summary (a failed drill is a
+    failure and a warning; a passed one counts its time to "available")."""
+    vid, snap, _ = target
+    sid = snap["SnapshotId"]
+    value = drill_result(utc_today(now), seconds, reason)
+    try:
+        ec2.create_tags(Resources=[sid], Tags=[{"Key": TAG_DRILL, "Value": value}])
+    except ClientError as exc:
+        summary.warn(sid, f"drill result not tagged on the snapshot: {describe_error(exc)}")
+    if reason is not None:
+        summary.fail(sid, f"restore drill failed: {reason}", volume_id=vid)
+        summary.warn(sid, f"restore drill of {vid} failed: {reason}")
+        summary.count("drills_failed")
+        return
+    summary.did("drill", snapshot_id=sid, volume_id=vid, drill_volume_id=volume_id, seconds=seconds)
+    summary.count("drills_passed")
+    counts = summary.data["counts"]
+    counts["restore_seconds"] = max(counts.get("restore_seconds", 0), seconds)
+
+
 def run(event=None, context=None, *, region=None, now=None):
     """One manager run; ``now`` (a datetime) is injectable for tests and the demo."""
     return run_job(JOB, manage, event, context, region, now)
@@ -1649,16 +1939,21 @@ def manage(event, context, summary, budget, now):
     pacer = Pacer()
     ec2 = make_client("ec2", summary.region, budget, pacer)
     max_age, lag, grace = settings(summary)
+    drills_on, cap = drill_settings(summary)
+    clean_drill_volumes(ec2, summary, now)
     coverage = start_coverage(ec2, now, max_age, lag, summary)
     today = utc_today(now)
     last = LastBackups(coverage.volumes if coverage else None, today, grace)
     lookup = SourceLookup(summary, budget, pacer, today, grace)
-    judge = Judge(summary, now, coverage, last, lookup, read_locks(ec2, summary))
+    drills = DrillTargets() if drills_on else None
+    judge = Judge(summary, now, coverage, last, lookup, read_locks(ec2, summary), drills)
     finished = sweep(ec2, summary, budget, judge, (now, max_age, lag))
     if coverage and finished:
         finish_coverage(coverage, summary, budget, today)
     elif coverage:
         summary.warn(summary.region, "coverage not checked: the sweep stopped early")
+    if drills and finished:
+        drill_all(ec2, coverage, drills, summary, budget, now, cap)
 
 
 def lambda_handler(event, context):

@@ -22,6 +22,7 @@ READ_ON = "2026-11-27"
 PRICES = {  # (USD, unit, where it is published)
     "snapshot": (0.05, "GB-month", "Amazon EBS pricing; EBS user guide, snapshot archive pricing"),
     "transfer": (0.02, "GB", "Amazon EC2 On-Demand pricing, data transfer to another region"),
+    "gp3": (0.08, "GB-month", "Amazon EBS pricing, General Purpose SSD (gp3) volumes"),
     "metric": (0.30, "metric-month", "Amazon CloudWatch pricing, custom metrics"),
     "alarm": (0.10, "alarm metric-month", "Amazon CloudWatch pricing, standard alarms"),
     "lambda": (0.0000133334, "GB-second (arm64)", "AWS Lambda pricing"),
@@ -29,9 +30,14 @@ PRICES = {  # (USD, unit, where it is published)
     "logs": (0.50, "GB ingested", "Amazon CloudWatch pricing, logs"),
 }
 # The example: volumes, GB written on each, GB changed a day, days kept, copies to one region.
-EXAMPLE = {"volumes": 100, "written_gb": 50, "daily_change_gb": 1, "retention": 7}
+EXAMPLE = {"volumes": 100, "size_gb": 100, "written_gb": 50, "daily_change_gb": 1, "retention": 7}
+# A restore drill's volume lives from CreateVolume until it is available and deleted: counted
+# as a minute each (a gp3 volume from a snapshot is usually available within seconds).
+DRILL_S = 60
 MEMORY_GB = 0.5  # template.yaml's MemorySize
-RUN_S = {"creator": 30, "copier": 5, "manager": 30}  # seconds a run, 100 volumes
+# Seconds a run, 100 volumes; the manager's includes the day's restore drills (waiting
+# for about 14 volumes at once to become available).
+RUN_S = {"creator": 30, "copier": 5, "manager": 90}
 RUNS_A_DAY = {"creator": 1, "copier": 36 + EXAMPLE["volumes"], "manager": 1}
 LOG_BYTES_A_DAY = 4 * EXAMPLE["volumes"] * 300  # about four JSON lines per volume a day
 
@@ -56,7 +62,8 @@ def recycle_bin_days():
 def custom_metrics():
     """The metrics the jobs write, each a custom metric for each job that writes it."""
     always = sum(len(writers) for _, writers in jobs.METRICS.values())
-    sometimes = 3  # UnprotectedVolumes (manager, copier) and ExpiredCopiesLeft (manager)
+    # UnprotectedVolumes (manager, copier), ExpiredCopiesLeft and RestoreSeconds (manager)
+    sometimes = 4
     return always + sometimes
 
 
@@ -67,6 +74,8 @@ def rows():
     # Each day one snapshot a volume expires; in the bin it keeps the blocks only it held
     # (about a day's change) for the rule's days more, in each region the stack runs in.
     binned = 2 * e["volumes"] * e["daily_change_gb"] * recycle_bin_days()
+    drills = round(e["volumes"] * 30 / 7)  # each volume once a week (copies: as many again)
+    drill_gb_months = 2 * drills * e["size_gb"] * DRILL_S / (30 * 86400)
     gb_s = sum(RUN_S[j] * RUNS_A_DAY[j] for j in RUN_S) * MEMORY_GB * 30
     requests = sum(RUNS_A_DAY.values()) * 30
     logs_gb = LOG_BYTES_A_DAY * 30 / 1e9
@@ -78,6 +87,11 @@ def rows():
             f"Recycle Bin ({recycle_bin_days()} days), both regions",
             f"{binned:,} GB",
             binned * p["snapshot"],
+        ),
+        (
+            f"restore drills (weekly, {DRILL_S} s each), both regions",
+            f"{2 * drills:,} drills",
+            drill_gb_months * p["gp3"],
         ),
         (
             "CloudWatch metrics (the summary lines)",
@@ -104,7 +118,8 @@ def table():
 def main():
     e = EXAMPLE
     print(
-        f"{e['volumes']} volumes of {e['written_gb']} GB written, {e['daily_change_gb']} GB "
+        f"{e['volumes']} volumes of {e['size_gb']} GB with {e['written_gb']} GB written, "
+        f"{e['daily_change_gb']} GB "
         f"changed a day, a snapshot a day kept {e['retention']} days, copied to one other "
         f"region; prices of {READ_ON}:\n"
     )

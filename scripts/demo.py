@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import boto3
 from moto import mock_aws
+from moto.ec2.models.elastic_block_store import EBSBackend
+from moto_gaps import force_volume_state
 from moto_gaps import install as fill_moto_gaps
 
 import ebs_snapshot_copier
@@ -35,6 +37,7 @@ DAYS = 10
 KEEP_DAY = 2  # the day an operator marks one snapshot KeepForever
 KEEP_INSTANCE, KEEP_RETENTION = "web-1", 3  # its primary lives in EAST, its copy in WEST
 MISSED = (WEST, 3)  # the creator does not run there that day: the manager says so next day
+DAMAGED = (EAST, 4)  # from that day, the next drill's volume goes to error (days 4-10: a week)
 
 # (region, Name, instance tags, {device: volume tags}, stopped?) — what each one shows:
 FLEET = [
@@ -185,15 +188,56 @@ def describe_run(hour, job, summary, seen_warnings, names, locks):
     unlocked = [d for d in summary.get("deleted", []) if d["snapshot_id"] in locks]
     if unlocked:  # the lock ran until DeleteOn 00:00: the manager runs after it
         lines.append(f"{'':9}{len(unlocked)} of them locked until 00:00 today: the lock expired")
+    if summary.get("drilled"):  # moto makes volumes at once: 0 s each
+        lines.append(f"{'':9}restore drills: {len(summary['drilled'])} ok")
+    for failure in summary.get("failures", []):
+        lines.append(f"{'':9}FAILED  {failure['id']}: {failure['error']}")
+    if counts.get("drills_failed"):
+        lines.append(
+            f"{'':9}metric RestoreDrillsFailed={counts['drills_failed']}: "
+            "RestoreDrillsFailedAlarm fires"
+        )
     for item in summary.get("unprotected", []):
         lines.append(f"{'':9}unprotected  {item['name']}: {item['reason']}")
+    failed = {failure["id"] for failure in summary.get("failures", [])}
     for warning in summary["warnings"]:
         key = (summary["region"], warning["id"], warning["reason"])
-        if key not in seen_warnings:
+        if key not in seen_warnings and warning["id"] not in failed:  # shown as FAILED
             seen_warnings.add(key)
             who = names.get(warning["id"], warning["id"])
             lines.append(f"{'':9}warning  {who}: {warning['reason']}")
     return lines
+
+
+broken = []  # the drill volume the demo sent to error, once it has
+
+
+def run_job(module, region, now):
+    """One run; a run with failures raises JobFailed after its summary: the demo shows it."""
+    try:
+        return module.run({}, None, region=region, now=now)
+    except module.JobFailed as failed:
+        return failed.summary
+
+
+@contextlib.contextmanager
+def first_drill_fails(damaged):
+    """From the DAMAGED day, the next volume a restore drill makes goes to error, as a
+    volume restored from a broken snapshot (or with a KMS key it cannot use) does."""
+    if not damaged:
+        yield
+        return
+    create = EBSBackend.create_volume
+
+    def create_volume(self, *args, **kwargs):
+        volume = create(self, *args, **kwargs)
+        if not broken and kwargs.get("snapshot_id", args[2] if len(args) > 2 else None):
+            force_volume_state(volume, "error")
+            broken.append(volume.id)
+        return volume
+
+    with patch.object(EBSBackend, "create_volume", create_volume):
+        yield
 
 
 def keep_one_forever(today):
@@ -360,8 +404,9 @@ def play(out=print, picture=None):
                     out(f"  {hour:02d}:00  {job:<8} {region:<10} did not run (an outage)")
                     continue
                 now = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
-                with clock(now):
-                    summary = module.run({}, None, region=region, now=now)
+                damaged = job == "manager" and region == DAMAGED[0] and n + 1 >= DAMAGED[1]
+                with clock(now), first_drill_fails(damaged and not broken):
+                    summary = run_job(module, region, now)
                 for line in describe_run(hour, job, summary, seen_warnings, names, locks):
                     out(line)
         if n + 1 == KEEP_DAY:

@@ -506,8 +506,25 @@ def _delete_snapshot(self, snapshot_id):
 _delete_snapshot.moto_original = _moto_delete_snapshot
 
 
+# moto makes a volume "available" at once and has no other state for a volume that is not
+# attached. EC2 API reference, Volume.State: "creating | available | in-use | deleting |
+# deleted | error"; a volume made from a snapshot is "creating" until its data is ready, and
+# may end in "error". Tests and the demo force such a state with ``force_volume_state``.
+_moto_volume_status = Volume.status
+
+
+def _volume_status(self):
+    return getattr(self, "forced_status", None) or _moto_volume_status.fget(self)
+
+
+def force_volume_state(volume, state):
+    """Make moto describe ``volume`` (its backend object) in ``state`` from now on."""
+    volume.forced_status = state
+
+
 def install():
     Volume.get_filter_value = _volume_filter_value
+    Volume.status = property(_volume_status)
     EBSBackend.create_snapshots = _create_snapshots
     EBSBackend.delete_snapshot = _delete_snapshot
     EC2Response.lock_snapshot = _lock_snapshot

@@ -83,7 +83,11 @@ def played(tmp_path_factory):
             ]
             for region in demo.REGIONS
         }
-    return lines, final, picture, state
+        volumes = {
+            region: boto3.client("ec2", region_name=region).describe_volumes()["Volumes"]
+            for region in demo.REGIONS
+        }
+    return lines, final, picture, state, volumes
 
 
 def drawn(path):
@@ -92,7 +96,7 @@ def drawn(path):
 
 
 def test_final_inventory_is_what_the_tags_say(played):
-    lines, final, _, _ = played
+    lines, final, *_ = played
     found = Counter(
         (region, r["instance"], r["DeleteOn"], r["copy of"] != "-", r["Keep"] != "-")
         for region, rows in final.items()
@@ -162,7 +166,7 @@ def test_copies_kept_by_copy_retention_say_so(played):
 
 
 def test_the_picture_is_written_and_shows_exactly_the_snapshots_left(played):
-    lines, _, picture, state = played
+    lines, _, picture, state, _ = played
     bars = {bar[2]: bar for bar in drawn(picture)}
     snapshots = {s["SnapshotId"]: s for region in state.values() for s in region}
     assert set(bars) == set(snapshots)  # one bar per snapshot AWS holds, no other
@@ -186,7 +190,7 @@ def test_the_readmes_picture_is_the_demos(played):
 
 
 def test_locked_snapshots_stay_locked_until_delete_on_and_go_that_morning(played):
-    lines, final, _, _ = played
+    lines, final, *_ = played
     text = "\n".join(lines)
     assert "created 3, locked 1 until DeleteOn (governance)" in text
     # Retention=3: day 1's snapshot is due on day 4, its lock expired at 00:00 that day.
@@ -200,3 +204,15 @@ def test_locked_snapshots_stay_locked_until_delete_on_and_go_that_morning(played
         if line.startswith("  snap-") and " governance until " in line
     }
     assert listed == vault and len(vault) == 3
+
+
+def test_a_week_of_restore_drills_with_one_that_fails_and_its_alarm_metric(played):
+    text = "\n".join(played[0])
+    assert "restore drills: " in text
+    failed = [line for line in played[0] if "FAILED" in line]
+    assert len(failed) == 1
+    assert failed[0].endswith("restore drill failed: the restored volume went to error")
+    assert "metric RestoreDrillsFailed=1: RestoreDrillsFailedAlarm fires" in text
+    # Every drill volume was deleted, the failed one too: only the instances' own are left.
+    volumes = [v for region in played[4].values() for v in region]
+    assert volumes and all(v["Attachments"] for v in volumes)

@@ -119,7 +119,14 @@ def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
         "TagOnlyWhileCreating",
         "CarryKeepForeverOntoCopies",
         "NeverReleaseKeepForever",
+        "TagDrillVolumesWhileCreating",
+        "RecordRestoreDrills",
     }
+    drill_volumes = by_sid.pop("TagDrillVolumesWhileCreating")
+    assert drill_volumes["Resource"] == "arn:aws:ec2:*:*:volume/*"
+    assert drill_volumes["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateVolume"}}
+    drills = by_sid["RecordRestoreDrills"]["Condition"]
+    assert drills["ForAllValues:StringEquals"] == {"aws:TagKeys": ["RestoreDrill"]}
     assert by_sid["TagOnlyWhileCreating"]["Condition"] == {
         "StringEquals": {"ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots", "CopySnapshot"]}
     }
@@ -300,3 +307,50 @@ def test_locks_can_be_read_anywhere_but_not_changed_on_other_snapshots():
     (lock,) = statements("ec2:LockSnapshot")
     assert lock["Resource"] == "arn:aws:ec2:*::snapshot/*"
     assert lock["Condition"] == {"StringEquals": {"ec2:ResourceTag/Type": "Automated"}}
+
+
+# ---- restore drills ----------------------------------------------------------------------
+
+VOLUME = "arn:aws:ec2:us-east-1:123456789012:volume/vol-0123456789abcdef0"
+
+
+@pytest.mark.parametrize(
+    "volume_type, snapshot_type, expected",
+    [
+        ("RestoreDrill", "Automated", "allowed"),
+        ("RestoreDrill", "Manual", "denied"),  # only from the jobs' own snapshots
+        ("Other", "Automated", "denied"),  # only a volume tagged as a drill
+        (None, "Automated", "denied"),
+    ],
+)
+def test_a_volume_is_created_only_as_a_drill_of_an_automated_snapshot(
+    volume_type, snapshot_type, expected
+):
+    request = {"aws:requesttag/type": volume_type} if volume_type else {}
+    on_volume = decision("ec2:CreateVolume", VOLUME, request)
+    on_snapshot = decision(
+        "ec2:CreateVolume", SNAPSHOT, request | resource_tags({"Type": snapshot_type})
+    )
+    # IAM authorises CreateVolume on the new volume and on its snapshot: both must allow.
+    found = {on_volume, on_snapshot}
+    both = "denied" if "denied" in found else "allowed" if found == {"allowed"} else "not allowed"
+    assert both == expected
+
+
+@pytest.mark.parametrize(
+    "tags, expected",
+    [({"Type": "RestoreDrill"}, "allowed"), ({"Type": "Data"}, "not allowed"), ({}, "not allowed")],
+)
+def test_only_drill_volumes_can_be_deleted(tags, expected):
+    assert decision("ec2:DeleteVolume", VOLUME, resource_tags(tags)) == expected
+
+
+def test_drill_volumes_are_tagged_only_at_creation_and_snapshots_only_with_the_result():
+    assert decision("ec2:CreateTags", VOLUME, {"ec2:createaction": "CreateVolume"}) == "allowed"
+    assert decision("ec2:CreateTags", VOLUME, {"aws:tagkeys": ["Type"]}) == "not allowed"
+    result = resource_tags({"Type": "Automated"}) | {"aws:tagkeys": ["RestoreDrill"]}
+    assert decision("ec2:CreateTags", SNAPSHOT, result) == "allowed"
+    other = resource_tags({"Type": "Automated"}) | {"aws:tagkeys": ["RestoreDrill", "DeleteOn"]}
+    assert decision("ec2:CreateTags", SNAPSHOT, other) == "not allowed"
+    manual = resource_tags({"Type": "Manual"}) | {"aws:tagkeys": ["RestoreDrill"]}
+    assert decision("ec2:CreateTags", SNAPSHOT, manual) == "not allowed"

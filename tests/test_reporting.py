@@ -92,6 +92,8 @@ EXPECTED_METRICS = {
         "StoppedEarly",
         "LastBackupsKept",
         "LocksMissing",
+        "RestoreDrillsPassed",
+        "RestoreDrillsFailed",
     ],
 }
 

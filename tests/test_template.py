@@ -194,6 +194,8 @@ def test_the_settings_reach_the_jobs_that_read_them_and_the_defaults_agree():
         ("manager", "COPY_MAX_LAG_HOURS", "CopyMaxLagHours", creator.COPY_LAG_HOURS),
         ("copier", "COPY_MAX_LAG_HOURS", "CopyMaxLagHours", creator.COPY_LAG_HOURS),
         ("manager", "LAST_COPY_GRACE_DAYS", "LastCopyGraceDays", manager.LAST_COPY_GRACE_DAYS),
+        ("manager", "RESTORE_DRILL_PER_RUN", "RestoreDrillsPerRun", manager.DRILLS_PER_RUN),
+        ("manager", "RESTORE_DRILL", "RestoreDrill", "on"),
     ]:
         variables = FUNCTIONS[job]["Properties"]["Environment"]["Variables"]
         assert variables[variable] == {"Ref": parameter}, (job, variable)
@@ -471,3 +473,12 @@ def test_alarmed_metrics_are_ones_the_jobs_write():
 def test_every_log_level_offered_is_one_the_jobs_know():
     for level in TEMPLATE["Parameters"]["LogLevel"]["AllowedValues"]:
         assert level in creator.LOG_LEVELS
+
+
+def test_a_failed_restore_drill_raises_an_alarm():
+    alarm = RESOURCES["RestoreDrillsFailedAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("RestoreDrillsFailed", 0)
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert {"Name": "job", "Value": "manager"} in alarm["Dimensions"]
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert manager.parse_bool(TEMPLATE["Parameters"]["RestoreDrill"]["AllowedValues"][1]) is False
