@@ -68,12 +68,14 @@ once a week, on a weekday chosen by a stable hash of the volume id, each protect
 newest completed snapshot, and each source volume's newest completed copy, is restored:
 CreateVolume (gp3, in the zone of the volume's instance, else the region's first; tagged at
 creation Type=RestoreDrill, Source_SnapshotId, DeleteAfter two hours on), all of the day's
-side by side, watched together until available or in error (at most DRILL_WAIT_S, never
-into the Lambda's last minute), then deleted whatever the result; never attached. The
-snapshot's RestoreDrill tag says "<date> ok <seconds>s" or "<date> failed: <why>"; a failed
-drill is a failure and a warning. At most RESTORE_DRILL_PER_RUN (50) drills a run; when a
-seventh of the volumes is more, a warning says the weekly round cannot complete. Each run
-first deletes drill volumes whose DeleteAfter has passed (left by a run that died).
+side by side, watched together until available, in error or vanished (at most
+DRILL_WAIT_S, never into the Lambda's last minute), then deleted whatever the result (one
+still creating, which EC2 cannot delete, by a later run); never attached. The snapshot's
+RestoreDrill tag says "<date> ok <seconds>s" or "<date> failed: <why>"; a failed drill is a
+failure and a warning; throttling, capacity or the network is only a warning. At most
+RESTORE_DRILL_PER_RUN (50) drills a run, the least recently drilled first; when a seventh
+of the volumes is more, a warning says the weekly round cannot complete. Each run first
+deletes drill volumes whose DeleteAfter has passed (left by a run that died).
 
 Event
     {}  or an EventBridge scheduled event     every automated snapshot of the region
@@ -1021,6 +1023,13 @@ DRILL_LIFE = timedelta(hours=2)  # a drill volume left by a run that died goes a
 DRILL_WAIT_S = 300  # the longest wait for a drill volume to become available
 DRILL_POLL_S = 5
 DRILL_MIN_S = 60  # with less time for the wait than this, no drill starts this run
+DRILL_FINISH_S = 0.5  # a drill's DeleteVolume and CreateTags, at EC2's pace
+DRILL_GONE_POLLS = 3  # a drill volume absent from this many polls in a row has vanished
+MAX_DRILLS_PER_RUN = 200  # the most one run can create, watch and delete in its time
+# Not the snapshot's fault: the drill is not run (a warning), and it is not a failed restore.
+DRILL_NOT_TRIED = frozenset(
+    {"RequestLimitExceeded", "VolumeLimitExceeded", "InsufficientVolumeCapacity", "Unavailable"}
+)
 
 # ---- decisions: pure functions of the snapshots, the instances and the date ----
 
@@ -1282,7 +1291,7 @@ def drill_settings(summary):
             on = True
     cap_raw, cap = os.environ.get(DRILL_CAP_ENV), DRILLS_PER_RUN
     if cap_raw is not None and cap_raw.strip():
-        cap, problem = parse_count(cap_raw, DRILL_CAP_ENV, 1000)
+        cap, problem = parse_count(cap_raw, DRILL_CAP_ENV, MAX_DRILLS_PER_RUN)
         if cap is None:
             cap, problem = DRILLS_PER_RUN, f"{problem}; using {DRILLS_PER_RUN}"
         if problem:
@@ -1303,23 +1312,28 @@ class DrillTargets:
 
     def __init__(self):
         self.primaries, self.copies = {}, {}  # volume id (a copy's source volume): snapshot
+        self.last = {}  # volume id: the date of its last drill (RestoreDrill tags)
 
     def see(self, snapshot):
-        if snapshot.get("State") != "completed" or snapshot.get("StorageTier") == "archive":
-            return
         tags = tag_map(snapshot)
         if TAG_SOURCE_SNAPSHOT in tags:
             found, key = self.copies, tags.get(TAG_SOURCE_VOLUME)
         else:
             found, key = self.primaries, snapshot.get("VolumeId")
+        drilled = parse_date(tags.get(TAG_DRILL, "")[:10])
+        if key and drilled:
+            self.last[key] = max(drilled, self.last.get(key, drilled))
+        if snapshot.get("State") != "completed" or snapshot.get("StorageTier") == "archive":
+            return
         newest = found.get(key)
         mark = (snapshot["StartTime"], snapshot["SnapshotId"])
         if key and (newest is None or mark > (newest["StartTime"], newest["SnapshotId"])):
             found[key] = snapshot
 
     def today(self, protected, today, gone):
-        """[(volume id, snapshot, zone or None)] due today: the protected volumes' newest
-        snapshots (in their instance's zone) and the newest copies, none the sweep deleted."""
+        """[(volume id, snapshot, zone or None)] due today, the least recently drilled first:
+        the protected volumes' newest snapshots (in their instance's zone) and the newest
+        copies, none the sweep deleted."""
         due = [
             (vid, self.primaries[vid], who.get("zone"))
             for vid, who in sorted(protected.items())
@@ -1327,11 +1341,12 @@ class DrillTargets:
         ]
         due += [(vid, snap, None) for vid, snap in sorted(self.copies.items())]
         weekday = today.toordinal() % 7
-        return [
+        due = [
             (vid, snap, zone)
             for vid, snap, zone in due
             if drill_day(vid) == weekday and snap["SnapshotId"] not in gone
         ]
+        return sorted(due, key=lambda d: (self.last.get(d[0], date.min), d[0]))
 
 
 def drill_result(day, seconds=None, reason=None):
@@ -1746,8 +1761,8 @@ def report_expired_copies(left, summary):
 
 
 def clean_drill_volumes(ec2, summary, now):
-    """Delete the drill volumes a run that died left behind, once their DeleteAfter has
-    passed: a drill volume never outlives its drill by long. Each one is a warning, counted
+    """Delete the drill volumes a run that died left behind (or one that could not delete
+    them), once their DeleteAfter has passed. Each one is a warning, counted
     (drill_volumes_deleted); one without a readable DeleteAfter is left alone."""
     try:
         volumes = list(
@@ -1771,7 +1786,7 @@ def clean_drill_volumes(ec2, summary, now):
         if when is None:
             summary.warn(vid, f"Type={DRILL_TYPE} volume with {TAG_DELETE_AFTER} {after!r}: left")
         elif when <= now and delete_drill_volume(ec2, vid, summary):
-            summary.warn(vid, f"drill volume left by a run that stopped ({after}): deleted")
+            summary.warn(vid, f"drill volume left by an earlier run ({after}): deleted")
             summary.count("drill_volumes_deleted")
 
 
@@ -1785,8 +1800,9 @@ def parse_timestamp(value):
 
 
 def delete_drill_volume(ec2, vid, summary):
-    """Delete a drill volume; False, with a warning, when it cannot be (a later run deletes
-    it once its DeleteAfter has passed). A dry run deletes nothing."""
+    """Delete a drill volume; False, with a warning, when it cannot be (EC2 deletes only an
+    available volume: one still creating is deleted by a later run, once its DeleteAfter
+    has passed). A dry run deletes nothing."""
     if summary.dry_run:
         return False
     try:
@@ -1796,12 +1812,16 @@ def delete_drill_volume(ec2, vid, summary):
             return True
         summary.warn(vid, f"drill volume not deleted ({describe_error(exc)}); a later run will")
         return False
+    except Exception as exc:  # the network, or out of time: the same
+        summary.warn(vid, f"drill volume not deleted ({describe_error(exc)}); a later run will")
+        return False
     return True
 
 
 def drill_all(ec2, coverage, drills, summary, budget, now, cap):
-    """Today's drills, at most ``cap``, side by side: every volume is created first, then
-    all are watched together until each is available (or not), and deleted at once."""
+    """Today's drills, at most ``cap`` (the least recently drilled first), side by side:
+    every volume is created first, then all are watched together until each is available
+    (or not), and deleted at once."""
     gone = {d["snapshot_id"] for d in summary.data.get("deleted", [])}
     protected = coverage.protected if coverage else {}
     due = drills.today(protected, utc_today(now), gone)
@@ -1813,35 +1833,46 @@ def drill_all(ec2, coverage, drills, summary, budget, now, cap):
             f"cannot complete; raise {DRILL_CAP_ENV}",
         )
     if len(due) > cap:
-        summary.skip(summary.region, f"{len(due) - cap} drills due today over {DRILL_CAP_ENV}")
-    wait = min(DRILL_WAIT_S, budget.left() - STOP_MARGIN_S - 2 * ATTEMPT_S)
+        summary.warn(
+            summary.region,
+            f"{len(due) - cap} drills due today over {DRILL_CAP_ENV}={cap}: they wait a "
+            "week (the least recently drilled go first)",
+        )
+        summary.count("drills_overdue", len(due) - cap)
+    due = due[:cap]
+    left = budget.left() - STOP_MARGIN_S - 2 * ATTEMPT_S - len(due) * DRILL_FINISH_S
+    wait = min(DRILL_WAIT_S, left)  # time kept back to delete and tag them all
     if due and wait < DRILL_MIN_S:
         summary.warn(summary.region, f"restore drills not run: {budget.left():.0f} s left")
         return
     if due:
-        started = start_drills(ec2, due[:cap], summary, budget, now)
-        watch_drills(ec2, started, summary, budget, wait, now)
+        watch_drills(ec2, start_drills(ec2, due, summary, budget, now), summary, budget, wait, now)
 
 
 def start_drills(ec2, due, summary, budget, now):
-    """CreateVolume for each drill (WORKERS at a time); the drills started."""
+    """CreateVolume for each drill, WORKERS at a time; [(target, drill volume id, start)]."""
     zone = None
-    if any(z is None for _, _, z in due):  # copies: the region's first zone
-        zones = ec2.describe_availability_zones()["AvailabilityZones"]
-        zone = min(z["ZoneName"] for z in zones if z.get("State", "available") == "available")
+    if any(z is None for _, _, z in due):  # copies: the region's first zone (not a Local Zone)
+        filters = [
+            {"Name": "zone-type", "Values": ["availability-zone"]},
+            {"Name": "state", "Values": ["available"]},
+        ]
+        zones = ec2.describe_availability_zones(Filters=filters)["AvailabilityZones"]
+        zone = min(z["ZoneName"] for z in zones)
     started = []
     in_parallel(
         due,
-        lambda target: start_drill(ec2, target, zone, summary, now, started),
+        lambda target: started.append(start_drill(ec2, target, zone, summary, now)),
         budget,
-        lambda target, exc: record_drill(ec2, target, None, summary, now, describe_error(exc)),
+        lambda target, exc: summary.error(target[1]["SnapshotId"], exc, "restore drill not run"),
     )
-    return started
+    return [drill for drill in started if drill]
 
 
-def start_drill(ec2, target, zone, summary, now, started):
+def start_drill(ec2, target, zone, summary, now):
     """A gp3 volume from the snapshot (encrypted with the snapshot's own key), never
-    attached, tagged at creation so that a later run deletes it should this one die."""
+    attached, tagged at creation so that a later run deletes it should this one die. Its
+    ClientToken makes a retried call (or a second run that day) make no second volume."""
     vid, snap, own_zone = target
     sid = snap["SnapshotId"]
     after = (now + DRILL_LIFE).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -1850,6 +1881,7 @@ def start_drill(ec2, target, zone, summary, now, started):
         "SnapshotId": sid,
         "AvailabilityZone": own_zone or zone,
         "VolumeType": "gp3",
+        "ClientToken": f"drill-{sid}-{utc_today(now)}",
         "TagSpecifications": [
             {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
         ],
@@ -1857,37 +1889,70 @@ def start_drill(ec2, target, zone, summary, now, started):
     if summary.dry_run:
         summary.probe("ec2:CreateVolume", summary.region, ec2.create_volume, **params)
         summary.did("drill", snapshot_id=sid, volume_id=vid, zone=params["AvailabilityZone"])
-        return
+        return None
     try:
-        volume = ec2.create_volume(**params)
+        return target, ec2.create_volume(**params)["VolumeId"], time.monotonic()
     except ClientError as exc:
-        if error_code(exc) == "InvalidSnapshot.NotFound":  # deleted since: nothing to prove
+        code = error_code(exc)
+        if code == "InvalidSnapshot.NotFound":  # deleted since: nothing to prove
             summary.skip(sid, "deleted since it was listed: not drilled")
-        else:
+        elif code in DRILL_NOT_TRIED:
+            summary.warn(sid, f"not drilled ({describe_error(exc)}); next week")
+        else:  # refused, e.g. a KMS key it cannot use: the backup does not restore
             record_drill(ec2, target, None, summary, now, f"CreateVolume: {describe_error(exc)}")
-        return
-    started.append((target, volume["VolumeId"], time.monotonic()))
+    except OutOfTime:
+        raise
+    except Exception as exc:
+        if not from_botocore(exc):
+            raise  # a bug of ours: in_parallel names it, with its traceback in the log
+        summary.warn(sid, f"not drilled ({describe_error(exc)}); next week")
+    return None
 
 
 def watch_drills(ec2, started, summary, budget, wait, now):
-    """Poll the drill volumes together until each is available or in error, at most
-    ``wait`` seconds and never into the Lambda's last minute; then each is deleted and its
-    snapshot tagged with the result."""
+    """Poll the drill volumes together until each is available or in error (or has
+    vanished: EC2 removes a volume it cannot make, e.g. with a KMS key it cannot use), at
+    most ``wait`` seconds and never into the Lambda's last minute; each is then deleted and
+    its snapshot tagged with the result."""
     waiting = {volume_id: (target, t0) for target, volume_id, t0 in started}
-    polls = int(wait // DRILL_POLL_S)
+    missing, polls = dict.fromkeys(waiting, 0), int(wait // DRILL_POLL_S)
     for poll in range(polls + 1):
-        for volume in drill_volumes(ec2, list(waiting)):
-            state = volume["State"]
-            if state in ("available", "error") and volume["VolumeId"] in waiting:
-                target, t0 = waiting.pop(volume["VolumeId"])
-                reason = None if state == "available" else "the restored volume went to error"
-                finish_drill(ec2, target, volume["VolumeId"], t0, summary, now, reason)
+        try:
+            found = {v["VolumeId"]: v["State"] for v in drill_volumes(ec2, list(waiting))}
+        except Exception as exc:  # cannot watch: not judged, and nobody's fault
+            unwatched(ec2, waiting, summary, exc)
+            return
+        seen = time.monotonic()
+        for volume_id in list(waiting):
+            state = found.get(volume_id)
+            missing[volume_id] = 0 if state else missing[volume_id] + 1
+            reason = DRILL_STATES.get(state)
+            if missing[volume_id] >= DRILL_GONE_POLLS:
+                reason = "the restored volume vanished (EC2 removes one it cannot make, e.g. "
+                reason += "with a KMS key it cannot use)"
+            if state == "available" or reason:
+                target, t0 = waiting.pop(volume_id)
+                finish_drill(ec2, target, volume_id, round(seen - t0), summary, now, reason)
         if not waiting or poll == polls or budget.left() - DRILL_POLL_S < STOP_MARGIN_S + ATTEMPT_S:
             break
         time.sleep(DRILL_POLL_S)
     for volume_id, (target, t0) in waiting.items():
         reason = f"the restored volume was not available within {wait:.0f} s"
-        finish_drill(ec2, target, volume_id, t0, summary, now, reason)
+        finish_drill(ec2, target, volume_id, round(time.monotonic() - t0), summary, now, reason)
+
+
+DRILL_STATES = {"error": "the restored volume went to error"}  # others: not done yet
+
+
+def unwatched(ec2, waiting, summary, exc):
+    """The drill volumes could not be described: deleted (or left to a later run), and
+    their drills not judged."""
+    for volume_id, (target, _) in waiting.items():
+        delete_drill_volume(ec2, volume_id, summary)
+        sid = target[1]["SnapshotId"]
+        summary.warn(
+            sid, f"restore drill not judged: its volume could not be read ({describe_error(exc)})"
+        )
 
 
 def drill_volumes(ec2, ids):
@@ -1901,9 +1966,8 @@ def drill_volumes(ec2, ids):
     return found
 
 
-def finish_drill(ec2, target, volume_id, t0, summary, now, reason):
+def finish_drill(ec2, target, volume_id, seconds, summary, now, reason):
     """Delete the drill volume (whatever the result), then record the result."""
-    seconds = round(time.monotonic() - t0)
     delete_drill_volume(ec2, volume_id, summary)
     record_drill(ec2, target, volume_id, summary, now, reason, seconds)
 
@@ -1916,7 +1980,7 @@ def record_drill(ec2, target, volume_id, summary, now, reason, seconds=None):
     value = drill_result(utc_today(now), seconds, reason)
     try:
         ec2.create_tags(Resources=[sid], Tags=[{"Key": TAG_DRILL, "Value": value}])
-    except ClientError as exc:
+    except Exception as exc:  # the result is still in the summary and the metrics
         summary.warn(sid, f"drill result not tagged on the snapshot: {describe_error(exc)}")
     if reason is not None:
         summary.fail(sid, f"restore drill failed: {reason}", volume_id=vid)

@@ -522,9 +522,24 @@ def force_volume_state(volume, state):
     volume.forced_status = state
 
 
+_moto_delete_volume = EBSBackend.delete_volume
+
+
+def _delete_volume(self, volume_id):
+    # EC2 API reference, DeleteVolume: "The volume must be in the available state (not
+    # attached to an instance)". moto deletes a volume in any state; a volume forced to
+    # "creating" is refused here with IncorrectState (ERRORS: "The resource is in an
+    # incorrect state for the request").
+    volume = self.volumes.get(volume_id)
+    if volume is not None and getattr(volume, "forced_status", None) == "creating":
+        raise EC2ClientError("IncorrectState", f"The volume '{volume_id}' is 'creating'.")
+    return _moto_delete_volume(self, volume_id)
+
+
 def install():
     Volume.get_filter_value = _volume_filter_value
     Volume.status = property(_volume_status)
+    EBSBackend.delete_volume = _delete_volume
     EBSBackend.create_snapshots = _create_snapshots
     EBSBackend.delete_snapshot = _delete_snapshot
     EC2Response.lock_snapshot = _lock_snapshot

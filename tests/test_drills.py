@@ -145,7 +145,7 @@ def test_a_volume_that_goes_to_error_is_a_failed_drill_and_is_still_deleted(api,
     assert '"RestoreDrillsFailed": 1' in capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_a_volume_still_creating_fails_after_a_bounded_wait_and_is_deleted(api):
+def test_a_volume_still_creating_fails_after_a_bounded_wait_and_is_left_to_a_later_run(api):
     (volume,) = backed_up()
     force_on_create(api, "creating")
     result = run(manager, drill_date(volume))
@@ -156,7 +156,11 @@ def test_a_volume_still_creating_fails_after_a_bounded_wait_and_is_deleted(api):
     )
     polls = manager.DRILL_WAIT_S // manager.DRILL_POLL_S
     assert api.slept.count(manager.DRILL_POLL_S) == polls  # then it gives up
-    assert len(api.ops("DeleteVolume")) == 1
+    # EC2 deletes only an available volume: this one waits for a later run (DeleteAfter).
+    assert len(api.ops("DeleteVolume")) == 1 and len(drill_volumes()) == 1
+    assert any(
+        "drill volume not deleted (IncorrectState" in w["reason"] for w in result["warnings"]
+    )
 
 
 def test_the_wait_never_reaches_into_the_lambdas_last_minute(api):
@@ -218,7 +222,8 @@ def test_the_cap_per_run_and_a_warning_when_the_week_cannot_be_done(api, monkeyp
         when += timedelta(days=1)
     result = run(manager, when)
     assert len(result["drilled"]) == 1 and len(api.ops("CreateVolume")) == 1
-    assert f"{due - 1} drills due today over RESTORE_DRILL_PER_RUN" in str(result["skipped"])
+    assert f"{due - 1} drills due today over RESTORE_DRILL_PER_RUN=1" in str(result["warnings"])
+    assert result["counts"]["drills_overdue"] == due - 1
     (warning,) = [w for w in result["warnings"] if w["id"] == "RESTORE_DRILL_PER_RUN"]
     assert (
         "15 volumes to drill each week, at most 1 a run: the weekly round cannot complete"
@@ -331,3 +336,140 @@ def test_drill_days_are_stable_and_cover_the_week():
     assert [manager.drill_day(i) for i in ids] == [manager.drill_day(i) for i in ids]
     assert set(manager.drill_day(i) for i in ids) == set(range(7))
     assert manager.drill_result(date(2026, 12, 1), 42) == "2026-12-01 ok 42s"
+
+
+# ---- what a drill does not call a failed restore, and what it does -------------------------
+
+
+def test_a_volume_that_vanishes_is_a_failed_drill(api):
+    """EC2 accepts CreateVolume with a KMS key it cannot use, then removes the volume."""
+    (volume,) = backed_up()
+
+    def vanish(created):
+        del ec2_backends[DEFAULT_ACCOUNT_ID][REGION].volumes[created["VolumeId"]]
+        return created
+
+    api.after["CreateVolume"] = vanish
+    result = run(manager, drill_date(volume))
+    (failure,) = result["failures"]
+    assert failure["error"].startswith("restore drill failed: the restored volume vanished")
+    assert api.slept.count(manager.DRILL_POLL_S) == manager.DRILL_GONE_POLLS - 1
+
+
+@pytest.mark.parametrize("code", ["VolumeLimitExceeded", "InsufficientVolumeCapacity"])
+def test_capacity_and_throttling_are_not_a_failed_restore(api, code):
+    (volume,) = backed_up()
+    api.fail("CreateVolume", code)
+    result = run(manager, drill_date(volume))
+    assert result["failures"] == [] and "drills_failed" not in result["counts"]
+    assert any(f"not drilled ({code}" in w["reason"] for w in result["warnings"])
+    assert "RestoreDrill" not in snapshots()[newest_of(volume)]
+
+
+def test_a_network_failure_is_not_a_failed_restore(api):
+    from botocore.exceptions import EndpointConnectionError
+
+    (volume,) = backed_up()
+    api.network(lambda url: EndpointConnectionError(endpoint_url=url), "CreateVolume")
+    result = run(manager, drill_date(volume))
+    assert result["failures"] == []
+    assert any("not drilled (EndpointConnectionError" in w["reason"] for w in result["warnings"])
+
+
+def test_volumes_that_cannot_be_watched_are_deleted_and_not_judged(api):
+    (volume,) = backed_up()
+    api.fail(
+        "DescribeVolumes",
+        "UnauthorizedOperation",
+        when=lambda params, region: "volume-id" in str(params),
+    )
+    result = run(manager, drill_date(volume))
+    assert result["failures"] == [] and drill_volumes() == []
+    assert any("restore drill not judged" in w["reason"] for w in result["warnings"])
+    assert "RestoreDrill" not in snapshots()[newest_of(volume)]
+
+
+def test_the_create_call_is_idempotent_for_the_day(api):
+    (volume,) = backed_up()
+    when = drill_date(volume)
+    run(manager, when)
+    (params,) = api.ops("CreateVolume")
+    assert params["ClientToken"] == f"drill-{newest_of(volume)}-{when.date()}"
+
+
+def test_only_protected_volumes_and_completed_snapshots_are_drilled(api):
+    (kept,) = backed_up()
+    _, vols = launch({"Backup": "No"})
+    (unprotected,) = vols.values()
+    make_snapshot_of = ec2().create_snapshot(
+        VolumeId=unprotected,
+        TagSpecifications=[
+            {
+                "ResourceType": "snapshot",
+                "Tags": [
+                    {"Key": "Type", "Value": "Automated"},
+                    {"Key": "DeleteOn", "Value": "2027-06-01"},
+                ],
+            }
+        ],
+    )["SnapshotId"]
+    completed = newest_of(kept)
+    with clock(BASE - timedelta(hours=1)):
+        pending = run(creator, BASE - timedelta(hours=1), event={"id": "later"})["created"][0]
+    ec2_backends[DEFAULT_ACCOUNT_ID][REGION].snapshots[pending["snapshot_id"]].status = "pending"
+    for when in {drill_date(kept), drill_date(unprotected)}:
+        run(manager, when)
+    drilled = {p["SnapshotId"] for p in api.ops("CreateVolume") if "SnapshotId" in p}
+    assert drilled == {completed}  # not the pending newer one, not the unprotected volume's
+    assert make_snapshot_of not in drilled
+
+
+def test_over_the_cap_the_least_recently_drilled_go_first(api, monkeypatch):
+    volumes = backed_up(10)
+    by_day = {}
+    for v in volumes:
+        by_day.setdefault(manager.drill_day(v), []).append(v)
+    group = next(vs for vs in by_day.values() if len(vs) >= 2)
+    oldest = group[-1]
+    for n, v in enumerate(group):
+        drilled = "2026-10-01" if v == oldest else f"2026-11-{10 + n}"
+        ec2().create_tags(
+            Resources=[newest_of(v)], Tags=[{"Key": "RestoreDrill", "Value": f"{drilled} ok 3s"}]
+        )
+    monkeypatch.setenv("RESTORE_DRILL_PER_RUN", "1")
+    result = run(manager, drill_date(oldest))
+    assert [d["volume_id"] for d in result["drilled"]] == [oldest]
+
+
+def test_no_drill_when_the_sweep_stopped_early(api):
+    (volume,) = backed_up()
+
+    class Short:  # enough to start, not to finish the sweep's margin
+        def get_remaining_time_in_millis(self):
+            return (manager.MIN_START_S + 1) * 1000
+
+    api.page_size = 1
+    with clock(drill_date(volume)):
+        try:
+            result = manager.run({}, Short(), now=drill_date(volume))
+        except manager.JobFailed as failed:
+            result = failed.summary
+    assert api.ops("CreateVolume") == [] and "drilled" not in result
+
+
+def test_a_dry_run_deletes_no_leftover_drill_volume(api):
+    ec2().create_volume(
+        AvailabilityZone=REGION + "a",
+        Size=1,
+        TagSpecifications=[
+            {
+                "ResourceType": "volume",
+                "Tags": [
+                    {"Key": "Type", "Value": "RestoreDrill"},
+                    {"Key": "DeleteAfter", "Value": "2026-01-01T00:00:00Z"},
+                ],
+            }
+        ],
+    )
+    run(manager, BASE, event={"dry_run": True})
+    assert api.ops("DeleteVolume") == [] and len(drill_volumes()) == 1

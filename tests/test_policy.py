@@ -314,27 +314,40 @@ def test_locks_can_be_read_anywhere_but_not_changed_on_other_snapshots():
 VOLUME = "arn:aws:ec2:us-east-1:123456789012:volume/vol-0123456789abcdef0"
 
 
+def create_volume(volume, snapshot):
+    """CreateVolume as IAM authorises it: on the new volume (its request context) and on
+    the source snapshot, if any (its own tags); each must be allowed, and no Deny apply."""
+    found = {decision("ec2:CreateVolume", VOLUME, volume)}
+    if snapshot is not None:
+        found.add(decision("ec2:CreateVolume", SNAPSHOT, snapshot))
+    return "denied" if "denied" in found else "allowed" if found == {"allowed"} else "not allowed"
+
+
+DRILL = {
+    "aws:requesttag/type": "RestoreDrill",
+    "ec2:volumetype": "gp3",
+    "ec2:parentsnapshot": SNAPSHOT,
+}
+
+
 @pytest.mark.parametrize(
-    "volume_type, snapshot_type, expected",
+    "volume, snapshot_type, expected",
     [
-        ("RestoreDrill", "Automated", "allowed"),
-        ("RestoreDrill", "Manual", "denied"),  # only from the jobs' own snapshots
-        ("Other", "Automated", "denied"),  # only a volume tagged as a drill
-        (None, "Automated", "denied"),
+        (DRILL, "Automated", "allowed"),
+        (DRILL, "Manual", "denied"),  # only from the jobs' own snapshots
+        (DRILL | {"aws:requesttag/type": "Other"}, "Automated", "denied"),  # only a drill
+        ({k: v for k, v in DRILL.items() if "requesttag" not in k}, "Automated", "denied"),
+        (DRILL | {"ec2:volumetype": "io2"}, "Automated", "not allowed"),  # gp3 only
+        ({k: v for k, v in DRILL.items() if k != "ec2:parentsnapshot"}, None, "not allowed"),
     ],
 )
-def test_a_volume_is_created_only_as_a_drill_of_an_automated_snapshot(
-    volume_type, snapshot_type, expected
+def test_a_volume_is_created_only_as_a_gp3_drill_of_an_automated_snapshot(
+    volume, snapshot_type, expected
 ):
-    request = {"aws:requesttag/type": volume_type} if volume_type else {}
-    on_volume = decision("ec2:CreateVolume", VOLUME, request)
-    on_snapshot = decision(
-        "ec2:CreateVolume", SNAPSHOT, request | resource_tags({"Type": snapshot_type})
-    )
-    # IAM authorises CreateVolume on the new volume and on its snapshot: both must allow.
-    found = {on_volume, on_snapshot}
-    both = "denied" if "denied" in found else "allowed" if found == {"allowed"} else "not allowed"
-    assert both == expected
+    # The snapshot's context has its own tags and no request tags (the service
+    # authorization reference lists aws:RequestTag for CreateVolume's volume only).
+    snapshot = resource_tags({"Type": snapshot_type}) if snapshot_type else None
+    assert create_volume(volume, snapshot) == expected
 
 
 @pytest.mark.parametrize(
