@@ -14,7 +14,7 @@ $(STAMP): requirements-dev.txt
 	@touch $(STAMP)
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 demo: $(STAMP)
 	@$(BIN)/python scripts/demo.py
