@@ -63,7 +63,9 @@ Snapshot description: "<Name> (<instance-id>) - <volume-id> (<device>) - <region
 Locks: a lock that fails (throttled, refused, a state AWS cannot lock, the network) never
 costs the snapshot: a warning. At the end of each run (not a hand-off's first part), the
 region's primaries tagged Lock whose lock is not in force (DescribeLockedSnapshots) are
-locked: those of earlier runs, of this one, and a VSS set's. Nothing is ever unlocked.
+locked (a lock that ends before DeleteOn is extended): those of earlier runs, of this one,
+and a VSS set's. Nothing is ever unlocked. To undo a wrong Lock, remove the tag from the
+instance and the snapshots first: a snapshot that keeps it is locked again.
 
 Instances in every state except terminated and shutting-down are snapshotted (a stopped
 instance's volumes hold data too). Instance-store volumes have no EBS snapshot and are
@@ -233,8 +235,14 @@ METRICS = {
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
-DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
-DONE |= {"lock": "locked", "drill": "drilled"}
+DONE = {
+    "create": "created",
+    "copy": "copied",
+    "delete": "deleted",
+    "tag": "tagged",
+    "lock": "locked",
+    "drill": "drilled",
+}
 REPORT_ORDER = (
     "created",
     "would_create",
@@ -691,34 +699,40 @@ def lock_snapshot(ec2, snapshot_id, request, summary, **item):
         ec2.lock_snapshot(SnapshotId=snapshot_id, **request)
     except Exception as exc:  # out of time too: a sweep (this run's, or the next) locks it
         where = {k: v for k, v in item.items() if k != "reason"}
-        why = f"not locked ({describe_error(exc)}); a later sweep locks it"
-        summary.warn(snapshot_id or "?", why, **where)
+        said = [w for w in summary.data["warnings"] if w["id"] == snapshot_id]
+        if not any(w["reason"].startswith("not locked (") for w in said):  # once a run
+            why = f"not locked ({describe_error(exc)}); a later sweep locks it"
+            summary.warn(snapshot_id or "?", why, **where)
         return
     summary.did("lock", **record)
 
 
 def unlocked(snapshots, locked, today):
-    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock whose
-    lock is not in force (it failed, or a person removed it) while their DeleteOn is ahead."""
+    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock, their
+    DeleteOn ahead, whose lock is not in force (it failed, or was removed while the Lock tag
+    stayed) or ends before DeleteOn (shortened): locking again extends it, in any state."""
     todo = []
     for snapshot in snapshots:
         tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
         request = lock_request(tags, parse_date(tags.get(TAG_DELETE_ON)), today)
-        if request and sid not in locked and snapshot.get("State") in ("pending", "completed"):
+        if not request or snapshot.get("State") not in ("pending", "completed"):
+            continue
+        ends = (locked.get(sid) or {}).get("LockExpiresOn")
+        if sid not in locked or (ends is not None and ends < request["ExpirationDate"]):
             todo.append((sid, request))
     return todo
 
 
-def probe_lock(ec2, snapshots, summary):
-    """Dry run: ask AWS whether LockSnapshot would be allowed here, on a snapshot of ours
-    tagged for a lock (IAM allows it only on Type=Automated ones, so a made-up id cannot
-    tell); with none yet, say it could not be asked."""
+def probe_lock(ec2, todo, summary):
+    """Dry run: ask AWS whether LockSnapshot would be allowed here, with the lock a snapshot
+    of ours needs (IAM allows it only on Type=Automated ones, so a made-up id cannot tell,
+    and a snapshot already locked in compliance mode refuses any other lock); with none
+    that needs a lock, say it could not be asked."""
     region = ec2.meta.region_name
-    if not snapshots:
-        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot tagged Lock here yet")
+    if not todo:
+        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot here needs a lock now")
         return
-    sid = snapshots[0]["SnapshotId"]
-    request = {"LockMode": "governance", "LockDuration": 1}
+    sid, request = todo[0]
     summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)
 
 
@@ -1626,7 +1640,7 @@ def plans_of_region(ec2, ids, region, today, key, summary, listed):
             held.append((todo, ebs_volumes(instance)))
         else:
             yield from work_of(todo, ebs_volumes(instance))
-    yield from shared_work(held, summary)
+    yield from shared_work(held, summary, today)
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
     listed.append(True)
@@ -1655,7 +1669,7 @@ def plan_one(instance, volume_backup, enabled, region, today, key, summary, done
     return todo
 
 
-def shared_work(held, summary):
+def shared_work(held, summary, today):
     """The work of the instances that have a Multi-Attach volume, once every page is read.
     A volume that several of them ask for is left out of their sets and taken once, alone;
     but a VSS set cannot leave a volume out, so where one of them is a VSS set, that set
@@ -1686,13 +1700,13 @@ def shared_work(held, summary):
         if any(p["mode"] != "volume" for p in plans):
             reason = "left out of their sets and taken once, alone (crash-consistent)"
             summary.warn(vid, f"Multi-Attach volume of {names}: {reason}")
-        yield merge_shared(plans, summary)
+        yield merge_shared(plans, summary, today)
 
 
 COPY_SETTINGS = (TAG_COPY_DEST, TAG_COPY_RETENTION, TAG_COPY_KMS_KEY)
 
 
-def merge_shared(plans, summary):
+def merge_shared(plans, summary, today):
     """One snapshot of a Multi-Attach volume for all its instances: the longest retention
     (latest DeleteOn; on a tie, the first instance id) names it and gives its tags, and it
     is copied to every region any of them names, with the copy settings of the first of
@@ -1713,14 +1727,15 @@ def merge_shared(plans, summary):
                 winner["volume_id"],
                 f"its instances ask for different copy settings; copies use those of {who}",
             )
-    locking = next((p for p in ordered if p["lock"]), None)  # as the first that asks for one
+    locking = next((p for p in ordered if p["lock"]), None)  # in the mode of the first that asks
     if locking and not winner["lock"]:
         tags |= {
             k: locking["tags"][k] for k in (TAG_LOCK, TAG_LOCK_COOL_OFF) if k in locking["tags"]
         }
     ids = [p["instance_id"] for p in plans]
+    lock = lock_request(tags, parse_date(tags[TAG_DELETE_ON]), today)  # until its own DeleteOn
     merged = {"tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}
-    return {**winner, **merged, "lock": locking and locking["lock"]}
+    return {**winner, **merged, "lock": lock}
 
 
 def run(event=None, context=None, *, region=None, now=None):
@@ -1765,16 +1780,14 @@ def lock_sweep(ec2, summary, budget, today):
             ],
         )
         primaries = [s for s in snaps if TAG_SOURCE_SNAPSHOT not in tag_map(s)]
-        if summary.dry_run:
-            probe_lock(ec2, primaries, summary)
         locked = locks_in_force(ec2) if primaries else {}
     except Exception as exc:  # out of time too: the next run looks again
         summary.warn(summary.region, f"locks not checked: {describe_error(exc)}")
         return
     done = {item.get("snapshot_id") for item in summary.data.get("locked", [])}
-    todo = [
-        (sid, request) for sid, request in unlocked(primaries, locked, today) if sid not in done
-    ]
+    todo = [(sid, req) for sid, req in unlocked(primaries, locked, today) if sid not in done]
+    if summary.dry_run:
+        probe_lock(ec2, todo, summary)
     in_parallel(
         todo,
         lambda t: lock_snapshot(ec2, t[0], t[1], summary, reason=RELOCK),

@@ -232,8 +232,14 @@ METRICS = {
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
-DONE = {"create": "created", "copy": "copied", "delete": "deleted", "tag": "tagged"}
-DONE |= {"lock": "locked", "drill": "drilled"}
+DONE = {
+    "create": "created",
+    "copy": "copied",
+    "delete": "deleted",
+    "tag": "tagged",
+    "lock": "locked",
+    "drill": "drilled",
+}
 REPORT_ORDER = (
     "created",
     "would_create",
@@ -690,34 +696,40 @@ def lock_snapshot(ec2, snapshot_id, request, summary, **item):
         ec2.lock_snapshot(SnapshotId=snapshot_id, **request)
     except Exception as exc:  # out of time too: a sweep (this run's, or the next) locks it
         where = {k: v for k, v in item.items() if k != "reason"}
-        why = f"not locked ({describe_error(exc)}); a later sweep locks it"
-        summary.warn(snapshot_id or "?", why, **where)
+        said = [w for w in summary.data["warnings"] if w["id"] == snapshot_id]
+        if not any(w["reason"].startswith("not locked (") for w in said):  # once a run
+            why = f"not locked ({describe_error(exc)}); a later sweep locks it"
+            summary.warn(snapshot_id or "?", why, **where)
         return
     summary.did("lock", **record)
 
 
 def unlocked(snapshots, locked, today):
-    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock whose
-    lock is not in force (it failed, or a person removed it) while their DeleteOn is ahead."""
+    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock, their
+    DeleteOn ahead, whose lock is not in force (it failed, or was removed while the Lock tag
+    stayed) or ends before DeleteOn (shortened): locking again extends it, in any state."""
     todo = []
     for snapshot in snapshots:
         tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
         request = lock_request(tags, parse_date(tags.get(TAG_DELETE_ON)), today)
-        if request and sid not in locked and snapshot.get("State") in ("pending", "completed"):
+        if not request or snapshot.get("State") not in ("pending", "completed"):
+            continue
+        ends = (locked.get(sid) or {}).get("LockExpiresOn")
+        if sid not in locked or (ends is not None and ends < request["ExpirationDate"]):
             todo.append((sid, request))
     return todo
 
 
-def probe_lock(ec2, snapshots, summary):
-    """Dry run: ask AWS whether LockSnapshot would be allowed here, on a snapshot of ours
-    tagged for a lock (IAM allows it only on Type=Automated ones, so a made-up id cannot
-    tell); with none yet, say it could not be asked."""
+def probe_lock(ec2, todo, summary):
+    """Dry run: ask AWS whether LockSnapshot would be allowed here, with the lock a snapshot
+    of ours needs (IAM allows it only on Type=Automated ones, so a made-up id cannot tell,
+    and a snapshot already locked in compliance mode refuses any other lock); with none
+    that needs a lock, say it could not be asked."""
     region = ec2.meta.region_name
-    if not snapshots:
-        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot tagged Lock here yet")
+    if not todo:
+        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot here needs a lock now")
         return
-    sid = snapshots[0]["SnapshotId"]
-    request = {"LockMode": "governance", "LockDuration": 1}
+    sid, request = todo[0]
     summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)
 
 
@@ -1402,8 +1414,9 @@ def refused_unless_locked(ec2, sid, exc, summary):
         lock = locks_in_force(ec2, [sid]).get(sid)
     except OutOfTime:
         raise
-    except Exception:  # its lock cannot be read either: the refusal stands as a failure
-        lock = None
+    except Exception as unread:  # its lock cannot be read either: the refusal stands
+        summary.error(sid, exc, f"refused; its lock could not be read ({describe_error(unread)})")
+        return
     if lock is None:
         summary.error(sid, exc)
         return

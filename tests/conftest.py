@@ -54,6 +54,7 @@ PAGED = {
     "DescribeInstances": ("Reservations", "ReservationId"),
     "DescribeSnapshots": ("Snapshots", "SnapshotId"),
     "DescribeVolumes": ("Volumes", "VolumeId"),
+    "DescribeLockedSnapshots": ("Snapshots", "SnapshotId"),
 }
 
 

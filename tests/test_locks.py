@@ -401,3 +401,108 @@ def test_a_week_of_locked_backups_is_deleted_on_the_day_each_lock_expires():
             live = {s for s, lock in locks().items() if lock["LockState"] == "governance"}
         assert set(snapshots()) == live  # every snapshot there is locked; none lingers
     assert len(made) == 5 and len(snapshots()) == 2
+
+
+# ---- after review: undo, Multi-Attach, dry run, paging, what is left alone ----------------
+
+
+def test_undo_is_removing_the_lock_tag_then_unlocking_else_the_sweep_locks_again():
+    launch({"Backup": "Yes", "Lock": "compliance"})
+    run(creator, {"id": "day-1"})
+    (sid,) = snapshots()
+    with clock(NOW + timedelta(hours=1)):  # within the cooling-off period
+        ec2().unlock_snapshot(SnapshotId=sid)
+    run(creator, {"id": "retry"}, now=NOW + timedelta(hours=2))
+    assert sid in locks()  # the Lock tag stayed: locked again
+    with clock(NOW + timedelta(hours=3)):
+        ec2().delete_tags(Resources=[sid], Tags=[{"Key": "Lock"}])
+        ec2().unlock_snapshot(SnapshotId=sid)
+    run(creator, {"id": "again"}, now=NOW + timedelta(hours=4))
+    assert sid not in locks()
+
+
+def test_a_shortened_lock_is_extended_to_delete_on(api):
+    sid = make_snapshot({"Type": "Automated", "Lock": "governance", "DeleteOn": DELETE_ON})
+    with clock(NOW):
+        ec2().lock_snapshot(SnapshotId=sid, LockMode="governance", LockDuration=2)
+    result = run(creator)
+    assert [i["snapshot_id"] for i in result["locked"]] == [sid]
+    with clock(NOW):
+        assert locks()[sid]["LockExpiresOn"] == MIDNIGHT
+
+
+def test_a_multi_attach_volume_is_locked_until_its_own_delete_on():
+    short, _ = launch({"Backup": "Yes", "Retention": "3", "Lock": "governance"})
+    long, _ = launch({"Backup": "Yes", "Retention": "30"})
+    client = ec2()
+    vid = client.create_volume(
+        AvailabilityZone=REGION + "a", Size=4, VolumeType="io2", Iops=100, MultiAttachEnabled=True
+    )["VolumeId"]
+    for iid in (short, long):
+        client.attach_volume(VolumeId=vid, InstanceId=iid, Device="/dev/sdf")
+    run(creator)
+    (sid,) = [
+        s
+        for s, tags in snapshots().items()
+        if tags["DeleteOn"] == "2026-12-26"
+        and ec2().describe_snapshots(SnapshotIds=[s])["Snapshots"][0]["VolumeId"] == vid
+    ]
+    assert snapshots()[sid]["Lock"] == "governance"
+    with clock(NOW):
+        assert locks()[sid]["LockExpiresOn"] == datetime(2026, 12, 26, tzinfo=UTC)
+
+
+def test_a_dry_run_in_a_region_with_compliance_locks_does_not_fail(api):
+    launch({"Backup": "Yes", "Lock": "compliance"})
+    locked = make_snapshot({"Type": "Automated", "Lock": "compliance", "DeleteOn": DELETE_ON})
+    ec2().lock_snapshot(SnapshotId=locked, LockMode="compliance", LockDuration=30)
+    with clock(NOW + timedelta(days=3)):  # past its cooling-off: it refuses any other lock
+        result = creator.run({"dry_run": True}, None, now=NOW)
+    assert result["failures"] == []
+    assert any("not probed" in s["reason"] for s in result["skipped"])
+
+
+def test_the_copier_leaves_locked_copies_alone_and_a_notified_run_other_copies(api):
+    source = primary(Lock="governance")
+    run(copier)
+    other = make_snapshot(
+        {
+            "Type": "Automated",
+            "DeleteOn": DELETE_ON,
+            "Lock": "governance",
+            "Source_SnapshotId": "snap-other",
+            "Source_Region": REGION,
+        },
+        region=DEST,
+    )
+    api.calls.clear()
+    event = {
+        "detail-type": "EBS Snapshot Notification",
+        "detail": {"event": "createSnapshot", "result": "succeeded", "snapshot_id": source},
+    }
+    run(copier, event, now=NOW + timedelta(minutes=5))
+    assert api.ops("LockSnapshot") == []  # the notified run: that snapshot only
+    run(copier, now=NOW + timedelta(minutes=30))
+    assert [p["SnapshotId"] for p in api.ops("LockSnapshot")] == [other]  # not the locked copy
+
+
+def test_every_page_of_locks_is_read(api):
+    api.page_size = 2
+    due = [automated("2026-11-20", Lock="governance") for _ in range(5)]
+    for sid in due:
+        ec2().lock_snapshot(SnapshotId=sid, LockMode="governance", LockDuration=30)
+    api.calls.clear()
+    result = run(manager)
+    assert set(snapshots()) == set(due) and api.ops("DeleteSnapshot") == []
+    assert len([w for w in result["warnings"] if "due, but locked" in w["reason"]]) == 5
+    assert len(api.ops("DescribeLockedSnapshots")) == 3
+
+
+def test_no_missing_lock_once_delete_on_has_come_or_for_a_failed_snapshot():
+    with clock(NOW - timedelta(days=3)):
+        due = automated("2026-11-26", Lock="governance")
+        broken = automated(DELETE_ON, Lock="governance")
+    set_snapshot_state(broken, "error")
+    result = run(manager)
+    assert "lock_missing" not in result["counts"]
+    assert due not in [w["id"] for w in result["warnings"] if "not locked" in w["reason"]]
