@@ -281,6 +281,17 @@ def parse_count(value, what, cap):
     return int(text), None
 
 
+def count_or(value, what, cap, default):
+    """(whole number, warning or None) for a setting of 1 or more, ``default`` when it is
+    absent (None) or unreadable (with a warning); above ``cap``, ``cap`` (a warning)."""
+    if value is None:
+        return default, None
+    number, problem = parse_count(value, what, cap)
+    if number is None:
+        return default, f"{problem}; using {default}"
+    return number, problem
+
+
 def env_hours(name, default):
     """(timedelta, warning or None) for a setting in hours from the environment: a positive
     number up to a year; anything else warns and uses the default."""
@@ -341,12 +352,7 @@ def lock_mode(value):
 
 def cool_off_hours(value):
     """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
-    if value is None:
-        return COOL_OFF_HOURS, None
-    hours, problem = parse_count(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS)
-    if hours is None:
-        return COOL_OFF_HOURS, f"{problem}; using {COOL_OFF_HOURS}"
-    return hours, problem
+    return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
 
 
 def lock_request(tags, delete_on, today):
@@ -712,6 +718,18 @@ def paginate(ec2, operation, key, **params):
     )
     for page in pages:
         yield from page[key]
+
+
+def automated_snapshots(ec2, *filters):
+    """This account's automated snapshots (and only those that pass ``filters``), streamed
+    page by page."""
+    return paginate(
+        ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[{"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]}, *filters],
+    )
 
 
 def volume_backup_tags(ec2):
@@ -1128,16 +1146,10 @@ def list_primaries(ec2, only=None):
             and tag_map(s).get(TAG_TYPE) == AUTOMATED
             and TAG_COPY_DEST in tag_map(s)
         ]
-    snaps = paginate(
+    snaps = automated_snapshots(
         ec2,
-        "describe_snapshots",
-        "Snapshots",
-        OwnerIds=["self"],
-        Filters=[
-            {"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]},
-            {"Name": "tag-key", "Values": [TAG_COPY_DEST]},
-            {"Name": "status", "Values": ["completed"]},
-        ],
+        {"Name": "tag-key", "Values": [TAG_COPY_DEST]},
+        {"Name": "status", "Values": ["completed"]},
     )
     return sorted(snaps, key=lambda s: (s["StartTime"], s["SnapshotId"]))
 

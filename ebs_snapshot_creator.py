@@ -316,6 +316,17 @@ def parse_count(value, what, cap):
     return int(text), None
 
 
+def count_or(value, what, cap, default):
+    """(whole number, warning or None) for a setting of 1 or more, ``default`` when it is
+    absent (None) or unreadable (with a warning); above ``cap``, ``cap`` (a warning)."""
+    if value is None:
+        return default, None
+    number, problem = parse_count(value, what, cap)
+    if number is None:
+        return default, f"{problem}; using {default}"
+    return number, problem
+
+
 def env_hours(name, default):
     """(timedelta, warning or None) for a setting in hours from the environment: a positive
     number up to a year; anything else warns and uses the default."""
@@ -376,12 +387,7 @@ def lock_mode(value):
 
 def cool_off_hours(value):
     """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
-    if value is None:
-        return COOL_OFF_HOURS, None
-    hours, problem = parse_count(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS)
-    if hours is None:
-        return COOL_OFF_HOURS, f"{problem}; using {COOL_OFF_HOURS}"
-    return hours, problem
+    return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
 
 
 def lock_request(tags, delete_on, today):
@@ -749,6 +755,18 @@ def paginate(ec2, operation, key, **params):
         yield from page[key]
 
 
+def automated_snapshots(ec2, *filters):
+    """This account's automated snapshots (and only those that pass ``filters``), streamed
+    page by page."""
+    return paginate(
+        ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[{"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]}, *filters],
+    )
+
+
 def volume_backup_tags(ec2):
     """{volume id: its own Backup tag}, for the volumes that have one: the opt-outs."""
     volumes = paginate(
@@ -1050,12 +1068,7 @@ PER_VOLUME_TRIES = 3
 
 def parse_retention(value):
     """(days, warning or None) for a Retention tag value; None means the tag is absent."""
-    if value is None:
-        return DEFAULT_RETENTION_DAYS, None
-    days, problem = parse_count(value, TAG_RETENTION, MAX_RETENTION_DAYS)
-    if days is None:
-        return DEFAULT_RETENTION_DAYS, f"{problem}; using {DEFAULT_RETENTION_DAYS}"
-    return days, problem
+    return count_or(value, TAG_RETENTION, MAX_RETENTION_DAYS, DEFAULT_RETENTION_DAYS)
 
 
 def parse_weekday(value):
@@ -1768,16 +1781,10 @@ def lock_sweep(ec2, summary, budget, today):
     locked here too). Copies are the copier's. Not being able to look is a warning: every
     snapshot is made, and the manager reports locks still missing after a day."""
     try:
-        snaps = paginate(
+        snaps = automated_snapshots(
             ec2,
-            "describe_snapshots",
-            "Snapshots",
-            OwnerIds=["self"],
-            Filters=[
-                {"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]},
-                {"Name": "tag-key", "Values": [TAG_LOCK]},
-                {"Name": "status", "Values": ["pending", "completed"]},
-            ],
+            {"Name": "tag-key", "Values": [TAG_LOCK]},
+            {"Name": "status", "Values": ["pending", "completed"]},
         )
         primaries = [s for s in snaps if TAG_SOURCE_SNAPSHOT not in tag_map(s)]
         locked = locks_in_force(ec2) if primaries else {}

@@ -313,6 +313,17 @@ def parse_count(value, what, cap):
     return int(text), None
 
 
+def count_or(value, what, cap, default):
+    """(whole number, warning or None) for a setting of 1 or more, ``default`` when it is
+    absent (None) or unreadable (with a warning); above ``cap``, ``cap`` (a warning)."""
+    if value is None:
+        return default, None
+    number, problem = parse_count(value, what, cap)
+    if number is None:
+        return default, f"{problem}; using {default}"
+    return number, problem
+
+
 def env_hours(name, default):
     """(timedelta, warning or None) for a setting in hours from the environment: a positive
     number up to a year; anything else warns and uses the default."""
@@ -373,12 +384,7 @@ def lock_mode(value):
 
 def cool_off_hours(value):
     """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
-    if value is None:
-        return COOL_OFF_HOURS, None
-    hours, problem = parse_count(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS)
-    if hours is None:
-        return COOL_OFF_HOURS, f"{problem}; using {COOL_OFF_HOURS}"
-    return hours, problem
+    return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
 
 
 def lock_request(tags, delete_on, today):
@@ -744,6 +750,18 @@ def paginate(ec2, operation, key, **params):
     )
     for page in pages:
         yield from page[key]
+
+
+def automated_snapshots(ec2, *filters):
+    """This account's automated snapshots (and only those that pass ``filters``), streamed
+    page by page."""
+    return paginate(
+        ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[{"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]}, *filters],
+    )
 
 
 def volume_backup_tags(ec2):
@@ -1114,12 +1132,8 @@ def near_miss(tags):
 
 def grace_days(value):
     """(days, warning or None) for LAST_COPY_GRACE_DAYS."""
-    if value is None or not value.strip():
-        return LAST_COPY_GRACE_DAYS, None
-    days, problem = parse_count(value, GRACE_ENV, MAX_RETENTION_DAYS)
-    if days is None:
-        return LAST_COPY_GRACE_DAYS, f"{problem}; using {LAST_COPY_GRACE_DAYS}"
-    return days, problem
+    value = value if value and value.strip() else None  # empty: as if unset
+    return count_or(value, GRACE_ENV, MAX_RETENTION_DAYS, LAST_COPY_GRACE_DAYS)
 
 
 def past_grace(snapshot, today, grace):
@@ -1301,13 +1315,11 @@ def drill_settings(summary):
         if on is None:
             summary.warn(DRILL_ENV, f"{DRILL_ENV} {raw!r} is not on/off; drills stay on")
             on = True
-    cap_raw, cap = os.environ.get(DRILL_CAP_ENV), DRILLS_PER_RUN
-    if cap_raw is not None and cap_raw.strip():
-        cap, problem = parse_count(cap_raw, DRILL_CAP_ENV, MAX_DRILLS_PER_RUN)
-        if cap is None:
-            cap, problem = DRILLS_PER_RUN, f"{problem}; using {DRILLS_PER_RUN}"
-        if problem:
-            summary.warn(DRILL_CAP_ENV, problem)
+    per_run = os.environ.get(DRILL_CAP_ENV)
+    per_run = per_run if per_run and per_run.strip() else None  # empty: as if unset
+    cap, problem = count_or(per_run, DRILL_CAP_ENV, MAX_DRILLS_PER_RUN, DRILLS_PER_RUN)
+    if problem:
+        summary.warn(DRILL_CAP_ENV, problem)
     return on, cap
 
 
@@ -1368,17 +1380,6 @@ def drill_result(day, seconds=None, reason=None):
 
 
 # ---- AWS: reading and acting ----
-
-
-def automated_snapshots(ec2):
-    """This account's automated snapshots, streamed page by page."""
-    return paginate(
-        ec2,
-        "describe_snapshots",
-        "Snapshots",
-        OwnerIds=["self"],
-        Filters=[{"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]}],
-    )
 
 
 def delete_snapshot(ec2, snapshot, reason, summary):

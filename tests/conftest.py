@@ -107,6 +107,14 @@ def make_snapshot(tags, region=REGION, description="test", encrypted=False):
     return snap["SnapshotId"]
 
 
+def snapshot_of(volume_id, tags, region=REGION):
+    """A snapshot of an existing volume, tagged as given; returns its id."""
+    return ec2(region).create_snapshot(
+        VolumeId=volume_id,
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+    )["SnapshotId"]
+
+
 def snapshot_details(region=REGION):
     """{snapshot id: snapshot} of every snapshot the account holds in the region."""
     pages = ec2(region).get_paginator("describe_snapshots").paginate(OwnerIds=["self"])

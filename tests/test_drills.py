@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from unittest.mock import patch
 
 import pytest
-from conftest import DEST, REGION, ec2, launch, make_snapshot, snapshots
+from conftest import DEST, REGION, ec2, launch, make_snapshot, snapshot_of, snapshots
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto_gaps import force_volume_state
@@ -401,18 +401,7 @@ def test_only_protected_volumes_and_completed_snapshots_are_drilled(api):
     (kept,) = backed_up()
     _, vols = launch({"Backup": "No"})
     (unprotected,) = vols.values()
-    make_snapshot_of = ec2().create_snapshot(
-        VolumeId=unprotected,
-        TagSpecifications=[
-            {
-                "ResourceType": "snapshot",
-                "Tags": [
-                    {"Key": "Type", "Value": "Automated"},
-                    {"Key": "DeleteOn", "Value": "2027-06-01"},
-                ],
-            }
-        ],
-    )["SnapshotId"]
+    make_snapshot_of = snapshot_of(unprotected, {"Type": "Automated", "DeleteOn": "2027-06-01"})
     completed = newest_of(kept)
     with clock(BASE - timedelta(hours=1)):
         pending = run(creator, BASE - timedelta(hours=1), event={"id": "later"})["created"][0]

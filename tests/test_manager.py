@@ -2,7 +2,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from conftest import DEST, NOW, REGION, ec2, launch, make_snapshot, snapshots
+from conftest import DEST, NOW, REGION, ec2, launch, make_snapshot, snapshot_of, snapshots
 
 import ebs_snapshot_manager as manager
 
@@ -272,19 +272,7 @@ def test_the_last_backup_of_an_instance_with_an_unreadable_backup_tag_is_kept():
     _, vols = launch({"Backup": "Yse"})
     vid = vols["/dev/sda1"]
     older, newest = (
-        ec2().create_snapshot(
-            VolumeId=vid,
-            TagSpecifications=[
-                {
-                    "ResourceType": "snapshot",
-                    "Tags": [
-                        {"Key": "Type", "Value": "Automated"},
-                        {"Key": "DeleteOn", "Value": "2026-11-01"},
-                    ],
-                }
-            ],
-        )["SnapshotId"]
-        for _ in range(2)
+        snapshot_of(vid, {"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(2)
     )
     run()
     assert len({older, newest} & set(snapshots())) == 1  # the newest of the two stays
