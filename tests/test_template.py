@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import stackset_template  # noqa: E402
 
+import ebs_snapshot_copier as copier  # noqa: E402
 import ebs_snapshot_creator as creator  # noqa: E402
 import ebs_snapshot_manager as manager  # noqa: E402
 
@@ -76,6 +77,15 @@ def given(node, **params):
     if isinstance(node, list):
         return [v for v in (given(v, **params) for v in node) if v != {"Ref": "AWS::NoValue"}]
     return node
+
+
+def references(node):
+    """The logical ids a template fragment names: Ref, Fn::GetAtt, and Fn::Sub's ${Name} or
+    ${Name.Attribute}."""
+    text = json.dumps(node)
+    return set(re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"(\w+)', text)) | set(
+        re.findall(r"\$\{(\w+)[.}]", text)
+    )
 
 
 def test_cfn_lint_finds_nothing():
@@ -171,11 +181,9 @@ def test_a_dr_region_can_have_just_the_manager():
     assert conditional == {n for n in RESOURCES if n.startswith(("Creator", "Copier"))}
     assert len(conditional) == 10  # two functions, their logs and their three alarms each
     for name in conditional - {"CreatorLogs", "CopierLogs"}:
-        refs = re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"(\w+)', json.dumps(RESOURCES[name]))
-        assert {"ManagerFunction", "ManagerLogs"}.isdisjoint(refs), name
+        assert {"ManagerFunction", "ManagerLogs"}.isdisjoint(references(RESOURCES[name])), name
     for name in set(RESOURCES) - conditional:  # nothing else may need the two functions
-        refs = re.findall(r'"(?:Ref|Fn::GetAtt)": \[?"(\w+)', json.dumps(RESOURCES[name]))
-        assert conditional.isdisjoint(refs), name
+        assert conditional.isdisjoint(references(given(RESOURCES[name], Jobs="manager"))), name
     outputs = TEMPLATE["Outputs"]
     assert outputs["CreatorFunctionArn"]["Condition"] == "AllJobs"
     assert outputs["CopierFunctionArn"]["Condition"] == "AllJobs"
@@ -459,15 +467,38 @@ def test_snapshots_left_unlocked_raise_an_alarm():
     assert props["TreatMissingData"] == "notBreaching"
 
 
+JOBS = {"creator": creator, "copier": copier, "manager": manager}
+# The metrics no job writes on every run (METRICS names no job): the jobs that count them.
+COUNTED_BY = {
+    "unprotected": ("manager", "copier"),
+    "expired_copies_left": ("manager",),
+    "locked": ("creator", "copier"),
+    "restore_seconds": ("manager",),
+}
+
+
+def written_by(metric):
+    """The jobs whose summary lines carry that metric, each by its own METRICS table."""
+    found = set()
+    for job, module in JOBS.items():
+        count, jobs = module.METRICS.get(metric, (None, ()))
+        if job in jobs or job in COUNTED_BY.get(count, ()):
+            found.add(job)
+    return found
+
+
+def test_every_metric_some_job_writes_only_at_times_says_which():
+    for metric, (count, jobs) in creator.METRICS.items():
+        assert jobs or count in COUNTED_BY, metric
+        assert written_by(metric), metric
+
+
 def test_alarmed_metrics_are_ones_the_jobs_write():
     """A renamed metric would leave its alarm watching nothing, silently."""
     ours = [w for p in ALARMS.values() for w in watched(p) if w[0] == creator.METRIC_NAMESPACE]
     assert len(ours) >= 8
     for _, metric, dims, _ in ours:
-        count, jobs = creator.METRICS[metric]
-        job = dims["job"]
-        written = {"unprotected": ("manager", "copier"), "expired_copies_left": ("manager",)}
-        assert job in jobs or job in written.get(count, ()), (metric, job)
+        assert dims["job"] in written_by(metric), (metric, dims["job"])
 
 
 def test_every_log_level_offered_is_one_the_jobs_know():
@@ -482,3 +513,225 @@ def test_a_failed_restore_drill_raises_an_alarm():
     assert {"Name": "job", "Value": "manager"} in alarm["Dimensions"]
     assert alarm["TreatMissingData"] == "notBreaching"
     assert manager.parse_bool(TEMPLATE["Parameters"]["RestoreDrill"]["AllowedValues"][1]) is False
+
+
+# ---- the dashboard -----------------------------------------------------------------------
+
+DASHBOARD = RESOURCES["JobsDashboard"]
+REGION = "eu-west-3"  # any region: each metric must name the stack's own
+STACK = "ebs-snapshots"
+
+
+def substituted(node, names):
+    """Each Fn::Sub replaced by its string as CloudFormation makes it: its own variables
+    (substituted first), else these names. A name neither knows fails (KeyError), as the
+    deployment would."""
+    if isinstance(node, dict) and list(node) == ["Fn::Sub"]:
+        arg = node["Fn::Sub"]
+        text, variables = (arg, {}) if isinstance(arg, str) else arg
+        known = names | {name: substituted(v, names) for name, v in variables.items()}
+        return re.sub(r"\$\{([^!}][^}]*)\}", lambda m: known[m.group(1)], text)
+    if isinstance(node, dict):
+        return {k: substituted(v, names) for k, v in node.items()}
+    if isinstance(node, list):
+        return [substituted(v, names) for v in node]
+    return node
+
+
+def dashboard(**params):
+    """(name, body) of the dashboard deployed with these parameter values in REGION: each
+    Fn::If decided, each Fn::Sub substituted (a function's Ref is its FunctionName, and only
+    the functions created are known), the body parsed as the JSON it must be."""
+    names = {"AWS::Region": REGION, "AWS::StackName": STACK}
+    for name, resource in RESOURCES.items():
+        function = resource["Type"] == "AWS::Serverless::Function"
+        if function and holds(resource.get("Condition", {"Fn::Equals": [1, 1]}), **params):
+            names[name] = resource["Properties"]["FunctionName"]
+    props = substituted(given(DASHBOARD["Properties"], **params), names)
+    return props["DashboardName"], json.loads(props["DashboardBody"])
+
+
+def graphed(body):
+    """(widget, namespace, metric, {dimension: value}, stat, period) of each metric line."""
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        props = widget["properties"]
+        for line in props["metrics"]:
+            rendering = line[-1] if isinstance(line[-1], dict) else {}
+            namespace, metric, *dims = [item for item in line if not isinstance(item, dict)]
+            assert len(dims) % 2 == 0 and "." not in line, line  # no shorthand, name-value pairs
+            stat = rendering.get("stat", props.get("stat"))
+            period = rendering.get("period", props.get("period"))
+            yield (
+                props["title"],
+                namespace,
+                metric,
+                dict(zip(dims[::2], dims[1::2], strict=True)),
+                stat,
+                period,
+            )
+
+
+def unwritten(body):
+    """Each line of the jobs' namespace that graphs nothing: a metric no job's METRICS has,
+    a job that does not write it, or other dimensions than the job's summary line gives."""
+    wrong = []
+    for title, namespace, metric, dims, _, _ in graphed(body):
+        if namespace == "AWS/Lambda":
+            continue
+        job = dims.get("job")
+        module = JOBS.get(job, creator)
+        (directive,) = module.metrics(job, {})["_aws"]["CloudWatchMetrics"]
+        if (
+            namespace != module.METRIC_NAMESPACE
+            # the one dimension set the summary line declares, no more, no fewer
+            or [sorted(dims)] != [sorted(d) for d in directive["Dimensions"]]
+            or dims.get("region") != REGION
+            or job not in written_by(metric)
+        ):
+            wrong.append((title, namespace, metric, dims))
+    return wrong
+
+
+@pytest.mark.parametrize("jobs", ["all", "manager"])
+def test_the_dashboard_body_is_json_with_every_placeholder_filled(jobs):
+    name, body = dashboard(Jobs=jobs)
+    # Dashboards are account-wide: one per region stack needs the region in the name.
+    assert name == f"{STACK}-{REGION}"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,255}", name)
+    assert "${" not in json.dumps(body)
+    assert (body["start"], body["periodOverride"]) == ("-P30D", "inherit")
+    cells = set()
+    for widget in body["widgets"]:
+        assert widget["type"] in ("metric", "text")
+        x, y, width, height = (widget[k] for k in ("x", "y", "width", "height"))
+        assert x >= 0 and x + width <= 24, widget
+        area = {(i, j) for i in range(x, x + width) for j in range(y, y + height)}
+        assert cells.isdisjoint(area), widget  # no two widgets on the same spot
+        cells |= area
+        if widget["type"] == "metric":
+            props = widget["properties"]
+            assert props["region"] == REGION and props["title"], widget
+            assert props["view"] == "timeSeries"
+
+
+@pytest.mark.parametrize("jobs", ["all", "manager"])
+def test_the_dashboard_graphs_only_metrics_the_jobs_write_with_their_dimensions(jobs):
+    _, body = dashboard(Jobs=jobs)
+    ours = [line for line in graphed(body) if line[1] != "AWS/Lambda"]
+    assert len(ours) >= (17 if jobs == "all" else 11)
+    assert unwritten(body) == []
+    for title, _, metric, _, stat, period in ours:
+        assert period == 86400, (title, metric)  # a day: the creator and manager run daily
+        assert stat in ("Sum", "Maximum"), (title, metric)
+
+
+R = REGION
+UNWRITTEN = [
+    ("SnapshotsCreated", ["EBSSnapshots", "SnapshotCreated", "job", "creator", "region", R]),
+    ("SnapshotsCreated", ["EBSSnapshots", "SnapshotsCreated", "job", "copier", "region", R]),
+    ("SnapshotsDeleted", ["EBSSnapshot", "SnapshotsDeleted", "job", "manager", "region", R]),
+    ("Failures", ["EBSSnapshots", "Failures", "job", "manager", "region", R, "fn", "x"]),
+    ("Failures", ["EBSSnapshots", "Failures", "job", "manager"]),
+    ("Failures", ["EBSSnapshots", "Failures", "region", R]),
+    ("Failures", ["EBSSnapshots", "Failures", "job", "manager", "region", "us-east-1"]),
+    ("LocksMissing", ["EBSSnapshots", "LocksMissing", "job", "creator", "region", R]),
+    ("RestoreSeconds", ["EBSSnapshots", "RestoreSeconds", "job", "copier", "region", R]),
+]
+
+
+@pytest.mark.parametrize(("metric", "line"), UNWRITTEN)
+def test_a_line_the_jobs_do_not_write_is_found(metric, line):
+    """The check above fails on a misspelt metric or namespace, a job that does not write the
+    metric, a dimension too many or too few, another region."""
+    _, body = dashboard(Jobs="all")
+    for widget in body["widgets"]:
+        for i, old in enumerate(widget.get("properties", {}).get("metrics", [])):
+            if old[:2] == ["EBSSnapshots", metric]:
+                widget["properties"]["metrics"][i] = line
+                assert len(unwritten(body)) == 1, line
+                return
+    pytest.fail(f"no line of {metric}")
+
+
+def test_the_dashboard_shows_what_an_operator_asks_of_each_job():
+    """Issue 16: created, copied and deleted per day, copies deferred, unprotected volumes,
+    failures; and warnings, locks missing and restore drills."""
+    _, body = dashboard(Jobs="all")
+    shown = {
+        (metric, dims["job"]): stat
+        for _, _, metric, dims, stat, _ in graphed(body)
+        if "job" in dims
+    }
+    asked = {
+        ("SnapshotsCreated", "creator"): "Sum",
+        ("SnapshotsCopied", "copier"): "Sum",
+        ("SnapshotsDeleted", "manager"): "Sum",
+        ("CopiesDeferred", "copier"): "Maximum",  # a backlog: each sweep reports it again
+        ("UnprotectedVolumes", "manager"): "Maximum",  # as the alarm reads it
+        ("UnprotectedVolumes", "copier"): "Maximum",
+        **{("Failures", job): "Sum" for job in JOBS},
+        **{("Warnings", job): "Sum" for job in JOBS},
+        ("LocksMissing", "manager"): "Maximum",
+        ("RestoreDrillsPassed", "manager"): "Sum",
+        ("RestoreDrillsFailed", "manager"): "Sum",
+    }
+    assert asked.items() <= shown.items()
+    # Everything an alarm watches in the jobs' namespace is on the dashboard too.
+    alarmed = {
+        (w[1], w[2]["job"])
+        for props in ALARMS.values()
+        for w in watched(props)
+        if w[0] == creator.METRIC_NAMESPACE
+    }
+    assert alarmed <= set(shown)
+
+
+@pytest.mark.parametrize("jobs", ["all", "manager"])
+def test_the_dashboard_shows_each_created_jobs_run_time_and_no_other(jobs):
+    _, body = dashboard(Jobs=jobs)
+    created = {
+        function["Properties"]["FunctionName"]
+        for function in FUNCTIONS.values()
+        if holds(function.get("Condition", {"Fn::Equals": [1, 1]}), Jobs=jobs)
+    }
+    assert len(created) == (3 if jobs == "all" else 1)
+    lambda_lines = [line for line in graphed(body) if line[1] == "AWS/Lambda"]
+    assert {(m, tuple(d)) for _, _, m, d, _, _ in lambda_lines} == {("Duration", ("FunctionName",))}
+    shown = {(d["FunctionName"], stat) for _, _, _, d, stat, _ in lambda_lines}
+    assert shown == {(name, stat) for name in created for stat in ("Maximum", "Average")}
+    (widget,) = {line[0] for line in lambda_lines}
+    (props,) = [w["properties"] for w in body["widgets"] if w["properties"].get("title") == widget]
+    # The line the runs must stay under: the functions' timeout, in Duration's milliseconds.
+    (timeout,) = props["annotations"]["horizontal"]
+    assert timeout["value"] == TEMPLATE["Globals"]["Function"]["Timeout"] * 1000
+    text = json.dumps(body)
+    for job, function in FUNCTIONS.items():
+        if function["Properties"]["FunctionName"] not in created:
+            assert function["Properties"]["FunctionName"] not in text
+            assert f'"{job}"' not in text  # nor its metrics: it writes none there
+
+
+@pytest.mark.parametrize(("value", "made"), [("on", True), ("off", False)])
+def test_the_dashboard_can_be_left_out(value, made):
+    """CloudWatch bills dashboards beyond the account's free ones: a StackSet over many
+    accounts and regions may want none."""
+    parameter = TEMPLATE["Parameters"]["Dashboard"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("on", ["on", "off"])
+    assert DASHBOARD["Type"] == "AWS::CloudWatch::Dashboard"
+    assert holds(DASHBOARD["Condition"], Dashboard=value) == made
+    output = TEMPLATE["Outputs"]["DashboardName"]
+    assert output["Condition"] == DASHBOARD["Condition"]
+    assert output["Value"] == {"Ref": "JobsDashboard"}
+
+
+def test_the_readme_shows_what_is_on_the_dashboard():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("**Dashboard**") : text.index("## Reliability")]
+    _, body = dashboard(Jobs="all")
+    for _, _, metric, _, _, _ in graphed(body):
+        assert f"`{metric}`" in section, metric
+    timeout = TEMPLATE["Globals"]["Function"]["Timeout"]
+    assert f"{timeout} s timeout" in section
+    assert "`<stack name>-<region>`" in section and "`Dashboard=off`" in section
