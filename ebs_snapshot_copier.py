@@ -41,10 +41,15 @@ whose lock is not in force (DescribeLockedSnapshots). Nothing is ever unlocked.
 A destination that already holds a copy of a primary (any state, pending included) gets no
 second one, so running twice copies nothing twice. AWS lets 20 copies run into a region at
 once: the copier counts this account's copies still pending there (any source region) and
-starts at most the free slots, oldest primary first; the rest are reported as deferred and
-the next run (every half hour by default) continues. Should AWS still refuse one
-(ResourceLimitExceeded: someone else's copies), the copier stops copying into that region
-for this run; that is not a failure either. But a primary that still waits for a slot
+starts at most the free slots, oldest primary first. A scheduled sweep (an EventBridge
+"Scheduled Event") with copies left waiting then stays until COPY_STAY_MINUTES (default
+12; 0: no stay) after the time it was scheduled for: every 15 s it counts each waiting
+destination's copies in flight and starts the next waiting copies, oldest first, as slots
+free (after checking that no other run copied them meanwhile). A late or retried delivery
+stays less, so that with sweeps every 15 minutes one ends before the next begins. What
+still waits is reported as deferred, and the next sweep continues. Should AWS still refuse
+one (ResourceLimitExceeded: someone else's copies), the copier stops copying into that
+region until its next look; that is not a failure either. But a primary that still waits for a slot
 more than COPY_MAX_LAG_HOURS (default 24) after it was taken means that destination never
 catches up: a warning, and its volumes count in UnprotectedVolumes. Copies go four at a
 time, at most at 90% of EC2's rate for CopySnapshot.
@@ -130,7 +135,7 @@ LOCK_MODES = ("governance", "compliance")
 COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
 LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
 RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
-# A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
+# A copy may lag its primary this long (the copier's sweeps, 20 copies at a time
 # into a region) before the copier and the manager's coverage check call it late.
 COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
 # A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
@@ -1000,6 +1005,12 @@ def region_name(text):
 COPY_LIMIT_CODE = "ResourceLimitExceeded"  # too many copies in flight into one region
 COPIES_IN_FLIGHT = 20  # concurrent copies AWS allows into one destination region
 NOTIFICATION = "EBS Snapshot Notification"  # EventBridge detail-type when a snapshot is done
+SCHEDULED = "Scheduled Event"  # EventBridge detail-type of a scheduled sweep
+# A scheduled sweep that had to defer copies stays until this long after the time it was
+# scheduled for, starting the next copy as each slot frees: with sweeps every 15 minutes,
+# slots stay busy while copies wait. It ends before the next sweep starts; 0: no stay.
+STAY_ENV, STAY_MINUTES, MAX_STAY_MINUTES = "COPY_STAY_MINUTES", 12, 14
+STAY_POLL_S = 15  # one look at each waiting destination's copies in flight, this often
 
 
 # ---- decisions: pure functions of the snapshots and today's date ----
@@ -1085,6 +1096,24 @@ def copy_tags(primary, region):
         if "CoolOffPeriod" in primary["lock"]:
             tags[TAG_LOCK_COOL_OFF] = str(primary["lock"]["CoolOffPeriod"])
     return tags
+
+
+def stay_until(event, now):
+    """(when a sweep stops waiting for copy slots, or None; warning or None). Only a
+    scheduled sweep stays, until COPY_STAY_MINUTES after the time it was scheduled for: a
+    late or retried delivery stays less, so that it never runs beside the next sweep."""
+    if event.get("detail-type") != SCHEDULED:
+        return None, None  # a notified snapshot, a command-line run: no stay
+    raw = os.environ.get(STAY_ENV, "").strip()
+    minutes, problem = (
+        (0, None) if raw == "0" else count_or(raw or None, STAY_ENV, MAX_STAY_MINUTES, STAY_MINUTES)
+    )
+    try:
+        scheduled = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
+    except ValueError:
+        scheduled = now
+    scheduled = scheduled if scheduled.tzinfo else now  # a time without a zone: not trusted
+    return (min(scheduled, now) + timedelta(minutes=minutes) if minutes else None), problem
 
 
 def plan_destination(primaries, existing, free_slots):
@@ -1341,6 +1370,80 @@ def execute(work, deferred, summary, budget):
     return in_parallel(work, act, budget, failed)
 
 
+def stay(deferred, summary, budget, now, until):
+    """Wait for copy slots and fill each as it frees, oldest primary first, until ``until``
+    (or Lambda time runs short): every STAY_POLL_S, one look at each waiting destination's
+    copies in flight. What is still waiting at the end is the next sweep's."""
+    start, pacer = time.monotonic(), Pacer()
+    waiting = {dest: make_client("ec2", dest, budget, pacer) for dest in deferred}
+    while waiting:
+        clock = now + timedelta(seconds=time.monotonic() - start + STAY_POLL_S)
+        if clock > until or budget.left() < STOP_MARGIN_S + STAY_POLL_S:
+            return
+        time.sleep(STAY_POLL_S)
+        for dest in sorted(waiting):
+            readable = fill_slots(waiting[dest], deferred[dest], summary)
+            if not deferred[dest]:
+                del deferred[dest]
+            if not (readable and dest in deferred):
+                del waiting[dest]
+
+
+def fill_slots(dest_ec2, queue, summary):
+    """Start as many copies from the head of ``queue`` (removed from it once started or
+    failed) as the destination has free slots. False: stop waiting for this destination
+    (it cannot be read; a warning, and the next sweep tries again)."""
+    dest = dest_ec2.meta.region_name
+    try:
+        free = COPIES_IN_FLIGHT - copies_in_flight(dest_ec2)
+        batch = queue[: max(free, 0)]
+        # Another run (a notified snapshot's, with no reserved concurrency) may have copied
+        # one of them since this sweep looked: a second copy would take a slot for nothing.
+        made = copied_already(dest_ec2, summary.region, [p["id"] for p in batch])
+    except OutOfTime:
+        raise
+    except Exception as exc:
+        summary.warn(dest, f"stopped waiting for copy slots there: {describe_error(exc)}")
+        return False
+    for primary in batch:
+        try:
+            if primary["id"] not in made and not copy_snapshot(dest_ec2, dest, primary, summary):
+                break  # ResourceLimitExceeded: someone else's copy took the slot
+        except OutOfTime:
+            raise
+        except Exception as exc:  # a network failure, a bug of ours: this copy only
+            summary.error(primary["id"], exc, dest_region=dest)
+        queue.remove(primary)
+    return True
+
+
+def copies_in_flight(dest_ec2):
+    """How many of this account's copies, from any region, are pending in a destination."""
+    filters = [
+        {"Name": "tag-key", "Values": [TAG_SOURCE_SNAPSHOT]},
+        {"Name": "status", "Values": ["pending"]},
+    ]
+    pages = paginate(
+        dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    )
+    return sum(1 for _ in pages)
+
+
+def copied_already(dest_ec2, region, ids):
+    """Which of these primaries of ``region`` have a copy (any state) in the destination."""
+    if not ids:
+        return set()
+    filters = [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}]
+    pages = paginate(
+        dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    )
+    return {
+        tag_map(s)[TAG_SOURCE_SNAPSHOT]
+        for s in pages
+        if tag_map(s).get(TAG_SOURCE_REGION) == region
+    }
+
+
 def report_deferred(deferred, summary, now):
     """One item per destination with copies left for the next sweep. Copies deferred for
     longer than the copy allowance (COPY_MAX_LAG_HOURS) mean the destination's 20 copy
@@ -1387,8 +1490,13 @@ def copy_all(event, context, summary, budget, now):
         by_dest, summary, budget, Pacer(), utc_today(now), only
     )  # run_job: any failure
     started, stopped = execute(work, deferred, summary, budget)
-    report_deferred(deferred, summary, now)
     left = len(work) - started + stopped
+    until, problem = stay_until(event, now)
+    if problem:
+        summary.warn(STAY_ENV, problem)
+    if deferred and until and not (left or only or summary.dry_run):
+        stay(deferred, summary, budget, now, until)
+    report_deferred(deferred, summary, now)
     if left:
         hand_off(context, event, summary, done_here=started - stopped, left=left)
 

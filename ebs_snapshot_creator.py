@@ -165,7 +165,7 @@ LOCK_MODES = ("governance", "compliance")
 COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
 LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
 RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
-# A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
+# A copy may lag its primary this long (the copier's sweeps, 20 copies at a time
 # into a region) before the copier and the manager's coverage check call it late.
 COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
 # A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
@@ -1542,13 +1542,28 @@ def run_command(ssm, iid, document, parameters, wait, budget):
 
 
 def take(ec2, ssm, item, summary, budget):
-    """Snapshot one volume, or one instance's set in its Consistency mode."""
+    """Snapshot one volume, or one instance's set in its Consistency mode; ``ssm()`` gives
+    the SSM client, built only for the first fsfreeze or vss set."""
     if "set" not in item:
         create_snapshot(ec2, item, summary, budget)
     elif item["set"] == "instance":
         create_set(ec2, item, "instance", summary, budget)
     else:
-        consistent_set(ec2, ssm, item, summary, budget)
+        consistent_set(ec2, ssm(), item, summary, budget)
+
+
+def built_once(build):
+    """build() on the first call, from whichever worker asks first; that client after.
+    boto3 builds clients from one shared session, which is not safe from two threads."""
+    lock, built = threading.Lock(), []
+
+    def client():
+        with lock:
+            if not built:
+                built.append(build())
+        return built[0]
+
+    return client
 
 
 def ssm_step(call, *args):
@@ -1760,7 +1775,7 @@ def create_all(event, context, summary, budget, now):
     """Snapshots start while later pages are still being read: listing hides in the pacing."""
     ids, key = requested_ids(event), summary.data["event_id"]
     ec2 = make_client("ec2", summary.region, budget, Pacer())
-    ssm = make_client("ssm", summary.region, budget)
+    ssm = built_once(lambda: make_client("ssm", summary.region, budget))
     listed = []
     plans = plans_of_region(ec2, ids, summary.region, utc_today(now), key, summary, listed)
     started, stopped = in_parallel(

@@ -83,8 +83,11 @@ Event
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
 then JobFailed is raised naming each failure. A run that cannot list the region's
-snapshots fails, with its summary line. With under 60 s of Lambda time left it stops
-(summary: stopped_early, metric StoppedEarly) and leaves the rest to its next run; running
+snapshots fails, with its summary line. With under 60 s of Lambda time left it starts no
+new delete and invokes itself asynchronously with the same event for the rest (ten thousand
+deletes take about 37 minutes at EC2's rate); the coverage check and the drills are done by
+the invocation that ends the sweep. Should that hand-off fail (or without a Lambda context)
+it stops (summary: stopped_early, metric StoppedEarly) and its next run continues; running
 twice is harmless. A run that starts with less than MIN_START_S seconds fails at once,
 naming the function's timeout.
 
@@ -104,7 +107,8 @@ ec2:CreateTags (KeepForever only, on Type=Automated copies), ec2:DescribeInstanc
 ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check), ec2:DescribeLockedSnapshots;
 for drills: ec2:CreateVolume (tagged Type=RestoreDrill, from Type=Automated snapshots),
 ec2:CreateTags (in that call, and RestoreDrill on Type=Automated snapshots),
-ec2:DeleteVolume (Type=RestoreDrill only), ec2:DescribeAvailabilityZones.
+ec2:DeleteVolume (Type=RestoreDrill only), ec2:DescribeAvailabilityZones;
+lambda:InvokeFunction (on itself, to hand over the rest of a long sweep).
 """
 
 from __future__ import annotations
@@ -162,7 +166,7 @@ LOCK_MODES = ("governance", "compliance")
 COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
 LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
 RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
-# A copy may lag its primary this long (the copier's half-hourly sweeps, 20 copies at a time
+# A copy may lag its primary this long (the copier's sweeps, 20 copies at a time
 # into a region) before the copier and the manager's coverage check call it late.
 COPY_LAG_ENV, COPY_LAG_HOURS = "COPY_MAX_LAG_HOURS", 24
 # A KMS key as CopySnapshot takes it: key id, multi-Region key id, alias, key or alias ARN.
@@ -1624,7 +1628,8 @@ def report_held(key, snapshot, reason, summary, now, max_age, lag):
 
 def sweep(ec2, summary, budget, judge, ends):
     """Judge each automated snapshot as its page arrives and act on it, WORKERS at a time.
-    Returns False, having said so, when it stopped early because Lambda time ran short."""
+    Returns (None, items done) once every page is judged, or (why it stopped early, items
+    done) when Lambda time ran short."""
     listed = []  # set once the last page has been judged
 
     def work():
@@ -1634,7 +1639,7 @@ def sweep(ec2, summary, budget, judge, ends):
         listed.append(True)
 
     try:
-        _, stopped = in_parallel(
+        started, stopped = in_parallel(
             work(),
             lambda item: act(ec2, item, summary),
             budget,
@@ -1642,15 +1647,21 @@ def sweep(ec2, summary, budget, judge, ends):
         )
         why = None if listed and not stopped else f"{budget.left():.0f} s of Lambda time left"
     except OutOfTime as exc:
-        why = str(exc)
-    if why:
-        summary.add(
-            "stopped_early",
-            "WARN",
-            id=summary.region,
-            reason=f"{why}; the next run deletes the rest",
-        )
-    return not why
+        started, stopped, why = 0, 0, str(exc)
+    return why, started - stopped
+
+
+def stopped_early(why, done, context, event, summary):
+    """A sweep cut short by Lambda time: a new invocation on the same event does the rest
+    (ten thousand deletes take longer than one invocation at EC2's rate). Without one (a
+    test's context, or the hand-off failed), the next scheduled run continues."""
+    if getattr(context, "invoked_function_arn", None):
+        hand_off(context, event, summary, done_here=done)
+        if summary.data.get("handed_off"):
+            return
+    summary.add(
+        "stopped_early", "WARN", id=summary.region, reason=f"{why}; the next run deletes the rest"
+    )
 
 
 def settings(summary):
@@ -2025,12 +2036,14 @@ def manage(event, context, summary, budget, now):
     lookup = SourceLookup(summary, budget, pacer, today, grace)
     drills = DrillTargets() if drills_on else None
     judge = Judge(summary, now, coverage, last, lookup, read_locks(ec2, summary), drills)
-    finished = sweep(ec2, summary, budget, judge, (now, max_age, lag))
-    if coverage and finished:
+    why, done = sweep(ec2, summary, budget, judge, (now, max_age, lag))
+    if why:
+        stopped_early(why, done, context, event, summary)
+    if coverage and not why:
         finish_coverage(coverage, summary, budget, today)
     elif coverage:
         summary.warn(summary.region, "coverage not checked: the sweep stopped early")
-    if drills and finished:
+    if drills and not why:
         drill_all(ec2, coverage, drills, summary, budget, now, cap)
 
 

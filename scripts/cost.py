@@ -35,10 +35,14 @@ EXAMPLE = {"volumes": 100, "size_gb": 100, "written_gb": 50, "daily_change_gb": 
 # as a minute each (a gp3 volume from a snapshot is usually available within seconds).
 DRILL_S = 60
 MEMORY_GB = 0.5  # template.yaml's MemorySize
-# Seconds a run, 100 volumes; the manager's includes the day's restore drills (waiting
-# for about 14 volumes at once to become available).
+# Seconds a run, 100 volumes (the copier's stays apart); the manager's includes the day's
+# restore drills (waiting for about 14 volumes at once to become available).
 RUN_S = {"creator": 30, "copier": 5, "manager": 90}
-RUNS_A_DAY = {"creator": 1, "copier": 36 + EXAMPLE["volumes"], "manager": 1}
+RUNS_A_DAY = {"creator": 1, "copier": 96 + EXAMPLE["volumes"], "manager": 1}  # sweeps: 15 min
+# The copier's stays: a sweep that leaves copies waiting stays up to STAY_S (12 of its 15
+# minutes). Here the volumes' copies all wait at once after the creator's run and drain 20
+# at a time, each taking about COPY_MIN minutes (an assumption: it depends on the change).
+STAY_S, COPY_MIN = 12 * 60, 20
 LOG_BYTES_A_DAY = 4 * EXAMPLE["volumes"] * 300  # about four JSON lines per volume a day
 
 
@@ -76,7 +80,9 @@ def rows():
     binned = 2 * e["volumes"] * e["daily_change_gb"] * recycle_bin_days()
     drills = round(e["volumes"] * 30 / 7)  # each volume once a week (copies: as many again)
     drill_gb_months = 2 * drills * e["size_gb"] * DRILL_S / (30 * 86400)
-    gb_s = sum(RUN_S[j] * RUNS_A_DAY[j] for j in RUN_S) * MEMORY_GB * 30
+    backlog_s = max(0, e["volumes"] - 20) / 20 * COPY_MIN * 60
+    stays_s = backlog_s * STAY_S / (15 * 60)  # the part of the backlog's time sweeps stay
+    gb_s = (sum(RUN_S[j] * RUNS_A_DAY[j] for j in RUN_S) + stays_s) * MEMORY_GB * 30
     requests = sum(RUNS_A_DAY.values()) * 30
     logs_gb = LOG_BYTES_A_DAY * 30 / 1e9
     return [
@@ -126,6 +132,11 @@ def main():
     print(table())
     once = e["volumes"] * e["written_gb"]
     print(f"\nOnce, the first full copy: {once:,} GB, ${once * PRICES['transfer'][0]:,.2f}.\n")
+    worst = 96 * STAY_S * MEMORY_GB * PRICES["lambda"][0]
+    print(
+        f"At most, with copies waiting all day, the copier's stays take {96 * STAY_S:,} "
+        f"Lambda-seconds a day: ${worst:.2f} a day at {MEMORY_GB * 1024:.0f} MB.\n"
+    )
     for name, (usd, unit, source) in PRICES.items():
         shown = f"{usd:.10f}".rstrip("0").rstrip(".")
         print(f"- {name}: ${shown} per {unit} ({source})")

@@ -384,3 +384,34 @@ def test_nothing_mounted_means_nothing_frozen(box):
 
 def test_region_is_not_baked_into_the_scripts():
     assert REGION not in creator.freeze_script(VOLUMES)
+
+
+# ---- the SSM client: only for a run that needs it ----
+
+
+def built_clients(monkeypatch):
+    built, original = [], creator.boto3.client
+
+    def client(service, *args, **kwargs):
+        built.append(service)
+        return original(service, *args, **kwargs)
+
+    monkeypatch.setattr(creator.boto3, "client", client)
+    return built
+
+
+def test_a_run_without_fsfreeze_or_vss_builds_no_ssm_client(api, monkeypatch):
+    launch({"Backup": "Yes"}, devices=DEVICES[:2])
+    launch({"Backup": "Yes", "Consistency": "instance"}, devices=DEVICES[:2])
+    built = built_clients(monkeypatch)
+    run()
+    assert "ssm" not in built and len(snapshots()) == 4
+
+
+def test_fsfreeze_sets_share_one_ssm_client(api, monkeypatch):
+    for _ in range(3):
+        launch({"Backup": "Yes", "Consistency": "fsfreeze"}, devices=DEVICES[:2])
+    agent(api)
+    built = built_clients(monkeypatch)
+    run()
+    assert built.count("ssm") == 1 and len(api.ops("SendCommand")) == 6

@@ -307,17 +307,36 @@ def test_copier_hands_the_rest_over_and_the_next_invocation_finishes(api):
     assert copies == Counter({s: 1 for s in sources})
 
 
-def test_manager_stops_early_and_the_next_run_finishes(api):
+def test_manager_hands_the_rest_of_its_sweep_to_a_new_invocation(api):
     due = {make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(20)}
     later = make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31"})
+    api.stub("Invoke", {"StatusCode": 202})
     ctx = Context(api, "manager", start_ms=130_000, per_attempt_ms=10_000)
-    result, seen = run_watching_the_clock(api, ctx, manager, {})
+    result, seen = run_watching_the_clock(api, ctx, manager, {"id": "m-1"})
     assert min(seen) >= manager.ATTEMPT_S * 1000
-    assert result["stopped_early"][0]["id"] == REGION
+    assert (
+        "stopped_early" not in result and result["handed_off"][0]["id"] == ctx.invoked_function_arn
+    )
     assert 0 < len(due - set(snapshots())) < len(due)
-    assert api.ops("Invoke") == []  # the manager leaves the rest to its next run
-    manager.run({}, Context(api, "manager"), now=NOW)
+    (invoke,) = api.ops("Invoke")
+    assert (
+        invoke["InvocationType"] == "Event" and invoke["FunctionName"] == ctx.invoked_function_arn
+    )
+    payload = json.loads(invoke["Payload"])
+    assert payload == {"id": "m-1"}
+    manager.run(payload, Context(api, "manager"), now=NOW)
     assert set(snapshots()) == {later}
+
+
+def test_manager_that_cannot_hand_off_stops_early_for_its_next_run(api):
+    due = {make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"}) for _ in range(20)}
+    api.fail("Invoke", "AccessDeniedException", status=403)
+    ctx = Context(api, "manager", start_ms=130_000, per_attempt_ms=10_000)
+    failed, _ = run_watching_the_clock(api, ctx, manager, {"id": "m-1"})
+    result = failed.summary
+    assert result["stopped_early"][0]["id"] == REGION
+    assert "could not hand" in result["failures"][0]["error"]
+    assert 0 < len(due - set(snapshots())) < len(due)
 
 
 def test_a_listing_is_not_started_with_too_little_time_left(api):

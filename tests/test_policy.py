@@ -137,11 +137,12 @@ def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
     assert by_sid["NeverReleaseKeepForever"]["Effect"] == "Deny"
 
 
-def test_the_only_lambda_permission_is_invoking_the_two_jobs_that_hand_off():
+def test_the_only_lambda_permission_is_invoking_the_three_jobs_to_hand_off():
     (stmt,) = statements("lambda:InvokeFunction")
     assert sorted(stmt["Resource"]) == [
         "arn:aws:lambda:*:*:function:ebs-snapshot-copier",
         "arn:aws:lambda:*:*:function:ebs-snapshot-creator",
+        "arn:aws:lambda:*:*:function:ebs-snapshot-manager",
     ]
 
 

@@ -131,19 +131,27 @@ def test_runtime_timeout_and_memory_suit_thousands_of_volumes():
 
 def test_schedules_in_utc_keep_the_order_the_jobs_need():
     hours = {}
-    for job, function in FUNCTIONS.items():
-        schedule = function["Properties"]["Events"]["Daily"]["Properties"]["Schedule"]
+    for job in ("creator", "manager"):
+        schedule = FUNCTIONS[job]["Properties"]["Events"]["Daily"]["Properties"]["Schedule"]
         default = TEMPLATE["Parameters"][schedule["Ref"]]["Default"]
-        hours[job] = int(
-            re.fullmatch(r"cron\(0(?:/30)? (\d+)(?:-23)? \* \* \? \*\)", default).group(1)
-        )
-    assert hours["creator"] + 3 <= hours["copier"]  # the first sweep, hours after the snapshots
+        hours[job] = int(re.fullmatch(r"cron\(0 (\d+) \* \* \? \*\)", default).group(1))
     assert hours["manager"] != hours["creator"]
 
 
 def test_the_copier_sweeps_often_enough_to_keep_the_copy_slots_busy():
-    default = TEMPLATE["Parameters"]["CopierSchedule"]["Default"]
-    assert default == "cron(0/30 6-23 * * ? *)"  # 20 copies at a time: a sweep each half hour
+    params = TEMPLATE["Parameters"]
+    interval = int(
+        re.fullmatch(r"cron\(0/(\d+) \* \* \* \? \*\)", params["CopierSchedule"]["Default"]).group(
+            1
+        )
+    )
+    stay = params["CopierStayMinutes"]
+    assert interval == 15  # all day: a sweep, and its stay, while copies wait
+    # A sweep ends before the next begins, within Lambda's 15 minutes, whatever is chosen.
+    assert stay["Default"] < interval and stay["MaxValue"] == copier.MAX_STAY_MINUTES < 15
+    assert stay["Default"] == copier.STAY_MINUTES
+    env = FUNCTIONS["copier"]["Properties"]["Environment"]["Variables"]
+    assert env[copier.STAY_ENV] == {"Ref": "CopierStayMinutes"}
 
 
 def test_the_copier_also_runs_when_a_snapshot_completes():
