@@ -1374,10 +1374,10 @@ def stay(deferred, summary, budget, now, until):
     """Wait for copy slots and fill each as it frees, oldest primary first, until ``until``
     (or Lambda time runs short): every STAY_POLL_S, one look at each waiting destination's
     copies in flight. What is still waiting at the end is the next sweep's."""
-    start, pacer = time.monotonic(), Pacer()
+    pacer = Pacer()
     waiting = {dest: make_client("ec2", dest, budget, pacer) for dest in deferred}
-    while waiting:
-        clock = now + timedelta(seconds=time.monotonic() - start + STAY_POLL_S)
+    while waiting:  # ``now`` is the run's start: the summary's clock started with it
+        clock = now + timedelta(seconds=time.monotonic() - summary.started + STAY_POLL_S)
         if clock > until or budget.left() < STOP_MARGIN_S + STAY_POLL_S:
             return
         time.sleep(STAY_POLL_S)

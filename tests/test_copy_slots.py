@@ -124,6 +124,20 @@ def test_the_stay_ends_copy_stay_minutes_after_the_scheduled_time(monkeypatch, p
     assert [(d["id"], d["count"]) for d in result["deferred"]] == [(DEST, 2)]
 
 
+def test_the_time_the_sweep_took_before_the_stay_counts(monkeypatch, pending_copies):
+    primaries(22)
+    clock = Clock()
+    execute = copier.execute
+
+    def slow_execute(*args):  # the sweep's own copies take five minutes
+        clock.now += 300
+        return execute(*args)
+
+    monkeypatch.setattr(copier, "execute", slow_execute)
+    run_with(monkeypatch, clock)
+    assert 300 < clock.now <= copier.STAY_MINUTES * 60
+
+
 def test_a_late_delivery_stays_less_and_one_after_the_stay_not_at_all(monkeypatch, pending_copies):
     primaries(21)
     late = {**SCHEDULED, "time": (NOW - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")}
