@@ -53,14 +53,17 @@ THROTTLED = (
 class SimulatedEC2:
     """Counts every call by operation, and every throttled one."""
 
-    def __init__(self, latency=0.05, limits=True):
-        self.latency, self.limits = latency, limits
+    def __init__(self, latency=0.05, limits=True, scale=1.0):
+        self.latency, self.limits, self.scale = latency, limits, scale
         self.calls, self.throttled = Counter(), Counter()
+        self.moto_cpu = 0.0  # CPU seconds spent answering inside moto: not the job's
+        self.listings = {}  # a listing's filtered, sorted items, kept while it is paged
         self._lock = threading.Lock()
         self._buckets = {}  # (region, name) -> [tokens, time of last refill]
 
     def _take(self, region, name):
         size, rate = BUCKETS[name]
+        rate *= self.scale  # a scaled clock: EC2 refills `scale` times faster
         with self._lock:
             now = time.monotonic()
             bucket = self._buckets.setdefault((region, name), [size, now])
@@ -88,13 +91,21 @@ class SimulatedEC2:
         return AWSResponse(request.url, 503, {}, MockRawResponse(THROTTLED))
 
 
-def _paged(key, id_attr, backend_call):
-    """A moto response method that pages by id with MaxResults/NextToken, like EC2."""
+def _paged(key, id_attr, backend_call, store, listings):
+    """A moto response method that pages by id with MaxResults/NextToken, like EC2. A
+    listing is filtered and sorted once, at its first page (moto would filter every item of
+    the region again for each page); items deleted since are left out of later pages."""
 
     def describe(self):
         filters = self._filters_from_querystring()
-        items = sorted(backend_call(self, filters), key=lambda item: getattr(item, id_attr))
         token, limit = self._get_param("NextToken"), int(self._get_param("MaxResults") or 0)
+        asked = sorted((k, v) for k, v in self.querystring.items() if k != "NextToken")
+        query = repr((self.current_account, self.region, asked))
+        if not token or query not in listings:
+            found = backend_call(self, filters)
+            listings[query] = sorted(found, key=lambda item: getattr(item, id_attr))
+        alive = getattr(self.ec2_backend, store)
+        items = [i for i in listings[query] if getattr(i, id_attr) in alive]
         if token:
             items = [i for i in items if getattr(i, id_attr) > token]
         page = items[:limit] if limit else items
@@ -119,10 +130,10 @@ def _tags_of(resource):
 
 
 @contextmanager
-def simulated_ec2(latency=0.05, limits=True):
-    """Inside: every EC2 call meets the latency and (with ``limits``) EC2's buckets.
-    Use within mock_aws()."""
-    sim = SimulatedEC2(latency, limits)
+def simulated_ec2(latency=0.05, limits=True, scale=1.0):
+    """Inside: every EC2 call meets the latency and (with ``limits``) EC2's buckets, refilled
+    ``scale`` times faster than EC2's (a scaled clock). Use within mock_aws()."""
+    sim = SimulatedEC2(latency, limits, scale)
     original_call = BotocoreStubber.__call__
     originals = (ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes)
 
@@ -131,7 +142,12 @@ def simulated_ec2(latency=0.05, limits=True):
             response = sim.answer(event_name, request)
             if response is not None:
                 return response
-        return original_call(stubber, event_name, request, **kwargs)
+        started = time.thread_time()
+        try:
+            return original_call(stubber, event_name, request, **kwargs)
+        finally:
+            with sim._lock:
+                sim.moto_cpu += time.thread_time() - started
 
     BotocoreStubber.__call__ = before_send
     original_tags, TaggedEC2Resource.get_tags = TaggedEC2Resource.get_tags, _tags_of
@@ -141,6 +157,8 @@ def simulated_ec2(latency=0.05, limits=True):
         lambda self, f: self.ec2_backend.describe_snapshots(
             snapshot_ids=self._get_param("SnapshotIds", []), filters=f
         ),
+        "snapshots",
+        sim.listings,
     )
     ElasticBlockStore.describe_volumes = _paged(
         "Volumes",
@@ -148,6 +166,8 @@ def simulated_ec2(latency=0.05, limits=True):
         lambda self, f: self.ec2_backend.describe_volumes(
             volume_ids=self._get_param("VolumeIds", []), filters=f
         ),
+        "volumes",
+        sim.listings,
     )
     try:
         yield sim
