@@ -1189,12 +1189,13 @@ def existing_copies(dest_ec2, region, only=None):
     copies of this region's snapshots that failed, as (copy id, primary id, message); and
     those tagged Lock).
 
-    A sweep reads every copy in the destination once. For ``only`` (one notified
-    snapshot), two small reads: that snapshot's copies, and the copies still pending."""
+    A sweep reads every copy in the destination once. For ``only`` (a few primary ids: a
+    notified snapshot, a stay's next copies), two small reads: their copies, and the
+    copies still pending."""
     copy_filter = {"Name": "tag-key", "Values": [TAG_SOURCE_SNAPSHOT]}
     if only:
         listings = [
-            [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": [only]}],
+            [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": only}],
             [copy_filter, {"Name": "status", "Values": ["pending"]}],
         ]
     else:
@@ -1303,7 +1304,9 @@ def plan_all(by_dest, summary, budget, pacer, today, only=None):
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget, pacer)
         try:
-            existing, in_flight, broken, lockable = existing_copies(dest_ec2, summary.region, only)
+            existing, in_flight, broken, lockable = existing_copies(
+                dest_ec2, summary.region, [only] if only else None
+            )
         except OutOfTime:
             raise
         except Exception as exc:
@@ -1394,18 +1397,17 @@ def fill_slots(dest_ec2, queue, summary):
     failed) as the destination has free slots. False: stop waiting for this destination
     (it cannot be read; a warning, and the next sweep tries again)."""
     dest = dest_ec2.meta.region_name
+    heads = [p["id"] for p in queue[:COPIES_IN_FLIGHT]]  # no more can start at once
     try:
-        free = COPIES_IN_FLIGHT - copies_in_flight(dest_ec2)
-        batch = queue[: max(free, 0)]
         # Another run (a notified snapshot's, with no reserved concurrency) may have copied
         # one of them since this sweep looked: a second copy would take a slot for nothing.
-        made = copied_already(dest_ec2, summary.region, [p["id"] for p in batch])
+        made, in_flight, _, _ = existing_copies(dest_ec2, summary.region, heads)
     except OutOfTime:
         raise
     except Exception as exc:
         summary.warn(dest, f"stopped waiting for copy slots there: {describe_error(exc)}")
         return False
-    for primary in batch:
+    for primary in queue[: max(COPIES_IN_FLIGHT - in_flight, 0)]:
         try:
             if primary["id"] not in made and not copy_snapshot(dest_ec2, dest, primary, summary):
                 break  # ResourceLimitExceeded: someone else's copy took the slot
@@ -1415,33 +1417,6 @@ def fill_slots(dest_ec2, queue, summary):
             summary.error(primary["id"], exc, dest_region=dest)
         queue.remove(primary)
     return True
-
-
-def copies_in_flight(dest_ec2):
-    """How many of this account's copies, from any region, are pending in a destination."""
-    filters = [
-        {"Name": "tag-key", "Values": [TAG_SOURCE_SNAPSHOT]},
-        {"Name": "status", "Values": ["pending"]},
-    ]
-    pages = paginate(
-        dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
-    )
-    return sum(1 for _ in pages)
-
-
-def copied_already(dest_ec2, region, ids):
-    """Which of these primaries of ``region`` have a copy (any state) in the destination."""
-    if not ids:
-        return set()
-    filters = [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}]
-    pages = paginate(
-        dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
-    )
-    return {
-        tag_map(s)[TAG_SOURCE_SNAPSHOT]
-        for s in pages
-        if tag_map(s).get(TAG_SOURCE_REGION) == region
-    }
 
 
 def report_deferred(deferred, summary, now):

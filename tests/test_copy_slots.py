@@ -6,7 +6,17 @@ import types
 from datetime import timedelta
 
 import pytest
-from conftest import DEST, DEST2, NOW, REGION, make_snapshot, moto_snapshot, snapshots
+from conftest import (
+    DEST,
+    DEST2,
+    NOW,
+    REGION,
+    ec2,
+    make_snapshot,
+    moto_snapshot,
+    snapshot_details,
+    snapshots,
+)
 from moto.ec2.models.elastic_block_store import EBSBackend
 
 import ebs_snapshot_copier as copier
@@ -73,14 +83,7 @@ def complete_oldest(started, per_sleep=1):
 
 
 def in_flight(region=DEST):
-    return sum(1 for s in copier_snapshots(region) if s.status == "pending")
-
-
-def copier_snapshots(region):
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.ec2.models import ec2_backends
-
-    return list(ec2_backends[DEFAULT_ACCOUNT_ID][region].snapshots.values())
+    return sum(1 for s in snapshot_details(region).values() if s["State"] == "pending")
 
 
 def run_with(monkeypatch, clock, event=SCHEDULED, context=None):
@@ -207,9 +210,7 @@ def test_a_copy_made_meanwhile_by_another_run_is_not_made_twice(monkeypatch, pen
 
     def another_run_copies_the_last():
         if len(pending_copies) == 20:  # at the first poll: the notified run of ids[-1]
-            import boto3
-
-            boto3.client("ec2", region_name=DEST).copy_snapshot(
+            ec2(DEST).copy_snapshot(
                 SourceRegion=REGION,
                 SourceSnapshotId=ids[-1],
                 TagSpecifications=[
