@@ -1,30 +1,51 @@
-"""`make bench`: the three jobs on fleets of 100, 600 and 2,000 volumes, at EC2's limits.
+"""`make bench`: the three jobs at EC2's limits, from 100 volumes to 10,000 a region.
 
-Runs on moto behind scripts/ec2sim.py (EC2's token buckets, a per-call latency), so the
-job code is the real one, unchanged. For each job and size it prints the API calls by
-operation, the throttled ones, failures, wall time, the floor that EC2's bucket allows,
-wall/floor, and the peak memory of the run (tracemalloc, measured in a separate untimed
-run). Then the manager's memory over 20,000 snapshots. Not a test: nothing here asserts;
-the tests assert call counts. Everything is also written as JSON (--json).
-
-More sections (--sections), for ten thousand volumes a region:
-  day         the creator and the manager each over a day's work, chained through their
-              hand-offs, on a clock --scales times faster (EC2's refill, the jobs' pacer,
-              their margins and Lambda's 900 s alike): invocations, wall/floor, throttled
-              share, exactly one snapshot per volume, CPU an item (moto's excluded);
-  memory100k  the manager's peak memory over ten snapshots a volume, a tenth due, against
-              the same listing with nothing due;
-  idle        each job's run in a region with nothing to do: calls, seconds, CPU, memory;
+Runs the real job code, unchanged, on moto behind scripts/ec2sim.py (EC2's token buckets,
+answering 503 RequestLimitExceeded when one is empty, and a latency a call). Sections
+(--sections, all by default):
+  table       each job on fleets of 100, 600 and 2,000 volumes: API calls by operation,
+              throttled calls, failures, wall time, the floor EC2's bucket allows (the
+              burst at once, then the refill), wall/floor, CPU an item, and peak memory
+              (tracemalloc, in a separate untimed run);
+  day         the creator over 10,000 volumes and the manager over ten snapshots of each
+              (100,000, a tenth due), each one scheduled run chained through its hand-offs
+              (900 s of Lambda time an invocation), at each factor of --scales:
+              invocations, wall/floor, throttled share, exactly one snapshot per volume,
+              CPU an item;
+  memory100k  the manager's peak memory over those 100,000 snapshots, against the same
+              listing with nothing due (the coverage check included);
+  idle        each job's run in a region of 10,000 volumes with nothing to do, and the
+              copier's run for one snapshot's completion event: calls, Lambda seconds, CPU,
+              memory;
   copies      a day of copies through AWS's 20 slots (scripts/copysim.py).
+Everything is also written as JSON (--json); --markdown prints the README's tables from it.
+
+What counts as time. The jobs run on a virtual clock (ec2sim.VirtualClock): their
+time.monotonic, time.time and time.sleep, botocore's retry back-off, the Lambda context's
+remaining time, and EC2's buckets all read it, and the jobs' threads take turns under it.
+It moves by what a Lambda running the jobs would spend: the jobs' sleeps (their pacer's
+waits, botocore's back-off), the latency of each AWS call (--latency, 50 ms: AWS's side of
+the call), and the CPU of the jobs' own code (each thread's CPU time, botocore building
+requests and parsing answers included, at one core). Not counted: moto's CPU, which stands
+in for AWS's servers and whose time the latency already models, and anything else this
+machine does, so the numbers do not depend on its load. The jobs' constants, EC2's refill
+and the CPU can be scaled by a factor (--scales, --scale): on the virtual clock this changes
+nothing but rounding, which the day section shows by running at two factors.
+--clock real times the table with this machine's clock instead (botocore's adaptive mode,
+--strategy adaptive, keeps real time and needs it); it counts moto's CPU and the machine's
+load as time too, so its ratios are higher on a busy machine.
 """
 
 import argparse
 import contextlib
 import functools
+import hashlib
+import importlib.metadata
 import json
 import os
 import platform
 import sys
+import threading
 import time
 import tracemalloc
 import types
@@ -47,7 +68,9 @@ for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_SESS
     os.environ.pop(var, None)
 
 import boto3  # noqa: E402
-from ec2sim import simulated_ec2  # noqa: E402
+import botocore.endpoint  # noqa: E402
+from copysim import fresh_regions  # noqa: E402
+from ec2sim import Pool, Semaphore, VirtualClock, simulated_ec2  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
@@ -65,6 +88,14 @@ NOW = datetime(2026, 11, 26, 2, tzinfo=UTC)
 # copier's real bound is AWS's 20 copies in flight per destination: one run starts at most
 # 20 and defers the rest to the next (moto would complete copies at once; AWS does not).
 FLOOR = {"creator": (100, 5), "copier": (50, 5), "manager": (100, 5)}
+
+
+@contextlib.contextmanager
+def fresh_aws():
+    """moto, with both regions empty (a mock_aws inside another, as in the tests, would
+    start from the outer one's data)."""
+    with mock_aws(), fresh_regions(REGION, DEST):
+        yield
 
 
 def build_fleet(volumes):
@@ -93,16 +124,16 @@ def build_fleet(volumes):
         left -= count
 
 
-def measure(job, run, volumes, latency, scale):
+def measure(job, run, volumes, latency, scale, clock="virtual"):
     """Run one job under the simulated EC2 and time it; returns a row of the table (wall
     in unscaled seconds)."""
-    with scaled(scale), simulated_ec2(latency / scale, scale=scale) as sim:
-        start = time.monotonic()
+    with timed(clock, latency, scale, NOW.timestamp()) as timer:
         try:
             summary, failures = run(), 0
         except job.JobFailed as exc:
             summary, failures = exc.summary, len(exc.summary["failures"])
-        wall = (time.monotonic() - start) * scale
+        wall = timer.wall()
+    sim = timer.sim
     burst, rate = FLOOR[job.JOB]
     done = sum(summary["counts"].get(k, 0) for k in ("created", "copied", "deleted"))
     floor = max(0.0, (done - burst) / rate)  # EC2's bucket: burst at once, then rate/s
@@ -117,19 +148,59 @@ def measure(job, run, volumes, latency, scale):
         "wall": wall,
         "floor": floor,
         "ratio": wall / floor if floor else None,
+        "cpu_ms_per_item": 1000 * timer.cpu() / max(done, 1),
     }
+
+
+@contextlib.contextmanager
+def timed(clock, latency, scale=1, epoch=0.0):
+    """EC2 simulated (``latency`` a call) and the jobs timed on a ``clock`` ("virtual": a
+    VirtualClock, see the module's docstring; "real": this machine's) `scale` times faster.
+    Yields .sim (the SimulatedEC2), .wall() (unscaled seconds since entry) and .cpu() (the
+    jobs' CPU seconds, moto's excluded)."""
+    if clock == "virtual":
+        vclock = VirtualClock(epoch=epoch, cpu_scale=scale)
+        with (
+            scaled(scale),
+            simulated_ec2(latency / scale, scale=scale, clock=vclock) as sim,
+            virtual(vclock, scale),
+        ):
+            yield types.SimpleNamespace(
+                sim=sim,
+                clock=vclock,
+                wall=lambda: vclock.monotonic() * scale,
+                cpu=lambda: vclock.cpu,
+            )
+        return
+    with scaled(scale), simulated_ec2(latency / scale, scale=scale) as sim:
+        start, cpu = time.monotonic(), time.process_time()
+        yield types.SimpleNamespace(
+            sim=sim,
+            clock=None,
+            wall=lambda: (time.monotonic() - start) * scale,
+            cpu=lambda: time.process_time() - cpu - sim.moto_cpu,
+        )
 
 
 def peak_memory(run):
     """Peak Python memory of one run (tracemalloc). Done apart from the timed run, since
     tracemalloc slows moto down, and without latency, limits or pacing, which memory does
     not depend on."""
+    return traced(run)[0]
+
+
+def traced(run):
+    """(peak MB, summary) of one run under tracemalloc, as peak_memory."""
     tracemalloc.start()
-    with unpaced(), simulated_ec2(latency=0, limits=False), contextlib.suppress(Exception):
-        run()
+    summary = None
+    with unpaced(), simulated_ec2(latency=0, limits=False):
+        try:
+            summary = run()
+        except (creator.JobFailed, copier.JobFailed, manager.JobFailed) as exc:
+            summary = exc.summary
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return peak / 2**20
+    return peak / 2**20, summary
 
 
 @contextlib.contextmanager
@@ -143,7 +214,7 @@ def unpaced():
         creator.BUCKETS, copier.BUCKETS, manager.BUCKETS = saved
 
 
-def bench_size(volumes, latency, jobs, scale=1):
+def bench_size(volumes, latency, jobs, scale=1, clock="virtual"):
     """Each job timed on one fleet, then its peak memory on an identical fleet. Before the
     manager, a second (untimed) creator run a week later gives every volume a newer
     snapshot, so that the first ones are due and none is its volume's last backup."""
@@ -155,7 +226,7 @@ def bench_size(volumes, latency, jobs, scale=1):
     }
     rows, peaks = [], {}
     for timed in (True, False):
-        with mock_aws():
+        with fresh_aws():
             build_fleet(volumes)
             for name in ("creator", "copier", "manager"):
                 job, run = runs[name]
@@ -167,7 +238,7 @@ def bench_size(volumes, latency, jobs, scale=1):
                             creator.run({}, None, now=NOW)  # the others need its snapshots
                 elif timed:
                     with moto_clock(NOW if name == "creator" else later):
-                        rows.append(measure(job, run, volumes, latency, scale))
+                        rows.append(measure(job, run, volumes, latency, scale, clock))
                 else:
                     with moto_clock(NOW if name == "creator" else later):
                         peaks[name] = peak_memory(run)
@@ -188,48 +259,6 @@ def newer_snapshots(now):
     """A snapshot of every volume, as the creator would make it on that day, untimed."""
     with unpaced(), moto_clock(now), contextlib.suppress(creator.JobFailed):
         creator.run({}, None, now=now)
-
-
-def bench_memory(snapshots, per_volume=10):
-    """The manager over `snapshots` automated snapshots, `per_volume` of each volume of a
-    fleet of Backup=Yes instances (one a day), all to be copied to DEST: half are due, the
-    others have their copy there. The coverage check keeps what it needs for every volume
-    and snapshot, and reads every copy.
-    Neither EC2's limits nor pacing: this measures memory, not the rate."""
-    dest_volume.cache_clear()  # of an earlier mock_aws
-    with mock_aws():
-        backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
-        dest = ec2_backends[DEFAULT_ACCOUNT_ID][DEST]
-        now = datetime.now(UTC) + timedelta(hours=1)
-        # Attached long ago (moto stamps attachments with its own clock): all expected.
-        long_ago = (now - timedelta(days=30)).replace(tzinfo=None)
-        with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: long_ago):
-            volumes = fleet_volumes(snapshots // per_volume)
-        for volume_id in volumes:
-            for n in range(per_volume):  # one a day: the newest is an hour old
-                snap = backend.create_snapshot(volume_id, "bench")
-                snap.start_time = (now - timedelta(days=n, hours=1)).replace(tzinfo=None)
-                due = "2026-11-01" if n % 2 else "2099-01-01"
-                tags = {"Type": "Automated", "DeleteOn": due, "Copy_Dest": DEST}
-                backend.create_tags([snap.id], tags)
-                if n % 2 == 0:  # a completed copy in DEST
-                    copy = dest.create_snapshot(dest_volume(dest).id, "copy")
-                    dest.create_tags(
-                        [copy.id],
-                        {
-                            "Type": "Automated",
-                            "Source_SnapshotId": snap.id,
-                            "Source_Region": REGION,
-                        },
-                    )
-        tracemalloc.start()
-        with unpaced(), simulated_ec2(latency=0, limits=False):
-            start = time.monotonic()
-            summary = manager.run({}, None, now=now)
-            wall = time.monotonic() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return summary["counts"], wall, peak / 2**20
 
 
 def fleet_volumes(count):
@@ -280,12 +309,39 @@ def scaled(scale):
                 setattr(job, name, value)
 
 
-class Lambda:
-    """One function's invocations, as Lambda runs them: each with `timeout` seconds, and
-    each asynchronous self-invocation (a hand-off) run when the one before has ended."""
+@contextlib.contextmanager
+def virtual(clock, scale=1):
+    """The three jobs, and botocore's retry back-off (`scale` times shorter), on ``clock``
+    (a VirtualClock): their time module's monotonic, time and sleep, and their threads
+    (in_parallel's semaphore and pool) taking turns under it. The job code is unchanged."""
+    now = types.SimpleNamespace(monotonic=clock.monotonic, time=clock.time, sleep=clock.sleep)
+    threads = types.SimpleNamespace(
+        Lock=threading.Lock, Semaphore=functools.partial(Semaphore, clock)
+    )
+    with contextlib.ExitStack() as stack:
+        for job in (creator, copier, manager):
+            stack.enter_context(patch.object(job, "time", now))
+            stack.enter_context(patch.object(job, "threading", threads))
+            stack.enter_context(
+                patch.object(job, "ThreadPoolExecutor", functools.partial(Pool, clock))
+            )
+        retry_sleep = types.SimpleNamespace(sleep=lambda seconds: clock.sleep(seconds / scale))
+        stack.enter_context(patch.object(botocore.endpoint, "time", retry_sleep))
+        clock.discard()  # the time counts from here
+        yield clock
+    if clock.errors:
+        raise clock.errors[0]
 
-    def __init__(self, job, timeout):
-        self.job, self.timeout, self.queue, self.results = job, timeout, [], []
+
+class Lambda:
+    """One function's invocations, as Lambda runs them: each with `timeout` seconds of
+    `clock`'s time, and each asynchronous self-invocation (a hand-off) run when the one
+    before has ended (Lambda's delivery of the event and the new invocation's start are not
+    counted: well under a second each, against the 900 s of an invocation)."""
+
+    def __init__(self, job, timeout, clock):
+        self.job, self.timeout, self.clock = job, timeout, clock
+        self.queue, self.results = [], []
 
     def invoke(self, **params):  # FunctionName, InvocationType, Payload
         self.queue.append(json.loads(params["Payload"]))
@@ -307,52 +363,83 @@ class Lambda:
         return self.results
 
     def _once(self, event, now):
-        deadline = time.monotonic() + self.timeout
+        clock = self.clock
+        deadline = clock.monotonic() + self.timeout
         context = types.SimpleNamespace(
-            get_remaining_time_in_millis=lambda: int((deadline - time.monotonic()) * 1000),
+            get_remaining_time_in_millis=lambda: int((deadline - clock.monotonic()) * 1000),
             invoked_function_arn=f"arn:aws:lambda:{REGION}:123456789012:function:{self.job.JOB}",
             aws_request_id=f"bench-{len(self.results)}",
         )
+        started = clock.monotonic()
         try:
-            return self.job.run(event, context, now=now)
+            summary = self.job.run(event, context, now=now)
         except self.job.JobFailed as exc:
-            return exc.summary
+            summary = exc.summary
+        summary["lambda_s"] = clock.monotonic() - started
+        return summary
 
 
+# Lambda gives a function CPU in proportion to its memory, one vCPU at 1,769 MB
+# (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html); the template's
+# functions have 512 MB.
+LAMBDA_CPU = round(512 / 1769, 2)
 SCHEDULED = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
 
 
-def bench_day(job, volumes, scale, latency, now, prepare, timeout=900):
+def bench_day(job, volumes, scale, latency, now, prepare, cpu_share=1.0, timeout=900):
     """One scheduled run of `job` over a region of `volumes` volumes, chained through its
-    hand-offs (each invocation `timeout` s of Lambda time), on a clock `scale` times
-    faster; wall and floor are in real (unscaled) seconds."""
-    with mock_aws():
+    hand-offs (each invocation `timeout` s of Lambda time), on a virtual clock (see the
+    module's docstring) with EC2's refill, the pacer, the margins, Lambda's time and the
+    CPU all `scale` times faster, the CPU counted at `cpu_share` of a core of this machine;
+    wall and floor are in unscaled seconds."""
+    with fresh_aws():
         prepare(volumes)
         event = {**SCHEDULED, "id": f"bench-{job.JOB}", "time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
-        lam = Lambda(job, timeout / scale)
-        with scaled(scale), simulated_ec2(latency / scale, scale=scale) as sim, moto_clock(now):
-            start, cpu = time.monotonic(), time.process_time()
+        real = time.monotonic()
+        clock = VirtualClock(epoch=now.timestamp(), cpu_scale=scale * cpu_share)
+        lam = Lambda(job, timeout / scale, clock)
+        with (
+            scaled(scale),
+            simulated_ec2(latency / scale, scale=scale, clock=clock) as sim,
+            moto_clock(now),
+            virtual(clock, scale),
+        ):
             results = lam.run(event, now)
-            wall, cpu = (time.monotonic() - start) * scale, time.process_time() - cpu
+            wall = clock.monotonic() * scale
+        real = time.monotonic() - real
         done = sum(r["counts"].get(k, 0) for r in results for k in ("created", "deleted"))
         check = per_volume_snapshots() if job is creator else None
     calls = sum(sim.calls.values())
+    floor = max(0.0, (done - 100) / 5)  # EC2's bucket: 100 at once, then 5 a second
     return {
         "job": job.JOB,
         "volumes": volumes,
         "scale": scale,
+        "cpu_share": cpu_share,
         "invocations": len(results),
+        "invocation_s": [round(r["lambda_s"] * scale, 1) for r in results],
+        "done_each": [sum(r["counts"].get(k, 0) for k in ("created", "deleted")) for r in results],
         "done": done,
         "failures": sum(len(r["failures"]) for r in results),
         "calls": dict(sorted(sim.calls.items())),
         "throttled": sum(sim.throttled.values()),
         "throttled_share": sum(sim.throttled.values()) / calls if calls else 0.0,
         "wall": wall,
-        "floor": max(0.0, (done - 100) / 5),  # EC2's bucket: 100 at once, then 5 a second
-        "ratio": wall / max(1e-9, (done - 100) / 5),
-        "cpu_ms_per_item": 1000 * (cpu - sim.moto_cpu) / max(done, 1),
+        "floor": floor,
+        "ratio": wall / floor if floor else None,
+        "cpu_ms_per_item": 1000 * clock.cpu / max(done, 1),
+        "moto_cpu_s": sim.moto_cpu,
+        "real_s": real,
         "per_volume": check,
+        "counts": merged_counts(results),
     }
+
+
+def merged_counts(results):
+    total = Counter()
+    for r in results:
+        total.update(r["counts"])
+    return dict(total)
 
 
 def region_of_snapshots(volumes, per_volume=10, due=True):
@@ -378,22 +465,30 @@ DAY_AT_SCALE = datetime(2026, 11, 26, 2, tzinfo=UTC)
 
 def bench_scale(args):
     """The creator over `args.day_volumes` volumes and the manager over ten snapshots of
-    each (a tenth due), each at every factor of `args.scales`."""
+    each (a tenth due), each at every factor of `args.scales` with the CPU at one core of
+    this machine; then, with `args.lambda_cpu`, at factor 1 with the CPU counted at that
+    share of a core (a Lambda's share at its memory size)."""
+    runs = [(scale, 1.0) for scale in args.scales]
+    runs += [(1.0, args.lambda_cpu)] if args.lambda_cpu else []
     rows = []
-    for scale in args.scales:
+    for scale, share in runs:
         rows.append(
-            bench_day(creator, args.day_volumes, scale, args.latency, DAY_AT_SCALE, build_fleet)
+            bench_day(
+                creator, args.day_volumes, scale, args.latency, DAY_AT_SCALE, build_fleet, share
+            )
         )
         print_day(rows[-1])
         with drills_off():
+            later = DAY_AT_SCALE + timedelta(hours=1)
             rows.append(
                 bench_day(
                     manager,
                     args.day_volumes,
                     scale,
                     args.latency,
-                    DAY_AT_SCALE + timedelta(hours=1),
+                    later,
                     region_of_snapshots,
+                    share,
                 )
             )
         print_day(rows[-1])
@@ -402,29 +497,35 @@ def bench_scale(args):
 
 def bench_manager_memory(volumes):
     """The manager's peak memory over ten snapshots of each of `volumes` volumes, a tenth
-    due; and over the same listing with nothing due. moto's stored snapshots are made
-    before tracing starts; both runs count moto building and botocore parsing each page,
-    so the difference is what judging and deleting add. No pacing: memory, not rate."""
+    due; and over the same listing with nothing due. One run each, with no Lambda context
+    (no time limit), so it pages through every snapshot and ends with the coverage check.
+    moto's stored snapshots are made before tracing starts; both runs count moto building
+    and botocore parsing each page of 1000, so the difference is what judging and deleting
+    add. No pacing: memory, not rate."""
     now = DAY_AT_SCALE + timedelta(hours=1)
-    peaks = {}
+    found = {"snapshots": volumes * 10, "due": volumes}
     for due in (True, False):
-        with mock_aws(), drills_off():
+        with fresh_aws(), drills_off():
             region_of_snapshots(volumes, due=due)
             with moto_clock(now):
                 start = time.monotonic()
-                peaks[due] = peak_memory(lambda: manager.run({}, None, now=now))
+                peak, summary = traced(lambda: manager.run({}, None, now=now))
                 wall = time.monotonic() - start
-            print(
-                f"manager memory, {volumes * 10} snapshots, {'a tenth' if due else 'none'} due: "
-                f"peak {peaks[due]:.1f} MB ({wall:.0f} s traced)"
-            )
-    return {
-        "snapshots": volumes * 10,
-        "due": volumes,
-        "peak_mb": peaks[True],
-        "listing_only_mb": peaks[False],
-        "added_mb": peaks[True] - peaks[False],
-    }
+        counts = {k: v for k, v in summary["counts"].items() if v}
+        found["with_deletes" if due else "listing_only"] = {
+            "peak_mb": peak,
+            "counts": counts,
+            "failures": len(summary["failures"]),
+            "traced_s": wall,
+        }
+        print(
+            f"manager memory, {volumes * 10} snapshots, {'a tenth' if due else 'none'} due: "
+            f"peak {peak:.1f} MB, {counts}, {len(summary['failures'])} failures "
+            f"({wall:.0f} s traced)"
+        )
+    found["peak_mb"] = found["with_deletes"]["peak_mb"]
+    found["added_mb"] = found["peak_mb"] - found["listing_only"]["peak_mb"]
+    return found
 
 
 @contextlib.contextmanager
@@ -440,11 +541,13 @@ def print_day(r):
         f", volumes without a snapshot {check['none']}, with two {check['twice']}" if check else ""
     )
     print(
-        f"{r['job']:<8} {r['volumes']:>6} volumes, scale {r['scale']:g}: {r['done']} done in "
+        f"{r['job']:<8} {r['volumes']:>6} volumes, scale {r['scale']:g}, CPU at "
+        f"{r['cpu_share']:g} core: {r['done']} done in "
         f"{r['invocations']} invocations, {r['wall']:.0f} s (floor {r['floor']:.0f} s, "
         f"wall/floor {r['ratio']:.3f}), throttled {r['throttled']} of "
         f"{sum(r['calls'].values())} calls ({100 * r['throttled_share']:.2f}%), "
-        f"{r['failures']} failures, CPU {r['cpu_ms_per_item']:.2f} ms an item{once}"
+        f"{r['failures']} failures, CPU {r['cpu_ms_per_item']:.2f} ms an item{once}; "
+        f"invocations {r['invocation_s']} s doing {r['done_each']}; {r['real_s']:.0f} s real"
     )
     sys.stdout.flush()
 
@@ -455,11 +558,12 @@ def print_day(r):
 def bench_idle(volumes, latency):
     """Each job's run over a region of `volumes` volumes where everything is done: every
     volume snapshotted for today's event and copied, nothing due. Its calls, Lambda
-    seconds (wall at `latency` a call), CPU (moto's excluded) and peak memory."""
+    seconds (on the virtual clock: `latency` a call, and the job's CPU, moto's excluded),
+    CPU and peak memory."""
     now = NOW + timedelta(hours=4)
     event = {**SCHEDULED, "id": "idle-day", "time": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}
     rows = []
-    with mock_aws(), drills_off():
+    with fresh_aws(), drills_off():
         build_fleet(volumes)
         with unpaced(), moto_clock(NOW), contextlib.suppress(creator.JobFailed):
             creator.run(event, None, now=NOW)
@@ -476,10 +580,9 @@ def bench_idle(volumes, latency):
             ("manager", "nothing due, coverage checked", manager, {**event, "id": "idle-m"}),
         ]
         for name, what, job, ev in runs:
-            with simulated_ec2(latency) as sim, moto_clock(now):
-                start, cpu = time.monotonic(), time.process_time()
+            with timed("virtual", latency, epoch=now.timestamp()) as timer, moto_clock(now):
                 result = job.run(ev, None, now=now)
-                wall, cpu = time.monotonic() - start, time.process_time() - cpu
+                wall, cpu, sim = timer.wall(), timer.cpu(), timer.sim
             with moto_clock(now):
                 peak = peak_memory(lambda job=job, ev=ev: job.run(ev, None, now=now))
             rows.append(
@@ -489,7 +592,7 @@ def bench_idle(volumes, latency):
                     "volumes": volumes,
                     "calls": dict(sorted(sim.calls.items())),
                     "lambda_s": wall,
-                    "cpu_ms": 1000 * (cpu - sim.moto_cpu),
+                    "cpu_ms": 1000 * cpu,
                     "peak_mb": peak,
                     "did": {k: v for k, v in result["counts"].items() if v},
                 }
@@ -527,7 +630,10 @@ def bench_copies(args):
 
     out = Path(args.json).with_name("copysim.json")
     copysim.main(["--primaries", str(args.copies), "--json", str(out)])
-    return json.loads(out.read_text())
+    found = json.loads(out.read_text())
+    for scenario in found.values():
+        scenario.pop("timeline", None)  # every primary's times: in copysim.json only
+    return found
 
 
 def per_volume_snapshots():
@@ -554,35 +660,211 @@ def print_rows(rows):
         )
 
 
+# ---- the README's tables, from the JSON ----
+
+
+def markdown(results):
+    """The README's "Measured" tables from bench.json's numbers (``--markdown``)."""
+    parts = [machine_line(results)]
+    for name, render in (
+        ("table", md_table),
+        ("day", md_day),
+        ("memory100k", md_memory),
+        ("idle", md_idle),
+        ("copies", md_copies),
+    ):
+        if name in results:
+            parts.append(render(results[name]))
+    return "\n\n".join(parts)
+
+
+def machine_line(results):
+    m, a = results["machine"], results["args"]
+    return (
+        f"Measured {m['date']} on {m['cpu']}, {m['nproc']} cores (`nproc`), Python "
+        f"{m['python']}, moto {m['moto']}, boto3 {m['boto3']}; {a['latency'] * 1000:.0f} ms "
+        f"an EC2 call; `{a['sections']}`."
+    )
+
+
+def md_rows(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ratio_text(ratio):
+    return f"{ratio:.3f}" if ratio else "-"
+
+
+def md_table(rows):
+    header = ["job", "volumes", "done", "deferred", "throttled calls", "failures", "wall s"]
+    header += ["floor s", "wall/floor", "CPU ms an item", "peak MB"]
+    return md_rows(header, [md_table_row(r) for r in rows])
+
+
+def md_table_row(r):
+    return [
+        r["job"],
+        r["volumes"],
+        r["done"],
+        r["deferred"],
+        r["throttled"],
+        r["failures"],
+        f"{r['wall']:.1f}",
+        f"{r['floor']:.0f}",
+        ratio_text(r["ratio"]),
+        f"{r.get('cpu_ms_per_item', 0):.2f}",
+        f"{r['peak_mb']:.1f}",
+    ]
+
+
+def md_day(rows):
+    header = ["job", "volumes", "factor", "CPU (cores)", "invocations (Lambda s each)", "done"]
+    header += ["throttled / calls", "failures", "wall s", "floor s", "wall/floor"]
+    header += ["volumes with no snapshot / two", "CPU ms an item"]
+    table = md_rows(header, [md_day_row(r) for r in rows])
+    notes = []
+    for job in dict.fromkeys(r["job"] for r in rows):
+        ratios = [
+            r["ratio"] for r in rows if r["job"] == job and r["cpu_share"] == 1 and r["ratio"]
+        ]
+        if len(ratios) > 1:
+            spread = (max(ratios) - min(ratios)) / min(ratios)
+            notes.append(f"{job} {min(ratios):.3f} to {max(ratios):.3f}, {spread:.2%} apart")
+    return table + ("\n\nwall/floor across the factors: " + "; ".join(notes) if notes else "")
+
+
+def md_day_row(r):
+    each = ", ".join(f"{s:.0f}" for s in r["invocation_s"])
+    check = r["per_volume"]
+    return [
+        r["job"],
+        f"{r['volumes']:,}",
+        f"{r['scale']:g}",
+        f"{r['cpu_share']:g}",
+        f"{r['invocations']} ({each})",
+        f"{r['done']:,}",
+        f"{r['throttled']} / {sum(r['calls'].values()):,}",
+        r["failures"],
+        f"{r['wall']:.0f}",
+        f"{r['floor']:.0f}",
+        ratio_text(r["ratio"]),
+        f"{check['none']} / {check['twice']}" if check else "-",
+        f"{r['cpu_ms_per_item']:.2f}",
+    ]
+
+
+def md_memory(found):
+    rows = []
+    for key, what in (("with_deletes", "a tenth due"), ("listing_only", "none due")):
+        run, counts = found[key], found[key]["counts"]
+        rows.append(
+            [
+                what,
+                f"{found['snapshots']:,}",
+                f"{counts.get('deleted', 0):,}",
+                f"{counts.get('protected', 0):,}",
+                counts.get("unprotected", 0),
+                run["failures"],
+                f"{run['peak_mb']:.1f}",
+            ]
+        )
+    header = ["manager run", "snapshots", "deleted", "volumes protected", "unprotected"]
+    table = md_rows([*header, "failures", "peak MB"], rows)
+    return table + f"\n\nWhat judging and deleting add to the listing: {found['added_mb']:.1f} MB."
+
+
+def md_idle(rows):
+    header = ["job", "run", "volumes", "API calls", "Lambda s", "CPU ms", "peak MB"]
+    return md_rows([*header, "calls by operation"], [md_idle_row(r) for r in rows])
+
+
+def md_idle_row(r):
+    return [
+        r["job"],
+        r["run"],
+        f"{r['volumes']:,}",
+        sum(r["calls"].values()),
+        f"{r['lambda_s']:.1f}",
+        f"{r['cpu_ms']:.0f}",
+        f"{r['peak_mb']:.1f}",
+        ", ".join(f"{op} {n}" for op, n in r["calls"].items()),
+    ]
+
+
+def md_copies(found):
+    import copysim
+
+    names = list(found)
+    columns = [dict(copysim._rows(found[n])) for n in names]
+    labels = [label for label, _ in copysim._rows(found[names[0]]) if label != "wall time (s)"]
+    rows = [[label.strip(), *(c[label] for c in columns)] for label in labels]
+    settings = found[names[0]]["settings"]
+    scenarios = "; ".join(
+        f"`{n}`: `{found[n]['settings']['schedule']}`, stay {found[n]['settings']['stay_minutes']}"
+        " min"
+        for n in names
+    )
+    return (
+        md_rows(["", *names], rows)
+        + f"\n\n{settings['primaries']:,} primaries over {settings['window_hours']:g} h, copy time "
+        f"lognormal (median {settings['median_min']:g} min, sigma {settings['sigma']:g}), seed "
+        f"{settings['seed']}; {scenarios}."
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--sections",
-        default="table,memory",
-        help=f"which to run, of {','.join(SECTIONS)}",
-    )
-    parser.add_argument(
-        "--memory", type=int, default=20000, help="memory: snapshots for the manager's run"
+        default=",".join(SECTIONS),
+        help=f"which to run, of {','.join(SECTIONS)} (default: all)",
     )
     parser.add_argument("--sizes", default="100,600,2000", help="table: fleet sizes, in volumes")
     parser.add_argument("--scale", type=float, default=1, help="table: the clock's factor")
+    parser.add_argument(
+        "--clock",
+        choices=["virtual", "real"],
+        default="virtual",
+        help="table: the virtual clock (default), or this machine's (load-dependent)",
+    )
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per EC2 call")
     parser.add_argument("--jobs", default="creator,copier,manager", help="table: which jobs")
     parser.add_argument("--day-volumes", type=int, default=10000, help="day: volumes")
-    parser.add_argument("--scales", default="10,20", help="day: clock factors to compare")
-    parser.add_argument("--memory-volumes", type=int, default=10000, help="memory: volumes x 10")
+    parser.add_argument("--scales", default="1,10", help="day: clock factors to compare")
+    parser.add_argument(
+        "--lambda-cpu",
+        type=float,
+        default=LAMBDA_CPU,
+        help="day: also a run with the CPU at this share of a core (0: none; default: "
+        "template.yaml's 512 MB over the 1,769 MB that have one vCPU)",
+    )
+    parser.add_argument(
+        "--memory-volumes", type=int, default=10000, help="memory100k: volumes (x 10 snapshots)"
+    )
     parser.add_argument("--idle-volumes", type=int, default=10000, help="idle: volumes")
     parser.add_argument("--copies", type=int, default=2000, help="copies: primaries a day")
     parser.add_argument(
         "--strategy",
         choices=["pacer", "adaptive", "none"],
         default="pacer",
-        help="table: the jobs' own pacer (default); botocore's adaptive retry mode instead; "
-        "or neither (standard retries only). Use --scale 1 with adaptive: its clock is real",
+        help="table: the jobs' own pacer (default); botocore's adaptive retry mode instead "
+        "(with --clock real: its limiter keeps real time); or neither (standard retries only)",
     )
     parser.add_argument("--out", default=str(ROOT / "build" / "bench.txt"), help="the tables")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"), help="the numbers")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="run nothing: print the README's tables from --json",
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.json).read_text())))
+        return 0
+    if args.strategy == "adaptive" and args.clock == "virtual":
+        parser.error("--strategy adaptive needs --clock real (botocore's limiter keeps real time)")
     args.scales = [float(f) for f in args.scales.split(",") if f]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -608,50 +890,62 @@ class Tee:
             stream.flush()
 
 
-SECTIONS = ("table", "memory", "day", "memory100k", "idle", "copies")
+SECTIONS = ("table", "day", "memory100k", "idle", "copies")
+
+
+def machine():
+    """What the numbers were measured on, and when."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "moto": importlib.metadata.version("moto"),
+        "boto3": importlib.metadata.version("boto3"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        # the job files measured, so the numbers can be matched to a commit
+        "jobs_sha256": {
+            job.JOB: hashlib.sha256(Path(job.__file__).read_bytes()).hexdigest()[:12]
+            for job in (creator, copier, manager)
+        },
+    }
 
 
 def run_benchmarks(args):
     """Each section asked for, printed as it ends; returns their numbers, for the JSON."""
     sections = args.sections.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}: of {','.join(SECTIONS)}")
     if args.strategy != "pacer":
         for job in (creator, copier, manager):
             job.BUCKETS = {}
             if args.strategy == "adaptive":
                 job.RETRIES = {"mode": "adaptive", "total_max_attempts": 10}
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; latency {args.latency * 1000:.0f} ms a call; "
-        f"{creator.WORKERS} workers; strategy: {args.strategy}"
+    host = machine()
+    print(
+        f"{host['cpu']}, {host['nproc']} cores, Python {host['python']}, moto {host['moto']}, "
+        f"{host['date']}; latency {args.latency * 1000:.0f} ms a call; {creator.WORKERS} "
+        f"workers; strategy: {args.strategy}; clock: {args.clock}"
     )
-    print(machine)
-    results = {"machine": machine, "args": vars(args)}
+    results = {"machine": host, "args": vars(args)}
     if "table" in sections:
         rows, jobs = [], args.jobs.split(",")
-        print(f"\nthe jobs on fleets of {args.sizes} volumes (clock x{args.scale:g}):")
+        print(f"\nthe jobs on fleets of {args.sizes} volumes ({args.clock} clock x{args.scale:g}):")
         for size in (int(s) for s in args.sizes.split(",") if s):
-            rows += bench_size(size, args.latency, jobs, args.scale)
+            rows += bench_size(size, args.latency, jobs, args.scale, args.clock)
         print_rows(rows)
         results["table"] = rows
     if "day" in sections:
-        print(f"\na day of {args.day_volumes} volumes, chained invocations:")
+        print(f"\na day of {args.day_volumes} volumes, chained invocations (virtual clock):")
         results["day"] = bench_scale(args)
-    if "memory" in sections:
-        counts, wall, peak = bench_memory(args.memory)
-        print(f"\nmanager over {args.memory} snapshots: {counts}, {wall:.1f} s, peak {peak:.1f} MB")
-        results["memory"] = {
-            "snapshots": args.memory,
-            "counts": counts,
-            "wall": wall,
-            "peak_mb": peak,
-        }
     if "memory100k" in sections:
         print()
         results["memory100k"] = bench_manager_memory(args.memory_volumes)
     if "idle" in sections:
-        print(f"\na region of {args.idle_volumes} volumes with nothing to do:")
+        print(f"\na region of {args.idle_volumes} volumes with nothing to do (virtual clock):")
         results["idle"] = bench_idle(args.idle_volumes, args.latency)
     if "copies" in sections:
+        print(f"\na day of {args.copies} copies (scripts/copysim.py):")
         results["copies"] = bench_copies(args)
     return results
 

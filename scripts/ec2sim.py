@@ -6,12 +6,19 @@ finds its bucket empty is answered 503 RequestLimitExceeded, as EC2 does, and co
 token. Sizes and rates are EC2's ("Request throttling" in the EC2 developer guide).
 moto's DescribeSnapshots and DescribeVolumes are also made to page like EC2's, and its tag
 lookup is indexed, so that moto's own costs stay out of what is measured.
+
+With a VirtualClock (``simulated_ec2(clock=...)``), the latency and the buckets' refill are
+in the clock's time, and the CPU spent answering inside moto (which stands in for EC2's
+servers, whose time the latency models) is left out of the time the jobs see.
 """
 
+import heapq
+import itertools
 import re
 import threading
 import time
-from collections import Counter
+import types
+from collections import Counter, deque
 from contextlib import contextmanager
 
 from botocore.awsrequest import AWSResponse
@@ -53,8 +60,9 @@ THROTTLED = (
 class SimulatedEC2:
     """Counts every call by operation, and every throttled one."""
 
-    def __init__(self, latency=0.05, limits=True, scale=1.0):
+    def __init__(self, latency=0.05, limits=True, scale=1.0, clock=None):
         self.latency, self.limits, self.scale = latency, limits, scale
+        self.clock = clock or REAL_TIME
         self.calls, self.throttled = Counter(), Counter()
         self.moto_cpu = 0.0  # CPU seconds spent answering inside moto: not the job's
         self.listings = {}  # a listing's filtered, sorted items, kept while it is paged
@@ -65,7 +73,7 @@ class SimulatedEC2:
         size, rate = BUCKETS[name]
         rate *= self.scale  # a scaled clock: EC2 refills `scale` times faster
         with self._lock:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             bucket = self._buckets.setdefault((region, name), [size, now])
             bucket[0] = min(size, bucket[0] + (now - bucket[1]) * rate)
             bucket[1] = now
@@ -81,7 +89,7 @@ class SimulatedEC2:
             return None
         operation = event_name.rsplit(".", 1)[-1]
         body = request.body.decode() if isinstance(request.body, bytes) else request.body or ""
-        time.sleep(self.latency)
+        self.clock.sleep(self.latency)
         with self._lock:
             self.calls[operation] += 1
         if not self.limits or self._take(match.group(1), bucket_of(operation, body)):
@@ -130,10 +138,12 @@ def _tags_of(resource):
 
 
 @contextmanager
-def simulated_ec2(latency=0.05, limits=True, scale=1.0):
+def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
     """Inside: every EC2 call meets the latency and (with ``limits``) EC2's buckets, refilled
-    ``scale`` times faster than EC2's (a scaled clock). Use within mock_aws()."""
-    sim = SimulatedEC2(latency, limits, scale)
+    ``scale`` times faster than EC2's (a scaled clock), in real time or in ``clock``'s (a
+    VirtualClock, which then does not count moto's CPU). Use within mock_aws()."""
+    sim = SimulatedEC2(latency, limits, scale, clock)
+    virtual = clock if isinstance(clock, VirtualClock) else None
     original_call = BotocoreStubber.__call__
     originals = (ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes)
 
@@ -142,12 +152,16 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0):
             response = sim.answer(event_name, request)
             if response is not None:
                 return response
+        if virtual:
+            virtual.charge()  # the job's CPU up to here; moto's from here is not
         started = time.thread_time()
         try:
             return original_call(stubber, event_name, request, **kwargs)
         finally:
             with sim._lock:
                 sim.moto_cpu += time.thread_time() - started
+            if virtual:
+                virtual.discard()
 
     BotocoreStubber.__call__ = before_send
     original_tags, TaggedEC2Resource.get_tags = TaggedEC2Resource.get_tags, _tags_of
@@ -175,3 +189,198 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0):
         BotocoreStubber.__call__ = original_call
         TaggedEC2Resource.get_tags = original_tags
         ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes = originals
+
+
+# ---- a virtual clock for the jobs ----
+
+REAL_TIME = types.SimpleNamespace(monotonic=time.monotonic, sleep=time.sleep)
+
+
+class Stalled(RuntimeError):
+    """No thread under the clock can go on (a deadlock of the simulation's, not EC2's)."""
+
+
+class VirtualClock:
+    """Time as a Lambda running the jobs would see it, independent of this machine's load.
+
+    The threads under the clock (the one that made it, and those ``spawn`` starts) run one
+    at a time, each until it sleeps, blocks on one of the clock's semaphores or pools, or
+    ends; then the next ready thread runs, or, when none is, the clock jumps to the earliest
+    wake-up. So time passes by the sleeps (the jobs' pacer, the latency of each AWS call,
+    botocore's retry back-off) and by the CPU the threads spend, each thread's own CPU
+    (``time.thread_time``) added as it goes, at one core, divided by ``cpu_scale`` (on a
+    clock scaled by a factor, the CPU is scaled too). CPU spent between ``charge()`` and
+    ``discard()`` (inside moto, which stands in for AWS's servers) is not counted.
+    """
+
+    WATCHDOG_S = 900  # real seconds a thread may wait for its turn before the run is stuck
+
+    def __init__(self, epoch=0.0, cpu_scale=1.0):
+        self.t, self.epoch, self.cpu_scale = 0.0, epoch, cpu_scale
+        self.cpu = 0.0  # the CPU seconds counted as time (unscaled)
+        self.errors = []  # exceptions that escaped a spawned thread
+        self._timers, self._ready, self._seq = [], deque(), itertools.count()
+        self._threads = {}  # thread ident -> its _Turn
+        self._current = self._turn(threading.get_ident())
+
+    def _turn(self, ident):
+        turn = types.SimpleNamespace(go=threading.Event(), mark=time.thread_time())
+        self._threads[ident] = turn
+        return turn
+
+    # the time module as the jobs see it
+    def monotonic(self):
+        self.charge()
+        return self.t
+
+    def time(self):  # epoch seconds; monotonic() counts from 0 (a float keeps its precision)
+        return self.epoch + self.monotonic()
+
+    def sleep(self, seconds):
+        me = self._me()
+        self.charge()
+        heapq.heappush(self._timers, (self.t + max(seconds, 0.0), next(self._seq), me))
+        self._switch(me)
+
+    def charge(self):
+        """Count the running thread's CPU since its last charge."""
+        turn = self._threads.get(threading.get_ident())
+        if turn is None:
+            return
+        now = time.thread_time()
+        spent, turn.mark = now - turn.mark, now
+        self.cpu += spent
+        self.t += spent / self.cpu_scale
+
+    def discard(self):
+        """Leave the running thread's CPU since its last charge out of the time."""
+        turn = self._threads.get(threading.get_ident())
+        if turn is not None:
+            turn.mark = time.thread_time()
+
+    # threads, and waiting for each other
+    def spawn(self, work):
+        """Run work() in a new thread under the clock, ready now; it runs when its turn comes."""
+
+        def body():
+            turn = self._turn(threading.get_ident())
+            started.set()
+            turn.go.wait()
+            turn.mark = time.thread_time()
+            try:
+                work()
+            except BaseException as exc:  # kept: bench raises it once the run is over
+                self.errors.append(exc)
+            finally:
+                self.charge()
+                del self._threads[threading.get_ident()]
+                self._hand_over()
+
+        started = threading.Event()
+        thread = threading.Thread(target=body, daemon=True)
+        thread.start()
+        started.wait()
+        self._ready.append(self._threads[thread.ident])
+
+    def block(self, waiting):
+        """Wait, in ``waiting`` (a deque), until wake() moves this thread back to ready."""
+        me = self._me()
+        self.charge()
+        waiting.append(me)
+        self._switch(me)
+
+    def wake(self, waiting, count=1):
+        for _ in range(min(count, len(waiting))):
+            self._ready.append(waiting.popleft())
+
+    def _me(self):
+        turn = self._threads.get(threading.get_ident())
+        if turn is not self._current:
+            raise Stalled("a thread not under the clock, or not its turn, used the clock")
+        return turn
+
+    def _next(self):
+        if self._ready:
+            return self._ready.popleft()
+        if self._timers:
+            when, _, turn = heapq.heappop(self._timers)
+            self.t = max(self.t, when)
+            return turn
+        raise Stalled("every thread under the virtual clock waits for another")
+
+    def _switch(self, me):
+        following = self._next()
+        if following is me:
+            me.mark = time.thread_time()
+            return
+        me.go.clear()
+        self._current = following
+        following.go.set()
+        if not me.go.wait(self.WATCHDOG_S):
+            raise Stalled(f"no turn came back in {self.WATCHDOG_S} s")
+        me.mark = time.thread_time()
+
+    def _hand_over(self):
+        """A spawned thread ends: the next one runs."""
+        try:
+            self._current = self._next()
+        except Stalled as exc:
+            self.errors.append(exc)
+            return
+        self._current.go.set()
+
+
+class Semaphore:
+    """threading.Semaphore for threads under a VirtualClock (acquire blocks in its time)."""
+
+    def __init__(self, clock, value=1):
+        self.clock, self.value, self.waiting = clock, value, deque()
+
+    def acquire(self, blocking=True, timeout=None):
+        while self.value <= 0:
+            if not blocking:
+                return False
+            self.clock.block(self.waiting)
+        self.value -= 1
+        return True
+
+    def release(self, n=1):
+        self.value += n
+        self.clock.wake(self.waiting, n)
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class Pool:
+    """concurrent.futures.ThreadPoolExecutor for a VirtualClock: each task a thread under
+    the clock; leaving the ``with`` waits for them all. (Its callers bound how many run at
+    once themselves, as the jobs' in_parallel does with its semaphore.)"""
+
+    def __init__(self, clock, max_workers=None, **kwargs):
+        self.clock, self.pending, self.waiting = clock, 0, deque()
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.pending += 1
+
+        def task():
+            try:
+                fn(*args, **kwargs)
+            finally:
+                self.pending -= 1
+                if not self.pending:
+                    self.clock.wake(self.waiting, len(self.waiting))
+
+        self.clock.spawn(task)
+
+    def shutdown(self, wait=True, **kwargs):
+        while wait and self.pending:
+            self.clock.block(self.waiting)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
