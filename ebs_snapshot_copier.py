@@ -21,7 +21,8 @@ Snapshot tags read (on primaries, written by the creator)
                                 same cooling-off) until the copy's own DeleteOn, 00:00 UTC,
                                 right after its CopySnapshot; an unreadable Lock warns.
 Snapshot tags written on each copy, in the CopySnapshot call itself:
-    Type=Automated, DeleteOn (see above), Name, KeepForever, Lock and Lock_CoolOffHours (as
+    Type=Automated, DeleteOn (see above), Name, KeepForever, Archive (the manager of the
+    destination archives the copy by its own DeleteOn), Lock and Lock_CoolOffHours (as
     they drive the copy's lock) and, when the copy keeps the
     primary's date, Retention_Tier (as on the primary), Source_SnapshotId=<primary id>,
     Source_Region=<this region>, Source_VolumeId=<the primary's volume>: the manager of the
@@ -125,6 +126,9 @@ TAG_SOURCE_VOLUME = "Source_VolumeId"  # on copies: the volume their primary was
 TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
 TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
+# Archive=Yes on a snapshot (the creator's monthly or yearly primaries, as the instance's
+# Archive tag asks; the copier carries it to copies): the manager moves it to the archive tier.
+TAG_ARCHIVE = "Archive"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -170,7 +174,10 @@ BUCKETS = {
     "LockSnapshot": ("mutating", 50, 5),
     "CreateVolume": ("mutating", 50, 5),
     "DeleteVolume": ("mutating", 50, 5),
+    "ModifySnapshotTier": ("mutating", 50, 5),
+    "RestoreSnapshotTier": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
+    "DeleteTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
 WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
@@ -203,6 +210,8 @@ METRICS = {
     "RestoreDrillsPassed": ("drills_passed", ("manager",)),
     "RestoreDrillsFailed": ("drills_failed", ("manager",)),
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
+    "SnapshotsArchived": ("archived", ("manager",)),  # in the archive tier now
+    "SnapshotsRestoring": ("restoring", ("manager",)),  # on their way back from it
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {
@@ -212,6 +221,9 @@ DONE = {
     "tag": "tagged",
     "lock": "locked",
     "drill": "drilled",
+    "archive": "sent_to_archive",
+    "restore": "restore_started",
+    "untag": "untagged",
 }
 REPORT_ORDER = (
     "created",
@@ -224,6 +236,13 @@ REPORT_ORDER = (
     "would_lock",
     "drilled",
     "would_drill",
+    "sent_to_archive",
+    "would_archive",
+    "restore_started",
+    "would_restore",
+    "restored",
+    "untagged",
+    "would_untag",
     "deleted",
     "would_delete",
     "deferred",
@@ -1086,7 +1105,7 @@ def copy_tags(primary, region):
     }
     if primary["volume_id"]:
         tags[TAG_SOURCE_VOLUME] = primary["volume_id"]
-    carried = (TAG_NAME,) + (() if primary["own_date"] else (TAG_RETENTION_TIER,))
+    carried = (TAG_NAME, TAG_ARCHIVE) + (() if primary["own_date"] else (TAG_RETENTION_TIER,))
     tags |= {key: primary["tags"][key] for key in carried if key in primary["tags"]}
     kept = keep_forever_key(primary["tags"])
     if kept:  # a near-miss key (keepforever) arrives as KeepForever

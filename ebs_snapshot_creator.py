@@ -46,6 +46,10 @@ Instance tags read
     Lock_CoolOffHours
                 compliance only: hours in which a person can still undo the lock, 1-72
                 (default 24; unreadable warns and uses 24, above 72 uses 72).
+    Archive     monthly, yearly or monthly,yearly (any case): the snapshots whose DeleteOn
+                that tier chose (Retention_Tier) are tagged Archive=Yes, and the manager
+                moves them to the cheaper archive tier. Absent or a no-word: none; anything
+                else warns and means none; a tier without its Retention_ tag warns.
 Volume tag read
     Backup      No/false/0/off leaves this one volume out of an enabled instance.
 
@@ -54,7 +58,7 @@ Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), ne
     Retention_Tier=<daily|weekly|monthly|yearly>, Consistency=<volume|instance|fsfreeze|
     vss|crash-fallback>, Copy_Dest=<clean list> with Copy_Retention and Copy_KmsKeyId (only
     when there is one), Name=<instance Name> (only when there is one), Lock=<mode> and
-    Lock_CoolOffHours (compliance) for a Lock instance, and
+    Lock_CoolOffHours (compliance) for a Lock instance, Archive=Yes (see Archive), and
     EventId=<the event's "id", else the Lambda request id>: a run that sees the same event
     again (Lambda's retry of a failed run keeps the request id; EventBridge may deliver an
     event twice) skips the volumes that already have a snapshot for it.
@@ -155,6 +159,9 @@ TAG_SOURCE_VOLUME = "Source_VolumeId"  # on copies: the volume their primary was
 TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
 TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
+# Archive=Yes on a snapshot (the creator's monthly or yearly primaries, as the instance's
+# Archive tag asks; the copier carries it to copies): the manager moves it to the archive tier.
+TAG_ARCHIVE = "Archive"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -200,7 +207,10 @@ BUCKETS = {
     "LockSnapshot": ("mutating", 50, 5),
     "CreateVolume": ("mutating", 50, 5),
     "DeleteVolume": ("mutating", 50, 5),
+    "ModifySnapshotTier": ("mutating", 50, 5),
+    "RestoreSnapshotTier": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
+    "DeleteTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
 WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
@@ -233,6 +243,8 @@ METRICS = {
     "RestoreDrillsPassed": ("drills_passed", ("manager",)),
     "RestoreDrillsFailed": ("drills_failed", ("manager",)),
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
+    "SnapshotsArchived": ("archived", ("manager",)),  # in the archive tier now
+    "SnapshotsRestoring": ("restoring", ("manager",)),  # on their way back from it
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {
@@ -242,6 +254,9 @@ DONE = {
     "tag": "tagged",
     "lock": "locked",
     "drill": "drilled",
+    "archive": "sent_to_archive",
+    "restore": "restore_started",
+    "untag": "untagged",
 }
 REPORT_ORDER = (
     "created",
@@ -254,6 +269,13 @@ REPORT_ORDER = (
     "would_lock",
     "drilled",
     "would_drill",
+    "sent_to_archive",
+    "would_archive",
+    "restore_started",
+    "would_restore",
+    "restored",
+    "untagged",
+    "would_untag",
     "deleted",
     "would_delete",
     "deferred",
@@ -1041,6 +1063,7 @@ TIERS = (
     ("monthly", "Retention_Monthly", 1200),
     ("yearly", "Retention_Yearly", 100),
 )
+ARCHIVE_TIERS = ("monthly", "yearly")  # the tiers an instance's Archive tag may name
 TAG_CONSISTENCY = "Consistency"  # how to take an instance's snapshots; and how they were taken
 MODES = ("volume", "instance", "fsfreeze", "vss")
 FALLBACK = "crash-fallback"  # the consistency step failed: a crash-consistent set instead
@@ -1254,9 +1277,30 @@ def lock_tags(tags):
     return {TAG_LOCK: mode, TAG_LOCK_COOL_OFF: str(hours)}, warnings
 
 
-def snapshot_tags(name, delete_on, tier, copy_dest, copy_with, key, lock):
+def archive_tiers(tags):
+    """(the tiers whose snapshots are tagged Archive=Yes, warnings) from an instance's
+    Archive tag: monthly, yearly or both (commas or spaces, any case). Absent, empty or a
+    no-word: none; anything else warns and means none. A tier the instance does not keep
+    (no Retention_Monthly, say) is named in a warning: nothing of it gets archived."""
+    value = tags.get(TAG_ARCHIVE, "").strip().lower()
+    if not value or value in FALSE_WORDS:
+        return frozenset(), []
+    words = {word for word in re.split(r"[\s,]+", value) if word}
+    if not words <= set(ARCHIVE_TIERS):
+        raw = tags[TAG_ARCHIVE]
+        return frozenset(), [f"{TAG_ARCHIVE} {raw!r} is not monthly, yearly or both; not archived"]
+    kept = {tier: tag for tier, tag, _ in TIERS}
+    warnings = [
+        f"{TAG_ARCHIVE} names {tier}, but there is no {kept[tier]} tag: nothing to archive"
+        for tier in sorted(words)
+        if kept[tier] not in tags
+    ]
+    return frozenset(words), warnings
+
+
+def snapshot_tags(name, delete_on, tier, copy_dest, copy_with, key, extra):
     tags = {TAG_TYPE: AUTOMATED, TAG_DELETE_ON: delete_on.isoformat(), TAG_RETENTION_TIER: tier}
-    tags |= lock
+    tags |= extra
     if key:
         tags[TAG_EVENT_ID] = key
     if copy_dest:
@@ -1300,9 +1344,11 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
     mode, problem = parse_mode(tags.get(TAG_CONSISTENCY))
     more += [problem] if problem else []
     lock, lock_problems = lock_tags(tags)
-    notes = [("warn", iid, problem) for problem in problems + more + lock_problems]
+    archive, archive_problems = archive_tiers(tags)
+    notes = [("warn", iid, p) for p in problems + more + lock_problems + archive_problems]
     name = tags.get(TAG_NAME, "")
-    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key, lock)
+    extra = lock | ({TAG_ARCHIVE: "Yes"} if tier in archive else {})
+    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key, extra)
     set_description = describe(name, iid, "all volumes", mode, region)
     plans = []
     for vid, device, _root in ebs_volumes(instance):

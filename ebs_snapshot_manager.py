@@ -18,7 +18,13 @@ Snapshot tags read
                      snapshot until its DeleteOn. One still not locked LOCK_WITHIN (24 h)
                      after it was taken, its DeleteOn ahead, is a warning, counted in
                      LocksMissing.
-Written: KeepForever on a due copy whose primary is KeepForever (see below); nothing else.
+    Archive=Yes      the creator's monthly/yearly primaries (instance tag Archive) and their
+                     copies: moved to the archive tier, see below.
+    Restore          on an archived snapshot, put there by a person: a number of days (a
+                     temporary restore) or permanent; see below.
+Written: KeepForever on a due copy whose primary is KeepForever (see below); the archive
+tier's Archive_Note, Restore_Requested (and removed: Restore, Restore_Requested, and
+Archive after a permanent restore); nothing else.
 The manager never unlocks a snapshot: a due one whose lock is in force (someone extended
 it) is left, with a warning naming the lock's expiry, not a failure; a delete refused
 because a lock came after the listing is found by asking DescribeLockedSnapshots (AWS
@@ -77,6 +83,23 @@ RESTORE_DRILL_PER_RUN (50) drills a run, the least recently drilled first; when 
 of the volumes is more, a warning says the weekly round cannot complete. Each run first
 deletes drill volumes whose DeleteAfter has passed (left by a run that died).
 
+Archive tier (EBS user guide, "Archive Amazon EBS snapshots"): an archived snapshot is a
+full copy at about a quarter of the standard price a GB-month, billed for 90 days at least,
+and must be restored (up to 72 hours) before a volume can be made from it. A completed
+Archive=Yes snapshot a day old (ARCHIVE_AFTER) goes to the archive tier (ModifySnapshotTier)
+when at least 90 days remain to its DeleteOn, or it is KeepForever; a primary only once each
+region of its Copy_Dest holds a completed copy (an archived snapshot cannot be copied). With
+fewer days left it stays standard: said once, and written on it as Archive_Note. An archive
+under way (DescribeSnapshotTierStatus) is not asked for twice. Archived snapshots expire
+on their DeleteOn like any other. A person's Restore tag: RestoreSnapshotTier once, then
+Restore becomes Restore_Requested=<date> (a permanent restore also removes Archive=Yes, or
+it would be archived again); each run reports it while it restores (``restoring``) and,
+once, that it is ready (``restored``, Restore_Requested removed) or failed (a failure). An
+unreadable Restore warns and is left. The coverage check does not count an archived
+snapshot, or an archived copy, as a recent backup; drills skip them. Cost: one
+DescribeSnapshotTierStatus per 200 snapshots to archive or restoring, and one
+DescribeSnapshots per 200 primaries to archive and Copy_Dest region.
+
 Event
     {}  or an EventBridge scheduled event     every automated snapshot of the region
     {"dry_run": true}                         change nothing; report what would be deleted
@@ -98,7 +121,8 @@ second); memory grows with the volumes, not the snapshots.
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
 Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): SnapshotsDeleted,
 UnprotectedVolumes, StoppedEarly, LastBackupsKept, ExpiredCopiesLeft, LocksMissing,
-RestoreDrillsPassed, RestoreDrillsFailed, RestoreSeconds, Warnings, Failures.
+RestoreDrillsPassed, RestoreDrillsFailed, RestoreSeconds, SnapshotsArchived (in the archive
+tier), SnapshotsRestoring, Warnings, Failures.
 LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeSnapshots (here and in the copies' source regions),
@@ -108,6 +132,9 @@ ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check), ec2:DescribeLocke
 for drills: ec2:CreateVolume (tagged Type=RestoreDrill, from Type=Automated snapshots),
 ec2:CreateTags (in that call, and RestoreDrill on Type=Automated snapshots),
 ec2:DeleteVolume (Type=RestoreDrill only), ec2:DescribeAvailabilityZones;
+for the archive tier: ec2:ModifySnapshotTier and ec2:RestoreSnapshotTier (Type=Automated
+only), ec2:DescribeSnapshotTierStatus, ec2:CreateTags (Archive_Note, Restore_Requested) and
+ec2:DeleteTags (Restore, Restore_Requested, Archive) on Type=Automated snapshots;
 lambda:InvokeFunction (on itself, to hand over the rest of a long sweep).
 """
 
@@ -156,6 +183,9 @@ TAG_SOURCE_VOLUME = "Source_VolumeId"  # on copies: the volume their primary was
 TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
 TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
+# Archive=Yes on a snapshot (the creator's monthly or yearly primaries, as the instance's
+# Archive tag asks; the copier carries it to copies): the manager moves it to the archive tier.
+TAG_ARCHIVE = "Archive"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -201,7 +231,10 @@ BUCKETS = {
     "LockSnapshot": ("mutating", 50, 5),
     "CreateVolume": ("mutating", 50, 5),
     "DeleteVolume": ("mutating", 50, 5),
+    "ModifySnapshotTier": ("mutating", 50, 5),
+    "RestoreSnapshotTier": ("mutating", 50, 5),
     "CreateTags": ("tags", 100, 10),
+    "DeleteTags": ("tags", 100, 10),
 }
 PACE_SHARE = 0.9
 WORKERS = 4  # calls in flight at once: enough to reach EC2's rates when latency is high
@@ -234,6 +267,8 @@ METRICS = {
     "RestoreDrillsPassed": ("drills_passed", ("manager",)),
     "RestoreDrillsFailed": ("drills_failed", ("manager",)),
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
+    "SnapshotsArchived": ("archived", ("manager",)),  # in the archive tier now
+    "SnapshotsRestoring": ("restoring", ("manager",)),  # on their way back from it
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {
@@ -243,6 +278,9 @@ DONE = {
     "tag": "tagged",
     "lock": "locked",
     "drill": "drilled",
+    "archive": "sent_to_archive",
+    "restore": "restore_started",
+    "untag": "untagged",
 }
 REPORT_ORDER = (
     "created",
@@ -255,6 +293,13 @@ REPORT_ORDER = (
     "would_lock",
     "drilled",
     "would_drill",
+    "sent_to_archive",
+    "would_archive",
+    "restore_started",
+    "would_restore",
+    "restored",
+    "untagged",
+    "would_untag",
     "deleted",
     "would_delete",
     "deferred",
@@ -1064,6 +1109,25 @@ MAX_DRILLS_PER_RUN = 200  # the most one run can create, watch and delete in its
 DRILL_NOT_TRIED = frozenset(
     {"RequestLimitExceeded", "VolumeLimitExceeded", "InsufficientVolumeCapacity", "Unavailable"}
 )
+# The archive tier (EBS user guide, "Archive Amazon EBS snapshots" and "Pricing and billing
+# for archiving"): a full copy of the snapshot at a quarter of the standard price a GB-month,
+# billed for 90 days at least (deleted sooner: the rest is billed), usable again only after a
+# restore of up to 72 hours; copying or sharing it is not possible once archived.
+ARCHIVE_AFTER = timedelta(days=1)  # the copier has had a day to start its copies
+ARCHIVE_MIN_DAYS = 90
+TAG_ARCHIVE_NOTE = "Archive_Note"  # why an Archive=Yes snapshot stays standard: said once
+TAG_RESTORE, TAG_RESTORE_REQUESTED = "Restore", "Restore_Requested"
+PERMANENT = "permanent"
+# DescribeSnapshotTierStatus's LastTieringOperationStatus (EC2 API reference,
+# "SnapshotTierStatus"): how a restore someone asked for has gone.
+RESTORE_STATES = {
+    "temporary-restore-in-progress": "restoring",
+    "permanent-restore-in-progress": "restoring",
+    "temporary-restore-completed": "ready",
+    "permanent-restore-completed": "ready",
+    "temporary-restore-failed": "failed",
+    "permanent-restore-failed": "failed",
+}
 
 # ---- decisions: pure functions of the snapshots, the instances and the date ----
 
@@ -1236,6 +1300,8 @@ class Coverage:
         self.dests.update(dests)
         if vid not in self.protected or snapshot.get("State") != "completed":
             return
+        if in_archive(snapshot):  # it cannot be restored quickly: not a recent backup
+            return
         start = snapshot["StartTime"]
         self.newest[vid] = max(start, self.newest.get(vid, start))
         if dests and start >= self.now - self.max_age - self.lag:
@@ -1377,6 +1443,47 @@ class DrillTargets:
         return sorted(due, key=lambda d: (self.last.get(d[0], date.min), d[0]))
 
 
+def in_archive(snapshot):
+    """Whether a snapshot is archived: in the archive tier, or temporarily restored from it
+    (AWS shows that one as standard until RestoreExpiryTime, then archives it again)."""
+    return snapshot.get("StorageTier") == "archive" or bool(snapshot.get("RestoreExpiryTime"))
+
+
+def archive_verdict(snapshot, now):
+    """(action, reason) for a snapshot tagged Archive=Yes and not archived; None for any
+    other. Actions: "archive"; "wait" (not completed, or under a day old); "standard" (it
+    stays in the standard tier: archiving it would cost more than keeping it there)."""
+    tags = tag_map(snapshot)
+    if parse_bool(tags.get(TAG_ARCHIVE, "")) is not True or in_archive(snapshot):
+        return None
+    if snapshot.get("State") != "completed" or snapshot["StartTime"] > now - ARCHIVE_AFTER:
+        return "wait", "not yet completed and a day old"
+    key = keep_forever_key(tags)
+    if key:
+        return "archive", f"{key}={tags[key]}"
+    delete_on = parse_date(tags.get(TAG_DELETE_ON))
+    if delete_on is None:
+        return "standard", f"its DeleteOn {tags.get(TAG_DELETE_ON)!r} cannot be read"
+    left = (delete_on - utc_today(now)).days
+    if left < ARCHIVE_MIN_DAYS:
+        return "standard", (
+            f"{left} days to its DeleteOn {delete_on}, under the archive's {ARCHIVE_MIN_DAYS}-day "
+            "minimum: AWS would bill the rest of the 90 days"
+        )
+    return "archive", f"{left} days to its DeleteOn {delete_on}"
+
+
+def restore_request(value):
+    """(RestoreSnapshotTier's parameters, or None; warning or None) for a Restore tag: a
+    whole number of days (a temporary restore; AWS checks the range) or permanent."""
+    if value.strip().lower() == PERMANENT:
+        return {"PermanentRestore": True}, None
+    days, problem = parse_count(value, TAG_RESTORE, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem} nor {PERMANENT}; not restored"
+    return {"TemporaryRestoreDays": days}, problem
+
+
 def drill_result(day, seconds=None, reason=None):
     """The RestoreDrill tag a drill leaves on its snapshot."""
     text = f"{day} ok {seconds}s" if reason is None else f"{day} failed: {reason}"
@@ -1469,7 +1576,7 @@ def keep_copy(ec2, snapshot, why, summary):
 
 def act(ec2, item, summary):
     kind, snapshot, detail = item
-    (delete_snapshot if kind == "delete" else keep_copy)(ec2, snapshot, detail, summary)
+    ACTIONS[kind](ec2, snapshot, detail, summary)
 
 
 class SourceLookup:
@@ -1496,13 +1603,18 @@ class SourceLookup:
     def flush(self):
         return [item for region in list(self.waiting) for item in self.resolve(region)]
 
+    def client(self, region):
+        """The run's EC2 client for a region, made once (it may raise, as for an unknown
+        region: the caller's failure)."""
+        if region not in self.clients:
+            self.clients[region] = make_client("ec2", region, self.budget, self.pacer)
+        return self.clients[region]
+
     def resolve(self, region):
         batch = self.waiting.pop(region)
         ids = sorted({tag_map(s)[TAG_SOURCE_SNAPSHOT] for s, _ in batch})
         try:
-            if region not in self.clients:
-                self.clients[region] = make_client("ec2", region, self.budget, self.pacer)
-            kept = kept_primaries(self.clients[region], ids)
+            kept = kept_primaries(self.client(region), ids)
         except OutOfTime:
             raise
         except Exception as exc:
@@ -1550,15 +1662,243 @@ def kept_primaries(ec2, ids):
     return kept
 
 
+class Tiers:
+    """The archive tier, as the sweep lists the region: counts the archived snapshots, takes
+    each Restore request at once, says once why an Archive=Yes snapshot stays standard, and
+    keeps the snapshots to archive and those being restored for after the last page: one
+    DescribeSnapshotTierStatus per LOOKUP_BATCH of them (an archive already under way is
+    not asked for twice) and, for primaries with Copy_Dest, one DescribeSnapshots per batch
+    and destination: an archived snapshot cannot be copied, so it waits for its copies."""
+
+    def __init__(self, summary, now, client):
+        self.summary, self.now, self.client = summary, now, client  # client(region)
+        self.candidates, self.requested = {}, []  # candidates: snapshot id: (snapshot, why)
+
+    def see(self, snapshot):
+        """The work items this snapshot asks for now (a restore, a note)."""
+        tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
+        if snapshot.get("StorageTier") == "archive":
+            self.summary.count("archived")
+        if TAG_RESTORE in tags:
+            params, problem = restore_request(tags[TAG_RESTORE])
+            if problem:
+                self.summary.warn(sid, problem)
+            return [("restore", snapshot, params)] if params else []
+        if TAG_RESTORE_REQUESTED in tags:
+            self.requested.append(snapshot)
+            return []
+        action, why = archive_verdict(snapshot, self.now) or (None, None)
+        if action == "archive":
+            self.candidates[sid] = (snapshot, why)
+        if action == "standard" and TAG_ARCHIVE_NOTE not in tags:
+            return [("note", snapshot, why)]
+        return []
+
+    def end(self):
+        """After the last page: the restores' progress, then the archives that may start."""
+        items = []
+        for batch in batches(self.requested):
+            items += self.restores(batch)
+        for batch in batches(list(self.candidates.values())):
+            items += self.archives(batch)
+        return items
+
+    def statuses(self, batch):
+        """{snapshot id: its tier status} for these snapshots, or None (a warning)."""
+        ids = [snapshot["SnapshotId"] for snapshot, *_ in batch]
+        try:
+            found = paginate(
+                self.client(self.summary.region),
+                "describe_snapshot_tier_status",
+                "SnapshotTierStatuses",
+                Filters=[{"Name": "snapshot-id", "Values": ids}],
+            )
+            return {status["SnapshotId"]: status for status in found}
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            self.summary.warn(self.summary.region, f"tier status not read: {describe_error(exc)}")
+            return None
+
+    def restores(self, batch):
+        """Restores someone asked for: one still under way is reported (restoring); one
+        done or failed is said once, and its Restore_Requested tag goes."""
+        statuses = self.statuses([(s,) for s in batch]) or {}
+        items = []
+        for snapshot in batch:
+            status = statuses.get(snapshot["SnapshotId"], {})
+            state = RESTORE_STATES.get(status.get("LastTieringOperationStatus"), "restoring")
+            if state == "restoring":  # or its status could not be read: still waited for
+                progress = status.get("LastTieringProgress")
+                self.summary.add(
+                    "restoring",
+                    snapshot_id=snapshot["SnapshotId"],
+                    requested=tag_map(snapshot)[TAG_RESTORE_REQUESTED],
+                    progress="unknown" if progress is None else f"{progress}%",
+                )
+            else:
+                items.append(("restored", snapshot, status))
+        return items
+
+    def archives(self, batch):
+        """The candidates whose archive may start: not under way already, and every copy
+        their Copy_Dest asks for completed."""
+        statuses = self.statuses(batch)
+        if statuses is None:
+            return []
+        waiting = []
+        for snapshot, why in batch:
+            status = statuses.get(snapshot["SnapshotId"], {})
+            if status.get("LastTieringOperationStatus") == "archival-in-progress":
+                self.summary.count("archived")  # AWS shows it standard until it is done
+            else:
+                waiting.append((snapshot, why))
+        copied = self.copied([s for s, _ in waiting])
+        return [("archive", s, why) for s, why in waiting if s["SnapshotId"] in copied]
+
+    def copied(self, snapshots):
+        """Ids of these primaries that have a completed copy in every Copy_Dest region (or
+        ask for none); a copy is never looked for in the primary's own region."""
+        missing = {s["SnapshotId"]: self.dests(s) for s in snapshots}  # id: regions to see
+        for dest in sorted(set().union(*missing.values())):
+            asked = sorted(sid for sid, regions in missing.items() if dest in regions)
+            for sid in self.copies_in(dest, asked):
+                missing[sid].discard(dest)
+        for sid, regions in sorted(missing.items()):
+            if regions:
+                where = ", ".join(sorted(regions))
+                self.summary.skip(sid, f"archived once its copies in {where} are complete")
+        return {sid for sid, regions in missing.items() if not regions}
+
+    def dests(self, snapshot):
+        tags = tag_map(snapshot)
+        if TAG_SOURCE_SNAPSHOT in tags:
+            return set()
+        regions = re.split(r"[\s,]+", tags.get(TAG_COPY_DEST, "").strip())
+        return {r for r in regions if r and r != self.summary.region}
+
+    def copies_in(self, dest, ids):
+        """Ids among ``ids`` with a completed copy in ``dest`` (none when it cannot be read:
+        their archive waits, with a warning)."""
+        try:
+            copies = paginate(
+                self.client(dest),
+                "describe_snapshots",
+                "Snapshots",
+                OwnerIds=["self"],
+                Filters=[{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}],
+            )
+            return {
+                tag_map(c)[TAG_SOURCE_SNAPSHOT] for c in copies if c.get("State") == "completed"
+            }
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            self.summary.warn(dest, f"copies not read, archives wait: {describe_error(exc)}")
+            return set()
+
+
+def batches(items):
+    return [items[i : i + LOOKUP_BATCH] for i in range(0, len(items), LOOKUP_BATCH)]
+
+
+def archive_snapshot(ec2, snapshot, why, summary):
+    sid = snapshot["SnapshotId"]
+    params = {"SnapshotId": sid, "StorageTier": "archive"}
+    if summary.dry_run:
+        summary.probe("ec2:ModifySnapshotTier", summary.region, ec2.modify_snapshot_tier, **params)
+    else:
+        try:
+            ec2.modify_snapshot_tier(**params)
+        except ClientError as exc:  # it stays standard; the next run tries again
+            if error_code(exc) == "InvalidSnapshot.NotFound":
+                summary.skip(sid, "already deleted")
+            else:
+                summary.error(sid, exc, "not archived")
+            return
+        summary.count("archived")
+    summary.did("archive", snapshot_id=sid, volume_id=snapshot.get("VolumeId"), reason=why)
+
+
+def note_standard(ec2, snapshot, why, summary):
+    """An Archive=Yes snapshot that stays standard: said once, and the reason kept on it."""
+    sid = snapshot["SnapshotId"]
+    note = f"{summary.data['date']}: stays standard: {why}"[:256]  # EC2's longest tag value
+    params = {"Resources": [sid], "Tags": [{"Key": TAG_ARCHIVE_NOTE, "Value": note}]}
+    if summary.dry_run:
+        summary.probe("ec2:CreateTags", summary.region, ec2.create_tags, **params)
+    else:
+        try:
+            ec2.create_tags(**params)
+        except ClientError as exc:  # said again next run; nothing else depends on the note
+            summary.warn(sid, f"{TAG_ARCHIVE_NOTE} not written: {describe_error(exc)}")
+    summary.skip(sid, f"not archived: {why}")
+
+
+def restore_snapshot(ec2, snapshot, params, summary):
+    """RestoreSnapshotTier once, then Restore=... becomes Restore_Requested=<date>; a
+    permanent restore also drops Archive=Yes, so that it is not archived again."""
+    sid, value = snapshot["SnapshotId"], tag_map(snapshot)[TAG_RESTORE]
+    if not in_archive(snapshot):  # left as it is: the person may have tagged the wrong one
+        summary.warn(sid, f"{TAG_RESTORE}={value}, but it is not archived: nothing to restore")
+        return
+    if summary.dry_run:
+        call = ec2.restore_snapshot_tier
+        summary.probe("ec2:RestoreSnapshotTier", summary.region, call, SnapshotId=sid, **params)
+    else:
+        try:
+            ec2.restore_snapshot_tier(SnapshotId=sid, **params)
+        except ClientError as exc:
+            summary.error(sid, exc, f"{TAG_RESTORE}={value} not done; the next run asks again")
+            return
+        replace_restore_tag(ec2, sid, params, summary)
+    summary.did("restore", snapshot_id=sid, restore=value)
+    summary.count("restoring")
+
+
+def replace_restore_tag(ec2, sid, params, summary):
+    requested = [{"Key": TAG_RESTORE_REQUESTED, "Value": summary.data["date"]}]
+    gone = [TAG_RESTORE] + ([TAG_ARCHIVE] if params.get("PermanentRestore") else [])
+    try:
+        ec2.create_tags(Resources=[sid], Tags=requested)
+        ec2.delete_tags(Resources=[sid], Tags=[{"Key": key} for key in gone])
+    except ClientError as exc:  # AWS restores it anyway; Restore stays, asked again next run
+        summary.error(sid, exc, f"restore started, but {TAG_RESTORE} not replaced")
+
+
+def restore_finished(ec2, snapshot, status, summary):
+    """A restore that is done (or failed): said once, and Restore_Requested removed."""
+    sid, state = snapshot["SnapshotId"], status["LastTieringOperationStatus"]
+    if not summary.dry_run:
+        ec2.delete_tags(Resources=[sid], Tags=[{"Key": TAG_RESTORE_REQUESTED}])
+    if RESTORE_STATES[state] == "failed":
+        detail = status.get("LastTieringOperationStatusDetail") or state
+        summary.fail(sid, f"restore from the archive tier failed: {detail}")
+        return
+    until = status.get("RestoreExpiryTime")
+    until = f"until {until:%Y-%m-%d %H:%M} UTC" if until else "for good"
+    summary.add("restored", snapshot_id=sid, ready=until, volume_id=snapshot.get("VolumeId"))
+
+
+ACTIONS = {
+    "delete": delete_snapshot,
+    "keep": keep_copy,
+    "archive": archive_snapshot,
+    "note": note_standard,
+    "restore": restore_snapshot,
+    "restored": restore_finished,
+}
+
+
 class Judge:
     """What the sweep does, snapshot by snapshot as the pages arrive: shows each to the
     coverage check and to LastBackups, counts and warns, and returns the work items
     ("delete" or "keep", snapshot, detail) that may start now."""
 
-    def __init__(self, summary, now, coverage, last, lookup, locks, drills=None):
+    def __init__(self, summary, now, coverage, last, lookup, locks, drills=None, tiers=None):
         self.summary, self.now, self.today = summary, now, utc_today(now)
         self.coverage, self.last, self.lookup, self.locks = coverage, last, lookup, locks
-        self.drills = drills
+        self.drills, self.tiers = drills, tiers
 
     def snapshot(self, snapshot):
         sid = snapshot.get("SnapshotId", "?")
@@ -1568,8 +1908,10 @@ class Judge:
             self.check_lock(snapshot)
             if self.drills:
                 self.drills.see(snapshot)
-            released = self.last.offer(snapshot, self.due(snapshot))
-            return [item for snap, why in released for item in self.lookup.add(snap, why)]
+            due = self.due(snapshot)
+            released = self.last.offer(snapshot, due)
+            items = [item for snap, why in released for item in self.lookup.add(snap, why)]
+            return items + (self.tiers.see(snapshot) if self.tiers and not due else [])
         except OutOfTime:
             raise
         except Exception as exc:
@@ -1607,7 +1949,7 @@ class Judge:
         """After the last page: report what LastBackups kept, look up the last copies."""
         for key, (snapshot, reason) in sorted(self.last.held.items(), key=str):
             report_held(key, snapshot, reason, self.summary, now, max_age, lag)
-        return self.lookup.flush()
+        return self.lookup.flush() + (self.tiers.end() if self.tiers else [])
 
 
 def report_held(key, snapshot, reason, summary, now, max_age, lag):
@@ -1718,8 +2060,9 @@ def copies_of(coverage, dest_ec2, today):
         tags = tag_map(copy)
         expired.see(copy, tags)
         source = tags.get(TAG_SOURCE_SNAPSHOT)
+        state = "archived" if in_archive(copy) else copy["State"]  # archived: no quick restore
         if source in coverage.recent and found.get((dest, source)) != "completed":
-            found[(dest, source)] = copy["State"]
+            found[(dest, source)] = state
     return found, expired
 
 
@@ -2035,7 +2378,10 @@ def manage(event, context, summary, budget, now):
     last = LastBackups(coverage.volumes if coverage else None, today, grace)
     lookup = SourceLookup(summary, budget, pacer, today, grace)
     drills = DrillTargets() if drills_on else None
-    judge = Judge(summary, now, coverage, last, lookup, read_locks(ec2, summary), drills)
+    lookup.clients[summary.region] = ec2
+    tiers = Tiers(summary, now, lookup.client)
+    locks = read_locks(ec2, summary)
+    judge = Judge(summary, now, coverage, last, lookup, locks, drills, tiers)
     why, done = sweep(ec2, summary, budget, judge, (now, max_age, lag))
     if why:
         stopped_early(why, done, context, event, summary)

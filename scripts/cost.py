@@ -28,6 +28,12 @@ PRICES = {  # (USD, unit, where it is published)
     "lambda": (0.0000133334, "GB-second (arm64)", "AWS Lambda pricing"),
     "requests": (0.20, "million requests", "AWS Lambda pricing"),
     "logs": (0.50, "GB ingested", "Amazon CloudWatch pricing, logs"),
+    "archive": (0.0125, "GB-month", "EBS user guide, Pricing and billing for archiving snapshots"),
+    "retrieval": (
+        0.03,
+        "GB restored",
+        "EBS user guide, Pricing and billing for archiving snapshots",
+    ),
 }
 # The example: volumes, GB written on each, GB changed a day, days kept, copies to one region.
 EXAMPLE = {"volumes": 100, "size_gb": 100, "written_gb": 50, "daily_change_gb": 1, "retention": 7}
@@ -121,6 +127,42 @@ def table():
     return "\n".join(lines)
 
 
+# The archive tier's worked example (README, "Cheaper long keeps"): one volume of 100 GB
+# written, 3% of its blocks changed a day, twelve monthly snapshots kept, 30 days apart.
+# In the standard tier a monthly is billed for the blocks no later kept snapshot shares: once
+# the dailies after it expire, those overwritten before the next monthly. Archived, it is a
+# full copy, and only those same blocks leave the standard tier.
+ARCHIVE = {"written_gb": 100, "daily_change": 0.03, "monthlies": 12, "days_apart": 30}
+
+
+def archive_rows():
+    """(case, GB a monthly holds alone in the standard tier, standard USD a month, archive
+    USD a month) for the twelve monthlies: changes spread over the volume, and changes
+    that land on the same few blocks each day (a log, a database's hot pages)."""
+    a, p = ARCHIVE, {k: v[0] for k, v in PRICES.items()}
+    spread = a["written_gb"] * (1 - (1 - a["daily_change"]) ** a["days_apart"])
+    same = a["written_gb"] * a["daily_change"]
+    full = a["monthlies"] * a["written_gb"] * p["archive"]
+    return [
+        (case, gb, a["monthlies"] * gb * p["snapshot"], full)
+        for case, gb in (
+            ("changes spread over the volume", spread),
+            ("the same blocks each day", same),
+        )
+    ]
+
+
+def archive_table():
+    head = "| case | a monthly alone, standard | 12 monthlies, standard | 12 monthlies, archived |"
+    lines = [head + " saved a month |", "|---|---|---|---|---|"]
+    for case, gb, standard, archived in archive_rows():
+        saved = standard - archived
+        saved = f"${saved:.2f}" if saved >= 0 else f"none: it costs ${-saved:.2f} more"
+        usd = f"${standard:.2f} | ${archived:.2f} | {saved}"
+        lines.append(f"| {case} | {gb:.1f} GB | {usd} |")
+    return "\n".join(lines)
+
+
 def main():
     e = EXAMPLE
     print(
@@ -137,6 +179,12 @@ def main():
         f"At most, with copies waiting all day, the copier's stays take {96 * STAY_S:,} "
         f"Lambda-seconds a day: ${worst:.2f} a day at {MEMORY_GB * 1024:.0f} MB.\n"
     )
+    a = ARCHIVE
+    print(
+        f"The archive tier: a volume of {a['written_gb']} GB written, {a['daily_change']:.0%} "
+        f"of its blocks changed a day, {a['monthlies']} monthly snapshots kept:\n"
+    )
+    print(archive_table() + "\n")
     for name, (usd, unit, source) in PRICES.items():
         shown = f"{usd:.10f}".rstrip("0").rstrip(".")
         print(f"- {name}: ${shown} per {unit} ({source})")

@@ -121,6 +121,11 @@ def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
         "NeverReleaseKeepForever",
         "TagDrillVolumesWhileCreating",
         "RecordRestoreDrills",
+        "RecordArchiveAndRestore",
+    }
+    tiers = by_sid["RecordArchiveAndRestore"]["Condition"]
+    assert tiers["ForAllValues:StringEquals"] == {
+        "aws:TagKeys": ["Archive_Note", "Restore_Requested"]
     }
     drill_volumes = by_sid.pop("TagDrillVolumesWhileCreating")
     assert drill_volumes["Resource"] == "arn:aws:ec2:*:*:volume/*"
@@ -368,3 +373,65 @@ def test_drill_volumes_are_tagged_only_at_creation_and_snapshots_only_with_the_r
     assert decision("ec2:CreateTags", SNAPSHOT, other) == "not allowed"
     manual = resource_tags({"Type": "Manual"}) | {"aws:tagkeys": ["RestoreDrill"]}
     assert decision("ec2:CreateTags", SNAPSHOT, manual) == "not allowed"
+
+
+# ---- the archive tier --------------------------------------------------------------------
+
+WIDENED = {
+    **POLICY,
+    "Statement": [*POLICY["Statement"], {"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}],
+}
+
+
+@pytest.mark.parametrize("action", ["ec2:ModifySnapshotTier", "ec2:RestoreSnapshotTier"])
+@pytest.mark.parametrize(
+    "tags, expected",
+    [({"Type": "Automated"}, "allowed"), ({"Type": "Manual"}, "denied"), ({}, "denied")],
+)
+def test_only_automated_snapshots_are_archived_or_restored_even_after_a_widening(
+    action, tags, expected
+):
+    assert decision(action, SNAPSHOT, resource_tags(tags)) == expected
+    assert decision(action, SNAPSHOT, resource_tags(tags), WIDENED) == expected
+    assert decision("ec2:DescribeSnapshotTierStatus", "*", {}) == "allowed"
+
+
+@pytest.mark.parametrize(
+    "keys, expected",
+    [
+        (["Restore_Requested"], "allowed"),
+        (["Archive_Note"], "allowed"),
+        (["Restore_Requested", "DeleteOn"], "not allowed"),
+        (["Archive"], "not allowed"),  # only the creator writes Archive, in its create call
+    ],
+)
+def test_the_manager_writes_only_its_archive_note_and_the_restore_request(keys, expected):
+    context = resource_tags({"Type": "Automated"}) | {"aws:tagkeys": keys}
+    assert decision("ec2:CreateTags", SNAPSHOT, context) == expected
+    manual = resource_tags({"Type": "Manual"}) | {"aws:tagkeys": keys}
+    assert decision("ec2:CreateTags", SNAPSHOT, manual) == "not allowed"
+
+
+@pytest.mark.parametrize(
+    "keys, policy, expected",
+    [
+        (["Restore"], POLICY, "allowed"),
+        (["Restore", "Archive"], POLICY, "allowed"),  # a permanent restore
+        (["Restore_Requested"], POLICY, "allowed"),
+        (["Name"], POLICY, "not allowed"),
+        (["Restore", "KeepForever"], POLICY, "denied"),
+        (["keepforever"], WIDENED, "denied"),
+        (["DeleteOn"], WIDENED, "denied"),
+        (["Type"], WIDENED, "denied"),
+        (["Lock"], WIDENED, "denied"),
+        (None, POLICY, "denied"),  # DeleteTags without keys removes every tag
+        (None, WIDENED, "denied"),
+    ],
+)
+def test_tags_are_removed_only_to_replace_a_restore_request(keys, policy, expected):
+    context = resource_tags({"Type": "Automated"})
+    if keys is not None:
+        context["aws:tagkeys"] = keys
+    assert decision("ec2:DeleteTags", SNAPSHOT, context, policy) == expected
+    manual = resource_tags({"Type": "Manual"}) | {"aws:tagkeys": ["Restore"]}
+    assert decision("ec2:DeleteTags", SNAPSHOT, manual) == "not allowed"

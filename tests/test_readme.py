@@ -31,3 +31,14 @@ def test_the_cost_table_is_what_make_cost_prints_now():
     assert " ".join(cost.table().split()) in README
     once = cost.EXAMPLE["volumes"] * cost.EXAMPLE["written_gb"]
     assert f"({once:,} GB, ${once * cost.PRICES['transfer'][0]:,.2f} here)" in README
+
+
+def test_the_archive_example_is_what_make_cost_prints_now():
+    import cost
+
+    assert " ".join(cost.archive_table().split()) in README
+    assert (
+        manager.ARCHIVE_MIN_DAYS == 90 and "at least 90 days remain until its `DeleteOn`" in README
+    )
+    assert manager.ARCHIVE_AFTER.days == 1 and "once it is a day old" in README
+    assert cost.PRICES["archive"][0] * 4 == cost.PRICES["snapshot"][0]  # "a quarter"

@@ -94,6 +94,8 @@ EXPECTED_METRICS = {
         "LocksMissing",
         "RestoreDrillsPassed",
         "RestoreDrillsFailed",
+        "SnapshotsArchived",
+        "SnapshotsRestoring",
     ],
 }
 
