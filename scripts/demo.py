@@ -63,6 +63,13 @@ FLEET = [
         False,
     ),  # opt-out, bad region
     (EAST, "batch-1", {"Backup": "true", "Retention": "2"}, {"/dev/xvda": {}}, True),  # stopped
+    (
+        EAST,
+        "files-1",
+        {"Backup": "Yes", "Retention": "3", "Retention_Monthly": "4", "Archive": "monthly"},
+        {"/dev/xvda": {}},
+        False,
+    ),  # the 1st's snapshot goes to the archive tier a day on; deleted 1 April (epilogue)
     (EAST, "legacy-1", {"Backup": "Yse"}, {"/dev/xvda": {}}, False),  # typo: skipped, warned
     (EAST, "dev-1", {}, {"/dev/xvda": {}}, False),  # no Backup tag: ignored
     (
@@ -188,6 +195,8 @@ def describe_run(hour, job, summary, seen_warnings, names, locks):
     unlocked = [d for d in summary.get("deleted", []) if d["snapshot_id"] in locks]
     if unlocked:  # the lock ran until DeleteOn 00:00: the manager runs after it
         lines.append(f"{'':9}{len(unlocked)} of them locked until 00:00 today: the lock expired")
+    for item in summary.get("sent_to_archive", []):
+        lines.append(f"{'':9}to the archive tier: {item['snapshot_id']} ({item['reason']})")
     if summary.get("drilled"):  # moto makes volumes at once: 0 s each
         lines.append(f"{'':9}restore drills: {len(summary['drilled'])} ok")
     for failure in summary.get("failures", []):
@@ -433,9 +442,36 @@ def play(out=print, picture=None):
         "Sunday (weekly)\nsnapshot two weeks and its 1 December (monthly) one a month. Copies "
         "expire with their\nprimaries, but api-eu's, kept 7 days (Copy_Retention). The "
         "KeepForever snapshot and its copy\nstay. vault-eu's are locked until their DeleteOn, "
-        "and deleted the morning the lock has\nexpired. Nothing left this process."
+        "and deleted the morning the lock has\nexpired. files-1's 1 December (monthly) one "
+        "went to the archive tier on day 3."
     )
     return final
+
+
+def epilogue(out=print):
+    """Months on: the archived monthly is deleted on its DeleteOn, like any other."""
+    archived = [
+        s
+        for s in ec2(EAST).describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        if s.get("StorageTier") == "archive"
+    ]
+    out("\nEpilogue: the archived monthly, months later")
+    for snap in archived:
+        sid, tags = snap["SnapshotId"], {t["Key"]: t["Value"] for t in snap["Tags"]}
+        (status,) = ec2(EAST).describe_snapshot_tier_status(
+            Filters=[{"Name": "snapshot-id", "Values": [sid]}]
+        )["SnapshotTierStatuses"]
+        since, day = status["ArchivalCompleteTime"].date(), date.fromisoformat(tags["DeleteOn"])
+        out(f"  {sid}  {tags['Name']}  in the archive tier since {since}, DeleteOn {day}")
+        now = datetime(day.year, day.month, day.day, 1, tzinfo=UTC)
+        with clock(now):
+            summary = run_job(ebs_snapshot_manager, EAST, now)
+        if sid in {d["snapshot_id"] for d in summary.get("deleted", [])}:
+            out(
+                f"  {day:%a %Y-%m-%d} 01:00  manager  deleted it, {(day - since).days} days in "
+                "the archive tier: over AWS's 90-day minimum,\n  so nothing more to pay. "
+                "Nothing left this process."
+            )
 
 
 def main():
@@ -450,6 +486,7 @@ def main():
         os.environ.pop(var, None)
     with mock_aws():
         play(picture=Path(__file__).resolve().parent.parent / "build" / "demo.png")
+        epilogue()
     return 0
 
 

@@ -87,6 +87,7 @@ def played(tmp_path_factory):
             region: boto3.client("ec2", region_name=region).describe_volumes()["Volumes"]
             for region in demo.REGIONS
         }
+        demo.epilogue(out=lines.append)  # months on: after the state above is taken
     return lines, final, picture, state, volumes
 
 
@@ -112,8 +113,8 @@ def test_final_inventory_is_what_the_tags_say(played):
         "carried KeepForever to 1 copy",
         "deleted",
         "volumes protected",
-        "created 4, monthly for web-1",
-        "created 4, weekly for web-1",
+        "created 5, monthly for files-1, monthly for web-1",
+        "created 5, weekly for web-1",
         # The day after the missed run, the manager names each volume it left unprotected.
         "unprotected  api-eu: no completed snapshot in the last 26 h",
         "unprotected  cache-eu: no completed snapshot in the last 26 h",
@@ -216,3 +217,19 @@ def test_a_week_of_restore_drills_with_one_that_fails_and_its_alarm_metric(playe
     # Every drill volume was deleted, the failed one too: only the instances' own are left.
     volumes = [v for region in played[4].values() for v in region]
     assert volumes and all(v["Attachments"] for v in volumes)
+
+
+def test_a_monthly_is_archived_a_day_on_and_deleted_on_its_date(played):
+    lines, final, _, state, _ = played
+    text = "\n".join(lines)
+    day_3 = text.split("\nDay ")[3]
+    (archived,) = [s for s in state[demo.EAST] if s.get("StorageTier") == "archive"]
+    tags = {t["Key"]: t["Value"] for t in archived["Tags"]}
+    assert (tags["Name"], tags["Retention_Tier"], tags["Archive"]) == ("files-1", "monthly", "Yes")
+    assert (
+        f"to the archive tier: {archived['SnapshotId']} (119 days to its DeleteOn 2027-04-01)"
+        in (day_3)
+    )
+    epilogue = text.split("\nEpilogue")[1]
+    assert f"{archived['SnapshotId']}  files-1  in the archive tier since 2026-12-03" in epilogue
+    assert "Thu 2027-04-01 01:00  manager  deleted it, 119 days in the archive tier" in epilogue
