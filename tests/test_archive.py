@@ -396,3 +396,14 @@ def test_the_archive_rule_by_hand():
     assert manager.restore_request(" PERMANENT ") == ({"PermanentRestore": True}, None)
     assert manager.restore_request("10") == ({"TemporaryRestoreDays": 10}, None)
     assert date(2027, 3, 2) - now.date() == timedelta(days=90)
+
+
+def test_dry_run_restores_nothing_and_leaves_the_tag(api):
+    sid = archived(Restore="permanent")
+    result = run(manager, event={"dry_run": True})
+    assert api.ops("RestoreSnapshotTier") == [
+        {"SnapshotId": sid, "PermanentRestore": True, "DryRun": True}
+    ]
+    assert snapshots()[sid]["Restore"] == "permanent" and snapshots()[sid]["Archive"] == "Yes"
+    assert result["would_restore"] == [{"snapshot_id": sid, "restore": "permanent"}]
+    assert {"permission": "ec2:RestoreSnapshotTier", "id": REGION} in result["permitted"]
