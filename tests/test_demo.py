@@ -220,7 +220,7 @@ def test_a_week_of_restore_drills_with_one_that_fails_and_its_alarm_metric(playe
 
 
 def test_a_monthly_is_archived_a_day_on_and_deleted_on_its_date(played):
-    lines, final, _, state, _ = played
+    lines, _, _, state, _ = played
     text = "\n".join(lines)
     day_3 = text.split("\nDay ")[3]
     (archived,) = [s for s in state[demo.EAST] if s.get("StorageTier") == "archive"]
