@@ -60,7 +60,11 @@ Event
     an "EBS Snapshot Notification" event      just that snapshot, as soon as it completes
       (createSnapshot, succeeded)             (one DescribeSnapshots by id, and in each
                                               destination a lookup of its copies only);
-                                              without a snapshot id: a warning, no call
+                                              its copy starts only while at most 10 copies
+                                              are in flight there (NOTIFIED_MAX_IN_FLIGHT):
+                                              beyond, older ones may wait, and the sweeps
+                                              start them first; without a snapshot id: a
+                                              warning, no call
     {"dry_run": true}                         change nothing; report what would be copied
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
@@ -1023,6 +1027,10 @@ def region_name(text):
 # ---- end of shared block ----
 COPY_LIMIT_CODE = "ResourceLimitExceeded"  # too many copies in flight into one region
 COPIES_IN_FLIGHT = 20  # concurrent copies AWS allows into one destination region
+# A notified snapshot's run starts its copy only while at most this many copies are in
+# flight there: with more, older primaries may be waiting for a slot, and the sweeps start
+# those first (oldest first); the notified one waits its turn in the next sweep.
+NOTIFIED_MAX_IN_FLIGHT = COPIES_IN_FLIGHT // 2
 NOTIFICATION = "EBS Snapshot Notification"  # EventBridge detail-type when a snapshot is done
 SCHEDULED = "Scheduled Event"  # EventBridge detail-type of a scheduled sweep
 # A scheduled sweep that had to defer copies stays until this long after the time it was
@@ -1334,7 +1342,7 @@ def plan_all(by_dest, summary, budget, pacer, today, only=None):
         for copy_id, source, message in broken:
             reason = f"copy of {source} failed ({message}); not made again while it exists"
             summary.fail(copy_id, reason, dest_region=dest)
-        free = COPIES_IN_FLIGHT - in_flight
+        free = (NOTIFIED_MAX_IN_FLIGHT if only else COPIES_IN_FLIGHT) - in_flight
         for action in plan_destination(by_dest[dest], existing, free):
             if action[0] == "skip":
                 summary.skip(action[1]["id"], action[2], dest_region=dest)

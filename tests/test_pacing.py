@@ -160,10 +160,8 @@ def test_copies_deferred_longer_than_the_copy_allowance_warn_and_count_as_unprot
     assert len(made) == 3
 
 
-def test_a_notification_respects_the_slots_too(api):
-    (target,) = primaries(1)
-    in_flight(20)
-    event = {
+def notification(target):
+    return {
         "detail-type": "EBS Snapshot Notification",
         "detail": {
             "event": "createSnapshot",
@@ -171,9 +169,28 @@ def test_a_notification_respects_the_slots_too(api):
             "snapshot_id": f"arn:aws:ec2:{REGION}::snapshot/{target}",
         },
     }
-    result = copier.run(event, None, now=NOW)
+
+
+def test_a_notification_respects_the_slots_too(api):
+    (target,) = primaries(1)
+    in_flight(20)
+    result = copier.run(notification(target), None, now=NOW)
     assert api.ops("CopySnapshot") == []
     assert [(d["id"], d["count"]) for d in result["deferred"]] == [(DEST, 1)]
+
+
+@pytest.mark.parametrize("busy, copied", [(9, 1), (10, 0)])
+def test_a_notification_leaves_a_busy_destination_to_the_oldest_first_sweep(api, busy, copied):
+    """Beyond half the slots, older primaries may be waiting: the notified (newest) one
+    does not jump ahead of them; the sweep starts it in its turn."""
+    (target,) = primaries(1)
+    in_flight(busy)
+    result = copier.run(notification(target), None, now=NOW)
+    assert len(api.ops("CopySnapshot")) == copied
+    assert sum(d["count"] for d in result.get("deferred", [])) == 1 - copied
+    assert copier.NOTIFIED_MAX_IN_FLIGHT == 10
+    swept = copier.run({}, None, now=NOW)
+    assert len(api.ops("CopySnapshot")) == 1 and swept.get("deferred", []) == []
 
 
 # ---- the worker pool ----------------------------------------------------------------------
