@@ -227,7 +227,6 @@ DONE = {
     "drill": "drilled",
     "archive": "sent_to_archive",
     "restore": "restore_started",
-    "untag": "untagged",
 }
 REPORT_ORDER = (
     "created",
@@ -245,8 +244,6 @@ REPORT_ORDER = (
     "restore_started",
     "would_restore",
     "restored",
-    "untagged",
-    "would_untag",
     "deleted",
     "would_delete",
     "deferred",

@@ -280,7 +280,6 @@ DONE = {
     "drill": "drilled",
     "archive": "sent_to_archive",
     "restore": "restore_started",
-    "untag": "untagged",
 }
 REPORT_ORDER = (
     "created",
@@ -298,8 +297,6 @@ REPORT_ORDER = (
     "restore_started",
     "would_restore",
     "restored",
-    "untagged",
-    "would_untag",
     "deleted",
     "would_delete",
     "deferred",
