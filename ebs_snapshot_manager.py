@@ -1669,13 +1669,16 @@ class Tiers:
 
     def __init__(self, summary, now, client):
         self.summary, self.now, self.client = summary, now, client  # client(region)
-        self.candidates, self.requested = {}, []  # candidates: snapshot id: (snapshot, why)
+        self.candidates, self.requested = {}, []  # candidates: id: (snapshot, why)
+        self.seen, self.archived = set(), 0  # pages shift as they are read: once each
 
     def see(self, snapshot):
         """The work items this snapshot asks for now (a restore, a note)."""
         tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
-        if snapshot.get("StorageTier") == "archive":
-            self.summary.count("archived")
+        if sid in self.seen:
+            return []
+        self.seen.add(sid)
+        self.archived += snapshot.get("StorageTier") == "archive"
         if TAG_RESTORE in tags:
             params, problem = restore_request(tags[TAG_RESTORE])
             if problem:
@@ -1693,6 +1696,8 @@ class Tiers:
 
     def end(self):
         """After the last page: the restores' progress, then the archives that may start."""
+        if self.archived:  # the metric is written either way (0 when none)
+            self.summary.count("archived", self.archived)
         items = []
         for batch in batches(self.requested):
             items += self.restores(batch)
@@ -1746,10 +1751,14 @@ class Tiers:
         waiting = []
         for snapshot, why in batch:
             status = statuses.get(snapshot["SnapshotId"], {})
-            if status.get("LastTieringOperationStatus") == "archival-in-progress":
+            last = status.get("LastTieringOperationStatus")
+            if last == "archival-in-progress":
                 self.summary.count("archived")  # AWS shows it standard until it is done
-            else:
-                waiting.append((snapshot, why))
+                continue
+            if last == "archival-failed":  # asked again: AWS says why in the detail
+                detail = status.get("LastTieringOperationStatusDetail") or last
+                self.summary.warn(snapshot["SnapshotId"], f"its last archive failed: {detail}")
+            waiting.append((snapshot, why))
         copied = self.copied([s for s, _ in waiting])
         return [("archive", s, why) for s, why in waiting if s["SnapshotId"] in copied]
 

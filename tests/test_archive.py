@@ -407,3 +407,31 @@ def test_dry_run_restores_nothing_and_leaves_the_tag(api):
     assert snapshots()[sid]["Restore"] == "permanent" and snapshots()[sid]["Archive"] == "Yes"
     assert result["would_restore"] == [{"snapshot_id": sid, "restore": "permanent"}]
     assert {"permission": "ec2:RestoreSnapshotTier", "id": REGION} in result["permitted"]
+
+
+def test_a_failed_archive_is_said_and_asked_again(api):
+    sid = automated("2027-12-01", Archive="Yes")
+    force(sid, "archival-failed")
+    result = run(manager)
+    (warning,) = result["warnings"]
+    assert (
+        warning["id"] == sid
+        and "its last archive failed: forced: archival-failed" in (warning["reason"])
+    )
+    assert [c["SnapshotId"] for c in api.ops("ModifySnapshotTier")] == [sid]
+    assert tier(sid) == "archive"
+
+
+def test_a_snapshot_listed_twice_is_counted_and_restored_once(api):
+    """Pages shift while they are read: a snapshot may come twice."""
+    sid = archived()
+    other = archived(Restore="4")
+    api.page_size = 1
+    api.after["DescribeSnapshots"] = lambda response: {
+        **response,
+        "Snapshots": response["Snapshots"] * 2,
+    }
+    result = run(manager)
+    assert result["counts"]["archived"] == 2
+    assert [c["SnapshotId"] for c in api.ops("RestoreSnapshotTier")] == [other]
+    assert sid != other
