@@ -156,6 +156,13 @@ TAG_SOURCE_VOLUME = "Source_VolumeId"  # on copies: the volume their primary was
 TAG_COPY_RETENTION = "Copy_Retention"  # days to keep copies, from the primary's creation
 TAG_COPY_KMS_KEY = "Copy_KmsKeyId"  # the KMS key to encrypt copies with
 TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
+# Vault copies (issue 17): one copy of each primary owned by another account, made through
+# the role VAULT_ROLE_NAME there, which can create copies but never delete or retag them.
+TAG_VAULT_ACCOUNT, TAG_VAULT_REGION = "Vault_Account", "Vault_Region"
+TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the primary's creation
+TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
+TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
+VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -243,6 +250,8 @@ DONE = {
     "tag": "tagged",
     "lock": "locked",
     "drill": "drilled",
+    "share": "shared",
+    "unshare": "unshared",
 }
 REPORT_ORDER = (
     "created",
@@ -255,6 +264,10 @@ REPORT_ORDER = (
     "would_lock",
     "drilled",
     "would_drill",
+    "shared",
+    "would_share",
+    "unshared",
+    "would_unshare",
     "deleted",
     "would_delete",
     "deferred",
@@ -421,6 +434,46 @@ def clean_regions(value, enabled, home):
         else:
             keep.append(entry)
     return keep, dropped
+
+
+def vault_target(tags, enabled, home):
+    """(vault account or None, its regions, warnings) from the Vault_Account and
+    Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
+    read as in Copy_Dest, this region included (the default); none left: this region."""
+    if TAG_VAULT_ACCOUNT not in tags:
+        return None, [], []
+    account = tags[TAG_VAULT_ACCOUNT].strip()
+    if not re.fullmatch(r"[0-9]{12}", account):
+        shown = tags[TAG_VAULT_ACCOUNT]
+        return (
+            None,
+            [],
+            [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
+        )
+    regions, warnings = [], []
+    for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
+        if entry and entry not in regions and (entry in enabled or entry == home):
+            regions.append(entry)
+        elif entry and entry not in regions:
+            reason = "is not an enabled region of this account; dropped"
+            warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
+    return account, regions or [home], warnings
+
+
+def vault_client(account, region, budget=None, pacer=None):
+    """An EC2 client of the vault account ``account`` in ``region``, through its writer role
+    (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer)."""
+    role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
+    partition = boto3.session.Session().get_partition_for_region(region)
+    arn = f"arn:{partition}:iam::{account}:role/{role}"
+    sts = make_client("sts", region, budget)
+    creds = sts.assume_role(RoleArn=arn, RoleSessionName="ebs-snapshot-lifecycle")["Credentials"]
+    keys = {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+    return make_client("ec2", region, budget, pacer, keys)
 
 
 def read_event(event):
@@ -593,15 +646,16 @@ def in_parallel(items, work, budget, failed):
     return tally["started"], tally["stopped"]
 
 
-def make_client(service, region, budget=None, pacer=None):
-    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
+def make_client(service, region, budget=None, pacer=None, credentials=None):
+    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply. ``credentials``:
+    another account's (a vault's), as boto3.client takes them."""
     config = Config(
         retries=dict(RETRIES),
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         user_agent_extra="ebs-snapshot-lifecycle",
     )
-    client = boto3.client(service, region_name=region, config=config)
+    client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
     if budget:
         budget.guard(client)
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
@@ -1187,6 +1241,8 @@ class LastBackups:
 
     def key(self, snapshot):
         tags = tag_map(snapshot)
+        if TAG_VAULT_STAGING in tags:  # the copier's stand-in for a primary: never a last backup
+            return None
         if TAG_SOURCE_SNAPSHOT in tags:
             if past_grace(snapshot, self.today, self.grace):
                 return None  # past its grace: it expires, newest or not
@@ -1227,13 +1283,17 @@ class Coverage:
         self.newest = {}  # volume id: start time of its newest completed snapshot
         self.recent = {}  # snapshot id: (volume id, start time, its Copy_Dest regions)
         self.dests = set()  # every region this region's primaries ask copies for
+        self.vaults = set()  # (vault account, region) that this region's primaries ask for
 
     def see(self, snapshot):
         tags, vid = tag_map(snapshot), snapshot.get("VolumeId")
-        if TAG_SOURCE_SNAPSHOT in tags:  # a copy's VolumeId is arbitrary
+        if TAG_SOURCE_SNAPSHOT in tags or TAG_VAULT_STAGING in tags:  # VolumeId arbitrary
             return
         dests = clean_regions(tags.get(TAG_COPY_DEST, ""), self.enabled, self.region)[0]
         self.dests.update(dests)
+        account, vregions, _ = vault_target(tags, self.enabled, self.region)
+        self.vaults.update((account, r) for r in vregions)
+        dests = dests + [f"{account}/{r}" for r in vregions]  # a vault: "account/region"
         if vid not in self.protected or snapshot.get("State") != "completed":
             return
         start = snapshot["StartTime"]
@@ -1741,8 +1801,38 @@ def finish_coverage(coverage, summary, budget, today):
             continue
         copies |= found
         left[dest] = expired.count()
+    vault_copies, vault_unread = vaults_coverage(coverage, summary, budget)
+    copies, unread = copies | vault_copies, unread | vault_unread
     report_unprotected(coverage, coverage.unprotected(copies, unread), summary)
     report_expired_copies(left, summary)
+
+
+def vaults_coverage(coverage, summary, budget):
+    """({("account/region", primary id): state} of the vault copies of this region's recent
+    primaries, read through each vault's writer role (its read-only DescribeSnapshots); the
+    vaults that could not be read: one failure each, their copies not judged)."""
+    copies, unread = {}, set()
+    for account, vregion in sorted(coverage.vaults):
+        where = f"{account}/{vregion}"
+        try:
+            vault_ec2 = vault_client(account, vregion, budget)
+            for copy in paginate(
+                vault_ec2,
+                "describe_snapshots",
+                "Snapshots",
+                OwnerIds=["self"],
+                Filters=[{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [coverage.region]}],
+            ):
+                source = tag_map(copy).get(TAG_SOURCE_SNAPSHOT)
+                if source in coverage.recent and copies.get((where, source)) != "completed":
+                    copies[(where, source)] = copy["State"]
+        except OutOfTime as exc:
+            summary.warn(where, f"vault copies there not checked: {exc}")
+            unread.add(where)
+        except Exception as exc:
+            summary.error(where, exc, "vault copies there not checked")
+            unread.add(where)
+    return copies, unread
 
 
 def report_unprotected(coverage, unprotected, summary):
