@@ -28,6 +28,22 @@ Snapshot tags written on each copy, in the CopySnapshot call itself:
     destination keeps each source volume's newest copy by it. The copy keeps the primary's
     description.
 
+Vault copies (primaries tagged Vault_Account, Vault_Region, Vault_Retention by the creator):
+each completed primary is shared with the vault account (ModifySnapshotAttribute,
+createVolumePermission, that account only) and copied in each vault region by that account,
+through its role VAULT_ROLE_NAME (default ebs-snapshot-vault-writer; sts:AssumeRole), with
+Encrypted=True and VAULT_KMS_KEY (default the vault's default EBS key), tagged in the call
+Type=Automated, DeleteOn (Vault_Retention days from the primary's creation, else its
+DeleteOn), Source_SnapshotId, Source_Region, Source_Account, Source_VolumeId, and Lock and
+Lock_CoolOffHours for a Lock primary (locked there at once). A primary encrypted with the
+AWS managed key cannot be shared: it is first copied here with VAULT_SHARE_KMS_KEY (tagged
+Type=Automated, Vault_StagingOf=<primary>, DeleteOn at most STAGING_DAYS on), and that
+staging copy is shared once completed (a later sweep); without the key, a named failure.
+A sweep unshares what is shared with a vault (DescribeSnapshots RestorableByUserIds) once
+every vault region of its primary holds a completed copy, and deletes the staging copy.
+As for regions: no second copy in a vault region, at most the free of its 20 slots, a copy
+in error a failure each sweep; a vault that cannot be read fails alone.
+
 A key a destination refuses fails that copy only. AWS may also accept a copy and fail it
 later (an unusable key): a copy in state "error" is named as a failure on every sweep and
 no other copy is made while it exists. A destination that cannot be read (refused,
@@ -78,7 +94,11 @@ LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
 (with the copy, and KeepForever on existing copies), ec2:LockSnapshot (Type=Automated
 only), ec2:DescribeLockedSnapshots, KMS use through EC2 for encrypted
-copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run).
+copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run); for vaults:
+ec2:ModifySnapshotAttribute (Type=Automated, never a group), ec2:DeleteSnapshot (its
+staging copies), kms:DescribeKey, sts:AssumeRole (the writer role), and in the vault,
+through that role: ec2:DescribeSnapshots, ec2:CopySnapshot, ec2:CreateTags (in the copy),
+ec2:LockSnapshot.
 """
 
 from __future__ import annotations
@@ -1212,9 +1232,10 @@ def notified_snapshot(event):
     return sid, None
 
 
-def list_primaries(ec2, only=None):
+def list_primaries(ec2, only=None, seen=None):
     """Completed automated snapshots of this account that ask for copies, oldest first;
-    with ``only``, just that snapshot (one call by id, not a sweep of the region)."""
+    with ``only``, just that snapshot (one call by id, not a sweep of the region), which
+    is also added to ``seen`` (the vault copies' look at it)."""
     if only:
         try:
             snaps = ec2.describe_snapshots(SnapshotIds=[only])["Snapshots"]
@@ -1222,6 +1243,8 @@ def list_primaries(ec2, only=None):
             if error_code(exc) != "InvalidSnapshot.NotFound":  # deleted since: nothing to do
                 raise
             snaps = []
+        seen = [] if seen is None else seen
+        seen += snaps
         return [
             s
             for s in snaps
@@ -1333,12 +1356,12 @@ def keep_forever(dest_ec2, dest, primary, copy_id, summary):
     summary.did("tag", **item)
 
 
-def list_by_destination(region, today, summary, budget, only=None):
+def list_by_destination(region, today, summary, budget, only=None, seen=None):
     """{destination: [primaries to bring there]}, from one listing of this region."""
     ec2 = make_client("ec2", region, budget)
     enabled = enabled_regions(ec2)
     by_dest = {}
-    for snapshot in list_primaries(ec2, only):
+    for snapshot in list_primaries(ec2, only, seen):
         try:  # an odd snapshot, or a bug of ours, costs that snapshot only
             primary, warnings = primary_record(snapshot, enabled, region, today)
         except Exception as exc:
@@ -1591,17 +1614,12 @@ def vault_done(primary, states):
     return True
 
 
-def vault_primaries(ec2, summary, region, today, only=None):
+def vault_primaries(ec2, summary, region, today, notified=None):
     """Completed primaries of this region with Vault_Account, oldest first (the regions
-    are read only when there is one)."""
-    if only:
-        try:
-            snaps = ec2.describe_snapshots(SnapshotIds=[only])["Snapshots"]
-        except ClientError as exc:
-            if error_code(exc) != "InvalidSnapshot.NotFound":
-                raise
-            snaps = []
-        snaps = [s for s in snaps if TAG_VAULT_ACCOUNT in tag_map(s)]
+    are read only when there is one): all of them, or those of ``notified`` (snapshots
+    read already)."""
+    if notified is not None:
+        snaps = [s for s in notified if TAG_VAULT_ACCOUNT in tag_map(s)]
     else:
         snaps = automated_snapshots(ec2, {"Name": "tag-key", "Values": [TAG_VAULT_ACCOUNT]})
     records, enabled = [], None
@@ -1657,8 +1675,9 @@ class Vaults:
     role, then shares, stages, copies, unshares and cleans up. A vault that cannot be read
     (the role missing or refusing, the region down) fails alone; nothing is unshared for it."""
 
-    def __init__(self, summary, budget, today, only=None):
+    def __init__(self, summary, budget, today, only=None, notified=None):
         self.summary, self.budget, self.today, self.only = summary, budget, today, only
+        self.notified = notified if only else None
         self.region = summary.region
         self.ec2 = make_client("ec2", self.region, budget)
         self.clients, self.states, self.free = {}, {}, {}
@@ -1666,7 +1685,7 @@ class Vaults:
         self.managers = {}  # kms key id: its KeyManager (AWS or CUSTOMER)
 
     def run(self):
-        primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.only)
+        primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.notified)
         if not primaries:
             return
         ids = [self.only] if self.only else None
@@ -1783,6 +1802,9 @@ class Vaults:
         }
         if self.summary.dry_run:
             self.summary.did("copy", dest_region=self.region, **item)
+            return
+        if self.region in self.deferred:  # this region refused a copy this run: wait
+            self.deferred[self.region].append(primary)
             return
         try:
             copy = self.ec2.copy_snapshot(**params)
@@ -1920,7 +1942,8 @@ def copy_all(event, context, summary, budget, now):
     if why_not:  # a notification it cannot use: said so, and no call made
         (summary.skip if only else summary.warn)(only or "event", why_not)
         return
-    by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only)
+    notified = []  # the notified snapshot, read once for its copies and its vault copies
+    by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only, notified)
     work, deferred = plan_all(
         by_dest, summary, budget, Pacer(), utc_today(now), only
     )  # run_job: any failure
@@ -1929,7 +1952,7 @@ def copy_all(event, context, summary, budget, now):
     until, problem = stay_until(event, now)
     if problem:
         summary.warn(STAY_ENV, problem)
-    vaults = Vaults(summary, budget, utc_today(now), only)
+    vaults = Vaults(summary, budget, utc_today(now), only, notified)
     if not left:  # out of time: the hand-off's run does the vaults
         copy_to_vaults(vaults, summary)
     if deferred and until and not (left or only or summary.dry_run):

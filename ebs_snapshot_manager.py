@@ -54,7 +54,12 @@ snapshot (instance Backup=Yes, not terminated, volume not opted out with Backup=
 a completed automated snapshot younger than COVERAGE_MAX_AGE_HOURS (environment; default
 26); and in each region its snapshots ask copies for (Copy_Dest), once one of them has had
 COPY_MAX_LAG_HOURS (default 24) to get there, a completed copy of one of its snapshots of
-the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention. A volume
+the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention; the same
+in each vault region its snapshots ask vault copies for (Vault_Account, Vault_Region),
+read through the vault's writer role (sts:AssumeRole, then its read-only
+DescribeSnapshots; a vault that cannot be read is a failure, its copies not judged). The
+copier's staging copies (Vault_StagingOf) count for nothing here, nor as a volume's last
+backup (they expire on their DeleteOn like any automated snapshot). A volume
 attached more recently than the threshold is not expected yet. Each unprotected volume is
 named in the summary (``unprotected``, with the reasons) and counted in the
 UnprotectedVolumes metric. Reading each destination's copies, it also counts the copies of
@@ -108,7 +113,8 @@ ec2:DescribeVolumes, ec2:DescribeRegions (the coverage check), ec2:DescribeLocke
 for drills: ec2:CreateVolume (tagged Type=RestoreDrill, from Type=Automated snapshots),
 ec2:CreateTags (in that call, and RestoreDrill on Type=Automated snapshots),
 ec2:DeleteVolume (Type=RestoreDrill only), ec2:DescribeAvailabilityZones;
-lambda:InvokeFunction (on itself, to hand over the rest of a long sweep).
+lambda:InvokeFunction (on itself, to hand over the rest of a long sweep); sts:AssumeRole
+(the vault writer role, for the coverage check's read).
 """
 
 from __future__ import annotations

@@ -234,9 +234,27 @@ def test_default_key_primary_goes_through_a_staging_copy(monkeypatch):
     assert third["unshared"][0]["snapshot_id"] == staging
 
 
-def test_staging_delete_on_is_short():
-    short = copier.STAGING_DAYS
-    assert short <= 7
+def test_staging_copies_refused_a_slot_wait_for_the_next_sweep(monkeypatch, api):
+    key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+    monkeypatch.setenv("VAULT_SHARE_KMS_KEY", key)
+    sources = [primary(encrypted=True) for _ in range(2)]
+    api.fail("CopySnapshot", "ResourceLimitExceeded", when=lambda params, region: region == REGION)
+    api.calls.clear()
+    result = run()
+    assert len(api.ops("CopySnapshot")) == 1  # the second waits without asking
+    assert result["deferred"] == [
+        {"id": REGION, "count": 2, "reason": result["deferred"][0]["reason"]}
+    ]
+    assert set(snapshots()) == set(sources)
+
+
+def test_the_manager_never_keeps_a_staging_copy_as_a_volume_last_backup(monkeypatch):
+    monkeypatch.setenv("RESTORE_DRILL", "off")
+    _, volumes = launch({"Backup": "yes"})
+    tags = {"Type": "Automated", "DeleteOn": "2026-11-20", "Vault_StagingOf": "snap-1"}
+    staging = snapshot_of(volumes["/dev/sda1"], tags)  # moto keeps the volume id on a copy
+    result = manager.run({}, None, region=REGION, now=NOW)
+    assert [d["snapshot_id"] for d in result["deleted"]] == [staging]
 
 
 def test_default_key_primary_without_a_share_key_is_a_named_failure(monkeypatch):
