@@ -209,3 +209,33 @@ def test_the_source_shares_only_automated_snapshots_and_never_publicly():
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, manual, SOURCE) == "not allowed"
     public = {"ec2:resourcetag/type": "Automated", "ec2:add/group": "all"}
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, public, SOURCE) == "denied"
+
+
+def calls_in_jobs(names):
+    """The boto3 methods among ``names`` that the job files call."""
+    import ast
+
+    found = set()
+    for job in ("creator", "copier", "manager"):
+        tree = ast.parse((ROOT / f"ebs_snapshot_{job}.py").read_text())
+        found |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & names
+    return found
+
+
+def test_the_source_policy_grants_the_sts_and_direct_kms_calls_the_code_makes():
+    assert calls_in_jobs({"assume_role", "describe_key", "get_caller_identity"}) == {
+        "assume_role",
+        "describe_key",
+    }
+    (describe,) = [s for s in SOURCE["Statement"] if s["Sid"] == "ReadWhoManagesAPrimarysKey"]
+    assert describe["Action"] == "kms:DescribeKey" and "Condition" not in describe
+    assert describe["Resource"] == "arn:aws:kms:*:*:key/*"
+
+
+def test_the_vault_settings_reach_the_copier_with_the_copiers_defaults():
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    variables = template["Resources"]["CopierFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables[copier.SHARE_KEY_ENV] == {"Ref": "VaultShareKmsKey"}
+    assert variables[copier.VAULT_KEY_ENV] == {"Ref": "VaultKmsKey"}
+    params = template["Parameters"]
+    assert params["VaultShareKmsKey"]["Default"] == params["VaultKmsKey"]["Default"] == ""
