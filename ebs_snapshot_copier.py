@@ -98,7 +98,7 @@ copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run); 
 ec2:ModifySnapshotAttribute (Type=Automated, never a group), ec2:DeleteSnapshot (its
 staging copies), kms:DescribeKey, sts:AssumeRole (the writer role), and in the vault,
 through that role: ec2:DescribeSnapshots, ec2:CopySnapshot, ec2:CreateTags (in the copy),
-ec2:LockSnapshot.
+ec2:LockSnapshot, ec2:DescribeLockedSnapshots (a sweep locks vault copies whose lock failed).
 """
 
 from __future__ import annotations
@@ -1645,18 +1645,20 @@ def staging_copies(ec2, ids=None):
 
 
 def vault_copies(vault_ec2, region, ids=None):
-    """({primary id: the state of its copy there (completed wins)}, copies in flight there):
-    what the vault account holds of this region's primaries (all, or ``ids``)."""
+    """({primary id: the state of its copy there (completed wins)}, copies in flight there,
+    those tagged Lock): what the vault holds of this region's primaries (all, or ``ids``)."""
     filters = [{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}]
     if ids:
         filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
-    states = {}
+    states, lockable = {}, []
     for snap in paginate(
         vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
     ):
         source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
         if source and states.get(source) != "completed":
             states[source] = snap["State"]
+        if TAG_LOCK in tag_map(snap):
+            lockable.append(snap)
     pending = paginate(
         vault_ec2,
         "describe_snapshots",
@@ -1667,7 +1669,7 @@ def vault_copies(vault_ec2, region, ids=None):
             {"Name": "status", "Values": ["pending"]},
         ],
     )
-    return states, sum(1 for _ in pending)
+    return states, sum(1 for _ in pending), lockable
 
 
 class Vaults:
@@ -1680,7 +1682,7 @@ class Vaults:
         self.notified = notified if only else None
         self.region = summary.region
         self.ec2 = make_client("ec2", self.region, budget)
-        self.clients, self.states, self.free = {}, {}, {}
+        self.clients, self.states, self.free, self.lockable = {}, {}, {}, {}
         self.deferred, self.shared = {}, set()
         self.managers = {}  # kms key id: its KeyManager (AWS or CUSTOMER)
 
@@ -1698,13 +1700,33 @@ class Vaults:
             self.each(primary, staging)
         if not self.only:  # a sweep: what the vaults now hold completes the shares
             self.clean_up(primaries, staging)
+            for vault, lockable in sorted(self.lockable.items()):
+                self.relock(vault, lockable)
+
+    def relock(self, vault, lockable):
+        """Lock the vault's copies tagged Lock whose lock is not in force (it failed when
+        they were made). Not being able to look is a warning."""
+        if not lockable:
+            return
+        client, where = self.clients[vault], {"vault_account": vault[0], "dest_region": vault[1]}
+        try:
+            todo = unlocked(lockable, locks_in_force(client), self.today)
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            self.summary.warn(f"{vault[0]}/{vault[1]}", f"locks not checked: {describe_error(exc)}")
+            return
+        for sid, request in todo:
+            lock_snapshot(client, sid, request, self.summary, reason=RELOCK, **where)
 
     def read_vault(self, account, vregion):
         try:
             if (account, vregion) not in self.clients:
                 self.clients[(account, vregion)] = vault_client(account, vregion, self.budget)
             ids = [self.only] if self.only else None
-            states, in_flight = vault_copies(self.clients[(account, vregion)], self.region, ids)
+            states, in_flight, lockable = vault_copies(
+                self.clients[(account, vregion)], self.region, ids
+            )
         except OutOfTime:
             raise
         except Exception as exc:
@@ -1712,6 +1734,7 @@ class Vaults:
             return
         self.states |= {(account, vregion, sid): state for sid, state in states.items()}
         self.free[(account, vregion)] = COPIES_IN_FLIGHT - in_flight
+        self.lockable[(account, vregion)] = lockable
         for sid, state in states.items():
             if state == "error":
                 reason = (
@@ -1801,6 +1824,7 @@ class Vaults:
             "delete_on": tags[TAG_DELETE_ON],
         }
         if self.summary.dry_run:
+            self.summary.probe("ec2:CopySnapshot", self.region, self.ec2.copy_snapshot, **params)
             self.summary.did("copy", dest_region=self.region, **item)
             return
         if self.region in self.deferred:  # this region refused a copy this run: wait
@@ -1822,7 +1846,10 @@ class Vaults:
             "OperationType": operation,
             "UserIds": [account],
         }
-        if not self.summary.dry_run:
+        if self.summary.dry_run:
+            call = self.ec2.modify_snapshot_attribute
+            self.summary.probe("ec2:ModifySnapshotAttribute", self.region, call, **params)
+        else:
             self.ec2.modify_snapshot_attribute(**params)
         action = "share" if operation == "add" else "unshare"
         self.summary.did(action, snapshot_id=snapshot_id, vault_account=account)
@@ -1859,6 +1886,8 @@ class Vaults:
         item = {"source_snapshot_id": primary["id"], "vault_account": account}
         item |= {"dest_region": vregion, "delete_on": tags[TAG_DELETE_ON]}
         if self.summary.dry_run:
+            scope = f"{account}/{vregion}"
+            self.summary.probe("ec2:CopySnapshot", scope, vault_ec2.copy_snapshot, **params)
             self.summary.did("copy", **item)
             return
         try:

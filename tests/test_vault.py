@@ -454,3 +454,27 @@ def test_coverage_names_a_vault_it_cannot_read(monkeypatch, api):
     (failure,) = failed.value.summary["failures"]
     assert failure["id"] == f"{VAULT}/{REGION}" and "AccessDenied" in failure["error"]
     assert "unprotected" not in failed.value.summary  # not judged without a look
+
+
+def test_a_vault_copy_whose_lock_failed_is_locked_by_the_next_sweep(api):
+    primary(Lock="governance")
+    api.fail("LockSnapshot", "IncorrectState", times=1)
+    first = run()
+    (cid,) = vault_snapshots()
+    assert cid not in locks(VAULT, REGION)
+    assert any(w["id"] == cid and w["reason"].startswith("not locked") for w in first["warnings"])
+    second = run()
+    assert locks(VAULT, REGION)[cid].mode == "governance"
+    (relocked,) = second["locked"]
+    assert relocked["snapshot_id"] == cid and relocked["vault_account"] == VAULT
+
+
+def test_a_dry_run_asks_aws_whether_each_vault_action_is_permitted(api):
+    primary()
+    result = run(event={"dry_run": True})
+    permitted = {(p["permission"], p["id"]) for p in result["permitted"]}
+    assert permitted == {
+        ("ec2:ModifySnapshotAttribute", REGION),
+        ("ec2:CopySnapshot", f"{VAULT}/{REGION}"),
+    }
+    assert [p.get("DryRun") for p in api.ops("CopySnapshot")] == [True]

@@ -164,6 +164,7 @@ def test_the_writer_allows_exactly_what_the_copier_calls_in_the_vault():
     ec2 = {a for a in allowed if a.startswith("ec2:")}
     assert ec2 == {
         "ec2:DescribeSnapshots",
+        "ec2:DescribeLockedSnapshots",
         "ec2:CopySnapshot",
         "ec2:CreateTags",
         "ec2:LockSnapshot",
