@@ -8,6 +8,7 @@ read a snapshot of another when, and only when, that one shares it (createVolume
 """
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
@@ -478,3 +479,9 @@ def test_a_dry_run_asks_aws_whether_each_vault_action_is_permitted(api):
         ("ec2:CopySnapshot", f"{VAULT}/{REGION}"),
     }
     assert [p.get("DryRun") for p in api.ops("CopySnapshot")] == [True]
+
+
+def test_the_readme_quotes_the_staging_copies_life():
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert f"`DeleteOn` at most {copier.STAGING_DAYS} days on" in readme
+    assert "`VAULT_ROLE_NAME` changes the name" in readme and copier.VAULT_ROLE in readme
