@@ -81,7 +81,8 @@ ignored. A Multi-Attach volume that several enabled instances ask for is snapsho
 alone (Consistency=volume, left out of their sets, with a warning; a VSS set, which cannot
 leave it out, takes it instead): the instance with the longest retention names it and
 gives its tags, and it is copied wherever any of them asks, with the copy settings of the
-first of them that asks for copies; the summary names every instance.
+first of them that asks for copies (and to the vault of the first that asks for one); the
+summary names every instance.
 
 Event
     {}  or an EventBridge scheduled event     every enabled instance in the region
@@ -1812,6 +1813,7 @@ def shared_work(held, summary, today):
 
 
 COPY_SETTINGS = (TAG_COPY_DEST, TAG_COPY_RETENTION, TAG_COPY_KMS_KEY)
+VAULT_SETTINGS = (TAG_VAULT_ACCOUNT, TAG_VAULT_REGION, TAG_VAULT_RETENTION)
 
 
 def merge_shared(plans, summary, today):
@@ -1840,6 +1842,9 @@ def merge_shared(plans, summary, today):
         tags |= {
             k: locking["tags"][k] for k in (TAG_LOCK, TAG_LOCK_COOL_OFF) if k in locking["tags"]
         }
+    vaulting = next((p for p in ordered if TAG_VAULT_ACCOUNT in p["tags"]), None)
+    if vaulting and TAG_VAULT_ACCOUNT not in winner["tags"]:  # to a vault if any of them asks
+        tags |= {k: v for k, v in vaulting["tags"].items() if k in VAULT_SETTINGS}
     ids = [p["instance_id"] for p in plans]
     lock = lock_request(tags, parse_date(tags[TAG_DELETE_ON]), today)  # until its own DeleteOn
     merged = {"tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}

@@ -485,3 +485,18 @@ def test_the_readme_quotes_the_staging_copies_life():
     readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
     assert f"`DeleteOn` at most {copier.STAGING_DAYS} days on" in readme
     assert "`VAULT_ROLE_NAME` changes the name" in readme and copier.VAULT_ROLE in readme
+
+
+def test_a_multi_attach_volume_goes_to_the_vault_if_any_of_its_instances_asks():
+    client = boto3.client("ec2", region_name=REGION)
+    long, _ = launch({"Backup": "Yes", "Retention": "30"})
+    vaulted, _ = launch({"Backup": "Yes", "Retention": "3", "Vault_Account": VAULT})
+    vid = client.create_volume(
+        AvailabilityZone=REGION + "a", Size=4, VolumeType="io2", Iops=100, MultiAttachEnabled=True
+    )["VolumeId"]
+    for iid in (long, vaulted):
+        client.attach_volume(VolumeId=vid, InstanceId=iid, Device="/dev/sdf")
+    creator.run({}, None, region=REGION, now=NOW)
+    (tags,) = [t for s, t in snapshots().items() if snapshot_details()[s]["VolumeId"] == vid]
+    assert tags["DeleteOn"] == "2026-12-26"  # the longest retention names it
+    assert tags["Vault_Account"] == VAULT and tags["Vault_Region"] == REGION
