@@ -29,6 +29,22 @@ Snapshot tags written on each copy, in the CopySnapshot call itself:
     destination keeps each source volume's newest copy by it. The copy keeps the primary's
     description.
 
+Vault copies (primaries tagged Vault_Account, Vault_Region, Vault_Retention by the creator):
+each completed primary is shared with the vault account (ModifySnapshotAttribute,
+createVolumePermission, that account only) and copied in each vault region by that account,
+through its role VAULT_ROLE_NAME (default ebs-snapshot-vault-writer; sts:AssumeRole), with
+Encrypted=True and VAULT_KMS_KEY (default the vault's default EBS key), tagged in the call
+Type=Automated, DeleteOn (Vault_Retention days from the primary's creation, else its
+DeleteOn), Source_SnapshotId, Source_Region, Source_Account, Source_VolumeId, and Lock and
+Lock_CoolOffHours for a Lock primary (locked there at once). A primary encrypted with the
+AWS managed key cannot be shared: it is first copied here with VAULT_SHARE_KMS_KEY (tagged
+Type=Automated, Vault_StagingOf=<primary>, DeleteOn at most STAGING_DAYS on), and that
+staging copy is shared once completed (a later sweep); without the key, a named failure.
+A sweep unshares what is shared with a vault (DescribeSnapshots RestorableByUserIds) once
+every vault region of its primary holds a completed copy, and deletes the staging copy.
+As for regions: no second copy in a vault region, at most the free of its 20 slots, a copy
+in error a failure each sweep; a vault that cannot be read fails alone.
+
 A key a destination refuses fails that copy only. AWS may also accept a copy and fail it
 later (an unusable key): a copy in state "error" is named as a failure on every sweep and
 no other copy is made while it exists. A destination that cannot be read (refused,
@@ -83,7 +99,11 @@ LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
 (with the copy, and KeepForever on existing copies), ec2:LockSnapshot (Type=Automated
 only), ec2:DescribeLockedSnapshots, KMS use through EC2 for encrypted
-copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run).
+copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run); for vaults:
+ec2:ModifySnapshotAttribute (Type=Automated, never a group), ec2:DeleteSnapshot (its
+staging copies), kms:DescribeKey, sts:AssumeRole (the writer role), and in the vault,
+through that role: ec2:DescribeSnapshots, ec2:CopySnapshot, ec2:CreateTags (in the copy),
+ec2:LockSnapshot, ec2:DescribeLockedSnapshots (a sweep locks vault copies whose lock failed).
 """
 
 from __future__ import annotations
@@ -133,6 +153,13 @@ TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 # Archive=Yes on a snapshot (the creator's monthly or yearly primaries, as the instance's
 # Archive tag asks; the copier carries it to copies): the manager moves it to the archive tier.
 TAG_ARCHIVE = "Archive"
+# Vault copies (issue 17): one copy of each primary owned by another account, made through
+# the role VAULT_ROLE_NAME there, which can create copies but never delete or retag them.
+TAG_VAULT_ACCOUNT, TAG_VAULT_REGION = "Vault_Account", "Vault_Region"
+TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the primary's creation
+TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
+TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
+VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -227,6 +254,8 @@ DONE = {
     "drill": "drilled",
     "archive": "sent_to_archive",
     "restore": "restore_started",
+    "share": "shared",
+    "unshare": "unshared",
 }
 REPORT_ORDER = (
     "created",
@@ -244,6 +273,10 @@ REPORT_ORDER = (
     "restore_started",
     "would_restore",
     "restored",
+    "shared",
+    "would_share",
+    "unshared",
+    "would_unshare",
     "deleted",
     "would_delete",
     "deferred",
@@ -410,6 +443,46 @@ def clean_regions(value, enabled, home):
         else:
             keep.append(entry)
     return keep, dropped
+
+
+def vault_target(tags, enabled, home):
+    """(vault account or None, its regions, warnings) from the Vault_Account and
+    Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
+    read as in Copy_Dest, this region included (the default); none left: this region."""
+    if TAG_VAULT_ACCOUNT not in tags:
+        return None, [], []
+    account = tags[TAG_VAULT_ACCOUNT].strip()
+    if not re.fullmatch(r"[0-9]{12}", account):
+        shown = tags[TAG_VAULT_ACCOUNT]
+        return (
+            None,
+            [],
+            [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
+        )
+    regions, warnings = [], []
+    for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
+        if entry and entry not in regions and (entry in enabled or entry == home):
+            regions.append(entry)
+        elif entry and entry not in regions:
+            reason = "is not an enabled region of this account; dropped"
+            warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
+    return account, regions or [home], warnings
+
+
+def vault_client(account, region, budget=None, pacer=None):
+    """An EC2 client of the vault account ``account`` in ``region``, through its writer role
+    (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer)."""
+    role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
+    partition = boto3.session.Session().get_partition_for_region(region)
+    arn = f"arn:{partition}:iam::{account}:role/{role}"
+    sts = make_client("sts", region, budget)
+    creds = sts.assume_role(RoleArn=arn, RoleSessionName="ebs-snapshot-lifecycle")["Credentials"]
+    keys = {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+    return make_client("ec2", region, budget, pacer, keys)
 
 
 def read_event(event):
@@ -582,15 +655,16 @@ def in_parallel(items, work, budget, failed):
     return tally["started"], tally["stopped"]
 
 
-def make_client(service, region, budget=None, pacer=None):
-    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
+def make_client(service, region, budget=None, pacer=None, credentials=None):
+    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply. ``credentials``:
+    another account's (a vault's), as boto3.client takes them."""
     config = Config(
         retries=dict(RETRIES),
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         user_agent_extra="ebs-snapshot-lifecycle",
     )
-    client = boto3.client(service, region_name=region, config=config)
+    client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
     if budget:
         budget.guard(client)
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
@@ -1182,9 +1256,10 @@ def notified_snapshot(event):
     return sid, None
 
 
-def list_primaries(ec2, only=None):
+def list_primaries(ec2, only=None, seen=None):
     """Completed automated snapshots of this account that ask for copies, oldest first;
-    with ``only``, just that snapshot (one call by id, not a sweep of the region)."""
+    with ``only``, just that snapshot (one call by id, not a sweep of the region), which
+    is also added to ``seen`` (the vault copies' look at it)."""
     if only:
         try:
             snaps = ec2.describe_snapshots(SnapshotIds=[only])["Snapshots"]
@@ -1192,6 +1267,8 @@ def list_primaries(ec2, only=None):
             if error_code(exc) != "InvalidSnapshot.NotFound":  # deleted since: nothing to do
                 raise
             snaps = []
+        seen = [] if seen is None else seen
+        seen += snaps
         return [
             s
             for s in snaps
@@ -1303,12 +1380,12 @@ def keep_forever(dest_ec2, dest, primary, copy_id, summary):
     summary.did("tag", **item)
 
 
-def list_by_destination(region, today, summary, budget, only=None):
+def list_by_destination(region, today, summary, budget, only=None, seen=None):
     """{destination: [primaries to bring there]}, from one listing of this region."""
     ec2 = make_client("ec2", region, budget)
     enabled = enabled_regions(ec2)
     by_dest = {}
-    for snapshot in list_primaries(ec2, only):
+    for snapshot in list_primaries(ec2, only, seen):
         try:  # an odd snapshot, or a bug of ours, costs that snapshot only
             primary, warnings = primary_record(snapshot, enabled, region, today)
         except Exception as exc:
@@ -1474,6 +1551,441 @@ def report_deferred(deferred, summary, now):
             summary.count("unprotected", len(volumes))
 
 
+# ---- vault copies: one copy of each primary in another account (issue 17) ----
+#
+# EBS user guide, "Share an Amazon EBS snapshot": "You can't share snapshots that are
+# encrypted with the default AWS managed key"; the EC2 API reference, ModifySnapshotAttribute:
+# "Snapshots encrypted with your default KMS key cannot be shared with other accounts". Such
+# a primary is first copied here with VAULT_SHARE_KMS_KEY (a customer managed key whose key
+# policy lets the vault account use it), and that staging copy is shared instead.
+SHARE_KEY_ENV, VAULT_KEY_ENV = "VAULT_SHARE_KMS_KEY", "VAULT_KMS_KEY"
+STAGING_DAYS = (
+    7  # a staging copy's DeleteOn: the manager's backstop should the copier not delete it
+)
+NO_SHARE_KEY = (
+    "encrypted with the AWS managed key (aws/ebs), which AWS does not let anyone share: set "
+    f"{SHARE_KEY_ENV} (template parameter VaultShareKmsKey) to a customer managed key whose "
+    "key policy lets the vault account use it (README, Vault copies); not copied to the vault"
+)
+
+
+def vault_record(snapshot, enabled, region, today):
+    """(vault primary or None, warnings) for one listed snapshot with Vault_Account. Its vault
+    copies keep Vault_Retention days from its creation, else its DeleteOn; shaped like a
+    primary_record, so that plan_destination plans each vault region."""
+    tags = tag_map(snapshot)
+    if TAG_SOURCE_SNAPSHOT in tags or TAG_VAULT_STAGING in tags:
+        return None, []
+    account, regions, warnings = vault_target(tags, enabled, region)
+    delete_on = parse_date(tags.get(TAG_DELETE_ON))
+    if account is None or delete_on is None:
+        return None, warnings
+    until = delete_on
+    if TAG_VAULT_RETENTION in tags:
+        days, problem = parse_count(
+            tags[TAG_VAULT_RETENTION], TAG_VAULT_RETENTION, MAX_RETENTION_DAYS
+        )
+        if days:
+            until = snapshot["StartTime"].astimezone(UTC).date() + timedelta(days=days)
+        if problem:
+            warnings.append(problem if days else f"{problem}; vault copies keep the DeleteOn")
+    record = {
+        "id": snapshot["SnapshotId"],
+        "tags": {},  # nothing more is carried to a vault copy: KeepForever stays here
+        "owner": snapshot.get("OwnerId"),
+        "account": account,
+        "regions": regions,
+        "start": snapshot["StartTime"],
+        "volume_id": snapshot.get("VolumeId"),
+        "description": snapshot.get("Description", ""),
+        "encrypted": bool(snapshot.get("Encrypted")),
+        "key": snapshot.get("KmsKeyId"),
+        "copy": until > today,
+        "delete_on": delete_on,
+        "copy_delete_on": until,
+        "lock": lock_request(tags, until, today),
+    }
+    return record, warnings
+
+
+def vault_tags(primary, region):
+    """A vault copy's tags, all in its CopySnapshot call (the writer role may tag nothing
+    later): where it came from, its own DeleteOn, and its lock."""
+    tags = {
+        TAG_TYPE: AUTOMATED,
+        TAG_DELETE_ON: primary["copy_delete_on"].isoformat(),
+        TAG_SOURCE_SNAPSHOT: primary["id"],
+        TAG_SOURCE_REGION: region,
+        TAG_SOURCE_ACCOUNT: primary["owner"] or "unknown",
+    }
+    if primary["volume_id"]:
+        tags[TAG_SOURCE_VOLUME] = primary["volume_id"]
+    if primary["lock"]:
+        tags[TAG_LOCK] = primary["lock"]["LockMode"]
+        if "CoolOffPeriod" in primary["lock"]:
+            tags[TAG_LOCK_COOL_OFF] = str(primary["lock"]["CoolOffPeriod"])
+    return tags
+
+
+def vault_done(primary, states):
+    """True once nothing more will be copied from this primary: each of its vault regions
+    holds a completed copy, or (its vault DeleteOn come) none is to be made. ``states``:
+    {(account, region, primary id): copy state}; a vault not read has no states."""
+    for vregion in primary["regions"]:
+        state = states.get((primary["account"], vregion, primary["id"]))
+        if state != "completed" and (state is not None or primary["copy"]):
+            return False
+    return True
+
+
+def vault_primaries(ec2, summary, region, today, notified=None):
+    """Completed primaries of this region with Vault_Account, oldest first (the regions
+    are read only when there is one): all of them, or those of ``notified`` (snapshots
+    read already)."""
+    if notified is not None:
+        snaps = [s for s in notified if TAG_VAULT_ACCOUNT in tag_map(s)]
+    else:
+        snaps = automated_snapshots(ec2, {"Name": "tag-key", "Values": [TAG_VAULT_ACCOUNT]})
+    records, enabled = [], None
+    for snap in sorted(snaps, key=lambda s: (s["StartTime"], s["SnapshotId"])):
+        if snap["State"] != "completed" or tag_map(snap).get(TAG_TYPE) != AUTOMATED:
+            continue
+        enabled = enabled_regions(ec2) if enabled is None else enabled
+        record, warnings = vault_record(snap, enabled, region, today)
+        for reason in warnings:
+            summary.warn(snap["SnapshotId"], reason)
+        records += [record] if record else []
+    return records
+
+
+def staging_copies(ec2, ids=None):
+    """{primary id: staging copy (a snapshot)} of this region, the newest of each."""
+    wanted = {"Name": "tag:" + TAG_VAULT_STAGING, "Values": ids} if ids else None
+    found = {}
+    filters = [wanted or {"Name": "tag-key", "Values": [TAG_VAULT_STAGING]}]
+    for snap in sorted(automated_snapshots(ec2, *filters), key=lambda s: s["StartTime"]):
+        found[tag_map(snap)[TAG_VAULT_STAGING]] = snap
+    return found
+
+
+def vault_copies(vault_ec2, region, ids=None):
+    """({primary id: the state of its copy there (completed wins)}, copies in flight there,
+    those tagged Lock): what the vault holds of this region's primaries (all, or ``ids``)."""
+    filters = [{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}]
+    if ids:
+        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
+    states, lockable = {}, []
+    for snap in paginate(
+        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    ):
+        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
+        if source and states.get(source) != "completed":
+            states[source] = snap["State"]
+        if TAG_LOCK in tag_map(snap):
+            lockable.append(snap)
+    pending = paginate(
+        vault_ec2,
+        "describe_snapshots",
+        "Snapshots",
+        OwnerIds=["self"],
+        Filters=[
+            {"Name": "tag-key", "Values": [TAG_SOURCE_SNAPSHOT]},
+            {"Name": "status", "Values": ["pending"]},
+        ],
+    )
+    return states, sum(1 for _ in pending), lockable
+
+
+class Vaults:
+    """One run's vault work: reads each vault (account, region) once through its writer
+    role, then shares, stages, copies, unshares and cleans up. A vault that cannot be read
+    (the role missing or refusing, the region down) fails alone; nothing is unshared for it."""
+
+    def __init__(self, summary, budget, today, only=None, notified=None):
+        self.summary, self.budget, self.today, self.only = summary, budget, today, only
+        self.notified = notified if only else None
+        self.region = summary.region
+        self.ec2 = make_client("ec2", self.region, budget)
+        self.clients, self.states, self.free, self.lockable = {}, {}, {}, {}
+        self.deferred, self.shared = {}, set()
+        self.managers = {}  # kms key id: its KeyManager (AWS or CUSTOMER)
+
+    def run(self):
+        primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.notified)
+        if not primaries:
+            return
+        ids = [self.only] if self.only else None
+        staging = staging_copies(self.ec2, ids)
+        for account, vregion in sorted(
+            {(p["account"], r) for p in primaries for r in p["regions"]}
+        ):
+            self.read_vault(account, vregion)
+        for primary in primaries:
+            self.each(primary, staging)
+        if not self.only:  # a sweep: what the vaults now hold completes the shares
+            self.clean_up(primaries, staging)
+            for vault, lockable in sorted(self.lockable.items()):
+                self.relock(vault, lockable)
+
+    def relock(self, vault, lockable):
+        """Lock the vault's copies tagged Lock whose lock is not in force (it failed when
+        they were made). Not being able to look is a warning."""
+        if not lockable:
+            return
+        client, where = self.clients[vault], {"vault_account": vault[0], "dest_region": vault[1]}
+        try:
+            todo = unlocked(lockable, locks_in_force(client), self.today)
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            self.summary.warn(f"{vault[0]}/{vault[1]}", f"locks not checked: {describe_error(exc)}")
+            return
+        for sid, request in todo:
+            lock_snapshot(client, sid, request, self.summary, reason=RELOCK, **where)
+
+    def read_vault(self, account, vregion):
+        try:
+            if (account, vregion) not in self.clients:
+                self.clients[(account, vregion)] = vault_client(account, vregion, self.budget)
+            ids = [self.only] if self.only else None
+            states, in_flight, lockable = vault_copies(
+                self.clients[(account, vregion)], self.region, ids
+            )
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            self.summary.error(f"{account}/{vregion}", exc, "vault not read; no vault copy there")
+            return
+        self.states |= {(account, vregion, sid): state for sid, state in states.items()}
+        cap = NOTIFIED_MAX_IN_FLIGHT if self.only else COPIES_IN_FLIGHT  # as in plan_all
+        self.free[(account, vregion)] = cap - in_flight
+        self.lockable[(account, vregion)] = lockable
+        for sid, state in states.items():
+            if state == "error":
+                reason = (
+                    "its vault copy failed (see it in the vault); not made again while it exists"
+                )
+                self.summary.fail(sid, reason, vault_account=account, dest_region=vregion)
+
+    def each(self, primary, staging):
+        """Plan the primary in each readable vault region; copy where a slot is free."""
+        todo = []
+        for vregion in primary["regions"]:
+            vault = (primary["account"], vregion)
+            if vault not in self.free:
+                continue
+            made = (*vault, primary["id"]) in self.states  # a copy there, in any state
+            existing = {primary["id"]: {"in the vault": True}} if made else {}
+            for action in plan_destination([primary], existing, self.free[vault]):
+                if action[0] == "skip":
+                    self.summary.skip(primary["id"], action[2], vault_account=vault[0])
+                elif action[0] == "defer":
+                    self.deferred.setdefault(f"{vault[0]}/{vregion}", []).append(primary)
+                else:
+                    self.free[vault] -= 1
+                    todo.append(vregion)
+        if todo:
+            try:
+                source = self.source(primary, staging)
+                if source:
+                    self.copy(primary, source, todo)
+            except OutOfTime:
+                raise
+            except Exception as exc:
+                self.summary.error(primary["id"], exc, "not copied to the vault")
+
+    def source(self, primary, staging):
+        """The snapshot to share for this primary: itself, or its staging copy once that is
+        completed (made now if there is none). None: nothing to copy from yet."""
+        if not self.needs_staging(primary):
+            return primary["id"]
+        copy = staging.get(primary["id"])
+        if copy is None:
+            self.make_staging(primary)
+            return None
+        if copy["State"] == "error":
+            why = copy.get("StateMessage") or "no reason given"
+            self.summary.fail(copy["SnapshotId"], f"staging copy of {primary['id']} failed ({why})")
+            return None
+        if copy["State"] != "completed":
+            self.summary.skip(primary["id"], "its staging copy is not completed yet")
+            return None
+        return copy["SnapshotId"]
+
+    def needs_staging(self, primary):
+        """An encrypted primary whose key is AWS managed (kms:DescribeKey) cannot be shared."""
+        if not primary["encrypted"]:
+            return False
+        key = primary["key"]
+        if not key:
+            return True
+        if key not in self.managers:
+            kms = make_client("kms", self.region, self.budget)
+            self.managers[key] = kms.describe_key(KeyId=key)["KeyMetadata"]["KeyManager"]
+        return self.managers[key] == "AWS"
+
+    def make_staging(self, primary):
+        key = os.environ.get(SHARE_KEY_ENV, "").strip()
+        if not key:
+            self.summary.fail(primary["id"], NO_SHARE_KEY, vault_account=primary["account"])
+            return
+        delete_on = min(self.today + timedelta(days=STAGING_DAYS), primary["copy_delete_on"])
+        tags = {
+            TAG_TYPE: AUTOMATED,
+            TAG_DELETE_ON: delete_on.isoformat(),
+            TAG_VAULT_STAGING: primary["id"],
+        }
+        params = {
+            "SourceRegion": self.region,
+            "SourceSnapshotId": primary["id"],
+            "Encrypted": True,
+            "KmsKeyId": key,
+            "Description": f"vault staging copy of {primary['id']}",
+            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
+        }
+        item = {
+            "source_snapshot_id": primary["id"],
+            "staging": True,
+            "delete_on": tags[TAG_DELETE_ON],
+        }
+        if self.summary.dry_run:
+            self.summary.probe("ec2:CopySnapshot", self.region, self.ec2.copy_snapshot, **params)
+            self.summary.did("copy", dest_region=self.region, **item)
+            return
+        if self.region in self.deferred:  # this region refused a copy this run: wait
+            self.deferred[self.region].append(primary)
+            return
+        try:
+            copy = self.ec2.copy_snapshot(**params)
+        except ClientError as exc:
+            if error_code(exc) != COPY_LIMIT_CODE:
+                raise
+            self.deferred.setdefault(self.region, []).append(primary)
+            return
+        self.summary.did("copy", snapshot_id=copy["SnapshotId"], dest_region=self.region, **item)
+
+    def share(self, snapshot_id, account, operation="add"):
+        params = {
+            "SnapshotId": snapshot_id,
+            "Attribute": "createVolumePermission",
+            "OperationType": operation,
+            "UserIds": [account],
+        }
+        if self.summary.dry_run:
+            call = self.ec2.modify_snapshot_attribute
+            self.summary.probe("ec2:ModifySnapshotAttribute", self.region, call, **params)
+        else:
+            self.ec2.modify_snapshot_attribute(**params)
+        action = "share" if operation == "add" else "unshare"
+        self.summary.did(action, snapshot_id=snapshot_id, vault_account=account)
+
+    def copy(self, primary, source, vregions):
+        account = primary["account"]
+        if (source, account) not in self.shared:
+            self.share(source, account)
+            self.shared.add((source, account))
+        for vregion in vregions:
+            if f"{account}/{vregion}" in self.deferred:  # refused a slot this run
+                self.deferred[f"{account}/{vregion}"].append(primary)
+                continue
+            try:
+                self.copy_into(primary, source, vregion)
+            except OutOfTime:
+                raise
+            except Exception as exc:
+                self.summary.error(primary["id"], exc, vault_account=account, dest_region=vregion)
+
+    def copy_into(self, primary, source, vregion):
+        account, tags = primary["account"], vault_tags(primary, self.region)
+        vault_ec2 = self.clients[(account, vregion)]
+        params = {
+            "SourceRegion": self.region,
+            "SourceSnapshotId": source,
+            "Encrypted": True,
+            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
+        }
+        key = os.environ.get(VAULT_KEY_ENV, "").strip()
+        params |= {"KmsKeyId": key} if key else {}
+        if primary["description"]:
+            params["Description"] = primary["description"]
+        item = {"source_snapshot_id": primary["id"], "vault_account": account}
+        item |= {"dest_region": vregion, "delete_on": tags[TAG_DELETE_ON]}
+        if self.summary.dry_run:
+            scope = f"{account}/{vregion}"
+            self.summary.probe("ec2:CopySnapshot", scope, vault_ec2.copy_snapshot, **params)
+            self.summary.did("copy", **item)
+            return
+        try:
+            copy = vault_ec2.copy_snapshot(**params)
+        except ClientError as exc:
+            if error_code(exc) != COPY_LIMIT_CODE:
+                raise
+            self.deferred.setdefault(f"{account}/{vregion}", []).append(primary)
+            return
+        self.summary.did("copy", snapshot_id=copy["SnapshotId"], **item)
+        if primary["lock"]:  # locked in the vault too, until the vault copy's DeleteOn
+            lock_snapshot(vault_ec2, copy["SnapshotId"], primary["lock"], self.summary, **item)
+
+    def clean_up(self, primaries, staging):
+        """Unshare what the vaults no longer need (every vault region of its primary holds a
+        completed copy), and delete staging copies no longer needed. Snapshots shared with a
+        vault are found by DescribeSnapshots' RestorableByUserIds, one listing per vault
+        account; a vault that could not be read keeps its shares."""
+        by_id = {p["id"]: p for p in primaries}
+        for account in sorted({p["account"] for p in primaries}):
+            for snap in paginate(
+                self.ec2,
+                "describe_snapshots",
+                "Snapshots",
+                OwnerIds=["self"],
+                RestorableByUserIds=[account],
+            ):
+                owner = tag_map(snap).get(TAG_VAULT_STAGING) or snap["SnapshotId"]
+                primary = by_id.get(owner)
+                if primary is None or self.finished(primary):
+                    self.guarded(
+                        snap["SnapshotId"], self.share, snap["SnapshotId"], account, "remove"
+                    )
+        for owner, copy in sorted(staging.items()):
+            primary = by_id.get(owner)
+            if copy["State"] != "pending" and (primary is None or self.finished(primary)):
+                self.guarded(copy["SnapshotId"], self.delete_staging, copy, owner)
+
+    def finished(self, primary):
+        readable = all((primary["account"], r) in self.free for r in primary["regions"])
+        return readable and vault_done(primary, self.states)
+
+    def guarded(self, sid, call, *args):
+        try:
+            call(*args)
+        except OutOfTime:
+            raise
+        except Exception as exc:
+            self.summary.error(sid, exc)
+
+    def delete_staging(self, copy, owner):
+        if not self.summary.dry_run:
+            try:
+                self.ec2.delete_snapshot(SnapshotId=copy["SnapshotId"])
+            except ClientError as exc:
+                if error_code(exc) != "InvalidSnapshot.NotFound":  # gone already: done
+                    raise
+        reason = f"staging copy of {owner}, no longer needed"
+        self.summary.did("delete", snapshot_id=copy["SnapshotId"], reason=reason)
+
+
+def copy_to_vaults(vaults, summary):
+    """The run's vault work; Lambda time running short leaves the rest for the next sweep."""
+    try:
+        vaults.run()
+    except OutOfTime as exc:
+        summary.warn(summary.region, f"vault copies left for the next sweep: {exc}")
+
+
+def tag_pairs(tags):
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
 def run(event=None, context=None, *, region=None, now=None):
     """One copier run; ``now`` (a datetime) is injectable for tests and the demo."""
     return run_job(JOB, copy_all, event, context, region, now)
@@ -1484,7 +1996,8 @@ def copy_all(event, context, summary, budget, now):
     if why_not:  # a notification it cannot use: said so, and no call made
         (summary.skip if only else summary.warn)(only or "event", why_not)
         return
-    by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only)
+    notified = []  # the notified snapshot, read once for its copies and its vault copies
+    by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only, notified)
     work, deferred = plan_all(
         by_dest, summary, budget, Pacer(), utc_today(now), only
     )  # run_job: any failure
@@ -1493,9 +2006,12 @@ def copy_all(event, context, summary, budget, now):
     until, problem = stay_until(event, now)
     if problem:
         summary.warn(STAY_ENV, problem)
+    vaults = Vaults(summary, budget, utc_today(now), only, notified)
+    if not left:  # out of time: the hand-off's run does the vaults
+        copy_to_vaults(vaults, summary)
     if deferred and until and not (left or only or summary.dry_run):
         stay(deferred, summary, budget, now, until)
-    report_deferred(deferred, summary, now)
+    report_deferred(deferred | vaults.deferred, summary, now)
     if left:
         hand_off(context, event, summary, done_here=started - stopped, left=left)
 

@@ -21,6 +21,13 @@ Instance tags read
     Copy_Dest   regions that receive a copy, separated by commas or spaces. Entries that are
                 not enabled regions of this account, or that name this region, warn and are
                 dropped.
+    Vault_Account, Vault_Region, Vault_Retention
+                a 12-digit account id that receives a vault copy of each snapshot (the
+                copier makes it, through a role there that cannot delete it); the regions
+                of that account to copy into (as in Copy_Dest, this region allowed; default
+                this region); days to keep vault copies, from the snapshot's creation
+                (default its DeleteOn). Unreadable: a warning, and no vault copy (account),
+                the entry dropped (region), or left out (retention).
     Name        used in the snapshot description and copied to the snapshot's Name tag.
     Consistency how the instance's volumes are captured (any case; anything else warns and
                 uses volume):
@@ -57,7 +64,8 @@ Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), ne
     Type=Automated, DeleteOn=<YYYY-MM-DD, today (UTC) + the longest tier that applies>,
     Retention_Tier=<daily|weekly|monthly|yearly>, Consistency=<volume|instance|fsfreeze|
     vss|crash-fallback>, Copy_Dest=<clean list> with Copy_Retention and Copy_KmsKeyId (only
-    when there is one), Name=<instance Name> (only when there is one), Lock=<mode> and
+    when there is one), Vault_Account with Vault_Region=<clean list> and Vault_Retention
+    (when valid), Name=<instance Name> (only when there is one), Lock=<mode> and
     Lock_CoolOffHours (compliance) for a Lock instance, Archive=Yes (see Archive), and
     EventId=<the event's "id", else the Lambda request id>: a run that sees the same event
     again (Lambda's retry of a failed run keeps the request id; EventBridge may deliver an
@@ -77,7 +85,8 @@ ignored. A Multi-Attach volume that several enabled instances ask for is snapsho
 alone (Consistency=volume, left out of their sets, with a warning; a VSS set, which cannot
 leave it out, takes it instead): the instance with the longest retention names it and
 gives its tags, and it is copied wherever any of them asks, with the copy settings of the
-first of them that asks for copies; the summary names every instance.
+first of them that asks for copies (and to the vault of the first that asks for one); the
+summary names every instance.
 
 Event
     {}  or an EventBridge scheduled event     every enabled instance in the region
@@ -162,6 +171,13 @@ TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 # Archive=Yes on a snapshot (the creator's monthly or yearly primaries, as the instance's
 # Archive tag asks; the copier carries it to copies): the manager moves it to the archive tier.
 TAG_ARCHIVE = "Archive"
+# Vault copies (issue 17): one copy of each primary owned by another account, made through
+# the role VAULT_ROLE_NAME there, which can create copies but never delete or retag them.
+TAG_VAULT_ACCOUNT, TAG_VAULT_REGION = "Vault_Account", "Vault_Region"
+TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the primary's creation
+TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
+TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
+VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -256,6 +272,8 @@ DONE = {
     "drill": "drilled",
     "archive": "sent_to_archive",
     "restore": "restore_started",
+    "share": "shared",
+    "unshare": "unshared",
 }
 REPORT_ORDER = (
     "created",
@@ -273,6 +291,10 @@ REPORT_ORDER = (
     "restore_started",
     "would_restore",
     "restored",
+    "shared",
+    "would_share",
+    "unshared",
+    "would_unshare",
     "deleted",
     "would_delete",
     "deferred",
@@ -439,6 +461,46 @@ def clean_regions(value, enabled, home):
         else:
             keep.append(entry)
     return keep, dropped
+
+
+def vault_target(tags, enabled, home):
+    """(vault account or None, its regions, warnings) from the Vault_Account and
+    Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
+    read as in Copy_Dest, this region included (the default); none left: this region."""
+    if TAG_VAULT_ACCOUNT not in tags:
+        return None, [], []
+    account = tags[TAG_VAULT_ACCOUNT].strip()
+    if not re.fullmatch(r"[0-9]{12}", account):
+        shown = tags[TAG_VAULT_ACCOUNT]
+        return (
+            None,
+            [],
+            [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
+        )
+    regions, warnings = [], []
+    for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
+        if entry and entry not in regions and (entry in enabled or entry == home):
+            regions.append(entry)
+        elif entry and entry not in regions:
+            reason = "is not an enabled region of this account; dropped"
+            warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
+    return account, regions or [home], warnings
+
+
+def vault_client(account, region, budget=None, pacer=None):
+    """An EC2 client of the vault account ``account`` in ``region``, through its writer role
+    (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer)."""
+    role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
+    partition = boto3.session.Session().get_partition_for_region(region)
+    arn = f"arn:{partition}:iam::{account}:role/{role}"
+    sts = make_client("sts", region, budget)
+    creds = sts.assume_role(RoleArn=arn, RoleSessionName="ebs-snapshot-lifecycle")["Credentials"]
+    keys = {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+    return make_client("ec2", region, budget, pacer, keys)
 
 
 def read_event(event):
@@ -611,15 +673,16 @@ def in_parallel(items, work, budget, failed):
     return tally["started"], tally["stopped"]
 
 
-def make_client(service, region, budget=None, pacer=None):
-    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
+def make_client(service, region, budget=None, pacer=None, credentials=None):
+    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply. ``credentials``:
+    another account's (a vault's), as boto3.client takes them."""
     config = Config(
         retries=dict(RETRIES),
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         user_agent_extra="ebs-snapshot-lifecycle",
     )
-    client = boto3.client(service, region_name=region, config=config)
+    client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
     if budget:
         budget.guard(client)
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
@@ -1166,6 +1229,23 @@ def copy_settings(tags):
     return settings, warnings
 
 
+def vault_settings(tags, enabled, region):
+    """({Vault_Account, Vault_Region, Vault_Retention} to pass on to the copier, warnings)."""
+    account, regions, warnings = vault_target(tags, enabled, region)
+    if account is None:
+        return {}, warnings
+    settings = {TAG_VAULT_ACCOUNT: account, TAG_VAULT_REGION: ",".join(regions)}
+    if TAG_VAULT_RETENTION in tags:
+        days, problem = parse_count(
+            tags[TAG_VAULT_RETENTION], TAG_VAULT_RETENTION, MAX_RETENTION_DAYS
+        )
+        if days:
+            settings[TAG_VAULT_RETENTION] = str(days)
+        if problem:
+            warnings.append(problem if days else f"{problem}; vault copies keep the DeleteOn")
+    return settings, warnings
+
+
 def parse_mode(value):
     """(mode, warning or None) for an instance's Consistency tag (any case)."""
     if value is None:
@@ -1342,10 +1422,12 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
     more += [problem] if problem else []
     lock, lock_problems = lock_tags(tags)
     archive, archive_problems = archive_tiers(tags)
-    notes = [("warn", iid, p) for p in problems + more + lock_problems + archive_problems]
+    vault, vault_problems = vault_settings(tags, enabled, region)
+    problems += more + lock_problems + archive_problems + vault_problems
+    notes = [("warn", iid, problem) for problem in problems]
     name = tags.get(TAG_NAME, "")
     extra = lock | ({TAG_ARCHIVE: "Yes"} if tier in archive else {})
-    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key, extra)
+    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key, extra) | vault
     set_description = describe(name, iid, "all volumes", mode, region)
     plans = []
     for vid, device, _root in ebs_volumes(instance):
@@ -1775,6 +1857,7 @@ def shared_work(held, summary, today):
 
 
 COPY_SETTINGS = (TAG_COPY_DEST, TAG_COPY_RETENTION, TAG_COPY_KMS_KEY)
+VAULT_SETTINGS = (TAG_VAULT_ACCOUNT, TAG_VAULT_REGION, TAG_VAULT_RETENTION)
 
 
 def merge_shared(plans, summary, today):
@@ -1803,6 +1886,9 @@ def merge_shared(plans, summary, today):
         tags |= {
             k: locking["tags"][k] for k in (TAG_LOCK, TAG_LOCK_COOL_OFF) if k in locking["tags"]
         }
+    vaulting = next((p for p in ordered if TAG_VAULT_ACCOUNT in p["tags"]), None)
+    if vaulting and TAG_VAULT_ACCOUNT not in winner["tags"]:  # to a vault if any of them asks
+        tags |= {k: v for k, v in vaulting["tags"].items() if k in VAULT_SETTINGS}
     ids = [p["instance_id"] for p in plans]
     lock = lock_request(tags, parse_date(tags[TAG_DELETE_ON]), today)  # until its own DeleteOn
     merged = {"tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}

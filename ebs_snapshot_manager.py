@@ -60,7 +60,12 @@ snapshot (instance Backup=Yes, not terminated, volume not opted out with Backup=
 a completed automated snapshot younger than COVERAGE_MAX_AGE_HOURS (environment; default
 26); and in each region its snapshots ask copies for (Copy_Dest), once one of them has had
 COPY_MAX_LAG_HOURS (default 24) to get there, a completed copy of one of its snapshots of
-the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention. A volume
+the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention; the same
+in each vault region its snapshots ask vault copies for (Vault_Account, Vault_Region),
+read through the vault's writer role (sts:AssumeRole, then its read-only
+DescribeSnapshots; a vault that cannot be read is a failure, its copies not judged). The
+copier's staging copies (Vault_StagingOf) count for nothing here, nor as a volume's last
+backup (they expire on their DeleteOn like any automated snapshot). A volume
 attached more recently than the threshold is not expected yet. Each unprotected volume is
 named in the summary (``unprotected``, with the reasons) and counted in the
 UnprotectedVolumes metric. Reading each destination's copies, it also counts the copies of
@@ -88,7 +93,8 @@ full copy at about a quarter of the standard price a GB-month, billed for 90 day
 and must be restored (up to 72 hours) before a volume can be made from it. A completed
 Archive=Yes snapshot a day old (ARCHIVE_AFTER) goes to the archive tier (ModifySnapshotTier)
 when at least 90 days remain to its DeleteOn, or it is KeepForever; a primary only once each
-region of its Copy_Dest holds a completed copy (an archived snapshot cannot be copied). With
+region of its Copy_Dest, and its vault, holds a completed copy (an archived snapshot can be
+neither copied nor shared; a vault is read through its writer role). With
 fewer days left it stays standard: said once, and written on it as Archive_Note. An archive
 under way (DescribeSnapshotTierStatus) is not asked for twice. Archived snapshots expire
 on their DeleteOn like any other. A person's Restore tag: RestoreSnapshotTier once, then
@@ -135,7 +141,8 @@ ec2:DeleteVolume (Type=RestoreDrill only), ec2:DescribeAvailabilityZones;
 for the archive tier: ec2:ModifySnapshotTier and ec2:RestoreSnapshotTier (Type=Automated
 only), ec2:DescribeSnapshotTierStatus, ec2:CreateTags (Archive_Note, Restore_Requested) and
 ec2:DeleteTags (Restore, Restore_Requested, Archive) on Type=Automated snapshots;
-lambda:InvokeFunction (on itself, to hand over the rest of a long sweep).
+lambda:InvokeFunction (on itself, to hand over the rest of a long sweep); sts:AssumeRole
+(the vault writer role, for the coverage check's read).
 """
 
 from __future__ import annotations
@@ -186,6 +193,13 @@ TAG_RETENTION_TIER = "Retention_Tier"  # which tier chose a snapshot's DeleteOn
 # Archive=Yes on a snapshot (the creator's monthly or yearly primaries, as the instance's
 # Archive tag asks; the copier carries it to copies): the manager moves it to the archive tier.
 TAG_ARCHIVE = "Archive"
+# Vault copies (issue 17): one copy of each primary owned by another account, made through
+# the role VAULT_ROLE_NAME there, which can create copies but never delete or retag them.
+TAG_VAULT_ACCOUNT, TAG_VAULT_REGION = "Vault_Account", "Vault_Region"
+TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the primary's creation
+TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
+TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
+VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -280,6 +294,8 @@ DONE = {
     "drill": "drilled",
     "archive": "sent_to_archive",
     "restore": "restore_started",
+    "share": "shared",
+    "unshare": "unshared",
 }
 REPORT_ORDER = (
     "created",
@@ -297,6 +313,10 @@ REPORT_ORDER = (
     "restore_started",
     "would_restore",
     "restored",
+    "shared",
+    "would_share",
+    "unshared",
+    "would_unshare",
     "deleted",
     "would_delete",
     "deferred",
@@ -463,6 +483,46 @@ def clean_regions(value, enabled, home):
         else:
             keep.append(entry)
     return keep, dropped
+
+
+def vault_target(tags, enabled, home):
+    """(vault account or None, its regions, warnings) from the Vault_Account and
+    Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
+    read as in Copy_Dest, this region included (the default); none left: this region."""
+    if TAG_VAULT_ACCOUNT not in tags:
+        return None, [], []
+    account = tags[TAG_VAULT_ACCOUNT].strip()
+    if not re.fullmatch(r"[0-9]{12}", account):
+        shown = tags[TAG_VAULT_ACCOUNT]
+        return (
+            None,
+            [],
+            [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
+        )
+    regions, warnings = [], []
+    for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
+        if entry and entry not in regions and (entry in enabled or entry == home):
+            regions.append(entry)
+        elif entry and entry not in regions:
+            reason = "is not an enabled region of this account; dropped"
+            warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
+    return account, regions or [home], warnings
+
+
+def vault_client(account, region, budget=None, pacer=None):
+    """An EC2 client of the vault account ``account`` in ``region``, through its writer role
+    (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer)."""
+    role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
+    partition = boto3.session.Session().get_partition_for_region(region)
+    arn = f"arn:{partition}:iam::{account}:role/{role}"
+    sts = make_client("sts", region, budget)
+    creds = sts.assume_role(RoleArn=arn, RoleSessionName="ebs-snapshot-lifecycle")["Credentials"]
+    keys = {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+    return make_client("ec2", region, budget, pacer, keys)
 
 
 def read_event(event):
@@ -635,15 +695,16 @@ def in_parallel(items, work, budget, failed):
     return tally["started"], tally["stopped"]
 
 
-def make_client(service, region, budget=None, pacer=None):
-    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply."""
+def make_client(service, region, budget=None, pacer=None, credentials=None):
+    """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply. ``credentials``:
+    another account's (a vault's), as boto3.client takes them."""
     config = Config(
         retries=dict(RETRIES),
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         user_agent_extra="ebs-snapshot-lifecycle",
     )
-    client = boto3.client(service, region_name=region, config=config)
+    client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
     if budget:
         budget.guard(client)
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
@@ -1248,6 +1309,8 @@ class LastBackups:
 
     def key(self, snapshot):
         tags = tag_map(snapshot)
+        if TAG_VAULT_STAGING in tags:  # the copier's stand-in for a primary: never a last backup
+            return None
         if TAG_SOURCE_SNAPSHOT in tags:
             if past_grace(snapshot, self.today, self.grace):
                 return None  # past its grace: it expires, newest or not
@@ -1288,13 +1351,17 @@ class Coverage:
         self.newest = {}  # volume id: start time of its newest completed snapshot
         self.recent = {}  # snapshot id: (volume id, start time, its Copy_Dest regions)
         self.dests = set()  # every region this region's primaries ask copies for
+        self.vaults = set()  # (vault account, region) that this region's primaries ask for
 
     def see(self, snapshot):
         tags, vid = tag_map(snapshot), snapshot.get("VolumeId")
-        if TAG_SOURCE_SNAPSHOT in tags:  # a copy's VolumeId is arbitrary
+        if TAG_SOURCE_SNAPSHOT in tags or TAG_VAULT_STAGING in tags:  # VolumeId arbitrary
             return
         dests = clean_regions(tags.get(TAG_COPY_DEST, ""), self.enabled, self.region)[0]
         self.dests.update(dests)
+        account, vregions, _ = vault_target(tags, self.enabled, self.region)
+        self.vaults.update((account, r) for r in vregions)
+        dests = dests + [f"{account}/{r}" for r in vregions]  # a vault: "account/region"
         if vid not in self.protected or snapshot.get("State") != "completed":
             return
         if in_archive(snapshot):  # it cannot be restored quickly: not a recent backup
@@ -1667,8 +1734,9 @@ class Tiers:
     not asked for twice) and, for primaries with Copy_Dest, one DescribeSnapshots per batch
     and destination: an archived snapshot cannot be copied, so it waits for its copies."""
 
-    def __init__(self, summary, now, client):
+    def __init__(self, summary, now, client, vault):
         self.summary, self.now, self.client = summary, now, client  # client(region)
+        self.vault = functools.cache(vault)  # vault(account, region): through its writer role
         self.candidates, self.requested = {}, []  # candidates: id: (snapshot, why)
         self.seen, self.archived = set(), 0  # pages shift as they are read: once each
 
@@ -1763,8 +1831,9 @@ class Tiers:
         return [("archive", s, why) for s, why in waiting if s["SnapshotId"] in copied]
 
     def copied(self, snapshots):
-        """Ids of these primaries that have a completed copy in every Copy_Dest region (or
-        ask for none); a copy is never looked for in the primary's own region."""
+        """Ids of these primaries that have a completed copy in every Copy_Dest region and
+        vault they ask for (or ask for none); a copy is never looked for in the primary's own
+        region."""
         missing = {s["SnapshotId"]: self.dests(s) for s in snapshots}  # id: regions to see
         for dest in sorted(set().union(*missing.values())):
             asked = sorted(sid for sid, regions in missing.items() if dest in regions)
@@ -1777,18 +1846,25 @@ class Tiers:
         return {sid for sid, regions in missing.items() if not regions}
 
     def dests(self, snapshot):
-        tags = tag_map(snapshot)
-        if TAG_SOURCE_SNAPSHOT in tags:
+        """Its Copy_Dest regions, and its vault regions as "account/region"; none for a
+        copy or a staging copy (which are never copied)."""
+        tags, home = tag_map(snapshot), self.summary.region
+        if TAG_SOURCE_SNAPSHOT in tags or TAG_VAULT_STAGING in tags:
             return set()
         regions = re.split(r"[\s,]+", tags.get(TAG_COPY_DEST, "").strip())
-        return {r for r in regions if r and r != self.summary.region}
+        found = {r for r in regions if r and r != home}
+        asked = set(re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()))
+        account, vregions, _ = vault_target(tags, asked, home)  # the creator's clean list
+        return found | {f"{account}/{r}" for r in vregions if account}
 
     def copies_in(self, dest, ids):
         """Ids among ``ids`` with a completed copy in ``dest`` (none when it cannot be read:
         their archive waits, with a warning)."""
         try:
+            account, _, region = dest.rpartition("/")  # a vault: read through its writer role
+            client = self.vault(account, region) if account else self.client(region)
             copies = paginate(
-                self.client(dest),
+                client,
                 "describe_snapshots",
                 "Snapshots",
                 OwnerIds=["self"],
@@ -2090,8 +2166,38 @@ def finish_coverage(coverage, summary, budget, today):
             continue
         copies |= found
         left[dest] = expired.count()
+    vault_copies, vault_unread = vaults_coverage(coverage, summary, budget)
+    copies, unread = copies | vault_copies, unread | vault_unread
     report_unprotected(coverage, coverage.unprotected(copies, unread), summary)
     report_expired_copies(left, summary)
+
+
+def vaults_coverage(coverage, summary, budget):
+    """({("account/region", primary id): state} of the vault copies of this region's recent
+    primaries, read through each vault's writer role (its read-only DescribeSnapshots); the
+    vaults that could not be read: one failure each, their copies not judged)."""
+    copies, unread = {}, set()
+    for account, vregion in sorted(coverage.vaults):
+        where = f"{account}/{vregion}"
+        try:
+            vault_ec2 = vault_client(account, vregion, budget)
+            for copy in paginate(
+                vault_ec2,
+                "describe_snapshots",
+                "Snapshots",
+                OwnerIds=["self"],
+                Filters=[{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [coverage.region]}],
+            ):
+                source = tag_map(copy).get(TAG_SOURCE_SNAPSHOT)
+                if source in coverage.recent and copies.get((where, source)) != "completed":
+                    copies[(where, source)] = copy["State"]
+        except OutOfTime as exc:
+            summary.warn(where, f"vault copies there not checked: {exc}")
+            unread.add(where)
+        except Exception as exc:
+            summary.error(where, exc, "vault copies there not checked")
+            unread.add(where)
+    return copies, unread
 
 
 def report_unprotected(coverage, unprotected, summary):
@@ -2385,7 +2491,7 @@ def manage(event, context, summary, budget, now):
     lookup = SourceLookup(summary, budget, pacer, today, grace)
     drills = DrillTargets() if drills_on else None
     lookup.clients[summary.region] = ec2
-    tiers = Tiers(summary, now, lookup.client)
+    tiers = Tiers(summary, now, lookup.client, lambda a, r: vault_client(a, r, budget, pacer))
     locks = read_locks(ec2, summary)
     judge = Judge(summary, now, coverage, last, lookup, locks, drills, tiers)
     why, done = sweep(ec2, summary, budget, judge, (now, max_age, lag))

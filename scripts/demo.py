@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import boto3
+from demo_vault import play_vault
 from moto import mock_aws
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto_gaps import force_volume_state
@@ -487,6 +488,8 @@ def main():
     with mock_aws():
         play(picture=Path(__file__).resolve().parent.parent / "build" / "demo.png")
         epilogue()
+    with mock_aws():  # a second act, in a fresh moto: a vault account (demo_vault.py)
+        play_vault(clock, datetime(START.year, START.month, START.day, tzinfo=UTC))
     return 0
 
 

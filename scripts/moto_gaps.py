@@ -5,7 +5,9 @@ benchmarks call it before they start moto.
 Besides two small gaps (a DescribeVolumes filter, CreateSnapshots' exclusions), EBS Snapshot
 Lock, which moto 5 lacks: LockSnapshot, UnlockSnapshot, DescribeLockedSnapshots, and
 DeleteSnapshot refusing a locked snapshot (see "Snapshot lock" below; ``locks()`` shows the
-emulated table).
+emulated table). And copies across accounts (see "Shared snapshots" below): CopySnapshot of
+a snapshot another account shared, DescribeSnapshots' RestorableByUserIds, sharing refused
+for the AWS managed key, CopySnapshot's Encrypted.
 """
 
 import base64
@@ -536,6 +538,167 @@ def _delete_volume(self, volume_id):
     return _moto_delete_volume(self, volume_id)
 
 
+# ---- Shared snapshots ----------------------------------------------------------------------
+#
+# moto keeps each account's EC2 apart, and its CopySnapshot looks for the source snapshot in
+# the caller's own account only, so a snapshot another account shared is "not found". EC2
+# lets an account copy a snapshot that another account shared with it, and only then:
+#   SHARE    https://docs.aws.amazon.com/ebs/latest/userguide/ebs-modifying-snapshot-permissions.html
+#            "Users that you have authorized can use the snapshots that you share to create
+#            their own EBS volumes"; "You can't share snapshots that are encrypted with the
+#            default AWS managed key."
+#   USE      https://docs.aws.amazon.com/ebs/latest/userguide/view-shared-snapshot.html
+#            (to use a shared snapshot, copy it: "Copy the shared snapshot")
+#   COPY     https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopySnapshot.html
+#            Encrypted: "To encrypt a copy of an unencrypted snapshot ... enable encryption
+#            using this parameter"; KmsKeyId: "If this parameter is not specified, your KMS
+#            key for Amazon EBS is used."
+#   MODIFY   https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifySnapshotAttribute.html
+#            "Snapshots encrypted with your default KMS key cannot be shared with other
+#            accounts."
+#   DESCRIBE https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeSnapshots.html
+#            RestorableByUserIds: "The IDs of the Amazon Web Services accounts that can
+#            create volumes from the snapshot."
+#   KEYS     https://docs.aws.amazon.com/kms/latest/developerguide/concepts.html (AWS managed
+#            keys, alias aws/<service>; DescribeKey's KeyManager is AWS for them)
+#   ERRORS   (above): InvalidSnapshot.NotFound "The specified snapshot does not exist."
+# A snapshot that is not shared with the caller is invisible to it: InvalidSnapshot.NotFound,
+# as for one that does not exist. AWS documents no error code for sharing a snapshot under the
+# AWS managed key: OperationNotPermitted, as for the locks above.
+def _original(cls, name):
+    """moto's own method, even if this module was imported (and installed) twice."""
+    method = getattr(cls, name)
+    return getattr(method, "moto_original", method)
+
+
+_moto_copy_snapshot = _original(EBSBackend, "copy_snapshot")
+_moto_copy_response = _original(EC2Response, "copy_snapshot")
+_moto_modify_attribute = _original(EC2Response, "modify_snapshot_attribute")
+_moto_describe_snapshots = _original(EC2Response, "describe_snapshots")
+_moto_default_key = _original(EBSBackend, "_create_default_encryption_key")
+_moto_create_snapshot = _original(EBSBackend, "create_snapshot")
+
+
+def _create_snapshot(self, volume_id, description, owner_id=None, from_ami=None):
+    # EC2 API reference, Snapshot.KmsKeyId: "The Amazon Resource Name (ARN) of the KMS key
+    # that was used to protect the volume encryption key for the parent volume." moto leaves
+    # it empty on a snapshot of an encrypted volume.
+    snapshot = _moto_create_snapshot(self, volume_id, description, owner_id, from_ami)
+    if snapshot.encrypted and not snapshot.kms_key_id:
+        snapshot.kms_key_id = self.get_volume(volume_id).kms_key_id
+    return snapshot
+
+
+def _shared_with(snapshot, account_id):
+    """SHARE: a snapshot shared with this account, or with everyone (group all)."""
+    return (
+        account_id in snapshot.create_volume_permission_userids
+        or "all" in snapshot.create_volume_permission_groups
+    )
+
+
+def _foreign_snapshot(account_id, region, snapshot_id):
+    """The snapshot of another account that it shared with ``account_id``, else None."""
+    from moto.ec2.models import ec2_backends
+
+    for owner in list(dict.keys(ec2_backends)):
+        regions = dict.__getitem__(ec2_backends, owner)
+        if owner == account_id or region not in dict.keys(regions):
+            continue
+        snapshot = dict.__getitem__(regions, region).snapshots.get(snapshot_id)
+        if snapshot is not None and _shared_with(snapshot, account_id):
+            return snapshot
+    return None
+
+
+def _copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id):
+    # USE, COPY: the source may be another account's snapshot shared with the caller.
+    try:
+        return _moto_copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id)
+    except InvalidSnapshotIdError:
+        source = _foreign_snapshot(self.account_id, source_region, source_snapshot_id)
+        if source is None:  # not shared with the caller: as if it did not exist (ERRORS)
+            raise
+    copy = moto_ebs.Snapshot(
+        self,
+        moto_ebs.random_snapshot_id(),
+        volume=source.volume,
+        description=description,
+        encrypted=source.encrypted,
+        kms_key_id=kms_key_id,
+    )
+    self.snapshots[copy.id] = copy
+    return copy
+
+
+def _copy_snapshot_response(self):
+    # COPY: Encrypted=true encrypts the copy; an encrypted copy without KmsKeyId gets the
+    # destination account's default EBS key. moto ignores Encrypted and leaves the key empty.
+    result = _moto_copy_response(self)
+    copy = self.ec2_backend.snapshots[result.result["SnapshotId"]]
+    if str(self._get_param("Encrypted")).lower() == "true":
+        copy.encrypted = True
+    if copy.encrypted and not copy.kms_key_id:
+        copy.kms_key_id = self.ec2_backend.default_kms_key_id or (
+            self.ec2_backend._create_default_encryption_key()
+        )
+    return result
+
+
+def _aws_managed(backend, key_id):
+    from moto.kms import kms_backends
+
+    kms = kms_backends[backend.account_id][backend.region_name]
+    try:
+        return kms.describe_key(key_id).key_manager == "AWS"
+    except Exception:  # a key moto does not know (a made-up ARN in a test): not AWS managed
+        return False
+
+
+def _modify_snapshot_attribute(self):
+    # MODIFY, SHARE: a snapshot under the AWS managed key cannot be shared with anyone.
+    snapshot = self.ec2_backend.get_snapshot(self._get_param("SnapshotId"))
+    sharing = self._get_param("OperationType") == "add" and (
+        self._get_param("UserIds", []) or self._get_param("GroupNames", [])
+    )
+    if sharing and snapshot.encrypted and _aws_managed(self.ec2_backend, snapshot.kms_key_id):
+        raise _not_permitted(
+            f"The snapshot {snapshot.id} is encrypted with the AWS managed key: not shareable."
+        )
+    return _moto_modify_attribute(self)
+
+
+def _describe_snapshots(self):
+    # DESCRIBE: RestorableByUserIds keeps the snapshots those accounts may create volumes
+    # from (moto ignores the parameter).
+    result = _moto_describe_snapshots(self)
+    users = self._get_param("RestorableByUserIds", [])
+    if users:
+        kept = [s for s in result.result["Snapshots"] if any(_shared_with(s, u) for u in users)]
+        result = ActionResult({"Snapshots": kept})
+    return result
+
+
+def _default_key(self):
+    # KEYS: the key behind alias/aws/ebs is an AWS managed key (moto makes it CUSTOMER).
+    from moto.kms import kms_backends
+
+    arn = _moto_default_key(self)
+    kms_backends[self.account_id][self.region_name].describe_key(arn).key_manager = "AWS"
+    return arn
+
+
+for _wrapper, _moto in [
+    (_copy_snapshot, _moto_copy_snapshot),
+    (_copy_snapshot_response, _moto_copy_response),
+    (_modify_snapshot_attribute, _moto_modify_attribute),
+    (_describe_snapshots, _moto_describe_snapshots),
+    (_default_key, _moto_default_key),
+    (_create_snapshot, _moto_create_snapshot),
+]:
+    _wrapper.moto_original = _moto
+
+
 def install():
     Volume.get_filter_value = _volume_filter_value
     Volume.status = property(_volume_status)
@@ -545,3 +708,9 @@ def install():
     EC2Response.lock_snapshot = _lock_snapshot
     EC2Response.unlock_snapshot = _unlock_snapshot
     EC2Response.describe_locked_snapshots = _describe_locked_snapshots
+    EBSBackend.copy_snapshot = _copy_snapshot
+    EBSBackend._create_default_encryption_key = _default_key
+    EBSBackend.create_snapshot = _create_snapshot
+    EC2Response.copy_snapshot = _copy_snapshot_response
+    EC2Response.modify_snapshot_attribute = _modify_snapshot_attribute
+    EC2Response.describe_snapshots = _describe_snapshots

@@ -295,7 +295,7 @@ def test_every_page_of_primaries_and_copies_is_read(api):
     run()
     api.calls.clear()
     result = run()  # every copy exists; found across pages in the destination too
-    assert len(api.ops("DescribeSnapshots", region=REGION)) == 3
+    assert len(api.ops("DescribeSnapshots", region=REGION)) == 3 + 1  # + the vault primaries
     assert len(api.ops("DescribeSnapshots", region=DEST)) == 3
     assert all(p["MaxResults"] == 1000 for p in api.ops("DescribeSnapshots"))
     assert result["counts"] == {}
@@ -311,6 +311,7 @@ def test_calls_are_one_listing_per_region_and_one_copy_per_missing_copy(api):
         [
             (REGION, "DescribeRegions"),
             (REGION, "DescribeSnapshots"),
+            (REGION, "DescribeSnapshots"),  # primaries with Vault_Account: none
             (DEST, "DescribeSnapshots"),
             (DEST2, "DescribeSnapshots"),
         ]

@@ -1,0 +1,50 @@
+"""The demo's vault act: two accounts, the vault copies in the vault, expired by its manager."""
+
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import demo
+import demo_vault
+
+
+@pytest.fixture(scope="module")
+def played():
+    lines = []
+    with mock_aws():
+        start = datetime(demo.START.year, demo.START.month, demo.START.day, tzinfo=UTC)
+        demo_vault.play_vault(demo.clock, start, out=lines.append)
+        with demo_vault.account(demo_vault.VAULT, demo.clock, start):
+            vault = boto3.client("ec2", region_name="us-east-1").describe_snapshots(
+                OwnerIds=["self"]
+            )["Snapshots"]
+        source = boto3.client("ec2", region_name="us-east-1").describe_snapshots(OwnerIds=["self"])[
+            "Snapshots"
+        ]
+    return "\n".join(lines), vault, source
+
+
+def test_each_day_makes_a_vault_copy_in_the_vault_account_through_a_staging_copy(played):
+    text, vault, source = played
+    days = demo_vault.DAYS
+    assert text.count(", shareable") == days and text.count("vault copy snap-") == days
+    assert text.count("unshared snap-") == days and "FAILED" not in text
+    assert all(any(t["Key"] == "Source_Account" for t in s["Tags"]) for s in vault)
+    assert not any(any(t["Key"] == "Source_Account" for t in s.get("Tags", [])) for s in source)
+
+
+def test_the_vaults_own_manager_expires_its_copies(played):
+    text, vault, _ = played
+    expired = [
+        line for line in text.splitlines() if re.search(r"manager +vault us-east-1 +deleted", line)
+    ]
+    assert len(expired) == demo_vault.DAYS - 2  # Vault_Retention=2: day 1's goes on day 3
+    assert len(vault) == 2
+    assert max(len(line) for line in text.splitlines()) <= 120

@@ -1,0 +1,242 @@
+"""The vault's guarantee, proved on the policies (moto does not evaluate IAM): nothing the
+source account can do deletes a vault copy or moves its DeleteOn earlier.
+
+The source account reaches the vault only through the writer role (EC2 snapshots have no
+resource policy: the source's own EC2 permissions act on its own account only), and the
+writer role can create copies and nothing else that changes one.
+"""
+
+import fnmatch
+import json
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import cfn_yaml
+from parliament import analyze_policy_string, enhance_finding
+from test_template import problems, resolve
+
+import ebs_snapshot_copier as copier
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITER_TEXT = (ROOT / "vault-writer-policy.json").read_text()
+WRITER = json.loads(WRITER_TEXT)
+SOURCE = json.loads((ROOT / "iam-policy.json").read_text())
+VAULT_TEMPLATE = cfn_yaml.load(str(ROOT / "vault-role.yaml"))
+ROLE = VAULT_TEMPLATE["Resources"]["WriterRole"]["Properties"]
+SNAPSHOT = "arn:aws:ec2:us-east-1::snapshot/snap-0123456789abcdef0"
+VAULT_TAGS = {"Type", "DeleteOn", "Source_SnapshotId", "Source_Region", "Source_Account"}
+VAULT_TAGS |= {"Source_VolumeId", "Lock", "Lock_CoolOffHours"}
+# Every EC2 action that changes or removes a snapshot, its tags, its sharing or its lock.
+HARMFUL = [
+    "ec2:DeleteSnapshot",
+    "ec2:DeleteTags",
+    "ec2:ModifySnapshotAttribute",
+    "ec2:ResetSnapshotAttribute",
+    "ec2:ModifySnapshotTier",
+    "ec2:UnlockSnapshot",
+]
+
+
+def listed(value):
+    return value if isinstance(value, list) else [value]
+
+
+def holds(operator, key, expected, context):
+    """One condition as IAM evaluates it; ``context``: lower-cased keys to a value or list."""
+    expected = listed(expected)
+    qualifier, _, op = operator.rpartition(":")
+    value = context.get(key.lower())
+    if op == "Null":
+        return (value is None) == (expected[0] == "true")
+    if value is None:  # a missing key: only a negated operator is true (ForAnyValue: false)
+        return op.startswith("StringNot") and qualifier != "ForAnyValue"
+    values = listed(value)
+    hits = [any(fnmatch.fnmatchcase(v, e) for e in expected) for v in values]
+    if qualifier == "ForAnyValue":
+        return any(not h for h in hits) if "Not" in op else any(hits)
+    if qualifier == "ForAllValues":
+        return all(not h for h in hits) if "Not" in op else all(hits)
+    return not any(hits) if "Not" in op else any(hits)
+
+
+def applies(stmt, action, resource, context):
+    if "Action" in stmt:
+        matched = any(fnmatch.fnmatchcase(action, a) for a in listed(stmt["Action"]))
+    else:
+        matched = not any(fnmatch.fnmatchcase(action, a) for a in listed(stmt["NotAction"]))
+    resources = listed(stmt["Resource"])
+    if not matched or not any(fnmatch.fnmatchcase(resource, r) for r in resources):
+        return False
+    conditions = stmt.get("Condition", {})
+    return all(holds(op, k, v, context) for op, keys in conditions.items() for k, v in keys.items())
+
+
+def decision(action, resource, context, policy=WRITER):
+    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies)."""
+    found = {s["Effect"] for s in policy["Statement"] if applies(s, action, resource, context)}
+    return "denied" if "Deny" in found else "allowed" if "Allow" in found else "not allowed"
+
+
+def copy_request(tags):
+    return {"aws:requesttag/" + k.lower(): v for k, v in tags.items()} | {"aws:tagkeys": list(tags)}
+
+
+GOOD_COPY = {"Type": "Automated", "DeleteOn": "2027-01-01", "Source_SnapshotId": "snap-1"}
+
+
+# ---- the writer role ---------------------------------------------------------------------
+
+
+def test_the_template_role_is_vault_writer_policy_json_and_lints_clean():
+    (policy,) = ROLE["Policies"]
+    assert resolve(json.loads(json.dumps(policy["PolicyDocument"]))) == WRITER
+    assert ROLE["RoleName"] == copier.VAULT_ROLE
+    assert problems((ROOT / "vault-role.yaml").read_text()) == []
+
+
+def test_parliament_finds_nothing_above_low_in_the_writer_policy():
+    policy = analyze_policy_string(WRITER_TEXT)
+    for finding in policy.findings:
+        enhance_finding(finding)
+    assert [f.issue for f in policy.findings if f.severity not in ("LOW", "INFO")] == []
+
+
+def test_a_vault_copy_is_allowed_only_automated_with_a_delete_on_and_the_vault_tags():
+    assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(GOOD_COPY)) == "allowed"
+    every = dict.fromkeys(VAULT_TAGS, "x") | {"Type": "Automated"}
+    assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(every)) == "allowed"
+    for bad in (
+        {},  # untagged
+        {"Type": "Manual", "DeleteOn": "2027-01-01"},
+        {"Type": "Automated"},  # no DeleteOn: never expired
+        GOOD_COPY | {"KeepForever": "yes"},  # kept forever by the vault's manager
+        GOOD_COPY | {"Backup": "yes"},
+    ):
+        assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(bad)) == "denied", bad
+
+
+def test_the_copier_writes_only_what_the_writer_role_accepts():
+    from datetime import date
+
+    primary = {
+        "id": "snap-1",
+        "owner": "111122223333",
+        "volume_id": "vol-1",
+        "copy_delete_on": date(2027, 1, 1),
+        "lock": {"LockMode": "compliance", "CoolOffPeriod": 24},
+    }
+    tags = copier.vault_tags(primary, "us-east-1")
+    assert set(tags) <= VAULT_TAGS and tags["Type"] == "Automated" and "DeleteOn" in tags
+    assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(tags)) == "allowed"
+
+
+def test_tags_are_written_only_in_the_copy_call():
+    inside = {"ec2:createaction": "CopySnapshot", "aws:tagkeys": ["DeleteOn"]}
+    assert decision("ec2:CreateTags", SNAPSHOT, inside) == "allowed"
+    # on an existing copy: no DeleteOn moved, no KeepForever, no Type changed
+    for tags in ({"DeleteOn": "2020-01-01"}, {"Type": "Manual"}, {"KeepForever": "no"}):
+        assert decision("ec2:CreateTags", SNAPSHOT, copy_request(tags)) == "denied"
+    other = {"ec2:createaction": "CreateSnapshot"}
+    assert decision("ec2:CreateTags", SNAPSHOT, other) == "denied"
+
+
+@pytest.mark.parametrize("action", HARMFUL)
+def test_the_writer_can_never_delete_untag_share_archive_or_unlock(action):
+    for context in ({}, {"ec2:resourcetag/type": "Automated"}):
+        assert decision(action, SNAPSHOT, context) == "denied"
+        assert decision(action, "*", context) == "denied"
+
+
+def test_nothing_else_is_allowed_even_after_an_edit_that_allows_everything():
+    widened = {
+        "Statement": [*WRITER["Statement"], {"Effect": "Allow", "Action": "*", "Resource": "*"}]
+    }
+    for action in [*HARMFUL, "ec2:CreateVolume", "iam:PutRolePolicy", "ebs:GetSnapshotBlock"]:
+        assert decision(action, SNAPSHOT, {}, widened) == "denied", action
+    retag = {"aws:requesttag/deleteon": "2020-01-01", "aws:tagkeys": ["DeleteOn"]}
+    assert decision("ec2:CreateTags", SNAPSHOT, retag, widened) == "denied"
+
+
+def test_the_writer_allows_exactly_what_the_copier_calls_in_the_vault():
+    allowed = {
+        a for s in WRITER["Statement"] if s["Effect"] == "Allow" for a in listed(s["Action"])
+    }
+    ec2 = {a for a in allowed if a.startswith("ec2:")}
+    assert ec2 == {
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeLockedSnapshots",
+        "ec2:CopySnapshot",
+        "ec2:CreateTags",
+        "ec2:LockSnapshot",
+    }
+    (kms,) = [s for s in WRITER["Statement"] if "kms:Decrypt" in listed(s.get("Action", []))]
+    assert kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
+
+
+def test_only_the_sources_snapshot_jobs_may_assume_the_writer_role():
+    (trust,) = ROLE["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Action"] == "sts:AssumeRole"
+    principals = trust["Principal"]["AWS"]["Fn::If"]
+    assert principals[1:] == ["*", {"Ref": "SourceAccountIds"}]
+    by_org, by_account = trust["Condition"]["StringEquals"]["Fn::If"][1:]
+    assert by_org == {
+        "aws:PrincipalOrgID": {"Ref": "SourceOrgId"},
+        "aws:PrincipalTag/ebs-snapshot-lifecycle": "jobs",
+    }
+    assert by_account == {"aws:PrincipalTag/ebs-snapshot-lifecycle": "jobs"}
+    source_role = cfn_yaml.load(str(ROOT / "template.yaml"))["Resources"]["Role"]["Properties"]
+    assert {"Key": "ebs-snapshot-lifecycle", "Value": "jobs"} in source_role["Tags"]
+
+
+# ---- the source role ---------------------------------------------------------------------
+
+
+def test_the_source_reaches_a_vault_only_through_the_writer_role():
+    sts = [s for s in SOURCE["Statement"] if any(a.startswith("sts:") for a in listed(s["Action"]))]
+    (assume,) = sts
+    assert assume["Action"] == "sts:AssumeRole" and assume["Effect"] == "Allow"
+    assert assume["Resource"] == f"arn:aws:iam::*:role/{copier.VAULT_ROLE}"
+    assert not any(
+        a.startswith(("iam:", "organizations:", "ram:"))
+        for s in SOURCE["Statement"]
+        for a in listed(s["Action"])
+    )
+
+
+def test_the_source_shares_only_automated_snapshots_and_never_publicly():
+    share = {"ec2:resourcetag/type": "Automated", "ec2:add/userid": "222233334444"}
+    assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, share, SOURCE) == "allowed"
+    manual = {"ec2:resourcetag/type": "Manual", "ec2:add/userid": "222233334444"}
+    assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, manual, SOURCE) == "not allowed"
+    public = {"ec2:resourcetag/type": "Automated", "ec2:add/group": "all"}
+    assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, public, SOURCE) == "denied"
+
+
+def calls_in_jobs(names):
+    """The boto3 methods among ``names`` that the job files call."""
+    import ast
+
+    found = set()
+    for job in ("creator", "copier", "manager"):
+        tree = ast.parse((ROOT / f"ebs_snapshot_{job}.py").read_text())
+        found |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & names
+    return found
+
+
+def test_the_source_policy_grants_the_sts_and_direct_kms_calls_the_code_makes():
+    assert calls_in_jobs({"assume_role", "describe_key", "get_caller_identity"}) == {
+        "assume_role",
+        "describe_key",
+    }
+    (describe,) = [s for s in SOURCE["Statement"] if s["Sid"] == "ReadWhoManagesAPrimarysKey"]
+    assert describe["Action"] == "kms:DescribeKey" and "Condition" not in describe
+    assert describe["Resource"] == "arn:aws:kms:*:*:key/*"
+
+
+def test_the_vault_settings_reach_the_copier_with_the_copiers_defaults():
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    variables = template["Resources"]["CopierFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables[copier.SHARE_KEY_ENV] == {"Ref": "VaultShareKmsKey"}
+    assert variables[copier.VAULT_KEY_ENV] == {"Ref": "VaultKmsKey"}
+    params = template["Parameters"]
+    assert params["VaultShareKmsKey"]["Default"] == params["VaultKmsKey"]["Default"] == ""
