@@ -499,9 +499,11 @@ def bench_manager_memory(volumes):
     """The manager's peak memory over ten snapshots of each of `volumes` volumes, a tenth
     due; and over the same listing with nothing due. One run each, with no Lambda context
     (no time limit), so it pages through every snapshot and ends with the coverage check.
-    moto's stored snapshots are made before tracing starts; both runs count moto building
-    and botocore parsing each page of 1000, so the difference is what judging and deleting
-    add. No pacing: memory, not rate."""
+    moto's stored snapshots are made before tracing starts. Measured twice in each run
+    (job_peak): the peak outside moto's answers, i.e. the job's own memory and what moto
+    hands back (each page's body, as AWS's answer would be); and the peak overall, moto's
+    building of each answer included. One thread at a time (a VirtualClock, no latency),
+    so that each allocation falls on one side. No pacing: memory, not rate."""
     now = DAY_AT_SCALE + timedelta(hours=1)
     found = {"snapshots": volumes * 10, "due": volumes}
     for due in (True, False):
@@ -509,23 +511,40 @@ def bench_manager_memory(volumes):
             region_of_snapshots(volumes, due=due)
             with moto_clock(now):
                 start = time.monotonic()
-                peak, summary = traced(lambda: manager.run({}, None, now=now))
+                peak, job_peak, summary = traced_apart(lambda: manager.run({}, None, now=now))
                 wall = time.monotonic() - start
         counts = {k: v for k, v in summary["counts"].items() if v}
         found["with_deletes" if due else "listing_only"] = {
             "peak_mb": peak,
+            "job_peak_mb": job_peak,
             "counts": counts,
             "failures": len(summary["failures"]),
             "traced_s": wall,
         }
         print(
             f"manager memory, {volumes * 10} snapshots, {'a tenth' if due else 'none'} due: "
-            f"peak {peak:.1f} MB, {counts}, {len(summary['failures'])} failures "
-            f"({wall:.0f} s traced)"
+            f"peak {job_peak:.1f} MB outside moto's answers, {peak:.1f} MB with them, "
+            f"{counts}, {len(summary['failures'])} failures ({wall:.0f} s traced)"
         )
     found["peak_mb"] = found["with_deletes"]["peak_mb"]
+    found["job_peak_mb"] = found["with_deletes"]["job_peak_mb"]
     found["added_mb"] = found["peak_mb"] - found["listing_only"]["peak_mb"]
     return found
+
+
+def traced_apart(run):
+    """(peak MB overall, peak MB outside moto's answers, summary) of one run, on a virtual
+    clock without latency, limits or pacing."""
+    clock = VirtualClock()
+    with unpaced(), simulated_ec2(latency=0, limits=False, clock=clock) as sim, virtual(clock):
+        tracemalloc.start()
+        try:
+            summary = run()
+        except manager.JobFailed as exc:
+            summary = exc.summary
+        sim.peaks(job=True)
+        tracemalloc.stop()
+    return sim.peak / 2**20, sim.job_peak / 2**20, summary
 
 
 @contextlib.contextmanager
@@ -663,9 +682,13 @@ def print_rows(rows):
 # ---- the README's tables, from the JSON ----
 
 
-def markdown(results):
-    """The README's "Measured" tables from bench.json's numbers (``--markdown``)."""
-    parts = [machine_line(results)]
+def markdown(saved):
+    """The README's "Measured" tables from bench.json files' numbers (``--markdown``): each
+    section from the last file that has it."""
+    results = {}
+    for found in saved:
+        results |= {name: found[name] for name in SECTIONS if name in found}
+    parts = [machine_line(found) for found in saved]
     for name, render in (
         ("table", md_table),
         ("day", md_day),
@@ -680,11 +703,16 @@ def markdown(results):
 
 def machine_line(results):
     m, a = results["machine"], results["args"]
-    return (
-        f"Measured {m['date']} on {m['cpu']}, {m['nproc']} cores (`nproc`), Python "
-        f"{m['python']}, moto {m['moto']}, boto3 {m['boto3']}; {a['latency'] * 1000:.0f} ms "
-        f"an EC2 call; `{a['sections']}`."
+    line = (
+        f"Sections {a['sections']}: measured {m['date']} on {m['cpu']}, {m['nproc']} cores "
+        f"(`nproc`), Python {m['python']}, moto {m['moto']}, boto3 {m['boto3']}, "
+        f"{a['latency'] * 1000:.0f} ms an EC2 call; job files "
+        + ", ".join(f"{job} {digest}" for job, digest in m["jobs_sha256"].items())
+        + " (sha256)"
     )
+    for again in results.get("updated", []):
+        line += f"; {again['args']['sections']} again {again['machine']['date']} (--update)"
+    return line + "."
 
 
 def md_rows(header, rows):
@@ -767,12 +795,16 @@ def md_memory(found):
                 f"{counts.get('protected', 0):,}",
                 counts.get("unprotected", 0),
                 run["failures"],
+                f"{run['job_peak_mb']:.1f}" if "job_peak_mb" in run else "-",
                 f"{run['peak_mb']:.1f}",
             ]
         )
     header = ["manager run", "snapshots", "deleted", "volumes protected", "unprotected"]
-    table = md_rows([*header, "failures", "peak MB"], rows)
-    return table + f"\n\nWhat judging and deleting add to the listing: {found['added_mb']:.1f} MB."
+    header += ["failures", "peak MB, moto's answers apart", "peak MB, moto's answers in"]
+    table = md_rows(header, rows)
+    return table + (
+        f"\n\nWhat judging and deleting add to the same listing: {found['added_mb']:.1f} MB."
+    )
 
 
 def md_idle(rows):
@@ -855,13 +887,24 @@ def main(argv=None):
     parser.add_argument("--out", default=str(ROOT / "build" / "bench.txt"), help="the tables")
     parser.add_argument("--json", default=str(ROOT / "build" / "bench.json"), help="the numbers")
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep --json's other sections: replace only those run now",
+    )
+    parser.add_argument(
         "--markdown",
         action="store_true",
-        help="run nothing: print the README's tables from --json",
+        help="run nothing: print the README's tables from --json (or the files named)",
+    )
+    parser.add_argument(
+        "markdown_from",
+        nargs="*",
+        help="with --markdown: JSON files of `make bench` runs of some sections each",
     )
     args = parser.parse_args(argv)
     if args.markdown:
-        print(markdown(json.loads(Path(args.json).read_text())))
+        files = args.markdown_from or [args.json]
+        print(markdown([json.loads(Path(f).read_text()) for f in files]))
         return 0
     if args.strategy == "adaptive" and args.clock == "virtual":
         parser.error("--strategy adaptive needs --clock real (botocore's limiter keeps real time)")
@@ -870,7 +913,14 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as saved, contextlib.redirect_stdout(Tee(sys.stdout, saved)):
         results = run_benchmarks(args)
-    Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    saved_json = Path(args.json)
+    if args.update and saved_json.exists():
+        earlier = json.loads(saved_json.read_text())
+        ran = [name for name in SECTIONS if name in results]
+        results = {**earlier, **results, "args": earlier["args"], "machine": earlier["machine"]}
+        results.setdefault("updated", []).append({"sections": ran, "args": vars(args)})
+        results["updated"][-1]["machine"] = machine()
+    saved_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"\nsaved to {out} and {args.json}")
     return 0
 

@@ -17,6 +17,7 @@ import itertools
 import re
 import threading
 import time
+import tracemalloc
 import types
 from collections import Counter, deque
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from moto.core.responses import ActionResult
 from moto.ec2.models.core import TaggedEC2Resource
+from moto.ec2.responses import EC2Response
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
@@ -65,9 +67,23 @@ class SimulatedEC2:
         self.clock = clock or REAL_TIME
         self.calls, self.throttled = Counter(), Counter()
         self.moto_cpu = 0.0  # CPU seconds spent answering inside moto: not the job's
+        # With tracemalloc tracing: the peak traced memory outside moto's answers (the
+        # job's, and what moto keeps, the answer's body included), and the peak overall.
+        self.job_peak = self.peak = 0
         self.listings = {}  # a listing's filtered, sorted items, kept while it is paged
         self._lock = threading.Lock()
         self._buckets = {}  # (region, name) -> [tokens, time of last refill]
+
+    def peaks(self, job):
+        """At the edges of moto's answers: the peak since the last edge was the job's (job
+        true) or moto's. Exact with one thread at a time (a VirtualClock)."""
+        if not tracemalloc.is_tracing():
+            return
+        peak = tracemalloc.get_traced_memory()[1]
+        self.peak = max(self.peak, peak)
+        if job:
+            self.job_peak = max(self.job_peak, peak)
+        tracemalloc.reset_peak()
 
     def _take(self, region, name):
         size, rate = BUCKETS[name]
@@ -154,6 +170,7 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
                 return response
         if virtual:
             virtual.charge()  # the job's CPU up to here; moto's from here is not
+        sim.peaks(job=True)
         started = time.thread_time()
         try:
             return original_call(stubber, event_name, request, **kwargs)
@@ -162,6 +179,7 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
                 sim.moto_cpu += time.thread_time() - started
             if virtual:
                 virtual.discard()
+            sim.peaks(job=False)
 
     BotocoreStubber.__call__ = before_send
     original_tags, TaggedEC2Resource.get_tags = TaggedEC2Resource.get_tags, _tags_of
@@ -174,6 +192,16 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
         "snapshots",
         sim.listings,
     )
+    # moto_gaps installs its own DescribeSnapshots on EC2Response, over moto's: page that
+    installed = EC2Response.__dict__.get("describe_snapshots")
+    if installed:
+        EC2Response.describe_snapshots = _paged(
+            "Snapshots",
+            "id",
+            lambda self, f: installed(self).result["Snapshots"],
+            "snapshots",
+            sim.listings,
+        )
     ElasticBlockStore.describe_volumes = _paged(
         "Volumes",
         "id",
@@ -189,6 +217,8 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
         BotocoreStubber.__call__ = original_call
         TaggedEC2Resource.get_tags = original_tags
         ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes = originals
+        if installed:
+            EC2Response.describe_snapshots = installed
 
 
 # ---- a virtual clock for the jobs ----

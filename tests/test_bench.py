@@ -48,6 +48,17 @@ def test_the_virtual_clock_counts_sleeps_and_cpu_but_not_what_is_discarded():
     assert counted > 0 and busy.monotonic() - counted < spent / 2
 
 
+def test_listings_page_as_ec2s_do_over_moto_gaps():
+    with bench.fresh_aws():
+        bench.region_of_snapshots(1, per_volume=7)
+        with ec2sim.simulated_ec2(latency=0, limits=False) as sim:
+            pages = bench.boto3.client("ec2", region_name=bench.REGION).get_paginator(
+                "describe_snapshots"
+            )
+            sizes = [len(p["Snapshots"]) for p in pages.paginate(OwnerIds=["self"], MaxResults=5)]
+    assert sizes == [5, 2] and sim.calls["DescribeSnapshots"] == 2
+
+
 def test_a_day_is_the_same_at_two_factors():
     rows = [
         bench.bench_day(creator, 300, scale, 0.05, bench.DAY_AT_SCALE, bench.build_fleet)
@@ -103,3 +114,5 @@ def test_the_tables_are_printed_and_saved(tmp_path, capsys):
     assert bench.main(["--markdown", "--json", str(numbers)]) == 0
     readme = capsys.readouterr().out
     assert "| creator | 4 | 4 | 0 | 0 | 0 |" in readme and "moto" in readme
+    assert bench.main(["--markdown", str(numbers), str(numbers)]) == 0  # sections from several
+    assert capsys.readouterr().out.count("| creator | 4 | 4 | 0 | 0 | 0 |") == 1
