@@ -1622,18 +1622,27 @@ def kept_since(ec2, sid):
     return is_kept_forever(tag_map(snap))
 
 
+def write_tag(ec2, sid, key, value, summary):
+    """One tag on a snapshot (in a dry run, only whether it would be allowed); the
+    ClientError when AWS refuses it, else None."""
+    params = {"Resources": [sid], "Tags": [{"Key": key, "Value": value}]}
+    if summary.dry_run:
+        summary.probe("ec2:CreateTags", summary.region, ec2.create_tags, **params)
+        return None
+    try:
+        ec2.create_tags(**params)
+    except ClientError as exc:
+        return exc
+    return None
+
+
 def keep_copy(ec2, snapshot, why, summary):
     """A due copy whose primary someone kept: tag it KeepForever too, and keep it."""
     sid, value = snapshot["SnapshotId"], why[0]
-    params = {"Resources": [sid], "Tags": [{"Key": TAG_KEEP_FOREVER, "Value": value}]}
-    if summary.dry_run:
-        summary.probe("ec2:CreateTags", summary.region, ec2.create_tags, **params)
-    else:
-        try:
-            ec2.create_tags(**params)
-        except ClientError as exc:  # not deleted either way: it is kept this run
-            summary.error(sid, exc, "kept, but not tagged KeepForever")
-            return
+    refused = write_tag(ec2, sid, TAG_KEEP_FOREVER, value, summary)
+    if refused:  # not deleted either way: it is kept this run
+        summary.error(sid, refused, "kept, but not tagged KeepForever")
+        return
     summary.did("tag", snapshot_id=sid, tag=f"{TAG_KEEP_FOREVER}={value}", reason=why[1])
     summary.count("kept_forever")
 
@@ -1906,14 +1915,9 @@ def note_standard(ec2, snapshot, why, summary):
     """An Archive=Yes snapshot that stays standard: said once, and the reason kept on it."""
     sid = snapshot["SnapshotId"]
     note = f"{summary.data['date']}: stays standard: {why}"[:256]  # EC2's longest tag value
-    params = {"Resources": [sid], "Tags": [{"Key": TAG_ARCHIVE_NOTE, "Value": note}]}
-    if summary.dry_run:
-        summary.probe("ec2:CreateTags", summary.region, ec2.create_tags, **params)
-    else:
-        try:
-            ec2.create_tags(**params)
-        except ClientError as exc:  # said again next run; nothing else depends on the note
-            summary.warn(sid, f"{TAG_ARCHIVE_NOTE} not written: {describe_error(exc)}")
+    refused = write_tag(ec2, sid, TAG_ARCHIVE_NOTE, note, summary)
+    if refused:  # said again next run; nothing else depends on the note
+        summary.warn(sid, f"{TAG_ARCHIVE_NOTE} not written: {describe_error(refused)}")
     summary.skip(sid, f"not archived: {why}")
 
 

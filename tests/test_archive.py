@@ -435,3 +435,14 @@ def test_a_snapshot_listed_twice_is_counted_and_restored_once(api):
     assert result["counts"]["archived"] == 2
     assert [c["SnapshotId"] for c in api.ops("RestoreSnapshotTier")] == [other]
     assert sid != other
+
+
+def test_an_archive_note_refused_is_a_warning_and_said_again(api):
+    sid = automated((NOW.date() + timedelta(days=30)).isoformat(), Archive="Yes")
+    api.fail("CreateTags", "UnauthorizedOperation", times=1)
+    first = run(manager)
+    (warning,) = first["warnings"]
+    assert warning["id"] == sid and "Archive_Note not written" in warning["reason"]
+    assert first["failures"] == [] and "Archive_Note" not in snapshots()[sid]
+    second = run(manager, now=NOW + timedelta(days=1))
+    assert skipped(second, sid) and "Archive_Note" in snapshots()[sid]
