@@ -29,7 +29,8 @@ Snapshot tags written on each copy, in the CopySnapshot call itself:
     destination keeps each source volume's newest copy by it. The copy keeps the primary's
     description.
 
-Vault copies (primaries tagged Vault_Account, Vault_Region, Vault_Retention by the creator):
+Vault copies (primaries tagged Vault_Account, Vault_Region, Vault_Retention by the creator;
+an account not in VAULT_ACCOUNT_IDS, the template's VaultAccountIds, is a warning and no copy):
 each completed primary is shared with the vault account (ModifySnapshotAttribute,
 createVolumePermission, that account only) and copied in each vault region by that account,
 through its role VAULT_ROLE_NAME (default ebs-snapshot-vault-writer; sts:AssumeRole), with
@@ -160,6 +161,9 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
+# who can tag an instance could otherwise send its snapshots to an account of their own.
+VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -451,14 +455,16 @@ def vault_target(tags, enabled, home):
     read as in Copy_Dest, this region included (the default); none left: this region."""
     if TAG_VAULT_ACCOUNT not in tags:
         return None, [], []
-    account = tags[TAG_VAULT_ACCOUNT].strip()
+    account, shown = tags[TAG_VAULT_ACCOUNT].strip(), tags[TAG_VAULT_ACCOUNT]
     if not re.fullmatch(r"[0-9]{12}", account):
-        shown = tags[TAG_VAULT_ACCOUNT]
         return (
             None,
             [],
             [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
         )
+    if account not in vault_accounts():
+        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
+        return None, [], [f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy"]
     regions, warnings = [], []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
@@ -467,6 +473,13 @@ def vault_target(tags, enabled, home):
             reason = "is not an enabled region of this account; dropped"
             warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
     return account, regions or [home], warnings
+
+
+def vault_accounts():
+    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
+    separated by commas or spaces (none: no vault copies at all)."""
+    ids = re.split(r"[\s,]+", os.environ.get(VAULT_ACCOUNTS_ENV, "").strip())
+    return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
 
 
 def vault_client(account, region, budget=None, pacer=None):

@@ -61,13 +61,13 @@ a completed automated snapshot younger than COVERAGE_MAX_AGE_HOURS (environment;
 26); and in each region its snapshots ask copies for (Copy_Dest), once one of them has had
 COPY_MAX_LAG_HOURS (default 24) to get there, a completed copy of one of its snapshots of
 the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention; the same
-in each vault region its snapshots ask vault copies for (Vault_Account, Vault_Region),
-read through the vault's writer role (sts:AssumeRole, then its read-only
-DescribeSnapshots; a vault that cannot be read is a failure, its copies not judged). The
-copier's staging copies (Vault_StagingOf) count for nothing here, nor as a volume's last
-backup (they expire on their DeleteOn like any automated snapshot). A volume
-attached more recently than the threshold is not expected yet. Each unprotected volume is
-named in the summary (``unprotected``, with the reasons) and counted in the
+in each vault region its snapshots ask vault copies for (Vault_Account, one of
+VAULT_ACCOUNT_IDS; Vault_Region), read through the vault's writer role (sts:AssumeRole,
+then its read-only DescribeSnapshots; a vault that cannot be read is a failure, its
+copies not judged). The copier's staging copies (Vault_StagingOf) count for nothing
+here, nor as a volume's last backup (they expire on their DeleteOn like any automated
+snapshot). A volume attached more recently than the threshold is not expected yet. Each
+unprotected volume is named in the summary (``unprotected``, with the reasons) and counted in the
 UnprotectedVolumes metric. Reading each destination's copies, it also counts the copies of
 this region's snapshots more than two days past their DeleteOn there (not KeepForever, not
 a source volume's newest): no manager deletes them in that region (a warning, and the
@@ -200,6 +200,9 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
+# who can tag an instance could otherwise send its snapshots to an account of their own.
+VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -491,14 +494,16 @@ def vault_target(tags, enabled, home):
     read as in Copy_Dest, this region included (the default); none left: this region."""
     if TAG_VAULT_ACCOUNT not in tags:
         return None, [], []
-    account = tags[TAG_VAULT_ACCOUNT].strip()
+    account, shown = tags[TAG_VAULT_ACCOUNT].strip(), tags[TAG_VAULT_ACCOUNT]
     if not re.fullmatch(r"[0-9]{12}", account):
-        shown = tags[TAG_VAULT_ACCOUNT]
         return (
             None,
             [],
             [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
         )
+    if account not in vault_accounts():
+        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
+        return None, [], [f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy"]
     regions, warnings = [], []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
@@ -507,6 +512,13 @@ def vault_target(tags, enabled, home):
             reason = "is not an enabled region of this account; dropped"
             warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
     return account, regions or [home], warnings
+
+
+def vault_accounts():
+    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
+    separated by commas or spaces (none: no vault copies at all)."""
+    ids = re.split(r"[\s,]+", os.environ.get(VAULT_ACCOUNTS_ENV, "").strip())
+    return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
 
 
 def vault_client(account, region, budget=None, pacer=None):

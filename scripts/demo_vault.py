@@ -129,6 +129,7 @@ def play_vault(clock, start, out=print):
     out("  its volume encrypted with the AWS managed key (aws/ebs)")
     os.environ["VAULT_SHARE_KMS_KEY"] = setup(clock, start)
     os.environ["RESTORE_DRILL"] = "off"  # the first act shows the drills
+    os.environ["VAULT_ACCOUNT_IDS"] = VAULT  # the template's VaultAccountIds
     plan = [
         ("01:00", "manager", ebs_snapshot_manager, VAULT, EAST, "vault"),
         ("01:00", "manager", ebs_snapshot_manager, SOURCE, EAST, "source"),
@@ -150,7 +151,7 @@ def play_vault(clock, start, out=print):
                 for line in lines_of(hour, job, f"{who} {region}", summary):
                     out(line)
     finally:
-        for name in ("VAULT_SHARE_KMS_KEY", "RESTORE_DRILL"):
+        for name in ("VAULT_SHARE_KMS_KEY", "RESTORE_DRILL", "VAULT_ACCOUNT_IDS"):
             os.environ.pop(name, None)
     out(f"\nSnapshots after day {DAYS}, in both accounts:")
     for account_id, region in ((SOURCE, EAST), (SOURCE, WEST), (VAULT, EAST)):

@@ -37,6 +37,12 @@ SOURCE, VAULT, OTHER = DEFAULT_ACCOUNT_ID, "222233334444", "555566667777"
 LATER = "2026-12-03"
 
 
+@pytest.fixture(autouse=True)
+def vault_allowed(monkeypatch):
+    """The stack's VaultAccountIds: VAULT (and OTHER, for the tests of a shared vault)."""
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, f"{VAULT},{OTHER}")
+
+
 def vault_ec2(region=REGION, account=VAULT):
     """An EC2 client of ``account``, through the writer role, as the copier gets one."""
     sts = boto3.client("sts", region_name=region)
@@ -355,6 +361,18 @@ def test_bad_vault_tags_warn_and_make_no_vault_copy():
     assert any("12-digit" in w["reason"] for w in result["warnings"])
 
 
+def test_an_account_not_in_vault_account_ids_gets_nothing_shared_or_copied(monkeypatch):
+    # whoever can tag an instance must not send its snapshots to an account of their own
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, OTHER)
+    src = primary()
+    result = run()
+    assert vault_snapshots() == {} and shared_with(src) == []
+    assert any("VaultAccountIds" in w["reason"] for w in result["warnings"])
+    monkeypatch.delenv(creator.VAULT_ACCOUNTS_ENV)  # none listed: no vault copies at all
+    run()
+    assert vault_snapshots() == {} and shared_with(src) == []
+
+
 def test_dry_run_changes_nothing():
     src = primary()
     result = run(event={"dry_run": True})
@@ -387,6 +405,15 @@ def test_the_creator_warns_on_a_bad_vault_account_and_writes_no_vault_tag():
     ((_, tags),) = snapshots().items()
     assert "Vault_Account" not in tags
     assert any("12-digit" in w["reason"] for w in result["warnings"])
+
+
+def test_the_creator_writes_no_vault_tag_for_an_unlisted_account(monkeypatch):
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, f"{OTHER} 999988887777")
+    launch({"Backup": "yes", "Vault_Account": VAULT})
+    result = creator.run({}, None, region=REGION, now=NOW)
+    ((_, tags),) = snapshots().items()
+    assert "Vault_Account" not in tags
+    assert any("VaultAccountIds" in w["reason"] for w in result["warnings"])
 
 
 def test_vault_region_defaults_to_this_region():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import cfn_yaml
 from parliament import analyze_policy_string, enhance_finding
-from test_template import problems, resolve
+from test_template import VAULT_ACCOUNTS_PLACEHOLDER, problems, resolve
 
 import ebs_snapshot_copier as copier
 
@@ -48,8 +48,10 @@ def holds(operator, key, expected, context):
     value = context.get(key.lower())
     if op == "Null":
         return (value is None) == (expected[0] == "true")
-    if value is None:  # a missing key: only a negated operator is true (ForAnyValue: false)
-        return op.startswith("StringNot") and qualifier != "ForAnyValue"
+    if value is None:  # a missing key: ForAllValues and a plain negated operator are true,
+        # ForAnyValue is false (IAM user guide, "Multivalued context keys": ForAllValues
+        # "returns true if there are no context keys in the request")
+        return qualifier == "ForAllValues" or (op.startswith("StringNot") and not qualifier)
     values = listed(value)
     hits = [any(fnmatch.fnmatchcase(v, e) for e in expected) for v in values]
     if qualifier == "ForAnyValue":
@@ -203,13 +205,32 @@ def test_the_source_reaches_a_vault_only_through_the_writer_role():
     )
 
 
-def test_the_source_shares_only_automated_snapshots_and_never_publicly():
-    share = {"ec2:resourcetag/type": "Automated", "ec2:add/userid": "222233334444"}
+LISTED, UNLISTED = VAULT_ACCOUNTS_PLACEHOLDER[0], "444455556666"  # VaultAccountIds or not
+
+
+def test_the_source_shares_only_automated_snapshots_with_listed_vaults_never_publicly():
+    share = {"ec2:resourcetag/type": "Automated", "ec2:add/userid": LISTED}
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, share, SOURCE) == "allowed"
-    manual = {"ec2:resourcetag/type": "Manual", "ec2:add/userid": "222233334444"}
+    unshare = {"ec2:resourcetag/type": "Automated", "ec2:remove/userid": LISTED}
+    assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, unshare, SOURCE) == "allowed"
+    manual = {"ec2:resourcetag/type": "Manual", "ec2:add/userid": LISTED}
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, manual, SOURCE) == "not allowed"
     public = {"ec2:resourcetag/type": "Automated", "ec2:add/group": "all"}
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, public, SOURCE) == "denied"
+    # an account someone tagged an instance with, alone or beside a listed one
+    for ids in (UNLISTED, [LISTED, UNLISTED]):
+        other = {"ec2:resourcetag/type": "Automated", "ec2:add/userid": ids}
+        assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, other, SOURCE) == "denied"
+
+
+def test_the_source_assumes_the_writer_role_of_listed_vaults_only():
+    role = f"arn:aws:iam::{{}}:role/{copier.VAULT_ROLE}"
+    listed_role = {"aws:resourceaccount": LISTED}
+    assert decision("sts:AssumeRole", role.format(LISTED), listed_role, SOURCE) == "allowed"
+    unlisted = {"aws:resourceaccount": UNLISTED}
+    assert decision("sts:AssumeRole", role.format(UNLISTED), unlisted, SOURCE) == "not allowed"
+    other_role = f"arn:aws:iam::{LISTED}:role/admin"
+    assert decision("sts:AssumeRole", other_role, listed_role, SOURCE) == "not allowed"
 
 
 def calls_in_jobs(names):
