@@ -8,6 +8,7 @@ writer role can create copies and nothing else that changes one.
 
 import fnmatch
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,11 @@ def listed(value):
 
 def holds(operator, key, expected, context):
     """One condition as IAM evaluates it; ``context``: lower-cased keys to a value or list."""
-    expected = listed(expected)
+    # an IAM policy variable in a value (${aws:PrincipalAccount}) is the caller's own
+    expected = [
+        re.sub(r"\$\{([^}]+)\}", lambda m: context.get(m[1].lower(), "?"), e)
+        for e in listed(expected)
+    ]
     qualifier, _, op = operator.rpartition(":")
     value = context.get(key.lower())
     if op == "Null":
@@ -171,8 +176,45 @@ def test_the_writer_allows_exactly_what_the_copier_calls_in_the_vault():
         "ec2:CreateTags",
         "ec2:LockSnapshot",
     }
-    (kms,) = [s for s in WRITER["Statement"] if "kms:Decrypt" in listed(s.get("Action", []))]
-    assert kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
+    kms = [s for s in WRITER["Statement"] if s["Effect"] == "Allow" and "kms:" in str(s)]
+    for stmt in kms:
+        assert stmt["Condition"]["StringLike"] == {"kms:ViaService": "ec2.*.amazonaws.com"}
+
+
+VAULT_ACCOUNT = "222233334444"
+ENCRYPT = ["kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"]
+
+
+def kms_request(key_account):
+    return {
+        "kms:viaservice": "ec2.us-east-1.amazonaws.com",
+        "aws:principalaccount": VAULT_ACCOUNT,
+        "aws:resourceaccount": key_account,
+    }
+
+
+@pytest.mark.parametrize("action", ENCRYPT)
+def test_the_writer_encrypts_vault_copies_only_with_the_vaults_own_keys(action):
+    # a key of the source (or any other account) could be scheduled for deletion by whoever
+    # holds it, leaving the vault copies made under it unreadable
+    key = "arn:aws:kms:us-east-1:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    own = decision(action, key.format(VAULT_ACCOUNT), kms_request(VAULT_ACCOUNT))
+    assert own == "allowed"
+    for other in ("111122223333", "444455556666"):
+        assert decision(action, key.format(other), kms_request(other)) == "denied"
+    widened = {
+        "Statement": [*WRITER["Statement"], {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]
+    }
+    assert (
+        decision(action, key.format("111122223333"), kms_request("111122223333"), widened)
+        == "denied"
+    )
+
+
+def test_the_writer_reads_the_shared_snapshots_key_of_the_source():
+    key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for action in ("kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:CreateGrant"):
+        assert decision(action, key, kms_request("111122223333")) == "allowed", action
 
 
 def test_only_the_sources_snapshot_jobs_may_assume_the_writer_role():
@@ -261,3 +303,27 @@ def test_the_vault_settings_reach_the_copier_with_the_copiers_defaults():
     assert variables[copier.VAULT_KEY_ENV] == {"Ref": "VaultKmsKey"}
     params = template["Parameters"]
     assert params["VaultShareKmsKey"]["Default"] == params["VaultKmsKey"]["Default"] == ""
+
+
+# EBS user guide, "Share the KMS key used to encrypt a shared Amazon EBS snapshot": the
+# actions a user of a shared key needs on it.
+SHARED_KEY_ACTIONS = ["DescribeKey", "CreateGrant", "GenerateDataKey"]
+SHARED_KEY_ACTIONS += ["GenerateDataKeyWithoutPlaintext", "ReEncrypt", "Decrypt"]
+
+
+def test_the_readmes_share_key_statement_grants_what_the_ebs_guide_lists():
+    readme = (ROOT / "README.md").read_text()
+    statement = readme.split('"Sid": "VaultAccountCopiesSharedSnapshots"')[1].split("\n}")[0]
+    grants = readme.split('"Sid": "VaultAccountGrantsToEBS"')[1].split("\n}")[0]
+    for action in SHARED_KEY_ACTIONS:
+        wanted = "kms:ReEncrypt*" if action == "ReEncrypt" else f'"kms:{action}"'
+        assert wanted in statement + grants, action
+
+
+def test_the_writer_may_use_each_listed_action_on_the_vaults_own_key():
+    key = f"arn:aws:kms:us-east-1:{VAULT_ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for action in SHARED_KEY_ACTIONS:
+        names = ["ReEncryptFrom", "ReEncryptTo"] if action == "ReEncrypt" else [action]
+        for name in names:
+            got = decision(f"kms:{name}", key, kms_request(VAULT_ACCOUNT))
+            assert got == "allowed", name
