@@ -1681,10 +1681,15 @@ def staging_copies(ec2, ids=None):
     return found
 
 
-def vault_copies(vault_ec2, region, ids=None):
+def vault_copies(vault_ec2, region, account, ids=None):
     """({primary id: the state of its copy there (completed wins)}, copies in flight there,
-    those tagged Lock): what the vault holds of this region's primaries (all, or ``ids``)."""
-    filters = [{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}]
+    those tagged Lock): what the vault holds of this account's (``account``) primaries of
+    this region (all, or ``ids``). Another source sharing the vault could tag a copy with
+    one of our snapshot ids: only copies tagged Source_Account=<this account> count."""
+    filters = [
+        {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]},
+        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
+    ]
     if ids:
         filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
     states, lockable = {}, []
@@ -1727,6 +1732,7 @@ class Vaults:
         primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.notified)
         if not primaries:
             return
+        self.account = primaries[0]["owner"] or "unknown"  # as vault_tags writes it
         ids = [self.only] if self.only else None
         staging = staging_copies(self.ec2, ids)
         for account, vregion in sorted(
@@ -1762,7 +1768,7 @@ class Vaults:
                 self.clients[(account, vregion)] = vault_client(account, vregion, self.budget)
             ids = [self.only] if self.only else None
             states, in_flight, lockable = vault_copies(
-                self.clients[(account, vregion)], self.region, ids
+                self.clients[(account, vregion)], self.region, self.account, ids
             )
         except OutOfTime:
             raise

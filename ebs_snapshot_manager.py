@@ -60,19 +60,21 @@ snapshot (instance Backup=Yes, not terminated, volume not opted out with Backup=
 a completed automated snapshot younger than COVERAGE_MAX_AGE_HOURS (environment; default
 26); and in each region its snapshots ask copies for (Copy_Dest), once one of them has had
 COPY_MAX_LAG_HOURS (default 24) to get there, a completed copy of one of its snapshots of
-the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention; the same
-in each vault region its snapshots ask vault copies for (Vault_Account, one of
-VAULT_ACCOUNT_IDS; Vault_Region), read through the vault's writer role (sts:AssumeRole,
-then its read-only DescribeSnapshots; a vault that cannot be read is a failure, its
-copies not judged). The copier's staging copies (Vault_StagingOf) count for nothing
-here, nor as a volume's last backup (they expire on their DeleteOn like any automated
-snapshot). A volume attached more recently than the threshold is not expected yet. Each
-unprotected volume is named in the summary (``unprotected``, with the reasons) and counted in the
-UnprotectedVolumes metric. Reading each destination's copies, it also counts the copies of
-this region's snapshots more than two days past their DeleteOn there (not KeepForever, not
-a source volume's newest): no manager deletes them in that region (a warning, and the
-ExpiredCopiesLeft metric). Cost: a few paginated reads (DescribeRegions, DescribeInstances,
-DescribeVolumes, one listing per destination region), whatever the fleet size.
+the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention; the same in
+each vault region its snapshots ask vault copies for (Vault_Account, one of
+VAULT_ACCOUNT_IDS; Vault_Region), among the copies tagged Source_Account=<this account>
+(another source of a shared vault cannot stand in), read through the vault's writer role
+(sts:AssumeRole, then its read-only DescribeSnapshots; a vault that cannot be read is a
+failure, its copies not judged). The copier's staging copies (Vault_StagingOf) count for
+nothing here, nor as a volume's last backup (they expire on their DeleteOn like any
+automated snapshot). A volume attached more recently than the threshold is not expected
+yet. Each unprotected volume is named in the summary (``unprotected``, with the reasons)
+and counted in the UnprotectedVolumes metric. Reading each destination's copies, it also
+counts the copies of this region's snapshots more than two days past their DeleteOn there
+(not KeepForever, not a source volume's newest): no manager deletes them in that region (a
+warning, and the ExpiredCopiesLeft metric). Cost: a few paginated reads (DescribeRegions,
+DescribeInstances, DescribeVolumes, one listing per destination region), whatever the
+fleet size.
 
 Restore drills (after the sweep and the coverage check; RESTORE_DRILL=off turns them off):
 once a week, on a weekday chosen by a stable hash of the volume id, each protected volume's
@@ -1364,6 +1366,7 @@ class Coverage:
         self.recent = {}  # snapshot id: (volume id, start time, its Copy_Dest regions)
         self.dests = set()  # every region this region's primaries ask copies for
         self.vaults = set()  # (vault account, region) that this region's primaries ask for
+        self.account = None  # this account: its vault copies are tagged Source_Account=it
 
     def see(self, snapshot):
         tags, vid = tag_map(snapshot), snapshot.get("VolumeId")
@@ -1373,6 +1376,7 @@ class Coverage:
         self.dests.update(dests)
         account, vregions, _ = vault_target(tags, self.enabled, self.region)
         self.vaults.update((account, r) for r in vregions)
+        self.account = self.account or snapshot.get("OwnerId")
         dests = dests + [f"{account}/{r}" for r in vregions]  # a vault: "account/region"
         if vid not in self.protected or snapshot.get("State") != "completed":
             return
@@ -1847,9 +1851,10 @@ class Tiers:
         vault they ask for (or ask for none); a copy is never looked for in the primary's own
         region."""
         missing = {s["SnapshotId"]: self.dests(s) for s in snapshots}  # id: regions to see
+        owner = next((s.get("OwnerId") for s in snapshots), None)  # this account
         for dest in sorted(set().union(*missing.values())):
             asked = sorted(sid for sid, regions in missing.items() if dest in regions)
-            for sid in self.copies_in(dest, asked):
+            for sid in self.copies_in(dest, asked, owner):
                 missing[sid].discard(dest)
         for sid, regions in sorted(missing.items()):
             if regions:
@@ -1869,18 +1874,18 @@ class Tiers:
         account, vregions, _ = vault_target(tags, asked, home)  # the creator's clean list
         return found | {f"{account}/{r}" for r in vregions if account}
 
-    def copies_in(self, dest, ids):
+    def copies_in(self, dest, ids, owner):
         """Ids among ``ids`` with a completed copy in ``dest`` (none when it cannot be read:
-        their archive waits, with a warning)."""
+        their archive waits, with a warning). In a vault ("account/region"), shared with
+        other sources, only copies tagged Source_Account=``owner`` (this account) count."""
         try:
             account, _, region = dest.rpartition("/")  # a vault: read through its writer role
             client = self.vault(account, region) if account else self.client(region)
+            filters = [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}]
+            if account:
+                filters.append({"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [str(owner)]})
             copies = paginate(
-                client,
-                "describe_snapshots",
-                "Snapshots",
-                OwnerIds=["self"],
-                Filters=[{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}],
+                client, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
             )
             return {
                 tag_map(c)[TAG_SOURCE_SNAPSHOT] for c in copies if c.get("State") == "completed"
@@ -2198,7 +2203,10 @@ def vaults_coverage(coverage, summary, budget):
                 "describe_snapshots",
                 "Snapshots",
                 OwnerIds=["self"],
-                Filters=[{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [coverage.region]}],
+                Filters=[  # ours only: another source of a shared vault cannot stand in
+                    {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [coverage.region]},
+                    {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [str(coverage.account)]},
+                ],
             ):
                 source = tag_map(copy).get(TAG_SOURCE_SNAPSHOT)
                 if source in coverage.recent and copies.get((where, source)) != "completed":

@@ -546,3 +546,50 @@ def test_a_primary_is_archived_only_once_its_vault_copy_is_complete():
     run()  # unshared
     manager.run({}, None, region=REGION, now=NOW)
     assert snapshot_details()[src]["StorageTier"] == "archive"
+
+
+# ---- a vault shared by several sources: only this account's copies count -----------------
+
+
+def impostor(source_id, state="completed"):
+    """A copy another source of the vault made, tagged as if it were ``source_id``'s."""
+    ec2 = vault_ec2()
+    vid = ec2.create_volume(AvailabilityZone=REGION + "a", Size=1)["VolumeId"]
+    tags = {"Type": "Automated", "DeleteOn": LATER, "Source_SnapshotId": source_id}
+    tags |= {"Source_Region": REGION, "Source_Account": OTHER}
+    sid = ec2.create_snapshot(
+        VolumeId=vid, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
+    )["SnapshotId"]
+    set_vault_state(sid, state)
+    return sid
+
+
+def test_another_sources_copy_tagged_with_our_id_does_not_stop_our_vault_copy():
+    src = primary()
+    fake = impostor(src)
+    run()
+    ours = [s for s in vault_snapshots().values() if s["SnapshotId"] != fake]
+    assert [(s["tags"]["Source_SnapshotId"], s["tags"]["Source_Account"]) for s in ours] == [
+        (src, SOURCE)
+    ]
+
+
+def test_coverage_does_not_count_another_sources_copy_tagged_with_our_id(monkeypatch):
+    monkeypatch.setenv("RESTORE_DRILL", "off")
+    now = datetime.now(UTC) + timedelta(days=5)
+    _, volumes = launch({"Backup": "yes", "Vault_Account": VAULT})
+    vid = volumes["/dev/sda1"]
+    tags = {"Type": "Automated", "DeleteOn": LATER, "Vault_Account": VAULT, "Vault_Region": REGION}
+    sid = snapshot_of(vid, tags)
+    moto_snapshot(sid).start_time = (now - timedelta(hours=25)).replace(tzinfo=None)
+    impostor(sid)
+    (gap,) = coverage(now)["unprotected"]
+    assert gap["volume_id"] == vid and "(no copy at all)" in gap["reason"]
+
+
+def test_another_sources_copy_tagged_with_our_id_does_not_let_the_primary_be_archived():
+    src = primary(Archive="Yes", DeleteOn="2027-12-01")
+    moto_snapshot(src).start_time = (NOW - timedelta(days=2)).replace(tzinfo=None)
+    impostor(src)
+    manager.run({}, None, region=REGION, now=NOW)
+    assert snapshot_details()[src]["StorageTier"] == "standard"
