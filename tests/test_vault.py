@@ -593,3 +593,37 @@ def test_another_sources_copy_tagged_with_our_id_does_not_let_the_primary_be_arc
     impostor(src)
     manager.run({}, None, region=REGION, now=NOW)
     assert snapshot_details()[src]["StorageTier"] == "standard"
+
+
+# ---- the stack's settings reach the vault's calls -----------------------------------------
+
+
+def test_vault_kms_key_encrypts_the_vault_copy(monkeypatch):
+    key = "arn:aws:kms:us-east-1:222233334444:alias/ebs-vault"
+    monkeypatch.setenv(copier.VAULT_KEY_ENV, key)
+    primary()
+    run()
+    ((_, copy),) = vault_snapshots().items()
+    assert copy["KmsKeyId"] == key
+
+
+def test_vault_role_name_names_the_role_assumed_in_the_vault(monkeypatch, api):
+    monkeypatch.setenv(copier.VAULT_ROLE_ENV, "backup-vault-writer")
+    primary()
+    run()
+    arns = {p["RoleArn"] for _, op, p in api.calls if op == "AssumeRole"}
+    assert arns == {f"arn:aws:iam::{VAULT}:role/backup-vault-writer"}
+    assert len(vault_snapshots()) == 1
+
+
+@pytest.mark.parametrize(
+    ("delete_on", "staging_delete_on"),
+    [("2027-06-01", "2026-12-03"), ("2026-11-29", "2026-11-29")],  # today + 7, or sooner
+)
+def test_a_staging_copy_lives_a_week_at_most(monkeypatch, delete_on, staging_delete_on):
+    key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+    monkeypatch.setenv("VAULT_SHARE_KMS_KEY", key)
+    src = primary(encrypted=True, DeleteOn=delete_on)
+    run()
+    ((_, tags),) = [(s, t) for s, t in snapshots().items() if s != src]
+    assert tags["DeleteOn"] == staging_delete_on
