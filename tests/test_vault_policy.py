@@ -327,3 +327,13 @@ def test_the_writer_may_use_each_listed_action_on_the_vaults_own_key():
         for name in names:
             got = decision(f"kms:{name}", key, kms_request(VAULT_ACCOUNT))
             assert got == "allowed", name
+
+
+def test_the_writer_locks_only_automated_snapshots_in_the_vault():
+    # what it can lock, in any mode and for any time, is documented in the README (what
+    # remains to the source): IAM offers no key to tie a lock to the copy's DeleteOn
+    automated = {"ec2:resourcetag/type": "Automated"}
+    assert decision("ec2:LockSnapshot", SNAPSHOT, automated) == "allowed"
+    for context in ({}, {"ec2:resourcetag/type": "Manual"}):
+        assert decision("ec2:LockSnapshot", SNAPSHOT, context) == "not allowed"
+    assert decision("ec2:UnlockSnapshot", SNAPSHOT, automated) == "denied"
