@@ -1572,9 +1572,8 @@ def report_deferred(deferred, summary, now):
 # a primary is first copied here with VAULT_SHARE_KMS_KEY (a customer managed key whose key
 # policy lets the vault account use it), and that staging copy is shared instead.
 SHARE_KEY_ENV, VAULT_KEY_ENV = "VAULT_SHARE_KMS_KEY", "VAULT_KMS_KEY"
-STAGING_DAYS = (
-    7  # a staging copy's DeleteOn: the manager's backstop should the copier not delete it
-)
+# A staging copy's DeleteOn (at most): the manager's backstop should the copier not delete it.
+STAGING_DAYS = 7
 NO_SHARE_KEY = (
     "encrypted with the AWS managed key (aws/ebs), which AWS does not let anyone share: set "
     f"{SHARE_KEY_ENV} (template parameter VaultShareKmsKey) to a customer managed key whose "
@@ -1730,7 +1729,9 @@ class Vaults:
 
     def run(self):
         primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.notified)
-        if not primaries:
+        if not primaries:  # a sweep still takes back shares and staging copies left behind
+            if not self.only and vault_accounts():
+                self.clean_up([], staging_copies(self.ec2))
             return
         self.account = primaries[0]["owner"] or "unknown"  # as vault_tags writes it
         ids = [self.only] if self.only else None
@@ -1949,9 +1950,10 @@ class Vaults:
         """Unshare what the vaults no longer need (every vault region of its primary holds a
         completed copy), and delete staging copies no longer needed. Snapshots shared with a
         vault are found by DescribeSnapshots' RestorableByUserIds, one listing per vault
-        account; a vault that could not be read keeps its shares."""
+        account (those the primaries name and VAULT_ACCOUNT_IDS: a primary that no longer
+        asks leaves its share behind); a vault that could not be read keeps its shares."""
         by_id = {p["id"]: p for p in primaries}
-        for account in sorted({p["account"] for p in primaries}):
+        for account in sorted({p["account"] for p in primaries} | vault_accounts()):
             for snap in paginate(
                 self.ec2,
                 "describe_snapshots",

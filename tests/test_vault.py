@@ -627,3 +627,15 @@ def test_a_staging_copy_lives_a_week_at_most(monkeypatch, delete_on, staging_del
     run()
     ((_, tags),) = [(s, t) for s, t in snapshots().items() if s != src]
     assert tags["DeleteOn"] == staging_delete_on
+
+
+def test_a_share_is_taken_back_once_no_primary_asks_for_the_vault_any_more():
+    src = primary()
+    run()
+    assert shared_with(src) == [VAULT]
+    boto3.client("ec2", region_name=REGION).delete_tags(
+        Resources=[src], Tags=[{"Key": "Vault_Account"}]
+    )
+    result = run()  # no primary with Vault_Account is left in this region
+    assert shared_with(src) == []
+    assert [u["snapshot_id"] for u in result["unshared"]] == [src]
