@@ -337,3 +337,42 @@ def test_the_writer_locks_only_automated_snapshots_in_the_vault():
     for context in ({}, {"ec2:resourcetag/type": "Manual"}):
         assert decision("ec2:LockSnapshot", SNAPSHOT, context) == "not allowed"
     assert decision("ec2:UnlockSnapshot", SNAPSHOT, automated) == "denied"
+
+
+def rule_value(node, params):
+    """A vault-role.yaml Rules assertion's value for these parameter values (CloudFormation
+    splits a CommaDelimitedList, so an empty one is [""])."""
+    ((function, arg),) = node.items() if isinstance(node, dict) else [("value", node)]
+    if function == "value":
+        return node
+    if function == "Ref":
+        return params[arg]
+    values = [rule_value(a, params) for a in arg]
+    if function == "Fn::Or":
+        return any(values)
+    if function == "Fn::Not":
+        return not values[0]
+    if function == "Fn::Equals":
+        return values[0] == values[1]
+    assert function == "Fn::Contains", function
+    return values[1] in values[0]
+
+
+@pytest.mark.parametrize(
+    ("accounts", "org", "refused"),
+    [
+        ("111122223333", "", False),
+        ("111122223333,444455556666", "", False),
+        ("", "o-abc123def4", False),
+        ("", "", True),
+        ("111122223333", "o-abc123def4", True),  # one of the two would be silently ignored
+    ],
+)
+def test_the_vault_role_takes_source_accounts_or_an_organization_not_both(accounts, org, refused):
+    params = {"SourceAccountIds": accounts.split(","), "SourceOrgId": org}
+    broken = [
+        name
+        for name, rule in VAULT_TEMPLATE["Rules"].items()
+        if not all(rule_value(a["Assert"], params) for a in rule["Assertions"])
+    ]
+    assert bool(broken) == refused
