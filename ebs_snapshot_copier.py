@@ -475,6 +475,17 @@ def vault_target(tags, enabled, home):
     return account, regions or [home], warnings
 
 
+def vault_retention(tags):
+    """(Vault_Retention's days or None, warnings): None, vault copies keep the DeleteOn."""
+    if TAG_VAULT_RETENTION not in tags:
+        return None, []
+    value = tags[TAG_VAULT_RETENTION]
+    days, problem = parse_count(value, TAG_VAULT_RETENTION, MAX_RETENTION_DAYS)
+    if not problem:
+        return days, []
+    return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+
+
 def vault_accounts():
     """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
     separated by commas or spaces (none: no vault copies at all)."""
@@ -822,6 +833,29 @@ def probe_lock(ec2, todo, summary):
 def enabled_regions(ec2):
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def vault_copy_states(vault_ec2, region, account, ids=None):
+    """({primary id: the state of its copy there (completed wins)}, the copies tagged Lock):
+    what a vault holds of ``account``'s primaries of ``region`` (all, or ``ids``). Another
+    source sharing the vault could tag a copy with one of our snapshot ids: only copies
+    tagged Source_Account=``account`` count."""
+    filters = [
+        {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]},
+        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
+    ]
+    if ids:
+        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
+    states, lockable = {}, []
+    for snap in paginate(
+        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    ):
+        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
+        if source and states.get(source) != "completed":
+            states[source] = snap["State"]
+        if TAG_LOCK in tag_map(snap):
+            lockable.append(snap)
+    return states, lockable
 
 
 def paginate(ec2, operation, key, **params):
@@ -1592,15 +1626,10 @@ def vault_record(snapshot, enabled, region, today):
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if account is None or delete_on is None:
         return None, warnings
-    until = delete_on
-    if TAG_VAULT_RETENTION in tags:
-        days, problem = parse_count(
-            tags[TAG_VAULT_RETENTION], TAG_VAULT_RETENTION, MAX_RETENTION_DAYS
-        )
-        if days:
-            until = snapshot["StartTime"].astimezone(UTC).date() + timedelta(days=days)
-        if problem:
-            warnings.append(problem if days else f"{problem}; vault copies keep the DeleteOn")
+    days, problems = vault_retention(tags)
+    warnings += problems
+    start = snapshot["StartTime"].astimezone(UTC).date()
+    until = start + timedelta(days=days) if days else delete_on
     record = {
         "id": snapshot["SnapshotId"],
         "tags": {},  # nothing more is carried to a vault copy: KeepForever stays here
@@ -1683,23 +1712,9 @@ def staging_copies(ec2, ids=None):
 def vault_copies(vault_ec2, region, account, ids=None):
     """({primary id: the state of its copy there (completed wins)}, copies in flight there,
     those tagged Lock): what the vault holds of this account's (``account``) primaries of
-    this region (all, or ``ids``). Another source sharing the vault could tag a copy with
-    one of our snapshot ids: only copies tagged Source_Account=<this account> count."""
-    filters = [
-        {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]},
-        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
-    ]
-    if ids:
-        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
-    states, lockable = {}, []
-    for snap in paginate(
-        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
-    ):
-        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
-        if source and states.get(source) != "completed":
-            states[source] = snap["State"]
-        if TAG_LOCK in tag_map(snap):
-            lockable.append(snap)
+    this region (all, or ``ids``; vault_copy_states), and its pending copies, every
+    source's (they share the region's 20 copy slots)."""
+    states, lockable = vault_copy_states(vault_ec2, region, account, ids)
     pending = paginate(
         vault_ec2,
         "describe_snapshots",

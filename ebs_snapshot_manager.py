@@ -516,6 +516,17 @@ def vault_target(tags, enabled, home):
     return account, regions or [home], warnings
 
 
+def vault_retention(tags):
+    """(Vault_Retention's days or None, warnings): None, vault copies keep the DeleteOn."""
+    if TAG_VAULT_RETENTION not in tags:
+        return None, []
+    value = tags[TAG_VAULT_RETENTION]
+    days, problem = parse_count(value, TAG_VAULT_RETENTION, MAX_RETENTION_DAYS)
+    if not problem:
+        return days, []
+    return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+
+
 def vault_accounts():
     """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
     separated by commas or spaces (none: no vault copies at all)."""
@@ -863,6 +874,29 @@ def probe_lock(ec2, todo, summary):
 def enabled_regions(ec2):
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def vault_copy_states(vault_ec2, region, account, ids=None):
+    """({primary id: the state of its copy there (completed wins)}, the copies tagged Lock):
+    what a vault holds of ``account``'s primaries of ``region`` (all, or ``ids``). Another
+    source sharing the vault could tag a copy with one of our snapshot ids: only copies
+    tagged Source_Account=``account`` count."""
+    filters = [
+        {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]},
+        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
+    ]
+    if ids:
+        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
+    states, lockable = {}, []
+    for snap in paginate(
+        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    ):
+        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
+        if source and states.get(source) != "completed":
+            states[source] = snap["State"]
+        if TAG_LOCK in tag_map(snap):
+            lockable.append(snap)
+    return states, lockable
 
 
 def paginate(ec2, operation, key, **params):
@@ -2198,19 +2232,8 @@ def vaults_coverage(coverage, summary, budget):
         where = f"{account}/{vregion}"
         try:
             vault_ec2 = vault_client(account, vregion, budget)
-            for copy in paginate(
-                vault_ec2,
-                "describe_snapshots",
-                "Snapshots",
-                OwnerIds=["self"],
-                Filters=[  # ours only: another source of a shared vault cannot stand in
-                    {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [coverage.region]},
-                    {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [str(coverage.account)]},
-                ],
-            ):
-                source = tag_map(copy).get(TAG_SOURCE_SNAPSHOT)
-                if source in coverage.recent and copies.get((where, source)) != "completed":
-                    copies[(where, source)] = copy["State"]
+            states, _ = vault_copy_states(vault_ec2, coverage.region, str(coverage.account))
+            copies |= {(where, s): state for s, state in states.items() if s in coverage.recent}
         except OutOfTime as exc:
             summary.warn(where, f"vault copies there not checked: {exc}")
             unread.add(where)
