@@ -1649,6 +1649,27 @@ def vault_record(snapshot, enabled, region, today):
     return record, warnings
 
 
+def staging_request(primary, region, key, today):
+    """(CopySnapshot's parameters, the summary item) for a primary's staging copy: here,
+    with the share key ``key``, kept STAGING_DAYS at most (never past its vault copies)."""
+    delete_on = min(today + timedelta(days=STAGING_DAYS), primary["copy_delete_on"])
+    tags = {
+        TAG_TYPE: AUTOMATED,
+        TAG_DELETE_ON: delete_on.isoformat(),
+        TAG_VAULT_STAGING: primary["id"],
+    }
+    params = {
+        "SourceRegion": region,
+        "SourceSnapshotId": primary["id"],
+        "Encrypted": True,
+        "KmsKeyId": key,
+        "Description": f"vault staging copy of {primary['id']}",
+        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
+    }
+    item = {"source_snapshot_id": primary["id"], "staging": True, "delete_on": tags[TAG_DELETE_ON]}
+    return params, item
+
+
 def vault_tags(primary, region):
     """A vault copy's tags, all in its CopySnapshot call (the writer role may tag nothing
     later): where it came from, its own DeleteOn, and its lock."""
@@ -1864,25 +1885,7 @@ class Vaults:
         if not key:
             self.summary.fail(primary["id"], NO_SHARE_KEY, vault_account=primary["account"])
             return
-        delete_on = min(self.today + timedelta(days=STAGING_DAYS), primary["copy_delete_on"])
-        tags = {
-            TAG_TYPE: AUTOMATED,
-            TAG_DELETE_ON: delete_on.isoformat(),
-            TAG_VAULT_STAGING: primary["id"],
-        }
-        params = {
-            "SourceRegion": self.region,
-            "SourceSnapshotId": primary["id"],
-            "Encrypted": True,
-            "KmsKeyId": key,
-            "Description": f"vault staging copy of {primary['id']}",
-            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
-        }
-        item = {
-            "source_snapshot_id": primary["id"],
-            "staging": True,
-            "delete_on": tags[TAG_DELETE_ON],
-        }
+        params, item = staging_request(primary, self.region, key, self.today)
         if self.summary.dry_run:
             self.summary.probe("ec2:CopySnapshot", self.region, self.ec2.copy_snapshot, **params)
             self.summary.did("copy", dest_region=self.region, **item)
