@@ -29,7 +29,8 @@ Snapshot tags written on each copy, in the CopySnapshot call itself:
     destination keeps each source volume's newest copy by it. The copy keeps the primary's
     description.
 
-Vault copies (primaries tagged Vault_Account, Vault_Region, Vault_Retention by the creator):
+Vault copies (primaries tagged Vault_Account, Vault_Region, Vault_Retention by the creator;
+an account not in VAULT_ACCOUNT_IDS, the template's VaultAccountIds, is a warning and no copy):
 each completed primary is shared with the vault account (ModifySnapshotAttribute,
 createVolumePermission, that account only) and copied in each vault region by that account,
 through its role VAULT_ROLE_NAME (default ebs-snapshot-vault-writer; sts:AssumeRole), with
@@ -160,6 +161,9 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
+# who can tag an instance could otherwise send its snapshots to an account of their own.
+VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -451,14 +455,16 @@ def vault_target(tags, enabled, home):
     read as in Copy_Dest, this region included (the default); none left: this region."""
     if TAG_VAULT_ACCOUNT not in tags:
         return None, [], []
-    account = tags[TAG_VAULT_ACCOUNT].strip()
+    account, shown = tags[TAG_VAULT_ACCOUNT].strip(), tags[TAG_VAULT_ACCOUNT]
     if not re.fullmatch(r"[0-9]{12}", account):
-        shown = tags[TAG_VAULT_ACCOUNT]
         return (
             None,
             [],
             [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
         )
+    if account not in vault_accounts():
+        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
+        return None, [], [f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy"]
     regions, warnings = [], []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
@@ -467,6 +473,24 @@ def vault_target(tags, enabled, home):
             reason = "is not an enabled region of this account; dropped"
             warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
     return account, regions or [home], warnings
+
+
+def vault_retention(tags):
+    """(Vault_Retention's days or None, warnings): None, vault copies keep the DeleteOn."""
+    if TAG_VAULT_RETENTION not in tags:
+        return None, []
+    value = tags[TAG_VAULT_RETENTION]
+    days, problem = parse_count(value, TAG_VAULT_RETENTION, MAX_RETENTION_DAYS)
+    if not problem:
+        return days, []
+    return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+
+
+def vault_accounts():
+    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
+    separated by commas or spaces (none: no vault copies at all)."""
+    ids = re.split(r"[\s,]+", os.environ.get(VAULT_ACCOUNTS_ENV, "").strip())
+    return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
 
 
 def vault_client(account, region, budget=None, pacer=None):
@@ -809,6 +833,29 @@ def probe_lock(ec2, todo, summary):
 def enabled_regions(ec2):
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def vault_copy_states(vault_ec2, region, account, ids=None):
+    """({primary id: the state of its copy there (completed wins)}, the copies tagged Lock):
+    what a vault holds of ``account``'s primaries of ``region`` (all, or ``ids``). Another
+    source sharing the vault could tag a copy with one of our snapshot ids: only copies
+    tagged Source_Account=``account`` count."""
+    filters = [
+        {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]},
+        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
+    ]
+    if ids:
+        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
+    states, lockable = {}, []
+    for snap in paginate(
+        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    ):
+        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
+        if source and states.get(source) != "completed":
+            states[source] = snap["State"]
+        if TAG_LOCK in tag_map(snap):
+            lockable.append(snap)
+    return states, lockable
 
 
 def paginate(ec2, operation, key, **params):
@@ -1559,9 +1606,8 @@ def report_deferred(deferred, summary, now):
 # a primary is first copied here with VAULT_SHARE_KMS_KEY (a customer managed key whose key
 # policy lets the vault account use it), and that staging copy is shared instead.
 SHARE_KEY_ENV, VAULT_KEY_ENV = "VAULT_SHARE_KMS_KEY", "VAULT_KMS_KEY"
-STAGING_DAYS = (
-    7  # a staging copy's DeleteOn: the manager's backstop should the copier not delete it
-)
+# A staging copy's DeleteOn (at most): the manager's backstop should the copier not delete it.
+STAGING_DAYS = 7
 NO_SHARE_KEY = (
     "encrypted with the AWS managed key (aws/ebs), which AWS does not let anyone share: set "
     f"{SHARE_KEY_ENV} (template parameter VaultShareKmsKey) to a customer managed key whose "
@@ -1580,15 +1626,10 @@ def vault_record(snapshot, enabled, region, today):
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if account is None or delete_on is None:
         return None, warnings
-    until = delete_on
-    if TAG_VAULT_RETENTION in tags:
-        days, problem = parse_count(
-            tags[TAG_VAULT_RETENTION], TAG_VAULT_RETENTION, MAX_RETENTION_DAYS
-        )
-        if days:
-            until = snapshot["StartTime"].astimezone(UTC).date() + timedelta(days=days)
-        if problem:
-            warnings.append(problem if days else f"{problem}; vault copies keep the DeleteOn")
+    days, problems = vault_retention(tags)
+    warnings += problems
+    start = snapshot["StartTime"].astimezone(UTC).date()
+    until = start + timedelta(days=days) if days else delete_on
     record = {
         "id": snapshot["SnapshotId"],
         "tags": {},  # nothing more is carried to a vault copy: KeepForever stays here
@@ -1606,6 +1647,27 @@ def vault_record(snapshot, enabled, region, today):
         "lock": lock_request(tags, until, today),
     }
     return record, warnings
+
+
+def staging_request(primary, region, key, today):
+    """(CopySnapshot's parameters, the summary item) for a primary's staging copy: here,
+    with the share key ``key``, kept STAGING_DAYS at most (never past its vault copies)."""
+    delete_on = min(today + timedelta(days=STAGING_DAYS), primary["copy_delete_on"])
+    tags = {
+        TAG_TYPE: AUTOMATED,
+        TAG_DELETE_ON: delete_on.isoformat(),
+        TAG_VAULT_STAGING: primary["id"],
+    }
+    params = {
+        "SourceRegion": region,
+        "SourceSnapshotId": primary["id"],
+        "Encrypted": True,
+        "KmsKeyId": key,
+        "Description": f"vault staging copy of {primary['id']}",
+        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
+    }
+    item = {"source_snapshot_id": primary["id"], "staging": True, "delete_on": tags[TAG_DELETE_ON]}
+    return params, item
 
 
 def vault_tags(primary, region):
@@ -1668,21 +1730,12 @@ def staging_copies(ec2, ids=None):
     return found
 
 
-def vault_copies(vault_ec2, region, ids=None):
+def vault_copies(vault_ec2, region, account, ids=None):
     """({primary id: the state of its copy there (completed wins)}, copies in flight there,
-    those tagged Lock): what the vault holds of this region's primaries (all, or ``ids``)."""
-    filters = [{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]}]
-    if ids:
-        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
-    states, lockable = {}, []
-    for snap in paginate(
-        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
-    ):
-        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
-        if source and states.get(source) != "completed":
-            states[source] = snap["State"]
-        if TAG_LOCK in tag_map(snap):
-            lockable.append(snap)
+    those tagged Lock): what the vault holds of this account's (``account``) primaries of
+    this region (all, or ``ids``; vault_copy_states), and its pending copies, every
+    source's (they share the region's 20 copy slots)."""
+    states, lockable = vault_copy_states(vault_ec2, region, account, ids)
     pending = paginate(
         vault_ec2,
         "describe_snapshots",
@@ -1712,8 +1765,11 @@ class Vaults:
 
     def run(self):
         primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.notified)
-        if not primaries:
+        if not primaries:  # a sweep still takes back shares and staging copies left behind
+            if not self.only and vault_accounts():
+                self.clean_up([], staging_copies(self.ec2))
             return
+        self.account = primaries[0]["owner"] or "unknown"  # as vault_tags writes it
         ids = [self.only] if self.only else None
         staging = staging_copies(self.ec2, ids)
         for account, vregion in sorted(
@@ -1749,7 +1805,7 @@ class Vaults:
                 self.clients[(account, vregion)] = vault_client(account, vregion, self.budget)
             ids = [self.only] if self.only else None
             states, in_flight, lockable = vault_copies(
-                self.clients[(account, vregion)], self.region, ids
+                self.clients[(account, vregion)], self.region, self.account, ids
             )
         except OutOfTime:
             raise
@@ -1829,25 +1885,7 @@ class Vaults:
         if not key:
             self.summary.fail(primary["id"], NO_SHARE_KEY, vault_account=primary["account"])
             return
-        delete_on = min(self.today + timedelta(days=STAGING_DAYS), primary["copy_delete_on"])
-        tags = {
-            TAG_TYPE: AUTOMATED,
-            TAG_DELETE_ON: delete_on.isoformat(),
-            TAG_VAULT_STAGING: primary["id"],
-        }
-        params = {
-            "SourceRegion": self.region,
-            "SourceSnapshotId": primary["id"],
-            "Encrypted": True,
-            "KmsKeyId": key,
-            "Description": f"vault staging copy of {primary['id']}",
-            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
-        }
-        item = {
-            "source_snapshot_id": primary["id"],
-            "staging": True,
-            "delete_on": tags[TAG_DELETE_ON],
-        }
+        params, item = staging_request(primary, self.region, key, self.today)
         if self.summary.dry_run:
             self.summary.probe("ec2:CopySnapshot", self.region, self.ec2.copy_snapshot, **params)
             self.summary.did("copy", dest_region=self.region, **item)
@@ -1930,9 +1968,10 @@ class Vaults:
         """Unshare what the vaults no longer need (every vault region of its primary holds a
         completed copy), and delete staging copies no longer needed. Snapshots shared with a
         vault are found by DescribeSnapshots' RestorableByUserIds, one listing per vault
-        account; a vault that could not be read keeps its shares."""
+        account (those the primaries name and VAULT_ACCOUNT_IDS: a primary that no longer
+        asks leaves its share behind); a vault that could not be read keeps its shares."""
         by_id = {p["id"]: p for p in primaries}
-        for account in sorted({p["account"] for p in primaries}):
+        for account in sorted({p["account"] for p in primaries} | vault_accounts()):
             for snap in paginate(
                 self.ec2,
                 "describe_snapshots",

@@ -26,8 +26,9 @@ Instance tags read
                 copier makes it, through a role there that cannot delete it); the regions
                 of that account to copy into (as in Copy_Dest, this region allowed; default
                 this region); days to keep vault copies, from the snapshot's creation
-                (default its DeleteOn). Unreadable: a warning, and no vault copy (account),
-                the entry dropped (region), or left out (retention).
+                (default its DeleteOn). Unreadable, or an account not in VAULT_ACCOUNT_IDS
+                (template parameter VaultAccountIds): a warning, and no vault copy
+                (account), the entry dropped (region), or left out (retention).
     Name        used in the snapshot description and copied to the snapshot's Name tag.
     Consistency how the instance's volumes are captured (any case; anything else warns and
                 uses volume):
@@ -178,6 +179,9 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
+# who can tag an instance could otherwise send its snapshots to an account of their own.
+VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -469,14 +473,16 @@ def vault_target(tags, enabled, home):
     read as in Copy_Dest, this region included (the default); none left: this region."""
     if TAG_VAULT_ACCOUNT not in tags:
         return None, [], []
-    account = tags[TAG_VAULT_ACCOUNT].strip()
+    account, shown = tags[TAG_VAULT_ACCOUNT].strip(), tags[TAG_VAULT_ACCOUNT]
     if not re.fullmatch(r"[0-9]{12}", account):
-        shown = tags[TAG_VAULT_ACCOUNT]
         return (
             None,
             [],
             [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
         )
+    if account not in vault_accounts():
+        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
+        return None, [], [f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy"]
     regions, warnings = [], []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
@@ -485,6 +491,24 @@ def vault_target(tags, enabled, home):
             reason = "is not an enabled region of this account; dropped"
             warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
     return account, regions or [home], warnings
+
+
+def vault_retention(tags):
+    """(Vault_Retention's days or None, warnings): None, vault copies keep the DeleteOn."""
+    if TAG_VAULT_RETENTION not in tags:
+        return None, []
+    value = tags[TAG_VAULT_RETENTION]
+    days, problem = parse_count(value, TAG_VAULT_RETENTION, MAX_RETENTION_DAYS)
+    if not problem:
+        return days, []
+    return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+
+
+def vault_accounts():
+    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
+    separated by commas or spaces (none: no vault copies at all)."""
+    ids = re.split(r"[\s,]+", os.environ.get(VAULT_ACCOUNTS_ENV, "").strip())
+    return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
 
 
 def vault_client(account, region, budget=None, pacer=None):
@@ -827,6 +851,29 @@ def probe_lock(ec2, todo, summary):
 def enabled_regions(ec2):
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def vault_copy_states(vault_ec2, region, account, ids=None):
+    """({primary id: the state of its copy there (completed wins)}, the copies tagged Lock):
+    what a vault holds of ``account``'s primaries of ``region`` (all, or ``ids``). Another
+    source sharing the vault could tag a copy with one of our snapshot ids: only copies
+    tagged Source_Account=``account`` count."""
+    filters = [
+        {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]},
+        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
+    ]
+    if ids:
+        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
+    states, lockable = {}, []
+    for snap in paginate(
+        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    ):
+        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
+        if source and states.get(source) != "completed":
+            states[source] = snap["State"]
+        if TAG_LOCK in tag_map(snap):
+            lockable.append(snap)
+    return states, lockable
 
 
 def paginate(ec2, operation, key, **params):
@@ -1235,15 +1282,9 @@ def vault_settings(tags, enabled, region):
     if account is None:
         return {}, warnings
     settings = {TAG_VAULT_ACCOUNT: account, TAG_VAULT_REGION: ",".join(regions)}
-    if TAG_VAULT_RETENTION in tags:
-        days, problem = parse_count(
-            tags[TAG_VAULT_RETENTION], TAG_VAULT_RETENTION, MAX_RETENTION_DAYS
-        )
-        if days:
-            settings[TAG_VAULT_RETENTION] = str(days)
-        if problem:
-            warnings.append(problem if days else f"{problem}; vault copies keep the DeleteOn")
-    return settings, warnings
+    days, problems = vault_retention(tags)
+    settings |= {TAG_VAULT_RETENTION: str(days)} if days else {}
+    return settings, warnings + problems
 
 
 def parse_mode(value):

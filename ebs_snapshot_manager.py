@@ -60,19 +60,21 @@ snapshot (instance Backup=Yes, not terminated, volume not opted out with Backup=
 a completed automated snapshot younger than COVERAGE_MAX_AGE_HOURS (environment; default
 26); and in each region its snapshots ask copies for (Copy_Dest), once one of them has had
 COPY_MAX_LAG_HOURS (default 24) to get there, a completed copy of one of its snapshots of
-the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention; the same
-in each vault region its snapshots ask vault copies for (Vault_Account, Vault_Region),
-read through the vault's writer role (sts:AssumeRole, then its read-only
-DescribeSnapshots; a vault that cannot be read is a failure, its copies not judged). The
-copier's staging copies (Vault_StagingOf) count for nothing here, nor as a volume's last
-backup (they expire on their DeleteOn like any automated snapshot). A volume
-attached more recently than the threshold is not expected yet. Each unprotected volume is
-named in the summary (``unprotected``, with the reasons) and counted in the
-UnprotectedVolumes metric. Reading each destination's copies, it also counts the copies of
-this region's snapshots more than two days past their DeleteOn there (not KeepForever, not
-a source volume's newest): no manager deletes them in that region (a warning, and the
-ExpiredCopiesLeft metric). Cost: a few paginated reads (DescribeRegions, DescribeInstances,
-DescribeVolumes, one listing per destination region), whatever the fleet size.
+the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS, whatever the retention; the same in
+each vault region its snapshots ask vault copies for (Vault_Account, one of
+VAULT_ACCOUNT_IDS; Vault_Region), among the copies tagged Source_Account=<this account>
+(another source of a shared vault cannot stand in), read through the vault's writer role
+(sts:AssumeRole, then its read-only DescribeSnapshots; a vault that cannot be read is a
+failure, its copies not judged). The copier's staging copies (Vault_StagingOf) count for
+nothing here, nor as a volume's last backup (they expire on their DeleteOn like any
+automated snapshot). A volume attached more recently than the threshold is not expected
+yet. Each unprotected volume is named in the summary (``unprotected``, with the reasons)
+and counted in the UnprotectedVolumes metric. Reading each destination's copies, it also
+counts the copies of this region's snapshots more than two days past their DeleteOn there
+(not KeepForever, not a source volume's newest): no manager deletes them in that region (a
+warning, and the ExpiredCopiesLeft metric). Cost: a few paginated reads (DescribeRegions,
+DescribeInstances, DescribeVolumes, one listing per destination region), whatever the
+fleet size.
 
 Restore drills (after the sweep and the coverage check; RESTORE_DRILL=off turns them off):
 once a week, on a weekday chosen by a stable hash of the volume id, each protected volume's
@@ -200,6 +202,9 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
+# who can tag an instance could otherwise send its snapshots to an account of their own.
+VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
 AUTOMATED = "Automated"
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
@@ -491,14 +496,16 @@ def vault_target(tags, enabled, home):
     read as in Copy_Dest, this region included (the default); none left: this region."""
     if TAG_VAULT_ACCOUNT not in tags:
         return None, [], []
-    account = tags[TAG_VAULT_ACCOUNT].strip()
+    account, shown = tags[TAG_VAULT_ACCOUNT].strip(), tags[TAG_VAULT_ACCOUNT]
     if not re.fullmatch(r"[0-9]{12}", account):
-        shown = tags[TAG_VAULT_ACCOUNT]
         return (
             None,
             [],
             [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
         )
+    if account not in vault_accounts():
+        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
+        return None, [], [f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy"]
     regions, warnings = [], []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
@@ -507,6 +514,24 @@ def vault_target(tags, enabled, home):
             reason = "is not an enabled region of this account; dropped"
             warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
     return account, regions or [home], warnings
+
+
+def vault_retention(tags):
+    """(Vault_Retention's days or None, warnings): None, vault copies keep the DeleteOn."""
+    if TAG_VAULT_RETENTION not in tags:
+        return None, []
+    value = tags[TAG_VAULT_RETENTION]
+    days, problem = parse_count(value, TAG_VAULT_RETENTION, MAX_RETENTION_DAYS)
+    if not problem:
+        return days, []
+    return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+
+
+def vault_accounts():
+    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
+    separated by commas or spaces (none: no vault copies at all)."""
+    ids = re.split(r"[\s,]+", os.environ.get(VAULT_ACCOUNTS_ENV, "").strip())
+    return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
 
 
 def vault_client(account, region, budget=None, pacer=None):
@@ -849,6 +874,29 @@ def probe_lock(ec2, todo, summary):
 def enabled_regions(ec2):
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
+
+
+def vault_copy_states(vault_ec2, region, account, ids=None):
+    """({primary id: the state of its copy there (completed wins)}, the copies tagged Lock):
+    what a vault holds of ``account``'s primaries of ``region`` (all, or ``ids``). Another
+    source sharing the vault could tag a copy with one of our snapshot ids: only copies
+    tagged Source_Account=``account`` count."""
+    filters = [
+        {"Name": "tag:" + TAG_SOURCE_REGION, "Values": [region]},
+        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
+    ]
+    if ids:
+        filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
+    states, lockable = {}, []
+    for snap in paginate(
+        vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
+    ):
+        source = tag_map(snap).get(TAG_SOURCE_SNAPSHOT)
+        if source and states.get(source) != "completed":
+            states[source] = snap["State"]
+        if TAG_LOCK in tag_map(snap):
+            lockable.append(snap)
+    return states, lockable
 
 
 def paginate(ec2, operation, key, **params):
@@ -1352,6 +1400,7 @@ class Coverage:
         self.recent = {}  # snapshot id: (volume id, start time, its Copy_Dest regions)
         self.dests = set()  # every region this region's primaries ask copies for
         self.vaults = set()  # (vault account, region) that this region's primaries ask for
+        self.account = None  # this account: its vault copies are tagged Source_Account=it
 
     def see(self, snapshot):
         tags, vid = tag_map(snapshot), snapshot.get("VolumeId")
@@ -1361,6 +1410,7 @@ class Coverage:
         self.dests.update(dests)
         account, vregions, _ = vault_target(tags, self.enabled, self.region)
         self.vaults.update((account, r) for r in vregions)
+        self.account = self.account or snapshot.get("OwnerId")
         dests = dests + [f"{account}/{r}" for r in vregions]  # a vault: "account/region"
         if vid not in self.protected or snapshot.get("State") != "completed":
             return
@@ -1844,9 +1894,10 @@ class Tiers:
         vault they ask for (or ask for none); a copy is never looked for in the primary's own
         region."""
         missing = {s["SnapshotId"]: self.dests(s) for s in snapshots}  # id: regions to see
+        owner = next((s.get("OwnerId") for s in snapshots), None)  # this account
         for dest in sorted(set().union(*missing.values())):
             asked = sorted(sid for sid, regions in missing.items() if dest in regions)
-            for sid in self.copies_in(dest, asked):
+            for sid in self.copies_in(dest, asked, owner):
                 missing[sid].discard(dest)
         for sid, regions in sorted(missing.items()):
             if regions:
@@ -1866,18 +1917,18 @@ class Tiers:
         account, vregions, _ = vault_target(tags, asked, home)  # the creator's clean list
         return found | {f"{account}/{r}" for r in vregions if account}
 
-    def copies_in(self, dest, ids):
+    def copies_in(self, dest, ids, owner):
         """Ids among ``ids`` with a completed copy in ``dest`` (none when it cannot be read:
-        their archive waits, with a warning)."""
+        their archive waits, with a warning). In a vault ("account/region"), shared with
+        other sources, only copies tagged Source_Account=``owner`` (this account) count."""
         try:
             account, _, region = dest.rpartition("/")  # a vault: read through its writer role
             client = self.vault(account, region) if account else self.client(region)
+            filters = [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}]
+            if account:
+                filters.append({"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [str(owner)]})
             copies = paginate(
-                client,
-                "describe_snapshots",
-                "Snapshots",
-                OwnerIds=["self"],
-                Filters=[{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}],
+                client, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
             )
             return {
                 tag_map(c)[TAG_SOURCE_SNAPSHOT] for c in copies if c.get("State") == "completed"
@@ -2185,16 +2236,8 @@ def vaults_coverage(coverage, summary, budget):
         where = f"{account}/{vregion}"
         try:
             vault_ec2 = vault_client(account, vregion, budget)
-            for copy in paginate(
-                vault_ec2,
-                "describe_snapshots",
-                "Snapshots",
-                OwnerIds=["self"],
-                Filters=[{"Name": "tag:" + TAG_SOURCE_REGION, "Values": [coverage.region]}],
-            ):
-                source = tag_map(copy).get(TAG_SOURCE_SNAPSHOT)
-                if source in coverage.recent and copies.get((where, source)) != "completed":
-                    copies[(where, source)] = copy["State"]
+            states, _ = vault_copy_states(vault_ec2, coverage.region, str(coverage.account))
+            copies |= {(where, s): state for s, state in states.items() if s in coverage.recent}
         except OutOfTime as exc:
             summary.warn(where, f"vault copies there not checked: {exc}")
             unread.add(where)

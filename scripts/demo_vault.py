@@ -122,6 +122,20 @@ def inventory(account_id, region):
     return rows
 
 
+def play_days(plan, clock, start, out):
+    """Each day of the act, each job of ``plan`` at its hour, in its account and region."""
+    for n in range(DAYS):
+        today = start + timedelta(days=n)
+        out(f"Day {n + 1} ({today:%a %Y-%m-%d})")
+        for hour, job, module, account_id, region, who in plan:
+            h, m = map(int, hour.split(":"))
+            now = today + timedelta(hours=h, minutes=m)
+            with account(account_id, clock, now):
+                summary = run(module, region, now)
+            for line in lines_of(hour, job, f"{who} {region}", summary):
+                out(line)
+
+
 def play_vault(clock, start, out=print):
     """Five days of the vault act; returns the final vault copies' ids."""
     out(f"\nVault copies: source account {SOURCE}, vault account {VAULT} (moto, two accounts).")
@@ -129,6 +143,7 @@ def play_vault(clock, start, out=print):
     out("  its volume encrypted with the AWS managed key (aws/ebs)")
     os.environ["VAULT_SHARE_KMS_KEY"] = setup(clock, start)
     os.environ["RESTORE_DRILL"] = "off"  # the first act shows the drills
+    os.environ["VAULT_ACCOUNT_IDS"] = VAULT  # the template's VaultAccountIds
     plan = [
         ("01:00", "manager", ebs_snapshot_manager, VAULT, EAST, "vault"),
         ("01:00", "manager", ebs_snapshot_manager, SOURCE, EAST, "source"),
@@ -139,18 +154,9 @@ def play_vault(clock, start, out=print):
         ("06:30", "copier", ebs_snapshot_copier, SOURCE, EAST, "source"),
     ]
     try:
-        for n in range(DAYS):
-            today = start + timedelta(days=n)
-            out(f"Day {n + 1} ({today:%a %Y-%m-%d})")
-            for hour, job, module, account_id, region, who in plan:
-                h, m = map(int, hour.split(":"))
-                now = today + timedelta(hours=h, minutes=m)
-                with account(account_id, clock, now):
-                    summary = run(module, region, now)
-                for line in lines_of(hour, job, f"{who} {region}", summary):
-                    out(line)
+        play_days(plan, clock, start, out)
     finally:
-        for name in ("VAULT_SHARE_KMS_KEY", "RESTORE_DRILL"):
+        for name in ("VAULT_SHARE_KMS_KEY", "RESTORE_DRILL", "VAULT_ACCOUNT_IDS"):
             os.environ.pop(name, None)
     out(f"\nSnapshots after day {DAYS}, in both accounts:")
     for account_id, region in ((SOURCE, EAST), (SOURCE, WEST), (VAULT, EAST)):

@@ -647,11 +647,13 @@ def _copy_snapshot_response(self):
 
 def _aws_managed(backend, key_id):
     from moto.kms import kms_backends
+    from moto.kms.exceptions import NotFoundException
 
     kms = kms_backends[backend.account_id][backend.region_name]
     try:
         return kms.describe_key(key_id).key_manager == "AWS"
-    except Exception:  # a key moto does not know (a made-up ARN in a test): not AWS managed
+    except (KeyError, NotFoundException):  # a key moto does not know (a made-up ARN in a
+        # test; moto's backend raises KeyError for an unknown key id): not AWS managed
         return False
 
 

@@ -421,3 +421,20 @@ def test_the_calls_go_through_the_spy_and_its_fault_injection(api):
     ]
     assert [op for op, _ in api.attempts_of].count("LockSnapshot") == 2
     assert sid in snapshots()
+
+
+def test_only_a_key_moto_does_not_know_counts_as_not_aws_managed(monkeypatch):
+    import moto_gaps
+    from moto.kms import kms_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    made_up = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert moto_gaps._aws_managed(backend, made_up) is False
+    kms = kms_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+
+    def broken(self, key_id):
+        raise RuntimeError("a bug, not a missing key")
+
+    monkeypatch.setattr(type(kms), "describe_key", broken)
+    with pytest.raises(RuntimeError):
+        moto_gaps._aws_managed(backend, made_up)

@@ -29,8 +29,15 @@ FUNCTIONS = {
 }
 
 
+# iam-policy.json stands for VaultAccountIds with this placeholder (README: replace it).
+VAULT_ACCOUNTS_PLACEHOLDER = ["111122223333"]
+
+
 def resolve(node, partition="aws", suffix="amazonaws.com"):
-    """Fn::Sub of the pseudo parameters, as CloudFormation does in the aws partition."""
+    """Fn::Sub of the pseudo parameters, as CloudFormation does in the aws partition, and
+    the VaultAccountIds parameter as iam-policy.json's placeholder list."""
+    if node == {"Ref": "VaultAccountIds"}:
+        return VAULT_ACCOUNTS_PLACEHOLDER
     if isinstance(node, dict) and list(node) == ["Fn::Sub"]:
         text = node["Fn::Sub"]
         return text.replace("${AWS::Partition}", partition).replace("${AWS::URLSuffix}", suffix)

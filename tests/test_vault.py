@@ -37,6 +37,12 @@ SOURCE, VAULT, OTHER = DEFAULT_ACCOUNT_ID, "222233334444", "555566667777"
 LATER = "2026-12-03"
 
 
+@pytest.fixture(autouse=True)
+def vault_allowed(monkeypatch):
+    """The stack's VaultAccountIds: VAULT (and OTHER, for the tests of a shared vault)."""
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, f"{VAULT},{OTHER}")
+
+
 def vault_ec2(region=REGION, account=VAULT):
     """An EC2 client of ``account``, through the writer role, as the copier gets one."""
     sts = boto3.client("sts", region_name=region)
@@ -355,6 +361,18 @@ def test_bad_vault_tags_warn_and_make_no_vault_copy():
     assert any("12-digit" in w["reason"] for w in result["warnings"])
 
 
+def test_an_account_not_in_vault_account_ids_gets_nothing_shared_or_copied(monkeypatch):
+    # whoever can tag an instance must not send its snapshots to an account of their own
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, OTHER)
+    src = primary()
+    result = run()
+    assert vault_snapshots() == {} and shared_with(src) == []
+    assert any("VaultAccountIds" in w["reason"] for w in result["warnings"])
+    monkeypatch.delenv(creator.VAULT_ACCOUNTS_ENV)  # none listed: no vault copies at all
+    run()
+    assert vault_snapshots() == {} and shared_with(src) == []
+
+
 def test_dry_run_changes_nothing():
     src = primary()
     result = run(event={"dry_run": True})
@@ -387,6 +405,15 @@ def test_the_creator_warns_on_a_bad_vault_account_and_writes_no_vault_tag():
     ((_, tags),) = snapshots().items()
     assert "Vault_Account" not in tags
     assert any("12-digit" in w["reason"] for w in result["warnings"])
+
+
+def test_the_creator_writes_no_vault_tag_for_an_unlisted_account(monkeypatch):
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, f"{OTHER} 999988887777")
+    launch({"Backup": "yes", "Vault_Account": VAULT})
+    result = creator.run({}, None, region=REGION, now=NOW)
+    ((_, tags),) = snapshots().items()
+    assert "Vault_Account" not in tags
+    assert any("VaultAccountIds" in w["reason"] for w in result["warnings"])
 
 
 def test_vault_region_defaults_to_this_region():
@@ -519,3 +546,96 @@ def test_a_primary_is_archived_only_once_its_vault_copy_is_complete():
     run()  # unshared
     manager.run({}, None, region=REGION, now=NOW)
     assert snapshot_details()[src]["StorageTier"] == "archive"
+
+
+# ---- a vault shared by several sources: only this account's copies count -----------------
+
+
+def impostor(source_id, state="completed"):
+    """A copy another source of the vault made, tagged as if it were ``source_id``'s."""
+    ec2 = vault_ec2()
+    vid = ec2.create_volume(AvailabilityZone=REGION + "a", Size=1)["VolumeId"]
+    tags = {"Type": "Automated", "DeleteOn": LATER, "Source_SnapshotId": source_id}
+    tags |= {"Source_Region": REGION, "Source_Account": OTHER}
+    sid = ec2.create_snapshot(
+        VolumeId=vid, TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}]
+    )["SnapshotId"]
+    set_vault_state(sid, state)
+    return sid
+
+
+def test_another_sources_copy_tagged_with_our_id_does_not_stop_our_vault_copy():
+    src = primary()
+    fake = impostor(src)
+    run()
+    ours = [s for s in vault_snapshots().values() if s["SnapshotId"] != fake]
+    assert [(s["tags"]["Source_SnapshotId"], s["tags"]["Source_Account"]) for s in ours] == [
+        (src, SOURCE)
+    ]
+
+
+def test_coverage_does_not_count_another_sources_copy_tagged_with_our_id(monkeypatch):
+    monkeypatch.setenv("RESTORE_DRILL", "off")
+    now = datetime.now(UTC) + timedelta(days=5)
+    _, volumes = launch({"Backup": "yes", "Vault_Account": VAULT})
+    vid = volumes["/dev/sda1"]
+    tags = {"Type": "Automated", "DeleteOn": LATER, "Vault_Account": VAULT, "Vault_Region": REGION}
+    sid = snapshot_of(vid, tags)
+    moto_snapshot(sid).start_time = (now - timedelta(hours=25)).replace(tzinfo=None)
+    impostor(sid)
+    (gap,) = coverage(now)["unprotected"]
+    assert gap["volume_id"] == vid and "(no copy at all)" in gap["reason"]
+
+
+def test_another_sources_copy_tagged_with_our_id_does_not_let_the_primary_be_archived():
+    src = primary(Archive="Yes", DeleteOn="2027-12-01")
+    moto_snapshot(src).start_time = (NOW - timedelta(days=2)).replace(tzinfo=None)
+    impostor(src)
+    manager.run({}, None, region=REGION, now=NOW)
+    assert snapshot_details()[src]["StorageTier"] == "standard"
+
+
+# ---- the stack's settings reach the vault's calls -----------------------------------------
+
+
+def test_vault_kms_key_encrypts_the_vault_copy(monkeypatch):
+    key = "arn:aws:kms:us-east-1:222233334444:alias/ebs-vault"
+    monkeypatch.setenv(copier.VAULT_KEY_ENV, key)
+    primary()
+    run()
+    ((_, copy),) = vault_snapshots().items()
+    assert copy["KmsKeyId"] == key
+
+
+def test_vault_role_name_names_the_role_assumed_in_the_vault(monkeypatch, api):
+    monkeypatch.setenv(copier.VAULT_ROLE_ENV, "backup-vault-writer")
+    primary()
+    run()
+    arns = {p["RoleArn"] for _, op, p in api.calls if op == "AssumeRole"}
+    assert arns == {f"arn:aws:iam::{VAULT}:role/backup-vault-writer"}
+    assert len(vault_snapshots()) == 1
+
+
+@pytest.mark.parametrize(
+    ("delete_on", "staging_delete_on"),
+    [("2027-06-01", "2026-12-03"), ("2026-11-29", "2026-11-29")],  # today + 7, or sooner
+)
+def test_a_staging_copy_lives_a_week_at_most(monkeypatch, delete_on, staging_delete_on):
+    key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+    monkeypatch.setenv("VAULT_SHARE_KMS_KEY", key)
+    src = primary(encrypted=True, DeleteOn=delete_on)
+    run()
+    ((_, tags),) = [(s, t) for s, t in snapshots().items() if s != src]
+    assert tags["DeleteOn"] == staging_delete_on
+
+
+def test_a_share_is_taken_back_once_no_primary_asks_for_the_vault_any_more():
+    src = primary()
+    run()
+    assert shared_with(src) == [VAULT]
+    boto3.client("ec2", region_name=REGION).delete_tags(
+        Resources=[src], Tags=[{"Key": "Vault_Account"}]
+    )
+    result = run()  # no primary with Vault_Account is left in this region
+    assert shared_with(src) == []
+    assert [u["snapshot_id"] for u in result["unshared"]] == [src]

@@ -8,12 +8,13 @@ writer role can create copies and nothing else that changes one.
 
 import fnmatch
 import json
+import re
 from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml
 from parliament import analyze_policy_string, enhance_finding
-from test_template import problems, resolve
+from test_template import VAULT_ACCOUNTS_PLACEHOLDER, problems, resolve
 
 import ebs_snapshot_copier as copier
 
@@ -43,13 +44,19 @@ def listed(value):
 
 def holds(operator, key, expected, context):
     """One condition as IAM evaluates it; ``context``: lower-cased keys to a value or list."""
-    expected = listed(expected)
+    # an IAM policy variable in a value (${aws:PrincipalAccount}) is the caller's own
+    expected = [
+        re.sub(r"\$\{([^}]+)\}", lambda m: context.get(m[1].lower(), "?"), e)
+        for e in listed(expected)
+    ]
     qualifier, _, op = operator.rpartition(":")
     value = context.get(key.lower())
     if op == "Null":
         return (value is None) == (expected[0] == "true")
-    if value is None:  # a missing key: only a negated operator is true (ForAnyValue: false)
-        return op.startswith("StringNot") and qualifier != "ForAnyValue"
+    if value is None:  # a missing key: ForAllValues and a plain negated operator are true,
+        # ForAnyValue is false (IAM user guide, "Multivalued context keys": ForAllValues
+        # "returns true if there are no context keys in the request")
+        return qualifier == "ForAllValues" or (op.startswith("StringNot") and not qualifier)
     values = listed(value)
     hits = [any(fnmatch.fnmatchcase(v, e) for e in expected) for v in values]
     if qualifier == "ForAnyValue":
@@ -169,8 +176,45 @@ def test_the_writer_allows_exactly_what_the_copier_calls_in_the_vault():
         "ec2:CreateTags",
         "ec2:LockSnapshot",
     }
-    (kms,) = [s for s in WRITER["Statement"] if "kms:Decrypt" in listed(s.get("Action", []))]
-    assert kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
+    kms = [s for s in WRITER["Statement"] if s["Effect"] == "Allow" and "kms:" in str(s)]
+    for stmt in kms:
+        assert stmt["Condition"]["StringLike"] == {"kms:ViaService": "ec2.*.amazonaws.com"}
+
+
+VAULT_ACCOUNT = "222233334444"
+ENCRYPT = ["kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"]
+
+
+def kms_request(key_account):
+    return {
+        "kms:viaservice": "ec2.us-east-1.amazonaws.com",
+        "aws:principalaccount": VAULT_ACCOUNT,
+        "aws:resourceaccount": key_account,
+    }
+
+
+@pytest.mark.parametrize("action", ENCRYPT)
+def test_the_writer_encrypts_vault_copies_only_with_the_vaults_own_keys(action):
+    # a key of the source (or any other account) could be scheduled for deletion by whoever
+    # holds it, leaving the vault copies made under it unreadable
+    key = "arn:aws:kms:us-east-1:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    own = decision(action, key.format(VAULT_ACCOUNT), kms_request(VAULT_ACCOUNT))
+    assert own == "allowed"
+    for other in ("111122223333", "444455556666"):
+        assert decision(action, key.format(other), kms_request(other)) == "denied"
+    widened = {
+        "Statement": [*WRITER["Statement"], {"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]
+    }
+    assert (
+        decision(action, key.format("111122223333"), kms_request("111122223333"), widened)
+        == "denied"
+    )
+
+
+def test_the_writer_reads_the_shared_snapshots_key_of_the_source():
+    key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for action in ("kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:CreateGrant"):
+        assert decision(action, key, kms_request("111122223333")) == "allowed", action
 
 
 def test_only_the_sources_snapshot_jobs_may_assume_the_writer_role():
@@ -203,13 +247,32 @@ def test_the_source_reaches_a_vault_only_through_the_writer_role():
     )
 
 
-def test_the_source_shares_only_automated_snapshots_and_never_publicly():
-    share = {"ec2:resourcetag/type": "Automated", "ec2:add/userid": "222233334444"}
+LISTED, UNLISTED = VAULT_ACCOUNTS_PLACEHOLDER[0], "444455556666"  # VaultAccountIds or not
+
+
+def test_the_source_shares_only_automated_snapshots_with_listed_vaults_never_publicly():
+    share = {"ec2:resourcetag/type": "Automated", "ec2:add/userid": LISTED}
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, share, SOURCE) == "allowed"
-    manual = {"ec2:resourcetag/type": "Manual", "ec2:add/userid": "222233334444"}
+    unshare = {"ec2:resourcetag/type": "Automated", "ec2:remove/userid": LISTED}
+    assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, unshare, SOURCE) == "allowed"
+    manual = {"ec2:resourcetag/type": "Manual", "ec2:add/userid": LISTED}
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, manual, SOURCE) == "not allowed"
     public = {"ec2:resourcetag/type": "Automated", "ec2:add/group": "all"}
     assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, public, SOURCE) == "denied"
+    # an account someone tagged an instance with, alone or beside a listed one
+    for ids in (UNLISTED, [LISTED, UNLISTED]):
+        other = {"ec2:resourcetag/type": "Automated", "ec2:add/userid": ids}
+        assert decision("ec2:ModifySnapshotAttribute", SNAPSHOT, other, SOURCE) == "denied"
+
+
+def test_the_source_assumes_the_writer_role_of_listed_vaults_only():
+    role = f"arn:aws:iam::{{}}:role/{copier.VAULT_ROLE}"
+    listed_role = {"aws:resourceaccount": LISTED}
+    assert decision("sts:AssumeRole", role.format(LISTED), listed_role, SOURCE) == "allowed"
+    unlisted = {"aws:resourceaccount": UNLISTED}
+    assert decision("sts:AssumeRole", role.format(UNLISTED), unlisted, SOURCE) == "not allowed"
+    other_role = f"arn:aws:iam::{LISTED}:role/admin"
+    assert decision("sts:AssumeRole", other_role, listed_role, SOURCE) == "not allowed"
 
 
 def calls_in_jobs(names):
@@ -240,3 +303,76 @@ def test_the_vault_settings_reach_the_copier_with_the_copiers_defaults():
     assert variables[copier.VAULT_KEY_ENV] == {"Ref": "VaultKmsKey"}
     params = template["Parameters"]
     assert params["VaultShareKmsKey"]["Default"] == params["VaultKmsKey"]["Default"] == ""
+
+
+# EBS user guide, "Share the KMS key used to encrypt a shared Amazon EBS snapshot": the
+# actions a user of a shared key needs on it.
+SHARED_KEY_ACTIONS = ["DescribeKey", "CreateGrant", "GenerateDataKey"]
+SHARED_KEY_ACTIONS += ["GenerateDataKeyWithoutPlaintext", "ReEncrypt", "Decrypt"]
+
+
+def test_the_readmes_share_key_statement_grants_what_the_ebs_guide_lists():
+    readme = (ROOT / "README.md").read_text()
+    statement = readme.split('"Sid": "VaultAccountCopiesSharedSnapshots"')[1].split("\n}")[0]
+    grants = readme.split('"Sid": "VaultAccountGrantsToEBS"')[1].split("\n}")[0]
+    for action in SHARED_KEY_ACTIONS:
+        wanted = "kms:ReEncrypt*" if action == "ReEncrypt" else f'"kms:{action}"'
+        assert wanted in statement + grants, action
+
+
+def test_the_writer_may_use_each_listed_action_on_the_vaults_own_key():
+    key = f"arn:aws:kms:us-east-1:{VAULT_ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for action in SHARED_KEY_ACTIONS:
+        names = ["ReEncryptFrom", "ReEncryptTo"] if action == "ReEncrypt" else [action]
+        for name in names:
+            got = decision(f"kms:{name}", key, kms_request(VAULT_ACCOUNT))
+            assert got == "allowed", name
+
+
+def test_the_writer_locks_only_automated_snapshots_in_the_vault():
+    # what it can lock, in any mode and for any time, is documented in the README (what
+    # remains to the source): IAM offers no key to tie a lock to the copy's DeleteOn
+    automated = {"ec2:resourcetag/type": "Automated"}
+    assert decision("ec2:LockSnapshot", SNAPSHOT, automated) == "allowed"
+    for context in ({}, {"ec2:resourcetag/type": "Manual"}):
+        assert decision("ec2:LockSnapshot", SNAPSHOT, context) == "not allowed"
+    assert decision("ec2:UnlockSnapshot", SNAPSHOT, automated) == "denied"
+
+
+def rule_value(node, params):
+    """A vault-role.yaml Rules assertion's value for these parameter values (CloudFormation
+    splits a CommaDelimitedList, so an empty one is [""])."""
+    ((function, arg),) = node.items() if isinstance(node, dict) else [("value", node)]
+    if function == "value":
+        return node
+    if function == "Ref":
+        return params[arg]
+    values = [rule_value(a, params) for a in arg]
+    if function == "Fn::Or":
+        return any(values)
+    if function == "Fn::Not":
+        return not values[0]
+    if function == "Fn::Equals":
+        return values[0] == values[1]
+    assert function == "Fn::Contains", function
+    return values[1] in values[0]
+
+
+@pytest.mark.parametrize(
+    ("accounts", "org", "refused"),
+    [
+        ("111122223333", "", False),
+        ("111122223333,444455556666", "", False),
+        ("", "o-abc123def4", False),
+        ("", "", True),
+        ("111122223333", "o-abc123def4", True),  # one of the two would be silently ignored
+    ],
+)
+def test_the_vault_role_takes_source_accounts_or_an_organization_not_both(accounts, org, refused):
+    params = {"SourceAccountIds": accounts.split(","), "SourceOrgId": org}
+    broken = [
+        name
+        for name, rule in VAULT_TEMPLATE["Rules"].items()
+        if not all(rule_value(a["Assert"], params) for a in rule["Assertions"])
+    ]
+    assert bool(broken) == refused
