@@ -65,7 +65,9 @@ def test_a_day_is_the_same_at_two_factors():
         for scale in (1, 10)
     ]
     assert [r["done"] for r in rows] == [300, 300]
-    assert abs(rows[0]["wall"] - rows[1]["wall"]) < 0.01 * rows[0]["wall"]
+    # The issue's bound. The jobs' own CPU time counts (at one core), so two runs differ a
+    # little with the machine's load: 1% failed now and then under two busy pytest workers.
+    assert abs(rows[0]["wall"] - rows[1]["wall"]) < 0.05 * rows[0]["wall"]
 
 
 def test_a_day_chained_through_hand_offs_takes_each_volume_once():
