@@ -1802,10 +1802,12 @@ class Tiers:
     def see(self, snapshot):
         """The work items this snapshot asks for now (a restore, a note)."""
         tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
-        if sid in self.seen:
+        if sid in self.seen:  # pages shift as they are read: one listed twice acts once
             return []
-        self.seen.add(sid)
-        self.archived += snapshot.get("StorageTier") == "archive"
+        self.archived += snapshot.get("StorageTier") == "archive"  # a gauge: a shift is noise
+        verdict = archive_verdict(snapshot, self.now)
+        if TAG_RESTORE in tags or TAG_RESTORE_REQUESTED in tags or verdict:
+            self.seen.add(sid)  # only those that ask for work: memory stays with the volumes
         if TAG_RESTORE in tags:
             params, problem = restore_request(tags[TAG_RESTORE])
             if problem:
@@ -1814,7 +1816,7 @@ class Tiers:
         if TAG_RESTORE_REQUESTED in tags:
             self.requested.append(snapshot)
             return []
-        action, why = archive_verdict(snapshot, self.now) or (None, None)
+        action, why = verdict or (None, None)
         if action == "archive":
             self.candidates[sid] = (snapshot, why)
         if action == "standard" and TAG_ARCHIVE_NOTE not in tags:
