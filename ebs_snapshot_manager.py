@@ -1790,8 +1790,9 @@ class Tiers:
     each Restore request at once, says once why an Archive=Yes snapshot stays standard, and
     keeps the snapshots to archive and those being restored for after the last page: one
     DescribeSnapshotTierStatus per LOOKUP_BATCH of them (an archive already under way is
-    not asked for twice) and, for primaries with Copy_Dest, one DescribeSnapshots per batch
-    and destination: an archived snapshot cannot be copied, so it waits for its copies."""
+    not asked for twice) and, for primaries with Copy_Dest or a vault, one DescribeSnapshots
+    per batch and destination: an archived snapshot can be neither copied nor shared, so it
+    waits for its copies."""
 
     def __init__(self, summary, now, client, vault):
         self.summary, self.now, self.client = summary, now, client  # client(region)
