@@ -1874,7 +1874,7 @@ class Tiers:
 
     def archives(self, batch):
         """The candidates whose archive may start: not under way already, and every copy
-        their Copy_Dest asks for completed."""
+        their Copy_Dest and vault ask for completed."""
         statuses = self.statuses(batch)
         if statuses is None:
             return []
