@@ -66,7 +66,8 @@ Snapshot tags written, in the CreateSnapshot call itself (TagSpecifications), ne
     Retention_Tier=<daily|weekly|monthly|yearly>, Consistency=<volume|instance|fsfreeze|
     vss|crash-fallback>, Copy_Dest=<clean list> with Copy_Retention and Copy_KmsKeyId (only
     when there is one), Vault_Account with Vault_Region=<clean list> and Vault_Retention
-    (when valid), Name=<instance Name> (only when there is one), Lock=<mode> and
+    (when valid), Copy_State=pending when there is either (the copier marks it done once
+    every copy is made), Name=<instance Name> (only when there is one), Lock=<mode> and
     Lock_CoolOffHours (compliance) for a Lock instance, Archive=Yes (see Archive), and
     EventId=<the event's "id", else the Lambda request id>: a run that sees the same event
     again (Lambda's retry of a failed run keeps the request id; EventBridge may deliver an
@@ -179,6 +180,10 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# Copy_State on a primary that asks for copies: "pending" from its creation (the creator)
+# until the copier has nothing left to do for it, then "done" (the copier). The copier's
+# sweeps read only the pending ones: their cost follows the copies to make, not the fleet.
+TAG_COPY_STATE, COPY_PENDING, COPY_DONE = "Copy_State", "pending", "done"
 # The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
 # who can tag an instance could otherwise send its snapshots to an account of their own.
 VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
@@ -1372,7 +1377,7 @@ echo THAWED
 
 def vss_tags(tags, consistency):
     """Tags as AWS's VSS document takes them: Key=K,Value=V;... (no , or ; inside)."""
-    clean = {**tags, TAG_CONSISTENCY: consistency}
+    clean = written_tags(tags, consistency)
     if TAG_COPY_DEST in clean:  # the copier reads regions separated by spaces too
         clean[TAG_COPY_DEST] = clean[TAG_COPY_DEST].replace(",", " ")
     return ";".join(f"Key={k},Value={re.sub(r'[,;]', ' ', v)}" for k, v in clean.items())
@@ -1566,8 +1571,17 @@ def done_for_event(ec2, key):
     return {s["VolumeId"]: s["SnapshotId"] for s in snaps}
 
 
-def tag_spec(tags, consistency):
+def written_tags(tags, consistency):
+    """A snapshot's tags as written: with its Consistency, and Copy_State=pending when it is
+    to be copied (into a region or a vault), so that the copier's sweeps find it."""
     tags = {**tags, TAG_CONSISTENCY: consistency}
+    if TAG_COPY_DEST in tags or TAG_VAULT_ACCOUNT in tags:
+        tags[TAG_COPY_STATE] = COPY_PENDING
+    return tags
+
+
+def tag_spec(tags, consistency):
+    tags = written_tags(tags, consistency)
     return [{"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
 
 

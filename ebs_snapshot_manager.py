@@ -202,6 +202,10 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# Copy_State on a primary that asks for copies: "pending" from its creation (the creator)
+# until the copier has nothing left to do for it, then "done" (the copier). The copier's
+# sweeps read only the pending ones: their cost follows the copies to make, not the fleet.
+TAG_COPY_STATE, COPY_PENDING, COPY_DONE = "Copy_State", "pending", "done"
 # The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
 # who can tag an instance could otherwise send its snapshots to an account of their own.
 VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"

@@ -68,6 +68,7 @@ def test_tags_and_description_of_a_snapshot():
         "DeleteOn": "2026-11-29",
         "Retention_Tier": "daily",
         "Copy_Dest": f"{DEST},{DEST2}",
+        "Copy_State": "pending",
         "Name": "db-1",
         "Consistency": "volume",
     }
