@@ -122,6 +122,8 @@ def test_create_tags_only_while_creating_or_only_keep_forever_on_automated():
         "TagDrillVolumesWhileCreating",
         "RecordRestoreDrills",
         "RecordArchiveAndRestore",
+        "RecordCopyState",
+        "CopyStateIsPendingOrDone",
     }
     tiers = by_sid["RecordArchiveAndRestore"]["Condition"]
     assert tiers["ForAllValues:StringEquals"] == {
@@ -435,3 +437,27 @@ def test_tags_are_removed_only_to_replace_a_restore_request(keys, policy, expect
     assert decision("ec2:DeleteTags", SNAPSHOT, context, policy) == expected
     manual = resource_tags({"Type": "Manual"}) | {"aws:tagkeys": ["Restore"]}
     assert decision("ec2:DeleteTags", SNAPSHOT, manual) == "not allowed"
+
+
+# ---- Copy_State: the copier marks its primaries pending or done ------------------------
+
+
+@pytest.mark.parametrize(
+    "keys, value, snapshot_type, policy, expected",
+    [
+        (["Copy_State"], "done", "Automated", POLICY, "allowed"),
+        (["Copy_State"], "pending", "Automated", POLICY, "allowed"),
+        (["Copy_State"], "done", "Manual", POLICY, "not allowed"),
+        (["Copy_State"], "Done", "Automated", POLICY, "denied"),
+        (["Copy_State", "DeleteOn"], "done", "Automated", POLICY, "not allowed"),
+        (["Copy_State"], "finished", "Automated", WIDENED, "denied"),  # only the two values
+        (["KeepForever"], None, "Automated", WIDENED, "allowed"),  # the Deny is Copy_State's
+    ],
+)
+def test_the_copier_writes_copy_state_pending_or_done_on_automated_snapshots_only(
+    keys, value, snapshot_type, policy, expected
+):
+    context = resource_tags({"Type": snapshot_type}) | {"aws:tagkeys": keys}
+    if value is not None:
+        context["aws:requesttag/copy_state"] = value
+    assert decision("ec2:CreateTags", SNAPSHOT, context, policy) == expected
