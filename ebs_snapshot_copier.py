@@ -20,6 +20,9 @@ Snapshot tags read (on primaries, written by the creator)
     Lock, Lock_CoolOffHours     each copy is locked in the same mode (compliance: with the
                                 same cooling-off) until the copy's own DeleteOn, 00:00 UTC,
                                 right after its CopySnapshot; an unreadable Lock warns.
+    Copy_State                  pending (the creator writes it at creation) until nothing is
+                                left to do for the primary, then done (written by the copier;
+                                see Sweeps).
 Snapshot tags written on each copy, in the CopySnapshot call itself:
     Type=Automated, DeleteOn (see above), Name, KeepForever, Archive (the manager of the
     destination archives the copy by its own DeleteOn), Lock and Lock_CoolOffHours (as
@@ -72,8 +75,24 @@ more than COPY_MAX_LAG_HOURS (default 24) after it was taken means that destinat
 catches up: a warning, and its volumes count in UnprotectedVolumes. Copies go four at a
 time, at most at 90% of EC2's rate for CopySnapshot.
 
+Sweeps: what a run reads. A scheduled sweep reads only the primaries tagged
+Copy_State=pending (and in each destination and vault their copies, 200 ids a lookup, and
+the copies in flight), so that its cost follows the copies still to make, not the snapshots
+kept: with nothing pending it is one DescribeSnapshots. Once every destination and vault of
+a pending primary holds a completed copy (locked if tagged Lock, KeepForever carried), its
+share with the vault taken back and its staging copy deleted, the sweep tags it
+Copy_State=done (CreateTags, 200 at a time; a refusal is a warning, and the next sweep tries
+again). Anything left to do, or a place that could not be read, keeps it pending. The
+sweep scheduled for 00:00-00:14 UTC, and any run not scheduled (by hand, the command line),
+reads every primary instead, as before Copy_State: it copies and tags pending the primaries
+without Copy_State (from before this version) or done ones that need something again (a
+copy deleted, a region added, KeepForever set later), and takes back shares whose primary
+no longer asks for a vault. Such changes wait for it, at most a day.
+
 Event
-    {}  or an EventBridge scheduled event     every eligible primary of the region
+    {}  (by hand)                             every eligible primary of the region
+    an EventBridge scheduled event            the pending primaries; the 00:00 UTC one:
+                                              every eligible primary
     an "EBS Snapshot Notification" event      just that snapshot, as soon as it completes
       (createSnapshot, succeeded)             (one DescribeSnapshots by id, and in each
                                               destination a lookup of its copies only);
@@ -98,7 +117,7 @@ SnapshotsCopied, CopiesDeferred, Warnings, Failures, and UnprotectedVolumes when
 LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
-(with the copy, and KeepForever on existing copies), ec2:LockSnapshot (Type=Automated
+(with the copy, KeepForever on existing copies, Copy_State on primaries), ec2:LockSnapshot (Type=Automated
 only), ec2:DescribeLockedSnapshots, KMS use through EC2 for encrypted
 copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run); for vaults:
 ec2:ModifySnapshotAttribute (Type=Automated, never a group), ec2:DeleteSnapshot (its
@@ -161,6 +180,10 @@ TAG_VAULT_RETENTION = "Vault_Retention"  # days to keep vault copies, from the p
 TAG_SOURCE_ACCOUNT = "Source_Account"  # on vault copies: the account of their primary
 TAG_VAULT_STAGING = "Vault_StagingOf"  # on a staging copy: the primary it stands in for
 VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
+# Copy_State on a primary that asks for copies: "pending" from its creation (the creator)
+# until the copier has nothing left to do for it, then "done" (the copier). The copier's
+# sweeps read only the pending ones: their cost follows the copies to make, not the fleet.
+TAG_COPY_STATE, COPY_PENDING, COPY_DONE = "Copy_State", "pending", "done"
 # The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
 # who can tag an instance could otherwise send its snapshots to an account of their own.
 VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
@@ -1156,6 +1179,17 @@ SCHEDULED = "Scheduled Event"  # EventBridge detail-type of a scheduled sweep
 # slots stay busy while copies wait. It ends before the next sweep starts; 0: no stay.
 STAY_ENV, STAY_MINUTES, MAX_STAY_MINUTES = "COPY_STAY_MINUTES", 12, 14
 STAY_POLL_S = 15  # one look at each waiting destination's copies in flight, this often
+# Which primaries a run reads. "notified": the one snapshot of a completion event. "pending":
+# those tagged Copy_State=pending, in every scheduled sweep but the day's first, so that a
+# sweep's cost follows the copies still to make, not the snapshots kept. "full": every
+# primary, in the sweep scheduled for 00:00-00:14 UTC (FULL_SWEEP_HOUR) and in any run not
+# scheduled (by hand, the command line): it catches primaries without Copy_State (older
+# than this version), copies deleted or regions added since, and KeepForever set later.
+FULL_SWEEP_HOUR, FULL_SWEEP_MINUTES = 0, 15
+# Snapshot ids in one filter or one CreateTags (the EC2 API reference allows CreateTags up
+# to 1000 resource ids and recommends smaller batches). Beyond MAX_LOOKUP primaries, one
+# listing of a destination's copies costs fewer calls than lookups by id.
+LOOKUP_BATCH, MAX_LOOKUP = 200, 1000
 
 
 # ---- decisions: pure functions of the snapshots and today's date ----
@@ -1253,12 +1287,48 @@ def stay_until(event, now):
     minutes, problem = (
         (0, None) if raw == "0" else count_or(raw or None, STAY_ENV, MAX_STAY_MINUTES, STAY_MINUTES)
     )
-    try:
-        scheduled = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
-    except ValueError:
-        scheduled = now
-    scheduled = scheduled if scheduled.tzinfo else now  # a time without a zone: not trusted
+    scheduled = scheduled_time(event) or now
     return (min(scheduled, now) + timedelta(minutes=minutes) if minutes else None), problem
+
+
+def scheduled_time(event):
+    """The time a scheduled event was scheduled for, or None (absent, unreadable, or
+    without a zone: not trusted)."""
+    try:
+        when = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else None
+
+
+def sweep_scope(event):
+    """ "pending" for a scheduled sweep, except the day's first; "full" for that one, and for
+    any run not scheduled, or whose time cannot be read (a full sweep is always safe)."""
+    when = scheduled_time(event) if event.get("detail-type") == SCHEDULED else None
+    if when is None:
+        return "full"
+    when = when.astimezone(UTC)
+    first = when.hour == FULL_SWEEP_HOUR and when.minute < FULL_SWEEP_MINUTES
+    return "full" if first else "pending"
+
+
+def copy_state_marks(tracked, unsettled, scope):
+    """{Copy_State value: [primary ids to tag so]}. ``tracked`` maps the primaries a sweep
+    read to their Copy_State now; ``unsettled``: those with something left to do (a copy to
+    make, in flight or failed, a tag or a lock to carry, a vault share to take back, or a
+    place that could not be read). A settled pending primary becomes done; a full sweep also
+    marks pending any other unsettled one (older than Copy_State, or reopened)."""
+    marks = {COPY_DONE: [], COPY_PENDING: []}
+    for sid, state in sorted(tracked.items()):
+        if sid not in unsettled and state == COPY_PENDING:
+            marks[COPY_DONE].append(sid)
+        elif sid in unsettled and state != COPY_PENDING and scope == "full":
+            marks[COPY_PENDING].append(sid)
+    return marks
+
+
+def batches(ids):
+    return [ids[i : i + LOOKUP_BATCH] for i in range(0, len(ids), LOOKUP_BATCH)]
 
 
 def plan_destination(primaries, existing, free_slots):
@@ -1303,52 +1373,49 @@ def notified_snapshot(event):
     return sid, None
 
 
-def list_primaries(ec2, only=None, seen=None):
-    """Completed automated snapshots of this account that ask for copies, oldest first;
-    with ``only``, just that snapshot (one call by id, not a sweep of the region), which
-    is also added to ``seen`` (the vault copies' look at it)."""
-    if only:
+def list_primaries(ec2, scope, only, seen):
+    """Completed automated snapshots of this account that ask for copies, oldest first: in
+    a full sweep all of them; in a pending sweep those tagged Copy_State=pending; for a
+    notified snapshot (``only``) just that one (one call by id). Every snapshot read is
+    added to ``seen``: in a pending sweep, the vault primaries among them too."""
+    completed = {"Name": "status", "Values": ["completed"]}
+    if scope == "notified":
         try:
             snaps = ec2.describe_snapshots(SnapshotIds=[only])["Snapshots"]
         except ClientError as exc:
             if error_code(exc) != "InvalidSnapshot.NotFound":  # deleted since: nothing to do
                 raise
             snaps = []
-        seen = [] if seen is None else seen
-        seen += snaps
-        return [
-            s
-            for s in snaps
-            if s["State"] == "completed"
-            and tag_map(s).get(TAG_TYPE) == AUTOMATED
-            and TAG_COPY_DEST in tag_map(s)
-        ]
-    snaps = automated_snapshots(
-        ec2,
-        {"Name": "tag-key", "Values": [TAG_COPY_DEST]},
-        {"Name": "status", "Values": ["completed"]},
-    )
-    return sorted(snaps, key=lambda s: (s["StartTime"], s["SnapshotId"]))
+        snaps = [s for s in snaps if tag_map(s).get(TAG_TYPE) == AUTOMATED]
+    elif scope == "pending":
+        pending = {"Name": "tag:" + TAG_COPY_STATE, "Values": [COPY_PENDING]}
+        snaps = list(automated_snapshots(ec2, pending, completed))
+    else:
+        asking = {"Name": "tag-key", "Values": [TAG_COPY_DEST]}
+        snaps = list(automated_snapshots(ec2, asking, completed))
+    seen += snaps
+    wanted = (s for s in snaps if s["State"] == "completed" and TAG_COPY_DEST in tag_map(s))
+    return sorted(wanted, key=lambda s: (s["StartTime"], s["SnapshotId"]))
 
 
 def existing_copies(dest_ec2, region, only=None):
     """({primary id: {copy id: kept forever?}} for the copies of this region's snapshots,
     in any state; how many of this account's copies, from any region, are in flight; the
-    copies of this region's snapshots that failed, as (copy id, primary id, message); and
-    those tagged Lock).
+    copies of this region's snapshots that failed, as (copy id, primary id, message); those
+    tagged Lock; and the primaries with a copy there not completed yet, or failed).
 
-    A sweep reads every copy in the destination once. For ``only`` (a few primary ids: a
-    notified snapshot, a stay's next copies), two small reads: their copies, and the
-    copies still pending."""
+    A full sweep reads every copy in the destination once. For ``only`` (primary ids: a
+    notified snapshot, a pending sweep's, a stay's next copies), small reads: their copies,
+    LOOKUP_BATCH ids at a time, and the copies still pending."""
     copy_filter = {"Name": "tag-key", "Values": [TAG_SOURCE_SNAPSHOT]}
     if only:
         listings = [
-            [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": only}],
-            [copy_filter, {"Name": "status", "Values": ["pending"]}],
+            [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}] for ids in batches(only)
         ]
+        listings.append([copy_filter, {"Name": "status", "Values": ["pending"]}])
     else:
         listings = [[copy_filter]]
-    found, in_flight, broken, lockable = {}, set(), [], []
+    found, in_flight, broken, lockable, unfinished = {}, set(), [], [], set()
     for filters in listings:
         for snap in paginate(
             dest_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
@@ -1361,12 +1428,14 @@ def existing_copies(dest_ec2, region, only=None):
                     lockable.append(snap)
                 copies = found.setdefault(tags[TAG_SOURCE_SNAPSHOT], {})
                 copies[snap["SnapshotId"]] = is_kept_forever(tags)
+                if snap["State"] != "completed":
+                    unfinished.add(tags[TAG_SOURCE_SNAPSHOT])
                 # AWS checks a copy's KMS key only once the copy has started: an unusable
                 # key shows as a copy in state "error".
                 if snap["State"] == "error":
                     message = snap.get("StateMessage") or "no reason given"
                     broken.append((snap["SnapshotId"], tags[TAG_SOURCE_SNAPSHOT], message))
-    return found, len(in_flight), broken, lockable
+    return found, len(in_flight), broken, lockable, unfinished
 
 
 def copy_snapshot(dest_ec2, dest, primary, summary):
@@ -1427,16 +1496,19 @@ def keep_forever(dest_ec2, dest, primary, copy_id, summary):
     summary.did("tag", **item)
 
 
-def list_by_destination(region, today, summary, budget, only=None, seen=None):
-    """{destination: [primaries to bring there]}, from one listing of this region."""
+def list_by_destination(region, today, summary, budget, scope, only, seen, unsettled):
+    """{destination: [primaries to bring there]}, from one listing of this region (added to
+    ``seen``); a primary that cannot be read is added to ``unsettled``."""
     ec2 = make_client("ec2", region, budget)
-    enabled = enabled_regions(ec2)
+    primaries = list_primaries(ec2, scope, only, seen)
+    enabled = enabled_regions(ec2) if primaries else set()
     by_dest = {}
-    for snapshot in list_primaries(ec2, only, seen):
+    for snapshot in primaries:
         try:  # an odd snapshot, or a bug of ours, costs that snapshot only
             primary, warnings = primary_record(snapshot, enabled, region, today)
         except Exception as exc:
             summary.error(snapshot.get("SnapshotId", "?"), exc, "not copied")
+            unsettled.add(snapshot.get("SnapshotId"))
             continue
         for reason in warnings:
             summary.warn(snapshot["SnapshotId"], reason)
@@ -1445,53 +1517,74 @@ def list_by_destination(region, today, summary, budget, only=None, seen=None):
     return by_dest
 
 
-def plan_all(by_dest, summary, budget, pacer, today, only=None):
-    """([(dest, dest client, action)], {dest: [primaries deferred for want of a slot]}).
+def plan_all(by_dest, summary, budget, pacer, today, scope, unsettled):
+    """([(dest, dest client, action)], {dest: [primaries deferred for want of a slot]}),
+    adding to ``unsettled`` the primaries with something left to do in some destination.
     A destination that cannot be read (refused, unreachable) fails alone: the others go on."""
     work, deferred = [], {}
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget, pacer)
+        ids = [p["id"] for p in by_dest[dest]]
+        lookup = None if scope == "full" or len(ids) > MAX_LOOKUP else ids
         try:
-            existing, in_flight, broken, lockable = existing_copies(
-                dest_ec2, summary.region, [only] if only else None
+            existing, in_flight, broken, lockable, unfinished = existing_copies(
+                dest_ec2, summary.region, lookup
             )
         except OutOfTime:
             raise
         except Exception as exc:
             summary.error(dest, exc, "cannot list copies there")
+            unsettled.update(ids)
             continue
         for copy_id, source, message in broken:
             reason = f"copy of {source} failed ({message}); not made again while it exists"
             summary.fail(copy_id, reason, dest_region=dest)
-        free = (NOTIFIED_MAX_IN_FLIGHT if only else COPIES_IN_FLIGHT) - in_flight
+        free = (NOTIFIED_MAX_IN_FLIGHT if scope == "notified" else COPIES_IN_FLIGHT) - in_flight
         for action in plan_destination(by_dest[dest], existing, free):
             if action[0] == "skip":
                 summary.skip(action[1]["id"], action[2], dest_region=dest)
-            elif action[0] == "defer":
+                continue
+            unsettled.add(action[1]["id"])
+            if action[0] == "defer":
                 deferred.setdefault(dest, []).append(action[1])
             else:
                 work.append((dest, dest_ec2, action))
-        if not only:  # a sweep; a notified snapshot's run looks at that snapshot only
-            work += lock_work(dest_ec2, by_dest[dest], lockable, summary, today)
+        unsettled.update(unfinished)
+        if scope != "notified":  # a sweep; a notified snapshot's run looks at that one only
+            work += lock_work(dest_ec2, by_dest[dest], lockable, summary, today, unsettled)
     return work, deferred
 
 
-def lock_work(dest_ec2, primaries, lockable, summary, today):
+def lock_work(dest_ec2, primaries, lockable, summary, today, unsettled):
     """("lock", copy id, LockSnapshot's parameters) for each copy in this destination that is
-    tagged for a lock but not locked (its lock failed when it was made). Not being able to
-    look is a warning: the manager there reports locks still missing after a day."""
+    tagged for a lock but not locked (its lock failed when it was made); their primaries are
+    unsettled. Not being able to look is a warning (and leaves them unsettled): the manager
+    there reports locks still missing after a day."""
     dest = dest_ec2.meta.region_name
+    sources = {s["SnapshotId"]: tag_map(s)[TAG_SOURCE_SNAPSHOT] for s in lockable}
     try:
-        locked = locks_in_force(dest_ec2) if lockable else {}
+        locked = locked_among(dest_ec2, list(sources))
     except OutOfTime:
         raise
     except Exception as exc:
         summary.warn(dest, f"locks of the copies there not checked: {describe_error(exc)}")
+        unsettled.update(sources.values())
         return []
     todo = unlocked(lockable, locked, today)
     if summary.dry_run and any(p["lock"] for p in primaries):
         probe_lock(dest_ec2, todo, summary)
+    unsettled.update(sources[sid] for sid, _ in todo)
     return [(dest, dest_ec2, ("lock", sid, req)) for sid, req in todo]
+
+
+def locked_among(ec2, ids):
+    """locks_in_force for these snapshots: by their ids, LOOKUP_BATCH at a time, or (more
+    than MAX_LOOKUP) the region's whole list; {} and no call when there are none."""
+    if not ids:
+        return {}
+    if len(ids) > MAX_LOOKUP:
+        return locks_in_force(ec2)
+    return {sid: lock for batch in batches(ids) for sid, lock in locks_in_force(ec2, batch).items()}
 
 
 def execute(work, deferred, summary, budget):
@@ -1549,7 +1642,7 @@ def fill_slots(dest_ec2, queue, summary):
     try:
         # Another run (a notified snapshot's, with no reserved concurrency) may have copied
         # one of them since this sweep looked: a second copy would take a slot for nothing.
-        made, in_flight, _, _ = existing_copies(dest_ec2, summary.region, heads)
+        made, in_flight, *_ = existing_copies(dest_ec2, summary.region, heads)
     except OutOfTime:
         raise
     except Exception as exc:
@@ -1645,6 +1738,7 @@ def vault_record(snapshot, enabled, region, today):
         "delete_on": delete_on,
         "copy_delete_on": until,
         "lock": lock_request(tags, until, today),
+        "copy_state": tags.get(TAG_COPY_STATE),
     }
     return record, warnings
 
@@ -1721,11 +1815,17 @@ def vault_primaries(ec2, summary, region, today, notified=None):
 
 
 def staging_copies(ec2, ids=None):
-    """{primary id: staging copy (a snapshot)} of this region, the newest of each."""
-    wanted = {"Name": "tag:" + TAG_VAULT_STAGING, "Values": ids} if ids else None
+    """{primary id: staging copy (a snapshot)} of this region, the newest of each: of all
+    primaries, or of ``ids`` (LOOKUP_BATCH at a time)."""
+    if ids is None:
+        filters = [[{"Name": "tag-key", "Values": [TAG_VAULT_STAGING]}]]
+    else:
+        filters = [
+            [{"Name": "tag:" + TAG_VAULT_STAGING, "Values": batch}] for batch in batches(ids)
+        ]
+    snaps = [snap for wanted in filters for snap in automated_snapshots(ec2, *wanted)]
     found = {}
-    filters = [wanted or {"Name": "tag-key", "Values": [TAG_VAULT_STAGING]}]
-    for snap in sorted(automated_snapshots(ec2, *filters), key=lambda s: s["StartTime"]):
+    for snap in sorted(snaps, key=lambda s: s["StartTime"]):
         found[tag_map(snap)[TAG_VAULT_STAGING]] = snap
     return found
 
@@ -1733,9 +1833,12 @@ def staging_copies(ec2, ids=None):
 def vault_copies(vault_ec2, region, account, ids=None):
     """({primary id: the state of its copy there (completed wins)}, copies in flight there,
     those tagged Lock): what the vault holds of this account's (``account``) primaries of
-    this region (all, or ``ids``; vault_copy_states), and its pending copies, every
-    source's (they share the region's 20 copy slots)."""
-    states, lockable = vault_copy_states(vault_ec2, region, account, ids)
+    this region (all, or ``ids``, LOOKUP_BATCH at a time; vault_copy_states), and its pending
+    copies, every source's (they share the region's 20 copy slots)."""
+    states, lockable = {}, []
+    for batch in [None] if ids is None else batches(ids):
+        found, locks = vault_copy_states(vault_ec2, region, account, batch)
+        states, lockable = states | found, lockable + locks
     pending = paginate(
         vault_ec2,
         "describe_snapshots",
@@ -1754,9 +1857,12 @@ class Vaults:
     role, then shares, stages, copies, unshares and cleans up. A vault that cannot be read
     (the role missing or refusing, the region down) fails alone; nothing is unshared for it."""
 
-    def __init__(self, summary, budget, today, only=None, notified=None):
-        self.summary, self.budget, self.today, self.only = summary, budget, today, only
-        self.notified = notified if only else None
+    def __init__(self, summary, budget, today, scope="full", listed=None):
+        """``scope`` as sweep_scope; ``listed``: the snapshots a notified run or a pending
+        sweep read already (a full sweep lists the vault primaries itself)."""
+        self.summary, self.budget, self.today, self.scope = summary, budget, today, scope
+        self.listed = None if scope == "full" else listed
+        self.primaries, self.ids, self.unsettled = [], None, set()
         self.region = summary.region
         self.ec2 = make_client("ec2", self.region, budget)
         self.clients, self.states, self.free, self.lockable = {}, {}, {}, {}
@@ -1764,24 +1870,27 @@ class Vaults:
         self.managers = {}  # kms key id: its KeyManager (AWS or CUSTOMER)
 
     def run(self):
-        primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.notified)
-        if not primaries:  # a sweep still takes back shares and staging copies left behind
-            if not self.only and vault_accounts():
+        primaries = vault_primaries(self.ec2, self.summary, self.region, self.today, self.listed)
+        self.primaries = primaries
+        if not primaries:  # a full sweep still takes back shares and staging copies left
+            if self.scope == "full" and vault_accounts():
                 self.clean_up([], staging_copies(self.ec2))
             return
         self.account = primaries[0]["owner"] or "unknown"  # as vault_tags writes it
-        ids = [self.only] if self.only else None
-        staging = staging_copies(self.ec2, ids)
+        if self.listed is not None and len(primaries) <= MAX_LOOKUP:
+            self.ids = [p["id"] for p in primaries]  # else: read all, fewer calls
+        staging = staging_copies(self.ec2, self.ids)
         for account, vregion in sorted(
             {(p["account"], r) for p in primaries for r in p["regions"]}
         ):
             self.read_vault(account, vregion)
         for primary in primaries:
             self.each(primary, staging)
-        if not self.only:  # a sweep: what the vaults now hold completes the shares
+        if self.scope != "notified":  # a sweep: what the vaults now hold completes the shares
             self.clean_up(primaries, staging)
             for vault, lockable in sorted(self.lockable.items()):
                 self.relock(vault, lockable)
+        self.unsettled |= {p["id"] for p in primaries if not self.finished(p)}
 
     def relock(self, vault, lockable):
         """Lock the vault's copies tagged Lock whose lock is not in force (it failed when
@@ -1789,13 +1898,16 @@ class Vaults:
         if not lockable:
             return
         client, where = self.clients[vault], {"vault_account": vault[0], "dest_region": vault[1]}
+        sources = {s["SnapshotId"]: tag_map(s).get(TAG_SOURCE_SNAPSHOT) for s in lockable}
         try:
-            todo = unlocked(lockable, locks_in_force(client), self.today)
+            todo = unlocked(lockable, locked_among(client, list(sources)), self.today)
         except OutOfTime:
             raise
         except Exception as exc:
             self.summary.warn(f"{vault[0]}/{vault[1]}", f"locks not checked: {describe_error(exc)}")
+            self.unsettled.update(sources.values())
             return
+        self.unsettled.update(sources[sid] for sid, _ in todo)
         for sid, request in todo:
             lock_snapshot(client, sid, request, self.summary, reason=RELOCK, **where)
 
@@ -1803,9 +1915,8 @@ class Vaults:
         try:
             if (account, vregion) not in self.clients:
                 self.clients[(account, vregion)] = vault_client(account, vregion, self.budget)
-            ids = [self.only] if self.only else None
             states, in_flight, lockable = vault_copies(
-                self.clients[(account, vregion)], self.region, self.account, ids
+                self.clients[(account, vregion)], self.region, self.account, self.ids
             )
         except OutOfTime:
             raise
@@ -1813,7 +1924,7 @@ class Vaults:
             self.summary.error(f"{account}/{vregion}", exc, "vault not read; no vault copy there")
             return
         self.states |= {(account, vregion, sid): state for sid, state in states.items()}
-        cap = NOTIFIED_MAX_IN_FLIGHT if self.only else COPIES_IN_FLIGHT  # as in plan_all
+        cap = NOTIFIED_MAX_IN_FLIGHT if self.scope == "notified" else COPIES_IN_FLIGHT
         self.free[(account, vregion)] = cap - in_flight
         self.lockable[(account, vregion)] = lockable
         for sid, state in states.items():
@@ -1969,7 +2080,9 @@ class Vaults:
         completed copy), and delete staging copies no longer needed. Snapshots shared with a
         vault are found by DescribeSnapshots' RestorableByUserIds, one listing per vault
         account (those the primaries name and VAULT_ACCOUNT_IDS: a primary that no longer
-        asks leaves its share behind); a vault that could not be read keeps its shares."""
+        asks leaves its share behind); a vault that could not be read keeps its shares. A
+        pending sweep takes back only what its own primaries no longer need: the rest is the
+        day's full sweep's."""
         by_id = {p["id"]: p for p in primaries}
         for account in sorted({p["account"] for p in primaries} | vault_accounts()):
             for snap in paginate(
@@ -1980,27 +2093,37 @@ class Vaults:
                 RestorableByUserIds=[account],
             ):
                 owner = tag_map(snap).get(TAG_VAULT_STAGING) or snap["SnapshotId"]
-                primary = by_id.get(owner)
-                if primary is None or self.finished(primary):
-                    self.guarded(
-                        snap["SnapshotId"], self.share, snap["SnapshotId"], account, "remove"
-                    )
+                if self.unneeded(by_id, owner):
+                    sid = snap["SnapshotId"]
+                    self.guarded(owner, sid, self.share, sid, account, "remove")
         for owner, copy in sorted(staging.items()):
-            primary = by_id.get(owner)
-            if copy["State"] != "pending" and (primary is None or self.finished(primary)):
-                self.guarded(copy["SnapshotId"], self.delete_staging, copy, owner)
+            if not self.unneeded(by_id, owner):
+                continue
+            if copy["State"] == "pending":  # taken back once completed
+                self.unsettled.add(owner)
+            else:
+                self.guarded(owner, copy["SnapshotId"], self.delete_staging, copy, owner)
+
+    def unneeded(self, by_id, owner):
+        """Whether what is shared or staged for the primary ``owner`` can go: it is done, or
+        (a full sweep, which saw every vault primary) no longer asks for a vault copy."""
+        primary = by_id.get(owner)
+        return self.finished(primary) if primary else self.scope == "full"
 
     def finished(self, primary):
         readable = all((primary["account"], r) in self.free for r in primary["regions"])
         return readable and vault_done(primary, self.states)
 
-    def guarded(self, sid, call, *args):
+    def guarded(self, owner, sid, call, *args):
+        """call(*args) for the primary ``owner``: a failure is that snapshot's, and leaves
+        the primary unsettled (the next sweep tries again)."""
         try:
             call(*args)
         except OutOfTime:
             raise
         except Exception as exc:
             self.summary.error(sid, exc)
+            self.unsettled.add(owner)
 
     def delete_staging(self, copy, owner):
         if not self.summary.dry_run:
@@ -2014,11 +2137,47 @@ class Vaults:
 
 
 def copy_to_vaults(vaults, summary):
-    """The run's vault work; Lambda time running short leaves the rest for the next sweep."""
+    """The run's vault work; Lambda time running short leaves the rest for the next sweep
+    (False)."""
     try:
         vaults.run()
     except OutOfTime as exc:
         summary.warn(summary.region, f"vault copies left for the next sweep: {exc}")
+        return False
+    return True
+
+
+def mark_copy_states(ec2, marks, summary):
+    """Tag primaries Copy_State as ``marks`` says, LOOKUP_BATCH at a time. A refusal or a
+    network failure is a warning: a primary left pending is read again by the next sweep
+    (a little cost, nothing lost), one left unmarked by the next full sweep."""
+    for state, ids in marks.items():
+        for batch in batches(ids):
+            params = {"Resources": batch, "Tags": [{"Key": TAG_COPY_STATE, "Value": state}]}
+            if summary.dry_run:
+                summary.probe("ec2:CreateTags", summary.region, ec2.create_tags, **params)
+            else:
+                try:
+                    ec2.create_tags(**params)
+                except OutOfTime:
+                    raise
+                except Exception as exc:
+                    summary.warn(
+                        batch[0],
+                        f"{len(batch)} primaries not marked {TAG_COPY_STATE}="
+                        f"{state}: {describe_error(exc)}",
+                        snapshot_ids=batch,
+                    )
+                    continue
+            log(
+                "INFO",
+                JOB,
+                summary.region,
+                "copy_state",
+                state=state,
+                snapshot_ids=batch,
+                dry_run=summary.dry_run,
+            )
 
 
 def tag_pairs(tags):
@@ -2035,24 +2194,29 @@ def copy_all(event, context, summary, budget, now):
     if why_not:  # a notification it cannot use: said so, and no call made
         (summary.skip if only else summary.warn)(only or "event", why_not)
         return
-    notified = []  # the notified snapshot, read once for its copies and its vault copies
-    by_dest = list_by_destination(summary.region, utc_today(now), summary, budget, only, notified)
-    work, deferred = plan_all(
-        by_dest, summary, budget, Pacer(), utc_today(now), only
-    )  # run_job: any failure
+    today, pacer, scope = utc_today(now), Pacer(), "notified" if only else sweep_scope(event)
+    seen, unsettled = [], set()  # the snapshots read here; those with work left
+    by_dest = list_by_destination(
+        summary.region, today, summary, budget, scope, only, seen, unsettled
+    )
+    work, deferred = plan_all(by_dest, summary, budget, pacer, today, scope, unsettled)
     started, stopped = execute(work, deferred, summary, budget)
     left = len(work) - started + stopped
     until, problem = stay_until(event, now)
     if problem:
         summary.warn(STAY_ENV, problem)
-    vaults = Vaults(summary, budget, utc_today(now), only, notified)
-    if not left:  # out of time: the hand-off's run does the vaults
-        copy_to_vaults(vaults, summary)
+    vaults = Vaults(summary, budget, today, scope, seen)
+    vaulted = not left and copy_to_vaults(vaults, summary)  # out of time: the hand-off's
     if deferred and until and not (left or only or summary.dry_run):
         stay(deferred, summary, budget, now, until)
     report_deferred(deferred | vaults.deferred, summary, now)
     if left:
         hand_off(context, event, summary, done_here=started - stopped, left=left)
+    elif vaulted and scope != "notified":
+        tracked = {s["SnapshotId"]: tag_map(s).get(TAG_COPY_STATE) for s in seen}
+        tracked |= {p["id"]: p["copy_state"] for p in vaults.primaries}
+        marks = copy_state_marks(tracked, unsettled | vaults.unsettled, scope)
+        mark_copy_states(make_client("ec2", summary.region, budget, pacer), marks, summary)
 
 
 def lambda_handler(event, context):

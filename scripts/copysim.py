@@ -258,7 +258,12 @@ class Day:
         snapshot = self.source.create_snapshot(volume.id, f"primary {n}")
         snapshot.start_time = self.clock.naive()
         delete_on = (self.clock.now() + timedelta(days=7)).date().isoformat()
-        tags = {"Type": "Automated", "DeleteOn": delete_on, "Copy_Dest": DEST}
+        tags = {
+            "Type": "Automated",
+            "DeleteOn": delete_on,
+            "Copy_Dest": DEST,
+            "Copy_State": "pending",
+        }
         self.source.create_tags([snapshot.id], tags)
         self.ids[n], self.index[snapshot.id] = snapshot.id, n
         arn = f"arn:aws:ec2::{REGION}:snapshot/{snapshot.id}"

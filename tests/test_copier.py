@@ -18,7 +18,8 @@ LATER = "2026-12-03"
 
 
 def primary(dests=DEST, delete_on=LATER, **extra):
-    tags = {"Type": "Automated", "DeleteOn": delete_on, "Copy_Dest": dests, **extra}
+    tags = {"Type": "Automated", "DeleteOn": delete_on, "Copy_Dest": dests, "Copy_State": "pending"}
+    tags |= extra
     return make_snapshot(tags, description=f"web (i-1) - vol-1 (/dev/sda1) - {REGION}")
 
 
@@ -179,7 +180,7 @@ def test_keep_forever_no_is_not_carried(api):
     )
     api.calls.clear()
     run()
-    assert "CreateTags" not in api.names()
+    assert api.ops("CreateTags", region=DEST) == []
 
 
 def test_encrypted_snapshot_copies_with_the_destination_default_key(api):

@@ -66,7 +66,8 @@ def pending_copies(monkeypatch):
 def primaries(count, dests=DEST):
     ids = []
     for n in range(count):
-        sid = make_snapshot({"Type": "Automated", "DeleteOn": LATER, "Copy_Dest": dests})
+        tags = {"Type": "Automated", "DeleteOn": LATER, "Copy_Dest": dests, "Copy_State": "pending"}
+        sid = make_snapshot(tags)
         moto_snapshot(sid).start_time = (NOW - timedelta(hours=3, minutes=count - n)).replace(
             tzinfo=None
         )

@@ -78,7 +78,8 @@ def shared_with(snapshot_id, region=REGION):
 
 
 def primary(encrypted=False, **extra):
-    tags = {"Type": "Automated", "DeleteOn": LATER, "Vault_Account": VAULT, **extra}
+    tags = {"Type": "Automated", "DeleteOn": LATER, "Vault_Account": VAULT, "Copy_State": "pending"}
+    tags |= extra
     return make_snapshot(tags, description="web (i-1) - vol-1 (/dev/sda1)", encrypted=encrypted)
 
 
