@@ -592,9 +592,11 @@ def bench_idle(volumes, latency):
             "source": "aws.ec2",
             "detail": {"event": "createSnapshot", "result": "succeeded", "snapshot_id": primary},
         }
+        midnight = NOW.replace(hour=0).strftime("%Y-%m-%dT%H:%M:%SZ")
         runs = [
             ("creator", "the day's event again: every volume done", creator, event),
-            ("copier", "a sweep: every copy made", copier, {**event, "id": "idle-sweep"}),
+            ("copier", "a scheduled sweep: nothing pending", copier, {**event, "id": "idle-sweep"}),
+            ("copier", "the 00:00 sweep: every primary read", copier, {**event, "time": midnight}),
             ("copier", "one snapshot's completion event", copier, notified),
             ("manager", "nothing due, coverage checked", manager, {**event, "id": "idle-m"}),
         ]
@@ -621,8 +623,8 @@ def bench_idle(volumes, latency):
 
 
 def copy_everything():
-    """A completed copy in DEST of every primary, as the copier would have made it; returns
-    one primary's id."""
+    """A completed copy in DEST of every primary, and the primary tagged Copy_State=done, as
+    the copier would have left them; returns one primary's id."""
     dest_volume.cache_clear()  # of an earlier mock_aws
     backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
     dest = ec2_backends[DEFAULT_ACCOUNT_ID][DEST]
@@ -630,6 +632,7 @@ def copy_everything():
         copy = dest.create_snapshot(dest_volume(dest).id, snap.description)
         tags = {"Type": "Automated", "DeleteOn": "2099-01-01", "Source_SnapshotId": snap.id}
         dest.create_tags([copy.id], tags | {"Source_Region": REGION})
+        backend.create_tags([snap.id], {copier.TAG_COPY_STATE: copier.COPY_DONE})
     return snap.id
 
 

@@ -100,10 +100,12 @@ def test_the_memory_run_compares_with_the_same_listing_without_deletes():
 
 def test_a_region_with_nothing_to_do_costs_listings_only():
     rows = bench.bench_idle(20, 0.0)
-    assert [r["job"] for r in rows] == ["creator", "copier", "copier", "manager"]
+    assert [r["job"] for r in rows] == ["creator", "copier", "copier", "copier", "manager"]
     writes = {"CreateSnapshot", "CopySnapshot", "DeleteSnapshot", "CreateTags", "CreateVolume"}
     assert all(not writes & set(r["calls"]) for r in rows)
-    assert sum(rows[2]["calls"].values()) <= 4  # one event: its snapshot, not a sweep
+    assert rows[1]["calls"] == {"DescribeSnapshots": 1}  # nothing pending: one listing
+    assert sum(rows[2]["calls"].values()) > 2  # the 00:00 sweep reads every primary and copy
+    assert sum(rows[3]["calls"].values()) <= 4  # one event: its snapshot, not a sweep
 
 
 def test_the_tables_are_printed_and_saved(tmp_path, capsys):
