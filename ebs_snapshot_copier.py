@@ -117,8 +117,8 @@ SnapshotsCopied, CopiesDeferred, Warnings, Failures, and UnprotectedVolumes when
 LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the level.
 
 IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:CreateTags
-(with the copy, KeepForever on existing copies, Copy_State on primaries), ec2:LockSnapshot (Type=Automated
-only), ec2:DescribeLockedSnapshots, KMS use through EC2 for encrypted
+(with the copy, KeepForever on existing copies, Copy_State on primaries), ec2:LockSnapshot
+(Type=Automated only), ec2:DescribeLockedSnapshots, KMS use through EC2 for encrypted
 copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run); for vaults:
 ec2:ModifySnapshotAttribute (Type=Automated, never a group), ec2:DeleteSnapshot (its
 staging copies), kms:DescribeKey, sts:AssumeRole (the writer role), and in the vault,

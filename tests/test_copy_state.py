@@ -57,7 +57,13 @@ def test_only_the_days_first_scheduled_sweep_reads_every_primary(hour, minute, s
 
 @pytest.mark.parametrize(
     "event",
-    [{}, {"dry_run": True}, {**PENDING_SWEEP, "time": "yesterday"}, {**PENDING_SWEEP, "time": None}],
+    [
+        {},
+        {"dry_run": True},
+        {**PENDING_SWEEP, "time": "yesterday"},
+        {**PENDING_SWEEP, "time": None},
+        {**PENDING_SWEEP, "time": "2026-11-26T10:15:00"},  # no zone: not trusted
+    ],
 )
 def test_a_run_by_hand_or_with_an_unreadable_time_is_a_full_sweep(event):
     assert copier.sweep_scope(event) == "full"
