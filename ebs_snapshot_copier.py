@@ -1524,21 +1524,10 @@ def plan_all(by_dest, summary, budget, pacer, today, scope, unsettled):
     work, deferred = [], {}
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget, pacer)
-        ids = [p["id"] for p in by_dest[dest]]
-        lookup = None if scope == "full" or len(ids) > MAX_LOOKUP else ids
-        try:
-            existing, in_flight, broken, lockable, unfinished = existing_copies(
-                dest_ec2, summary.region, lookup
-            )
-        except OutOfTime:
-            raise
-        except Exception as exc:
-            summary.error(dest, exc, "cannot list copies there")
-            unsettled.update(ids)
+        found = read_destination(dest_ec2, by_dest[dest], summary, scope, unsettled)
+        if found is None:
             continue
-        for copy_id, source, message in broken:
-            reason = f"copy of {source} failed ({message}); not made again while it exists"
-            summary.fail(copy_id, reason, dest_region=dest)
+        existing, in_flight, lockable = found
         free = (NOTIFIED_MAX_IN_FLIGHT if scope == "notified" else COPIES_IN_FLIGHT) - in_flight
         for action in plan_destination(by_dest[dest], existing, free):
             if action[0] == "skip":
@@ -1549,10 +1538,33 @@ def plan_all(by_dest, summary, budget, pacer, today, scope, unsettled):
                 deferred.setdefault(dest, []).append(action[1])
             else:
                 work.append((dest, dest_ec2, action))
-        unsettled.update(unfinished)
         if scope != "notified":  # a sweep; a notified snapshot's run looks at that one only
             work += lock_work(dest_ec2, by_dest[dest], lockable, summary, today, unsettled)
     return work, deferred
+
+
+def read_destination(dest_ec2, primaries, summary, scope, unsettled):
+    """(copies there by primary, copies in flight, copies tagged Lock) for one destination:
+    a full sweep reads all its copies, other runs look up those of ``primaries``. Failed
+    copies are reported; primaries with a copy not completed are unsettled. None when it
+    cannot be read: a failure, and all of ``primaries`` unsettled."""
+    dest, ids = dest_ec2.meta.region_name, [p["id"] for p in primaries]
+    lookup = None if scope == "full" or len(ids) > MAX_LOOKUP else ids
+    try:
+        existing, in_flight, broken, lockable, unfinished = existing_copies(
+            dest_ec2, summary.region, lookup
+        )
+    except OutOfTime:
+        raise
+    except Exception as exc:
+        summary.error(dest, exc, "cannot list copies there")
+        unsettled.update(ids)
+        return None
+    for copy_id, source, message in broken:
+        reason = f"copy of {source} failed ({message}); not made again while it exists"
+        summary.fail(copy_id, reason, dest_region=dest)
+    unsettled.update(unfinished)
+    return existing, in_flight, lockable
 
 
 def lock_work(dest_ec2, primaries, lockable, summary, today, unsettled):
