@@ -40,7 +40,10 @@ newest copy of each source volume (its Source_VolumeId tag) is kept past its Del
 LAST_COPY_GRACE_DAYS (default 14) at most, the same way. A volume that is gone or no longer
 backed up expires normally: nothing is kept forever by this rule. When the instances
 cannot be read, every volume's newest snapshot is kept that run; so are the last backups
-of an instance whose Backup tag cannot be read (the creator skips it with a warning).
+of an instance whose Backup tag cannot be read (the creator skips it with a warning). The
+instances are read once the listing is over (an invocation that hands the rest over, see
+below, never reads them): until then every volume's newest snapshot is held as if its
+volume were backed up, and that of a volume that is not goes then.
 
 A due copy is first checked against its primary, in its source region (one filtered
 DescribeSnapshots per 200 copies and source region): if someone has just tagged the
@@ -1352,7 +1355,9 @@ class LastBackups:
     LAST_COPY_GRACE_DAYS past its DeleteOn. Once a newer one completes, it expires.
 
     ``offer`` is shown every listed snapshot, with the reason when it is due, and returns
-    the due ones that may go now. ``held`` keeps, per volume, at most the one it holds."""
+    the due ones that may go now. ``held`` keeps, per volume, at most the one it holds.
+    The run learns which volumes are backed up once the listing is over (``watch``): until
+    then every volume counts as backed up, so that its newest snapshot is held."""
 
     def __init__(self, backed_up, today, grace):
         self.backed_up, self.today, self.grace = backed_up, today, grace  # backed_up: None=all
@@ -1384,22 +1389,26 @@ class LastBackups:
             self.held[key] = (snapshot, due)
         return released
 
+    def watch(self, backed_up):
+        """The volumes backed up, once known: returns the held snapshots of every other
+        volume (gone, or no longer backed up), which may go now."""
+        self.backed_up = backed_up
+        gone = sorted(k for k in self.held if k[0] == "volume" and k[1] not in backed_up)
+        return [self.held.pop(key) for key in gone]
+
 
 class Coverage:
     """What the coverage check keeps while the sweep lists the region's snapshots: each
-    protected volume's newest completed snapshot, and its snapshots of the copy window
-    (the last COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS), which a destination must hold a
-    completed copy of. Nothing is kept for other snapshots."""
+    volume's newest completed snapshot, and its snapshots of the copy window (the last
+    COVERAGE_MAX_AGE_HOURS + COPY_MAX_LAG_HOURS), which a destination must hold a completed
+    copy of. Nothing is kept for other snapshots. The volumes are read once the listing is
+    over (``know``); then only the protected ones' are kept."""
 
-    def __init__(self, volumes, now, max_age, lag, enabled, region):
-        self.volumes, self.now, self.max_age, self.lag = volumes, now, max_age, lag
+    def __init__(self, now, max_age, lag, enabled, region):
+        self.now, self.max_age, self.lag = now, max_age, lag
         self.enabled, self.region = enabled, region
         self.cutoff = now - max_age  # attached since: not expected yet
-        self.protected = {
-            vid: who
-            for vid, who in volumes.items()
-            if who["enabled"] and (who["attached"] is None or who["attached"] <= self.cutoff)
-        }
+        self.volumes = self.protected = None  # known once the listing is over
         self.newest = {}  # volume id: start time of its newest completed snapshot
         self.recent = {}  # snapshot id: (volume id, start time, its Copy_Dest regions)
         self.dests = set()  # every region this region's primaries ask copies for
@@ -1416,7 +1425,7 @@ class Coverage:
         self.vaults.update((account, r) for r in vregions)
         self.account = self.account or snapshot.get("OwnerId")
         dests = dests + [f"{account}/{r}" for r in vregions]  # a vault: "account/region"
-        if vid not in self.protected or snapshot.get("State") != "completed":
+        if not vid or snapshot.get("State") != "completed":
             return
         if in_archive(snapshot):  # it cannot be restored quickly: not a recent backup
             return
@@ -1424,6 +1433,18 @@ class Coverage:
         self.newest[vid] = max(start, self.newest.get(vid, start))
         if dests and start >= self.now - self.max_age - self.lag:
             self.recent[snapshot["SnapshotId"]] = (vid, start, dests)
+
+    def know(self, volumes):
+        """The volumes the creator must snapshot (backed_up_volumes): the protected ones are
+        those attached before the threshold; what was kept for any other volume goes."""
+        self.volumes = volumes
+        self.protected = {
+            vid: who
+            for vid, who in volumes.items()
+            if who["enabled"] and (who["attached"] is None or who["attached"] <= self.cutoff)
+        }
+        self.newest = {v: start for v, start in self.newest.items() if v in self.protected}
+        self.recent = {sid: r for sid, r in self.recent.items() if r[0] in self.protected}
 
     def unprotected(self, copies, unread=()):
         """{volume id: [reasons]} given ``copies``, {(region, primary id): copy state}; the
@@ -2089,6 +2110,17 @@ class Judge:
             return None
         return reason if action == "delete" else None
 
+    def known(self, volumes):
+        """After the last page, the volumes the creator must snapshot (None: they could not
+        be read, so every volume keeps its newest and coverage is not checked): the
+        coverage check's, and the work items for the held snapshots of the other volumes."""
+        if volumes is None:
+            self.coverage = None
+            return []
+        self.coverage.know(volumes)
+        released = self.last.watch(volumes)
+        return [item for snap, why in released for item in self.lookup.add(snap, why)]
+
     def end(self, now, max_age, lag):
         """After the last page: report what LastBackups kept, look up the last copies."""
         for key, (snapshot, reason) in sorted(self.last.held.items(), key=str):
@@ -2113,14 +2145,17 @@ def report_held(key, snapshot, reason, summary, now, max_age, lag):
 
 
 def sweep(ec2, summary, budget, judge, ends):
-    """Judge each automated snapshot as its page arrives and act on it, WORKERS at a time.
-    Returns (None, items done) once every page is judged, or (why it stopped early, items
-    done) when Lambda time ran short."""
+    """Judge each automated snapshot as its page arrives and act on it, WORKERS at a time;
+    after the last page, read the volumes to back up (with the coverage check). Returns
+    (None, items done) once every page is judged, or (why it stopped early, items done)
+    when Lambda time ran short."""
     listed = []  # set once the last page has been judged
 
     def work():
         for snapshot in automated_snapshots(ec2):
             yield from judge.snapshot(snapshot)
+        if judge.coverage:  # an invocation that hands the rest over never reads them
+            yield from judge.known(backed_up(ec2, summary))
         yield from judge.end(*ends)
         listed.append(True)
 
@@ -2165,8 +2200,25 @@ def settings(summary):
 
 
 def start_coverage(ec2, now, max_age, lag, summary):
-    """The coverage check's reads before the sweep (regions, Backup instances, volume
-    opt-outs); None, with the reason recorded, when they cannot be made."""
+    """The coverage check's read before the sweep (the enabled regions, which the
+    snapshots' Copy_Dest tags are read against); None, with the reason recorded, when it
+    cannot be made."""
+    try:
+        return Coverage(now, max_age, lag, enabled_regions(ec2), summary.region)
+    except OutOfTime as exc:
+        summary.warn(summary.region, f"coverage not checked: {exc}")
+    except Exception as exc:
+        summary.error(summary.region, exc, "coverage not checked")
+    summary.warn(summary.region, "volumes unknown: every volume's newest snapshot kept this run")
+    return None
+
+
+def backed_up(ec2, summary):
+    """The coverage check's reads once the listing is over (Backup instances, volume
+    opt-outs): backed_up_volumes, or None, with the reason recorded, when they cannot be
+    made. Read after the listing, not before, so that an invocation that hands the rest
+    over does not read ten thousand instances for nothing; OutOfTime is raised (the rest
+    is handed over)."""
     filters = [
         {"Name": "tag-key", "Values": [TAG_BACKUP]},
         {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
@@ -2174,11 +2226,9 @@ def start_coverage(ec2, now, max_age, lag, summary):
     try:
         pages = paginate(ec2, "describe_instances", "Reservations", Filters=filters)
         instances = (i for reservation in pages for i in reservation["Instances"])
-        volumes = backed_up_volumes(instances, volume_backup_tags(ec2))
-        enabled = enabled_regions(ec2)
-        return Coverage(volumes, now, max_age, lag, enabled, summary.region)
-    except OutOfTime as exc:
-        summary.warn(summary.region, f"coverage not checked: {exc}")
+        return backed_up_volumes(instances, volume_backup_tags(ec2))
+    except OutOfTime:
+        raise
     except Exception as exc:
         summary.error(summary.region, exc, "coverage not checked")
     summary.warn(summary.region, "volumes unknown: every volume's newest snapshot kept this run")
@@ -2533,7 +2583,8 @@ def run(event=None, context=None, *, region=None, now=None):
 
 
 def manage(event, context, summary, budget, now):
-    """The sweep, with the coverage check's reads before it and its listings after it."""
+    """The sweep, with the coverage check's first read (the regions) before it and the rest
+    (the instances, then each destination's copies) after its last page."""
     pacer = Pacer()
     ec2 = make_client("ec2", summary.region, budget, pacer)
     max_age, lag, grace = settings(summary)
@@ -2541,7 +2592,7 @@ def manage(event, context, summary, budget, now):
     clean_drill_volumes(ec2, summary, now)
     coverage = start_coverage(ec2, now, max_age, lag, summary)
     today = utc_today(now)
-    last = LastBackups(coverage.volumes if coverage else None, today, grace)
+    last = LastBackups(None, today, grace)  # the volumes backed up are read after the listing
     lookup = SourceLookup(summary, budget, pacer, today, grace)
     drills = DrillTargets() if drills_on else None
     lookup.clients[summary.region] = ec2
@@ -2549,6 +2600,7 @@ def manage(event, context, summary, budget, now):
     locks = read_locks(ec2, summary)
     judge = Judge(summary, now, coverage, last, lookup, locks, drills, tiers)
     why, done = sweep(ec2, summary, budget, judge, (now, max_age, lag))
+    coverage = judge.coverage  # None when the volumes could not be read
     if why:
         stopped_early(why, done, context, event, summary)
     if coverage and not why:

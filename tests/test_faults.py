@@ -14,7 +14,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from botocore.parsers import ResponseParserError
-from conftest import DEST, DEST2, NOW, REGION, launch, make_snapshot, snapshot_details, snapshots
+from conftest import (
+    DEST,
+    DEST2,
+    NOW,
+    REGION,
+    launch,
+    make_snapshot,
+    moto_snapshot,
+    snapshot_details,
+    snapshot_of,
+    snapshots,
+)
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
@@ -326,6 +337,33 @@ def test_manager_hands_the_rest_of_its_sweep_to_a_new_invocation(api):
     assert payload == {"id": "m-1"}
     manager.run(payload, Context(api, "manager"), now=NOW)
     assert set(snapshots()) == {later}
+
+
+def test_an_invocation_that_hands_off_never_reads_the_instances(api):
+    """The instances (ten thousand in a large region) are read once the listing is over:
+    the invocation that finishes does it. Until then every volume's newest snapshot is held
+    as if backed up; a gone volume's last one goes once they are read."""
+    _, vols = launch({"Backup": "Yes"})
+    backed_up = vols["/dev/sda1"]
+    due = {aged(backed_up, NOW, 48 + n, "2026-11-01") for n in range(12)}
+    newest = aged(backed_up, NOW, 1, "2099-01-01")
+    gone = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})  # its volume's last
+    api.stub("Invoke", {"StatusCode": 202})
+    api.page_size = 2  # a listing too long for the first invocation
+    ctx = Context(api, "manager", start_ms=130_000, per_attempt_ms=10_000)
+    result, _ = run_watching_the_clock(api, ctx, manager, {"id": "m-1"})
+    assert result["handed_off"] and 0 < len(due - set(snapshots())) < len(due)
+    assert "DescribeInstances" not in api.names() and gone in snapshots()
+    manager.run(json.loads(api.ops("Invoke")[0]["Payload"]), Context(api, "manager"), now=NOW)
+    assert set(snapshots()) == {newest}
+    assert len(api.ops("DescribeInstances")) == 1
+
+
+def aged(volume_id, now, hours, delete_on):
+    """An automated snapshot of that volume, taken ``hours`` before ``now``."""
+    sid = snapshot_of(volume_id, {"Type": "Automated", "DeleteOn": delete_on})
+    moto_snapshot(sid).start_time = (now - timedelta(hours=hours)).replace(tzinfo=None)
+    return sid
 
 
 def test_manager_that_cannot_hand_off_stops_early_for_its_next_run(api):
