@@ -1376,8 +1376,9 @@ def notified_snapshot(event):
 def list_primaries(ec2, scope, only, seen):
     """Completed automated snapshots of this account that ask for copies, oldest first: in
     a full sweep all of them; in a pending sweep those tagged Copy_State=pending; for a
-    notified snapshot (``only``) just that one (one call by id). Every snapshot read is
-    added to ``seen``: in a pending sweep, the vault primaries among them too."""
+    notified snapshot (``only``) just that one (one call by id). What those two read is
+    added to ``seen`` (the vault primaries among it too); a full sweep keeps nothing more
+    than the primary records, so that its memory stays what it was."""
     completed = {"Name": "status", "Values": ["completed"]}
     if scope == "notified":
         try:
@@ -1393,7 +1394,7 @@ def list_primaries(ec2, scope, only, seen):
     else:
         asking = {"Name": "tag-key", "Values": [TAG_COPY_DEST]}
         snaps = list(automated_snapshots(ec2, asking, completed))
-    seen += snaps
+    seen += snaps if scope != "full" else []
     wanted = (s for s in snaps if s["State"] == "completed" and TAG_COPY_DEST in tag_map(s))
     return sorted(wanted, key=lambda s: (s["StartTime"], s["SnapshotId"]))
 
@@ -2225,10 +2226,18 @@ def copy_all(event, context, summary, budget, now):
     if left:
         hand_off(context, event, summary, done_here=started - stopped, left=left)
     elif vaulted and scope != "notified":
-        tracked = {s["SnapshotId"]: tag_map(s).get(TAG_COPY_STATE) for s in seen}
-        tracked |= {p["id"]: p["copy_state"] for p in vaults.primaries}
-        marks = copy_state_marks(tracked, unsettled | vaults.unsettled, scope)
+        marks = copy_state_marks(
+            tracked(by_dest, seen, vaults), unsettled | vaults.unsettled, scope
+        )
         mark_copy_states(make_client("ec2", summary.region, budget, pacer), marks, summary)
+
+
+def tracked(by_dest, seen, vaults):
+    """{primary id: its Copy_State now} for every primary the sweep read: the regional
+    primaries, what a pending sweep listed, and the vault primaries."""
+    states = {p["id"]: p["tags"].get(TAG_COPY_STATE) for ps in by_dest.values() for p in ps}
+    states |= {s["SnapshotId"]: tag_map(s).get(TAG_COPY_STATE) for s in seen}
+    return states | {p["id"]: p["copy_state"] for p in vaults.primaries}
 
 
 def lambda_handler(event, context):
