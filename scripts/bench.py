@@ -12,8 +12,11 @@ answering 503 RequestLimitExceeded when one is empty, and a latency a call). Sec
               (900 s of Lambda time an invocation), at each factor of --scales:
               invocations, wall/floor, throttled share, exactly one snapshot per volume,
               CPU an item;
-  memory100k  the manager's peak memory over those 100,000 snapshots, against the same
-              listing with nothing due (the coverage check included);
+  memory100k  the manager's peak memory over those 100,000 snapshots (--memory-volumes:
+              volumes, ten snapshots each; several sizes comma-separated), against the
+              same listing with nothing due (the coverage check included): its own,
+              replayed from answers recorded before tracing, and the whole process's,
+              moto in;
   idle        each job's run in a region of 10,000 volumes with nothing to do, and the
               copier's run for one snapshot's completion event: calls, Lambda seconds, CPU,
               memory;
@@ -39,6 +42,7 @@ load as time too, so its ratios are higher on a busy machine.
 import argparse
 import contextlib
 import functools
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -69,6 +73,7 @@ for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_SESS
 
 import boto3  # noqa: E402
 import botocore.endpoint  # noqa: E402
+import ec2sim  # noqa: E402
 from copysim import fresh_regions  # noqa: E402
 from ec2sim import Pool, Semaphore, VirtualClock, simulated_ec2  # noqa: E402
 from moto import mock_aws  # noqa: E402
@@ -495,56 +500,163 @@ def bench_scale(args):
     return rows
 
 
-def bench_manager_memory(volumes):
-    """The manager's peak memory over ten snapshots of each of `volumes` volumes, a tenth
-    due; and over the same listing with nothing due. One run each, with no Lambda context
-    (no time limit), so it pages through every snapshot and ends with the coverage check.
-    moto's stored snapshots are made before tracing starts. Measured twice in each run
-    (job_peak): the peak outside moto's answers, i.e. the job's own memory and what moto
-    hands back (each page's body, as AWS's answer would be); and the peak overall, moto's
-    building of each answer included. One thread at a time (a VirtualClock, no latency),
-    so that each allocation falls on one side. No pacing: memory, not rate."""
+def bench_manager_memory(sizes):
+    """The manager's peak memory over ten snapshots of each of `volumes` volumes (for each
+    of `sizes`), a tenth due; and over the same listing with nothing due. Each run without
+    a Lambda context (no time limit), so it pages through every snapshot and ends with the
+    coverage check; restore drills off. Measured twice over the same region:
+
+    own: the manager alone. A first run against moto (through simulated_ec2, so answers
+    page 1,000 items as EC2's do), untraced, records every read's answer as bytes
+    (ec2sim.recorded) and answers its writes (DeleteSnapshot) canned, so moto's region is
+    left as it was. Then tracemalloc starts, and a second run is answered from those bytes
+    (ec2sim.replayed): moto and the simulator never run while it is traced, and the
+    recorded bytes were allocated before tracing began, which tracemalloc does not count.
+    What it counts is the manager's own state, botocore reading and parsing one page at a
+    time, and its threads: what the manager allocates on Lambda. The two runs must judge
+    alike (the same counts) and the second must ask only what the first did, or this
+    raises. botocore's session and models are loaded already, as in a warm Lambda;
+    ``models_mb`` is what a cold start adds (an EC2 client in a new session, traced).
+    Also kept: the most memory held between two answers (``held_mb``, tracemalloc's
+    current at each call) and, at that moment, where it is, by file (``held_by_file``).
+
+    total: the whole process, as before: the run against moto, traced, moto building each
+    answer, the simulator paging it and the deletes done in moto all counted (moto's
+    stored snapshots are made before tracing starts). No pacing: memory, not rate.
+
+    Returns (the JSON's memory100k): models_mb, and sizes: for each size volumes,
+    snapshots, due, own_added_mb and total_added_mb (what the deletes add to the peak),
+    and with_deletes and listing_only, each: own_peak_mb, held_mb, held_by_file ({file:
+    MB}), total_peak_mb, counts (the summary's, non-zero), failures, calls (by operation),
+    answers_mb (the recorded answers' bodies) and total_s (the whole-process run's real
+    seconds)."""
     now = DAY_AT_SCALE + timedelta(hours=1)
-    found = {"snapshots": volumes * 10, "due": volumes}
-    for due in (True, False):
-        with fresh_aws(), drills_off():
-            region_of_snapshots(volumes, due=due)
-            with moto_clock(now):
-                start = time.monotonic()
-                peak, job_peak, summary = traced_apart(lambda: manager.run({}, None, now=now))
-                wall = time.monotonic() - start
-        counts = {k: v for k, v in summary["counts"].items() if v}
-        found["with_deletes" if due else "listing_only"] = {
-            "peak_mb": peak,
-            "job_peak_mb": job_peak,
-            "counts": counts,
-            "failures": len(summary["failures"]),
-            "traced_s": wall,
-        }
-        print(
-            f"manager memory, {volumes * 10} snapshots, {'a tenth' if due else 'none'} due: "
-            f"peak {job_peak:.1f} MB outside moto's answers, {peak:.1f} MB with them, "
-            f"{counts}, {len(summary['failures'])} failures ({wall:.0f} s traced)"
-        )
-    found["peak_mb"] = found["with_deletes"]["peak_mb"]
-    found["job_peak_mb"] = found["with_deletes"]["job_peak_mb"]
-    found["added_mb"] = found["peak_mb"] - found["listing_only"]["peak_mb"]
+    found = {"models_mb": cold_client_mb(), "sizes": []}
+    for volumes in sizes:
+        row = {"volumes": volumes, "snapshots": volumes * 10, "due": volumes}
+        for due in (True, False):
+            with fresh_aws(), drills_off():
+                region_of_snapshots(volumes, due=due)
+                with moto_clock(now):
+                    run = manager_alone(now)
+                    start = time.monotonic()
+                    total, summary = traced_whole(lambda: manager.run({}, None, now=now))
+                    run["total_peak_mb"], run["total_s"] = total, time.monotonic() - start
+            if {k: v for k, v in summary["counts"].items() if v} != run["counts"]:
+                raise RuntimeError(f"against moto {summary['counts']}, replayed {run['counts']}")
+            row["with_deletes" if due else "listing_only"] = run
+            print(
+                f"manager memory, {volumes * 10} snapshots, {'a tenth' if due else 'none'} due: "
+                f"own peak {run['own_peak_mb']:.1f} MB (held between answers at most "
+                f"{run['held_mb']:.1f} MB), the whole process with moto {total:.1f} MB; "
+                f"{run['counts']}, {run['failures']} failures; calls {run['calls']}"
+            )
+        for what in ("own_peak_mb", "total_peak_mb"):
+            row[what.replace("peak", "added")] = (
+                row["with_deletes"][what] - row["listing_only"][what]
+            )
+        found["sizes"].append(row)
+    print(f"a cold start's EC2 client (session and models) adds {found['models_mb']:.1f} MB")
     return found
 
 
-def traced_apart(run):
-    """(peak MB overall, peak MB outside moto's answers, summary) of one run, on a virtual
-    clock without latency, limits or pacing."""
+def manager_alone(now):
+    """One manager run, recorded against moto untraced, then replayed traced (see
+    bench_manager_memory): its peak, what it held between answers, its counts and calls."""
+    recording = ec2sim.Recording()
     clock = VirtualClock()
-    with unpaced(), simulated_ec2(latency=0, limits=False, clock=clock) as sim, virtual(clock):
+    simulated = simulated_ec2(latency=0, limits=False, clock=clock)
+    with unpaced(), simulated, virtual(clock), ec2sim.recorded(recording):
+        recorded = settled(lambda: manager.run({}, None, now=now))
+    held = HeldBetweenAnswers()
+    gc.collect()
+    with unpaced(), ec2sim.replayed(recording, held.look):
         tracemalloc.start()
         try:
-            summary = run()
-        except manager.JobFailed as exc:
-            summary = exc.summary
-        sim.peaks(job=True)
+            summary = settled(lambda: manager.run({}, None, now=now))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    if recording.missed or summary["counts"] != recorded["counts"]:
+        raise RuntimeError(
+            f"the replay asked unrecorded {dict(recording.missed)}, or judged otherwise: "
+            f"{summary['counts']} replayed, {recorded['counts']} recorded"
+        )
+    return {
+        "own_peak_mb": peak / 2**20,
+        "held_mb": held.most / 2**20,
+        "held_by_file": held.by_file(),
+        "counts": {k: v for k, v in summary["counts"].items() if v},
+        "failures": len(summary["failures"]),
+        "calls": dict(recording.reads + recording.writes),
+        "answers_mb": recording.size() / 2**20,
+    }
+
+
+def settled(run):
+    try:
+        return run()
+    except manager.JobFailed as exc:
+        return exc.summary
+
+
+class HeldBetweenAnswers:
+    """At each call the traced job makes: the most memory held then, and a tracemalloc
+    snapshot of it each time it has grown by a tenth (a snapshot costs a pass over every
+    traced block)."""
+
+    def __init__(self):
+        self.most, self.snapshot, self.lock = 0, None, threading.Lock()
+
+    def look(self):
+        with self.lock:
+            current = tracemalloc.get_traced_memory()[0]
+            if current > self.most * 1.1:
+                self.snapshot = tracemalloc.take_snapshot()
+            self.most = max(self.most, current)
+
+    def by_file(self, top=6):
+        """{file (under site-packages or the repository): MB} of the largest holders."""
+        if self.snapshot is None:
+            return {}
+        stats = self.snapshot.statistics("filename")[:top]
+        return {short_path(s.traceback[0].filename): s.size / 2**20 for s in stats}
+
+
+def short_path(filename):
+    for marker in ("site-packages/", str(ROOT) + "/", "lib/python"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+def cold_client_mb():
+    """What a cold start adds: an EC2 client from a new session (its models loaded and
+    kept), traced; the memory it holds once made."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        client = boto3.session.Session().client("ec2", region_name=REGION)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
         tracemalloc.stop()
-    return sim.peak / 2**20, sim.job_peak / 2**20, summary
+    del client
+    return held / 2**20
+
+
+def traced_whole(run):
+    """(peak MB of the whole process, summary) of one run against moto, on a virtual clock
+    without latency, limits or pacing."""
+    clock = VirtualClock()
+    with unpaced(), simulated_ec2(latency=0, limits=False, clock=clock), virtual(clock):
+        gc.collect()
+        tracemalloc.start()
+        try:
+            summary = settled(run)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    return peak / 2**20, summary
 
 
 @contextlib.contextmanager
@@ -688,9 +800,14 @@ def print_rows(rows):
 def markdown(saved):
     """The README's "Measured" tables from bench.json files' numbers (``--markdown``): each
     section from the last file that has it."""
-    results = {}
+    results, sizes = {}, {}
     for found in saved:
         results |= {name: found[name] for name in SECTIONS if name in found}
+        if isinstance(found.get("memory100k"), dict) and "sizes" in found["memory100k"]:
+            sizes |= {row["volumes"]: row for row in found["memory100k"]["sizes"]}
+    if sizes:  # the memory section's sizes from every file (a size measured again: the last)
+        merged = [sizes[v] for v in sorted(sizes)]
+        results["memory100k"] = {**results["memory100k"], "sizes": merged}
     parts = [machine_line(found) for found in saved]
     for name, render in (
         ("table", md_table),
@@ -788,26 +905,47 @@ def md_day_row(r):
 
 def md_memory(found):
     rows = []
-    for key, what in (("with_deletes", "a tenth due"), ("listing_only", "none due")):
-        run, counts = found[key], found[key]["counts"]
-        rows.append(
-            [
-                what,
-                f"{found['snapshots']:,}",
-                f"{counts.get('deleted', 0):,}",
-                f"{counts.get('protected', 0):,}",
-                counts.get("unprotected", 0),
-                run["failures"],
-                f"{run['job_peak_mb']:.1f}" if "job_peak_mb" in run else "-",
-                f"{run['peak_mb']:.1f}",
-            ]
+    for size in found["sizes"]:
+        for key, what in (("with_deletes", "a tenth due"), ("listing_only", "none due")):
+            run = size[key]
+            rows.append(
+                [
+                    f"{size['snapshots']:,}",
+                    what,
+                    f"{run['counts'].get('deleted', 0):,}",
+                    f"{run['counts'].get('protected', 0):,}",
+                    run["failures"],
+                    ", ".join(f"`{op}` {n:,}" for op, n in sorted(run["calls"].items())),
+                    f"{run['own_peak_mb']:.1f}",
+                    f"{run['held_mb']:.1f}",
+                    f"{run['total_peak_mb']:.1f}",
+                ]
+            )
+    header = ["snapshots", "manager run", "deleted", "volumes protected", "failures", "calls"]
+    header += ["the manager's own peak MB", "held between answers MB"]
+    header += ["the whole process MB (moto in)"]
+    notes = [
+        "What judging and deleting add to the same listing, the manager's own peak: "
+        + ", ".join(f"{s['own_added_mb']:+.1f} MB at {s['snapshots']:,}" for s in found["sizes"])
+        + "."
+    ]
+    small, large = found["sizes"][0], found["sizes"][-1]
+    if large["volumes"] > small["volumes"]:
+        grown = large["with_deletes"]["held_mb"] - small["with_deletes"]["held_mb"]
+        per = grown * 2**20 / (large["volumes"] - small["volumes"])
+        notes.append(
+            f"Held between answers, from {small['volumes']:,} to {large['volumes']:,} volumes: "
+            f"{grown:+.1f} MB, {per / 1024:.2f} KB a volume."
         )
-    header = ["manager run", "snapshots", "deleted", "volumes protected", "unprotected"]
-    header += ["failures", "peak MB, moto's answers apart", "peak MB, moto's answers in"]
-    table = md_rows(header, rows)
-    return table + (
-        f"\n\nWhat judging and deleting add to the same listing: {found['added_mb']:.1f} MB."
+    notes.append(
+        f"Held between answers at {large['snapshots']:,} snapshots (a tenth due), by file: "
+        + ", ".join(f"`{f}` {mb:.1f} MB" for f, mb in large["with_deletes"]["held_by_file"].items())
+        + "."
     )
+    notes.append(
+        f"A cold start adds an EC2 client's session and models: {found['models_mb']:.1f} MB."
+    )
+    return md_rows(header, rows) + "\n\n" + "\n".join(notes)
 
 
 def md_idle(rows):
@@ -876,7 +1014,10 @@ def main(argv=None):
         "template.yaml's 512 MB over the 1,769 MB that have one vCPU)",
     )
     parser.add_argument(
-        "--memory-volumes", type=int, default=10000, help="memory100k: volumes (x 10 snapshots)"
+        "--memory-volumes",
+        default="10000",
+        help="memory100k: volumes, each with 10 snapshots; several sizes comma-separated "
+        "(1000,4000,10000: 10,000, 40,000 and 100,000 snapshots)",
     )
     parser.add_argument("--idle-volumes", type=int, default=10000, help="idle: volumes")
     parser.add_argument("--copies", type=int, default=2000, help="copies: primaries a day")
@@ -993,7 +1134,8 @@ def run_benchmarks(args):
         results["day"] = bench_scale(args)
     if "memory100k" in sections:
         print()
-        results["memory100k"] = bench_manager_memory(args.memory_volumes)
+        sizes = [int(v) for v in args.memory_volumes.split(",") if v]
+        results["memory100k"] = bench_manager_memory(sizes)
     if "idle" in sections:
         print(f"\na region of {args.idle_volumes} volumes with nothing to do (virtual clock):")
         results["idle"] = bench_idle(args.idle_volumes, args.latency)

@@ -4,20 +4,22 @@ Installed through botocore's ``before-send`` hook (moto's BotocoreStubber, wrapp
 the jobs run unchanged. Each account-and-region bucket refills continuously; a call that
 finds its bucket empty is answered 503 RequestLimitExceeded, as EC2 does, and costs no
 token. Sizes and rates are EC2's ("Request throttling" in the EC2 developer guide).
-moto's DescribeSnapshots and DescribeVolumes are also made to page like EC2's, and its tag
-lookup is indexed, so that moto's own costs stay out of what is measured.
+moto's DescribeSnapshots, DescribeVolumes and DescribeInstances are also made to page like
+EC2's (moto pages DescribeInstances by reservation, however many instances each holds; EC2's
+MaxResults counts items), and its tag lookup is indexed, so that moto's own costs stay out
+of what is measured.
 
 With a VirtualClock (``simulated_ec2(clock=...)``), the latency and the buckets' refill are
 in the clock's time, and the CPU spent answering inside moto (which stands in for EC2's
 servers, whose time the latency models) is left out of the time the jobs see.
 """
 
+import copy
 import heapq
 import itertools
 import re
 import threading
 import time
-import tracemalloc
 import types
 from collections import Counter, deque
 from contextlib import contextmanager
@@ -28,6 +30,7 @@ from moto.core.responses import ActionResult
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.responses import EC2Response
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
 BUCKETS = {  # name: (size, refill per second)
@@ -67,23 +70,9 @@ class SimulatedEC2:
         self.clock = clock or REAL_TIME
         self.calls, self.throttled = Counter(), Counter()
         self.moto_cpu = 0.0  # CPU seconds spent answering inside moto: not the job's
-        # With tracemalloc tracing: the peak traced memory outside moto's answers (the
-        # job's, and what moto keeps, the answer's body included), and the peak overall.
-        self.job_peak = self.peak = 0
         self.listings = {}  # a listing's filtered, sorted items, kept while it is paged
         self._lock = threading.Lock()
         self._buckets = {}  # (region, name) -> [tokens, time of last refill]
-
-    def peaks(self, job):
-        """At the edges of moto's answers: the peak since the last edge was the job's (job
-        true) or moto's. Exact with one thread at a time (a VirtualClock)."""
-        if not tracemalloc.is_tracing():
-            return
-        peak = tracemalloc.get_traced_memory()[1]
-        self.peak = max(self.peak, peak)
-        if job:
-            self.job_peak = max(self.job_peak, peak)
-        tracemalloc.reset_peak()
 
     def _take(self, region, name):
         size, rate = BUCKETS[name]
@@ -141,6 +130,34 @@ def _paged(key, id_attr, backend_call, store, listings):
     return describe
 
 
+def _paged_instances(moto_describe):
+    """moto's DescribeInstances, paged by instance (MaxResults items a page, as EC2 pages it)
+    rather than by reservation: a page holds each reservation's share of its instances.
+    With explicit instance ids (no MaxResults allowed), moto's own answer."""
+
+    def describe(self):
+        if self._get_param("InstanceIds", []):
+            return moto_describe(self)
+        token, limit = self._get_param("NextToken"), int(self._get_param("MaxResults") or 0)
+        filters = self._filters_from_querystring()
+        reservations = self.ec2_backend.describe_instances(filters=filters)
+        items = sorted((i.id, r, i) for r in reservations for i in r.instances)
+        if token:
+            items = [x for x in items if x[0] > token]
+        page, shares = items[:limit] if limit else items, {}
+        for _, reservation, instance in page:
+            if reservation.id not in shares:
+                shares[reservation.id] = copy.copy(reservation)
+                shares[reservation.id].instances = []
+            shares[reservation.id].instances.append(instance)
+        result = {"Reservations": list(shares.values())}
+        if limit and len(items) > len(page):
+            result["NextToken"] = page[-1][0]
+        return ActionResult(result)
+
+    return describe
+
+
 def _tags_of(resource):
     """moto's get_tags, by direct lookup: moto scans every tag of the account for each
     resource, which makes listing thousands of snapshots quadratic (a moto cost, not EC2's)."""
@@ -162,6 +179,8 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
     virtual = clock if isinstance(clock, VirtualClock) else None
     original_call = BotocoreStubber.__call__
     originals = (ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes)
+    original_instances = InstanceResponse.describe_instances
+    InstanceResponse.describe_instances = _paged_instances(original_instances)
 
     def before_send(stubber, event_name, request, **kwargs):
         if stubber.enabled:
@@ -170,7 +189,6 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
                 return response
         if virtual:
             virtual.charge()  # the job's CPU up to here; moto's from here is not
-        sim.peaks(job=True)
         started = time.thread_time()
         try:
             return original_call(stubber, event_name, request, **kwargs)
@@ -179,7 +197,6 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
                 sim.moto_cpu += time.thread_time() - started
             if virtual:
                 virtual.discard()
-            sim.peaks(job=False)
 
     BotocoreStubber.__call__ = before_send
     original_tags, TaggedEC2Resource.get_tags = TaggedEC2Resource.get_tags, _tags_of
@@ -217,8 +234,110 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
         BotocoreStubber.__call__ = original_call
         TaggedEC2Resource.get_tags = original_tags
         ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes = originals
+        InstanceResponse.describe_instances = original_instances
         if installed:
             EC2Response.describe_snapshots = installed
+
+
+# ---- answers rendered ahead: a job's memory apart from the simulator's ----
+
+READS = ("Describe", "Get", "List")  # operations that change nothing: recorded, replayed
+EC2_XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
+
+
+class Unrecorded(RuntimeError):
+    """A replayed run asked for an answer the recorded run never asked for."""
+
+
+class Recording:
+    """Every read's answer of one run, as bytes, keyed by its URL and request body (which
+    holds the operation, its parameters and the page's NextToken); and the writes asked."""
+
+    def __init__(self):
+        self.answers = {}  # (url, body): (status, headers, body bytes)
+        self.reads, self.writes, self.missed = Counter(), Counter(), Counter()
+
+    @staticmethod
+    def key(request):
+        body = request.body or b""
+        return request.url, body.encode() if isinstance(body, str) else bytes(body)
+
+    def size(self):
+        """Bytes of the recorded answers' bodies."""
+        return sum(len(body) for _, _, body in self.answers.values())
+
+
+def canned(request, operation):
+    """A write's answer: accepted, nothing to return (as DeleteSnapshot's or CreateTags')."""
+    body = (
+        f'<{operation}Response xmlns="{EC2_XMLNS}"><requestId>ec2sim</requestId>'
+        f"<return>true</return></{operation}Response>"
+    )
+    return AWSResponse(request.url, 200, {}, MockRawResponse(body.encode()))
+
+
+@contextmanager
+def recorded(recording):
+    """Inside simulated_ec2 (so answers page as EC2's do): each read's answer is kept in
+    ``recording`` as moto renders it; each write is answered canned and never reaches moto,
+    so that moto's region is left as it was (a replay then asks the same reads: a sweep's
+    later pages list snapshots after the last one listed, never those it deleted)."""
+    inner = BotocoreStubber.__call__
+
+    def before_send(stubber, event_name, request, **kwargs):
+        operation = event_name.rsplit(".", 1)[-1]
+        if not stubber.enabled:
+            return inner(stubber, event_name, request, **kwargs)
+        if not operation.startswith(READS):
+            recording.writes[operation] += 1
+            return canned(request, operation)
+        response = inner(stubber, event_name, request, **kwargs)
+        if response is not None:
+            recording.reads[operation] += 1
+            content = response.content  # read once: kept, and botocore reads it again
+            recording.answers[recording.key(request)] = (
+                response.status_code,
+                dict(response.headers),
+                content,
+            )
+        return response
+
+    BotocoreStubber.__call__ = before_send
+    try:
+        yield recording
+    finally:
+        BotocoreStubber.__call__ = inner
+
+
+@contextmanager
+def replayed(recording, edge=None):
+    """Every call answered from ``recording`` (reads) or canned (writes): moto, and
+    simulated_ec2's paging, never run, so that tracemalloc sees the job alone, and botocore
+    reading each answer's bytes as it would read AWS's. A read not recorded raises
+    Unrecorded (counted in ``recording.missed``). ``edge()``, when given, is called before
+    each answer (bench's look at what is held between pages). Use within mock_aws()."""
+    original = BotocoreStubber.__call__
+
+    def before_send(stubber, event_name, request, **kwargs):
+        operation = event_name.rsplit(".", 1)[-1]
+        if not stubber.enabled:
+            return original(stubber, event_name, request, **kwargs)
+        if edge:
+            edge()
+        if not operation.startswith(READS):
+            return canned(request, operation)
+        found = recording.answers.get(recording.key(request))
+        if found is None:
+            recording.missed[operation] += 1
+            raise Unrecorded(f"{operation} {request.url}: not asked in the recorded run")
+        status, headers, body = found
+        return AWSResponse(request.url, status, dict(headers), MockRawResponse(body))
+
+    BotocoreStubber.__call__ = before_send
+    try:
+        yield recording
+    finally:
+        BotocoreStubber.__call__ = original
 
 
 # ---- a virtual clock for the jobs ----

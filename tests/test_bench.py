@@ -8,6 +8,7 @@ import time
 import bench
 import copysim  # noqa: F401 (make bench imports it: it must stay importable)
 import ec2sim
+import pytest
 
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
@@ -88,14 +89,56 @@ def test_the_managers_day_deletes_every_due_snapshot_across_invocations():
     assert row["counts"]["protected"] == 400  # the last invocation checked coverage
 
 
-def test_the_memory_run_compares_with_the_same_listing_without_deletes():
-    found = bench.bench_manager_memory(20)
-    assert found["snapshots"] == 200 and found["peak_mb"] > 0
-    deletes, listing = found["with_deletes"], found["listing_only"]
+def test_the_memory_run_measures_the_manager_alone_against_the_same_listing():
+    found = bench.bench_manager_memory([20])
+    (size,) = found["sizes"]
+    assert size["snapshots"] == 200 and found["models_mb"] > 5  # EC2's model, at least
+    deletes, listing = size["with_deletes"], size["listing_only"]
     assert deletes["counts"]["deleted"] == 20 and "deleted" not in listing["counts"]
+    assert deletes["calls"]["DeleteSnapshot"] == 20 and "DeleteSnapshot" not in listing["calls"]
+    coverage = {
+        "DescribeInstances",
+        "DescribeVolumes",
+        "DescribeRegions",
+        "DescribeLockedSnapshots",
+    }
     for run in (deletes, listing):  # the coverage check ran, and found every volume backed up
         assert run["counts"]["protected"] == 20 and "unprotected" not in run["counts"]
-        assert run["failures"] == 0 and run["peak_mb"] > 0
+        assert coverage <= set(run["calls"]) and run["failures"] == 0
+        assert 0 < run["held_mb"] <= run["own_peak_mb"] and run["total_peak_mb"] > 0
+        assert run["held_by_file"] and run["answers_mb"] > 0
+    assert bench.md_memory(found).count("| 200 |") == 2
+
+
+def test_a_replay_answers_from_the_recording_and_refuses_what_was_not_recorded():
+    recording = ec2sim.Recording()
+    with bench.fresh_aws():
+        bench.region_of_snapshots(1, per_volume=3)
+        ec2 = bench.boto3.client("ec2", region_name=bench.REGION)
+        with ec2sim.simulated_ec2(latency=0, limits=False), ec2sim.recorded(recording):
+            listed = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+            ec2.delete_snapshot(SnapshotId=listed[0]["SnapshotId"])  # canned: moto keeps it
+        assert len(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]) == 3
+    with bench.mock_aws(), ec2sim.replayed(recording):  # an empty region: the recording answers
+        assert ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"] == listed
+        ec2.delete_snapshot(SnapshotId="snap-0123456789abcdef0")
+        with pytest.raises(ec2sim.Unrecorded):
+            ec2.describe_snapshots(OwnerIds=["self"], MaxResults=5)
+    assert recording.missed == {"DescribeSnapshots": 1}
+
+
+def test_instances_page_by_instance_as_ec2s_do():
+    with bench.fresh_aws():
+        bench.fleet_volumes(12)  # one reservation of 12 instances
+        with ec2sim.simulated_ec2(latency=0, limits=False):
+            pages = bench.boto3.client("ec2", region_name=bench.REGION).get_paginator(
+                "describe_instances"
+            )
+            sizes = [
+                sum(len(r["Instances"]) for r in page["Reservations"])
+                for page in pages.paginate(MaxResults=5)
+            ]
+    assert sizes == [5, 5, 2]
 
 
 def test_a_region_with_nothing_to_do_costs_listings_only():
