@@ -210,6 +210,10 @@ DEFAULT_RETENTION_DAYS = 7
 TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
+# Snapshot ids in one filter or one call (CreateTags takes up to 1000 resource ids; the EC2
+# API reference recommends smaller batches). The copier's lookups and Copy_State marks, the
+# manager's lookups of due copies' primaries and of archives under way.
+LOOKUP_BATCH = 200
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
 # Standard mode retries RequestLimitExceeded and 5xx with jittered backoff of at most 20 s.
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
@@ -889,6 +893,10 @@ def paginate(ec2, operation, key, **params):
         yield from page[key]
 
 
+def batches(items):
+    return [items[i : i + LOOKUP_BATCH] for i in range(0, len(items), LOOKUP_BATCH)]
+
+
 def automated_snapshots(ec2, *filters):
     """This account's automated snapshots (and only those that pass ``filters``), streamed
     page by page."""
@@ -1186,10 +1194,9 @@ STAY_POLL_S = 15  # one look at each waiting destination's copies in flight, thi
 # scheduled (by hand, the command line): it catches primaries without Copy_State (older
 # than this version), copies deleted or regions added since, and KeepForever set later.
 FULL_SWEEP_HOUR, FULL_SWEEP_MINUTES = 0, 15
-# Snapshot ids in one filter or one CreateTags (the EC2 API reference allows CreateTags up
-# to 1000 resource ids and recommends smaller batches). Beyond MAX_LOOKUP primaries, one
-# listing of a destination's copies costs fewer calls than lookups by id.
-LOOKUP_BATCH, MAX_LOOKUP = 200, 1000
+# Beyond MAX_LOOKUP primaries, one listing of a destination's copies costs fewer calls than
+# lookups by id, LOOKUP_BATCH at a time.
+MAX_LOOKUP = 1000
 
 
 # ---- decisions: pure functions of the snapshots and today's date ----
@@ -1325,10 +1332,6 @@ def copy_state_marks(tracked, unsettled, scope):
         elif sid in unsettled and state != COPY_PENDING and scope == "full":
             marks[COPY_PENDING].append(sid)
     return marks
-
-
-def batches(ids):
-    return [ids[i : i + LOOKUP_BATCH] for i in range(0, len(ids), LOOKUP_BATCH)]
 
 
 def plan_destination(primaries, existing, free_slots):

@@ -210,6 +210,10 @@ DEFAULT_RETENTION_DAYS = 7
 TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
+# Snapshot ids in one filter or one call (CreateTags takes up to 1000 resource ids; the EC2
+# API reference recommends smaller batches). The copier's lookups and Copy_State marks, the
+# manager's lookups of due copies' primaries and of archives under way.
+LOOKUP_BATCH = 200
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
 # Standard mode retries RequestLimitExceeded and 5xx with jittered backoff of at most 20 s.
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
@@ -887,6 +891,10 @@ def paginate(ec2, operation, key, **params):
     )
     for page in pages:
         yield from page[key]
+
+
+def batches(items):
+    return [items[i : i + LOOKUP_BATCH] for i in range(0, len(items), LOOKUP_BATCH)]
 
 
 def automated_snapshots(ec2, *filters):

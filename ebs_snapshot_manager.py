@@ -235,6 +235,10 @@ DEFAULT_RETENTION_DAYS = 7
 TRUE_WORDS = frozenset({"yes", "true", "1", "on"})
 FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 PAGE_SIZE = 1000  # the most EC2 returns per page; fewer calls against the Describe bucket
+# Snapshot ids in one filter or one call (CreateTags takes up to 1000 resource ids; the EC2
+# API reference recommends smaller batches). The copier's lookups and Copy_State marks, the
+# manager's lookups of due copies' primaries and of archives under way.
+LOOKUP_BATCH = 200
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
 # Standard mode retries RequestLimitExceeded and 5xx with jittered backoff of at most 20 s.
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
@@ -914,6 +918,10 @@ def paginate(ec2, operation, key, **params):
         yield from page[key]
 
 
+def batches(items):
+    return [items[i : i + LOOKUP_BATCH] for i in range(0, len(items), LOOKUP_BATCH)]
+
+
 def automated_snapshots(ec2, *filters):
     """This account's automated snapshots (and only those that pass ``filters``), streamed
     page by page."""
@@ -1201,7 +1209,6 @@ GRACE_ENV, LAST_COPY_GRACE_DAYS = "LAST_COPY_GRACE_DAYS", 14
 # Copies of this region's snapshots this many days past DeleteOn, in a region where they
 # should have been deleted, mean that no manager runs there.
 EXPIRED_COPY_DAYS = 2
-LOOKUP_BATCH = 200  # due copies whose primaries are looked up in one call, per source region
 MAX_REASONS = 3  # per unprotected volume, in the summary
 # The creator and the copier lock a Lock snapshot as they make it, and retry a failed lock
 # on their next run: one still unlocked this long after it was taken is reported.
@@ -1966,10 +1973,6 @@ class Tiers:
         except Exception as exc:
             self.summary.warn(dest, f"copies not read, archives wait: {describe_error(exc)}")
             return set()
-
-
-def batches(items):
-    return [items[i : i + LOOKUP_BATCH] for i in range(0, len(items), LOOKUP_BATCH)]
 
 
 def archive_snapshot(ec2, snapshot, why, summary):
