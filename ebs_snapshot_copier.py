@@ -1810,12 +1810,12 @@ def vault_done(primary, states):
     return True
 
 
-def vault_primaries(ec2, summary, region, today, notified=None):
+def vault_primaries(ec2, summary, region, today, listed=None):
     """Completed primaries of this region with Vault_Account, oldest first (the regions
-    are read only when there is one): all of them, or those of ``notified`` (snapshots
-    read already)."""
-    if notified is not None:
-        snaps = [s for s in notified if TAG_VAULT_ACCOUNT in tag_map(s)]
+    are read only when there is one): all of them, or those among ``listed`` (snapshots a
+    notified run or a pending sweep read already)."""
+    if listed is not None:
+        snaps = [s for s in listed if TAG_VAULT_ACCOUNT in tag_map(s)]
     else:
         snaps = automated_snapshots(ec2, {"Name": "tag-key", "Values": [TAG_VAULT_ACCOUNT]})
     records, enabled = [], None
