@@ -13,8 +13,11 @@ $(STAMP): requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
 
+# Then the tests marked dates once more, as if the machine's clock were a year ahead: a test
+# that reads the real clock where it should read its own fails there (tests/conftest.py).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m dates --clock-ahead 365
 
 demo: $(STAMP)
 	@$(BIN)/python scripts/demo.py

@@ -9,12 +9,13 @@ fixed seed, and network failures raised as botocore's own exceptions
 botocore's real retry logic.
 """
 
+import contextlib
 import os
 import random
 import re
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -32,8 +33,11 @@ for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2"):
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
+from unittest.mock import patch  # noqa: E402
+
 import boto3  # noqa: E402
 import pytest  # noqa: E402
+import time_machine  # noqa: E402
 from botocore.awsrequest import AWSResponse  # noqa: E402
 from botocore.client import BaseClient  # noqa: E402
 from moto import mock_aws  # noqa: E402
@@ -47,7 +51,7 @@ fill_moto_gaps()
 REGION = "us-east-1"
 DEST = "us-west-2"
 DEST2 = "eu-west-1"
-NOW = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)  # "today" is 2026-11-26
+NOW = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)  # "today" in every test: see ``aws``
 AMI = "ami-12345678"
 
 PAGED = {
@@ -58,12 +62,44 @@ PAGED = {
 }
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--clock-ahead",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="run as if the machine's clock were DAYS ahead (make test: the tests marked "
+        "dates, a year ahead), from before the test modules are imported",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "dates: compares dates; make test runs it again with the clock a year ahead"
+    )
+    days = config.getoption("--clock-ahead")
+    if days:  # what a test reads outside its own clock (an import, a wider fixture) moves
+        time_machine.travel(datetime.now(UTC) + timedelta(days=days), tick=True).start()
+
+
 @pytest.fixture(autouse=True)
 def aws(monkeypatch):
+    """moto's AWS, and one clock for the test: the process's (moto's, the jobs' when not
+    given ``now``, the test's own) starts at NOW and runs on, whatever day the machine says.
+    ``clock`` sets moto's EBS clock apart, for a scenario's days."""
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     monkeypatch.delenv("LOG_LEVEL", raising=False)
-    with mock_aws():
+    with time_machine.travel(NOW, tick=True), mock_aws():
+        yield
+
+
+@contextlib.contextmanager
+def clock(now):
+    """moto's EBS clock (snapshot start times, volume attach times, the emulated lock
+    states) stopped at ``now``."""
+    naive = now.astimezone(UTC).replace(tzinfo=None)
+    with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: naive):
         yield
 
 

@@ -27,6 +27,8 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
+pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
+
 NOW = datetime(2026, 12, 2, 5, tzinfo=UTC)  # the manager's run, a day after a monthly
 FIRST = datetime(2026, 12, 1, 2, tzinfo=UTC)  # the 1st of a month: the monthly tier applies
 

@@ -5,15 +5,16 @@ snapshots exist in each region at the end.
 moto stamps snapshots with its own clock; ``clock`` makes it the scenario's.
 """
 
-import contextlib
 from datetime import UTC, datetime, timedelta
-from unittest.mock import patch
 
-from conftest import DEST, REGION, ec2, launch, snapshot_details, snapshots
+import pytest
+from conftest import DEST, REGION, clock, ec2, launch, snapshot_details, snapshots
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
+
+pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 JOBS = {"manager": manager, "creator": creator, "copier": copier}
@@ -21,13 +22,6 @@ JOBS = {"manager": manager, "creator": creator, "copier": copier}
 
 def at(day, hour):
     return START + timedelta(days=day - 1, hours=hour)
-
-
-@contextlib.contextmanager
-def clock(now):
-    naive = now.astimezone(UTC).replace(tzinfo=None)
-    with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: naive):
-        yield
 
 
 def run(job, region, now, event=None):

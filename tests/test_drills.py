@@ -6,12 +6,10 @@ moto makes volumes from snapshots, at once: ``force`` (scripts/moto_gaps.py) kee
 "creating" or sends it to "error", as EC2 can.
 """
 
-import contextlib
 from datetime import UTC, date, datetime, timedelta
-from unittest.mock import patch
 
 import pytest
-from conftest import DEST, REGION, ec2, launch, make_snapshot, snapshot_of, snapshots
+from conftest import DEST, REGION, clock, ec2, launch, make_snapshot, snapshot_of, snapshots
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto_gaps import force_volume_state
@@ -20,14 +18,9 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
+pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
+
 BASE = datetime(2026, 12, 10, 5, tzinfo=UTC)  # after moto's own clock: attachments are older
-
-
-@contextlib.contextmanager
-def clock(now):
-    naive = now.astimezone(UTC).replace(tzinfo=None)
-    with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: naive):
-        yield
 
 
 def run(job, now, region=REGION, event=None):

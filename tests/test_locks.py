@@ -7,9 +7,7 @@ DescribeLockedSnapshots and DeleteSnapshot's refusal, as the EC2 API reference s
 Lock states follow moto's clock (``clock`` moves it).
 """
 
-import contextlib
 from datetime import UTC, datetime, timedelta
-from unittest.mock import patch
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
@@ -17,6 +15,7 @@ from conftest import (
     DEST,
     NOW,
     REGION,
+    clock,
     ec2,
     launch,
     make_snapshot,
@@ -29,16 +28,10 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
+pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
+
 DELETE_ON = "2026-12-03"  # NOW + the default 7 days
 MIDNIGHT = datetime(2026, 12, 3, tzinfo=UTC)
-
-
-@contextlib.contextmanager
-def clock(now):
-    """moto's clock (snapshot start times, and the emulated lock states) at ``now``."""
-    naive = now.astimezone(UTC).replace(tzinfo=None)
-    with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: naive):
-        yield
 
 
 def run(job, event=None, now=NOW, region=REGION):

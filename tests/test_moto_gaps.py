@@ -4,29 +4,22 @@ UnlockSnapshot, DescribeLockedSnapshots, and DeleteSnapshot refusing a locked sn
 Time is moto's clock (``moto.ec2.models.elastic_block_store.utcnow``), which ``clock`` sets.
 """
 
-import contextlib
 from datetime import UTC, datetime, timedelta
-from unittest.mock import patch
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ParamValidationError
-from conftest import DEST, REGION, ec2, make_snapshot, set_snapshot_state, snapshots
+from conftest import DEST, REGION, clock, ec2, make_snapshot, set_snapshot_state, snapshots
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto_gaps import locks
 
+pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
+
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 OTHER_ACCOUNT = "111122223333"
-
-
-@contextlib.contextmanager
-def clock(now):
-    naive = now.astimezone(UTC).replace(tzinfo=None)
-    with patch("moto.ec2.models.elastic_block_store.utcnow", lambda: naive):
-        yield
 
 
 def code_of(call, *args, **kwargs):

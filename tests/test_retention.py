@@ -12,6 +12,8 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
+pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
+
 D = date.fromisoformat
 KEY_ARN = "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 MRK = "mrk-1234abcd12ab34cd56ef1234567890ab"

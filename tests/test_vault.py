@@ -33,6 +33,8 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
+pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
+
 SOURCE, VAULT, OTHER = DEFAULT_ACCOUNT_ID, "222233334444", "555566667777"
 LATER = "2026-12-03"
 
