@@ -262,6 +262,9 @@ METRICS = {
     "CopiesDeferred": ("deferred", ("copier",)),
     "SnapshotsDeleted": ("deleted", ("manager",)),
     "Warnings": ("warnings", ("creator", "copier", "manager")),
+    # Instances and snapshots with a tag the jobs cannot honour (a typo in Copy_Dest, say):
+    # each named in the summary's tag_errors with the tag and its value.
+    "TagErrors": ("tag_errors", ("creator", "copier", "manager")),
     "Failures": ("failures", ("creator", "copier", "manager")),
     "UnprotectedVolumes": ("unprotected", ()),  # the manager's check; the copier's lag
     "StoppedEarly": ("stopped_early", ("manager",)),

@@ -82,11 +82,12 @@ def test_a_failed_run_still_writes_its_summary_line_at_error_level(api, capsys):
 # ---- Embedded Metric Format ----
 
 EXPECTED_METRICS = {
-    "creator": ["SnapshotsCreated", "Warnings", "Failures"],
-    "copier": ["SnapshotsCopied", "CopiesDeferred", "Warnings", "Failures"],
+    "creator": ["SnapshotsCreated", "Warnings", "TagErrors", "Failures"],
+    "copier": ["SnapshotsCopied", "CopiesDeferred", "Warnings", "TagErrors", "Failures"],
     "manager": [
         "SnapshotsDeleted",
         "Warnings",
+        "TagErrors",
         "Failures",
         "UnprotectedVolumes",
         "StoppedEarly",
