@@ -45,7 +45,11 @@ AWS managed key cannot be shared: it is first copied here with VAULT_SHARE_KMS_K
 Type=Automated, Vault_StagingOf=<primary>, DeleteOn at most STAGING_DAYS on), and that
 staging copy is shared once completed (a later sweep); without the key, a named failure.
 A sweep unshares what is shared with a vault (DescribeSnapshots RestorableByUserIds) once
-every vault region of its primary holds a completed copy, and deletes the staging copy.
+every vault region of its primary holds a completed copy, and deletes the staging copy. A
+staging copy is known by more than its tag: the description its CopySnapshot call gave it
+(no EC2 call changes one), encryption, and against its primary a VolumeId that is not the
+primary's volume (a copy's is arbitrary), the same size, a later start; any other snapshot
+tagged Vault_StagingOf is named in a warning and left as what it otherwise is.
 As for regions: no second copy in a vault region, at most the free of its 20 slots, a copy
 in error a failure each sweep; a vault that cannot be read fails alone.
 
@@ -575,6 +579,12 @@ def resolve_region(region=None):
 
 def utc_today(now=None):
     return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def clock_of(now, summary):
+    """The time now, on the run's clock: ``now`` (its start, injectable) plus the time since
+    the summary was started with it."""
+    return now + timedelta(seconds=time.monotonic() - summary.started)
 
 
 class Budget:
@@ -1213,7 +1223,7 @@ def primary_record(snapshot, enabled, region, today):
     """
     sid, tags = snapshot["SnapshotId"], tag_map(snapshot)
     if TAG_SOURCE_SNAPSHOT in tags:  # a copy: copying it again would loop between regions
-        return None, []
+        return None, []  # (written on a primary, it stops its copies: the coverage check says)
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
     warnings = [f"Copy_Dest entry {r!r} {why}; dropped" for r, why in dropped]
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
@@ -1639,8 +1649,8 @@ def stay(deferred, summary, budget, now, until):
     copies in flight. What is still waiting at the end is the next sweep's."""
     pacer = Pacer()
     waiting = {dest: make_client("ec2", dest, budget, pacer) for dest in deferred}
-    while waiting:  # ``now`` is the run's start: the summary's clock started with it
-        clock = now + timedelta(seconds=time.monotonic() - summary.started + STAY_POLL_S)
+    while waiting:
+        clock = clock_of(now, summary) + timedelta(seconds=STAY_POLL_S)
         if clock > until or budget.left() < STOP_MARGIN_S + STAY_POLL_S:
             return
         time.sleep(STAY_POLL_S)
@@ -1732,7 +1742,7 @@ def vault_record(snapshot, enabled, region, today):
     copies keep Vault_Retention days from its creation, else its DeleteOn; shaped like a
     primary_record, so that plan_destination plans each vault region."""
     tags = tag_map(snapshot)
-    if TAG_SOURCE_SNAPSHOT in tags or TAG_VAULT_STAGING in tags:
+    if TAG_SOURCE_SNAPSHOT in tags:  # a copy (a staging copy carries no Vault_Account)
         return None, []
     account, regions, warnings = vault_target(tags, enabled, region)
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
@@ -1750,6 +1760,7 @@ def vault_record(snapshot, enabled, region, today):
         "regions": regions,
         "start": snapshot["StartTime"],
         "volume_id": snapshot.get("VolumeId"),
+        "size": snapshot.get("VolumeSize"),
         "description": snapshot.get("Description", ""),
         "encrypted": bool(snapshot.get("Encrypted")),
         "key": snapshot.get("KmsKeyId"),
@@ -1776,7 +1787,7 @@ def staging_request(primary, region, key, today):
         "SourceSnapshotId": primary["id"],
         "Encrypted": True,
         "KmsKeyId": key,
-        "Description": f"vault staging copy of {primary['id']}",
+        "Description": staging_description(primary["id"]),
         "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
     }
     item = {"source_snapshot_id": primary["id"], "staging": True, "delete_on": tags[TAG_DELETE_ON]}
@@ -1833,9 +1844,46 @@ def vault_primaries(ec2, summary, region, today, listed=None):
     return records
 
 
+def staging_description(primary_id):
+    """A staging copy's description, given in its CopySnapshot call."""
+    return f"vault staging copy of {primary_id}"
+
+
+def staging_of(snapshot):
+    """The primary a snapshot is the copier's staging copy of, or None. A Vault_StagingOf tag
+    alone proves nothing (anyone who can tag could write it on a backup, which the copier
+    would then delete): the copy must also carry the description the copier gave it in its
+    CopySnapshot call, which no EC2 call changes later, and be encrypted (it exists to be
+    shared under the share key)."""
+    primary = tag_map(snapshot).get(TAG_VAULT_STAGING)
+    if not primary or not snapshot.get("Encrypted"):
+        return None
+    return primary if snapshot.get("Description") == staging_description(primary) else None
+
+
+def not_staging(copy, primary):
+    """Why ``copy``, tagged Vault_StagingOf=<primary>, is not the copier's staging copy of
+    ``primary`` (a vault record, or None when that primary was not read), or None: it is the
+    copier's (staging_of), a copy and not a snapshot of the primary's volume (a copy's
+    VolumeId is arbitrary: EC2 API reference, Snapshot), of the primary's size, made after it."""
+    named = tag_map(copy)[TAG_VAULT_STAGING]
+    if staging_of(copy) != named:
+        described = copy.get("Description", "")
+        return f"its description {described!r} is not the copier's, or it is not encrypted"
+    if primary is None:
+        return None
+    if copy.get("VolumeId") == primary["volume_id"]:
+        return f"it is a snapshot of {primary['volume_id']}, not a copy"
+    if primary["size"] is not None and copy.get("VolumeSize") != primary["size"]:
+        return f"it is {copy.get('VolumeSize')} GiB, and {named} {primary['size']} GiB"
+    if copy["StartTime"] < primary["start"]:
+        return f"it is older than {named}"
+    return None
+
+
 def staging_copies(ec2, ids=None):
-    """{primary id: staging copy (a snapshot)} of this region, the newest of each: of all
-    primaries, or of ``ids`` (LOOKUP_BATCH at a time)."""
+    """The snapshots tagged Vault_StagingOf of this region, oldest first: of all primaries,
+    or of ``ids`` (LOOKUP_BATCH at a time). Candidates only: see not_staging."""
     if ids is None:
         filters = [[{"Name": "tag-key", "Values": [TAG_VAULT_STAGING]}]]
     else:
@@ -1843,10 +1891,7 @@ def staging_copies(ec2, ids=None):
             [{"Name": "tag:" + TAG_VAULT_STAGING, "Values": batch}] for batch in batches(ids)
         ]
     snaps = [snap for wanted in filters for snap in automated_snapshots(ec2, *wanted)]
-    found = {}
-    for snap in sorted(snaps, key=lambda s: s["StartTime"]):
-        found[tag_map(snap)[TAG_VAULT_STAGING]] = snap
-    return found
+    return sorted(snaps, key=lambda s: (s["StartTime"], s["SnapshotId"]))
 
 
 def vault_copies(vault_ec2, region, account, ids=None):
@@ -1893,12 +1938,12 @@ class Vaults:
         self.primaries = primaries
         if not primaries:  # a full sweep still takes back shares and staging copies left
             if self.scope == "full" and vault_accounts():
-                self.clean_up([], staging_copies(self.ec2))
+                self.clean_up([], self.staging(staging_copies(self.ec2), []))
             return
         self.account = primaries[0]["owner"] or "unknown"  # as vault_tags writes it
         if self.listed is not None and len(primaries) <= MAX_LOOKUP:
             self.ids = [p["id"] for p in primaries]  # else: read all, fewer calls
-        staging = staging_copies(self.ec2, self.ids)
+        staging = self.staging(staging_copies(self.ec2, self.ids), primaries)
         for account, vregion in sorted(
             {(p["account"], r) for p in primaries for r in p["regions"]}
         ):
@@ -1910,6 +1955,21 @@ class Vaults:
             for vault, lockable in sorted(self.lockable.items()):
                 self.relock(vault, lockable)
         self.unsettled |= {p["id"] for p in primaries if not self.finished(p)}
+
+    def staging(self, candidates, primaries):
+        """{primary id: its staging copy, the newest} among the snapshots tagged
+        Vault_StagingOf; any other is named in a warning and left as what it otherwise is
+        (never shared for, nor deleted as, a staging copy)."""
+        by_id, found = {p["id"]: p for p in primaries}, {}
+        for snap in candidates:
+            named = tag_map(snap)[TAG_VAULT_STAGING]
+            why = not_staging(snap, by_id.get(named))
+            if why:
+                what = f"tagged {TAG_VAULT_STAGING}={named}, but {why}: not a staging copy"
+                self.summary.warn(snap["SnapshotId"], f"{what}, left alone")
+            else:
+                found[named] = snap
+        return found
 
     def relock(self, vault, lockable):
         """Lock the vault's copies tagged Lock whose lock is not in force (it failed when
@@ -2111,7 +2171,7 @@ class Vaults:
                 OwnerIds=["self"],
                 RestorableByUserIds=[account],
             ):
-                owner = tag_map(snap).get(TAG_VAULT_STAGING) or snap["SnapshotId"]
+                owner = staging_of(snap) or snap["SnapshotId"]
                 if self.unneeded(by_id, owner):
                     sid = snap["SnapshotId"]
                     self.guarded(owner, sid, self.share, sid, account, "remove")

@@ -577,6 +577,12 @@ def utc_today(now=None):
     return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
+def clock_of(now, summary):
+    """The time now, on the run's clock: ``now`` (its start, injectable) plus the time since
+    the summary was started with it."""
+    return now + timedelta(seconds=time.monotonic() - summary.started)
+
+
 class Budget:
     """The Lambda's time left (unlimited without a context): when to stop starting work.
 

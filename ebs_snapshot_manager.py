@@ -68,9 +68,11 @@ each vault region its snapshots ask vault copies for (Vault_Account, one of
 VAULT_ACCOUNT_IDS; Vault_Region), among the copies tagged Source_Account=<this account>
 (another source of a shared vault cannot stand in), read through the vault's writer role
 (sts:AssumeRole, then its read-only DescribeSnapshots; a vault that cannot be read is a
-failure, its copies not judged). The copier's staging copies (Vault_StagingOf) count for
-nothing here, nor as a volume's last backup (they expire on their DeleteOn like any
-automated snapshot). A volume attached more recently than the threshold is not expected
+failure, its copies not judged). A snapshot counts for the volume EC2 says it was taken of
+(its VolumeId), here and as a volume's last backup, whatever its tags: a copy's VolumeId is
+arbitrary, so copies and the copier's staging copies count for no volume (they expire on
+their DeleteOn), and no tag written on a backup (Source_SnapshotId, Vault_StagingOf) stops it
+counting as its volume's. A volume attached more recently than the threshold is not expected
 yet. Each unprotected volume is named in the summary (``unprotected``, with the reasons)
 and counted in the UnprotectedVolumes metric. Reading each destination's copies, it also
 counts the copies of this region's snapshots more than two days past their DeleteOn there
@@ -91,7 +93,10 @@ RestoreDrill tag says "<date> ok <seconds>s" or "<date> failed: <why>"; a failed
 failure and a warning; throttling, capacity or the network is only a warning. At most
 RESTORE_DRILL_PER_RUN (50) drills a run, the least recently drilled first; when a seventh
 of the volumes is more, a warning says the weekly round cannot complete. Each run first
-deletes drill volumes whose DeleteAfter has passed (left by a run that died).
+deletes drill volumes whose DeleteAfter has passed (left by a run that died), if they are
+recognisably its own (made from the snapshot their Source_SnapshotId names, not attached,
+gp3, created DRILL_LIFE before their DeleteAfter); any other volume tagged
+Type=RestoreDrill is left, with a warning.
 
 Archive tier (EBS user guide, "Archive Amazon EBS snapshots"): an archived snapshot is a
 full copy at about a quarter of the standard price a GB-month, billed for 90 days at least,
@@ -600,6 +605,12 @@ def resolve_region(region=None):
 
 def utc_today(now=None):
     return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def clock_of(now, summary):
+    """The time now, on the run's clock: ``now`` (its start, injectable) plus the time since
+    the summary was started with it."""
+    return now + timedelta(seconds=time.monotonic() - summary.started)
 
 
 class Budget:
@@ -1222,6 +1233,10 @@ LOCK_WITHIN = timedelta(hours=24)
 DRILL_ENV, DRILL_CAP_ENV, DRILLS_PER_RUN = "RESTORE_DRILL", "RESTORE_DRILL_PER_RUN", 50
 TAG_DRILL, DRILL_TYPE, TAG_DELETE_AFTER = "RestoreDrill", "RestoreDrill", "DeleteAfter"
 DRILL_LIFE = timedelta(hours=2)  # a drill volume left by a run that died goes after this
+# A volume tagged Type=RestoreDrill is deleted only if it is recognisably a drill: made from
+# the snapshot its Source_SnapshotId names, not attached, a gp3 volume, and created within
+# this of DRILL_LIFE before its DeleteAfter (clock skew, and the CreateVolume call's time).
+DRILL_TAG_SLACK = timedelta(minutes=5)
 DRILL_WAIT_S = 300  # the longest wait for a drill volume to become available
 DRILL_POLL_S = 5
 DRILL_MIN_S = 60  # with less time for the wait than this, no drill starts this run
@@ -1364,47 +1379,85 @@ class LastBackups:
     see its source volume, is kept as the newest copy of that volume (Source_VolumeId) for
     LAST_COPY_GRACE_DAYS past its DeleteOn. Once a newer one completes, it expires.
 
+    A snapshot is its volume's by the VolumeId EC2 gives it, whatever its tags say: a copy's
+    VolumeId is arbitrary (EC2 API reference, Snapshot), never a volume backed up here, so a
+    tag (Source_SnapshotId, Vault_StagingOf) written on a backup cannot release it.
+
     ``offer`` is shown every listed snapshot, with the reason when it is due, and returns
-    the due ones that may go now. ``held`` keeps, per volume, at most the one it holds.
-    The run learns which volumes are backed up once the listing is over (``watch``): until
-    then every volume counts as backed up, so that its newest snapshot is held."""
+    the due ones that may go now. ``held`` keeps, per key (a volume, a source volume's
+    copies), at most the one it holds. The run learns which volumes are backed up once the
+    listing is over (``watch``): until then every volume counts as backed up, so that its
+    newest snapshot is held."""
 
     def __init__(self, backed_up, today, grace):
         self.backed_up, self.today, self.grace = backed_up, today, grace  # backed_up: None=all
         self.newest = {}  # key: (start time, snapshot id) of the newest completed one
         self.held = {}  # key: (snapshot, reason)
+        self.holders = {}  # snapshot id: how many keys hold it
 
-    def key(self, snapshot):
+    def keys(self, snapshot):
+        """What a completed snapshot may be the newest of: its volume, and for a copy its
+        source volume's copies (until LAST_COPY_GRACE_DAYS past its DeleteOn)."""
+        found, vid = [], snapshot.get("VolumeId")
+        if vid and (self.backed_up is None or vid in self.backed_up):
+            found.append(("volume", vid))
         tags = tag_map(snapshot)
-        if TAG_VAULT_STAGING in tags:  # the copier's stand-in for a primary: never a last backup
-            return None
-        if TAG_SOURCE_SNAPSHOT in tags:
-            if past_grace(snapshot, self.today, self.grace):
-                return None  # past its grace: it expires, newest or not
-            source = tags.get(TAG_SOURCE_VOLUME)
-            return ("copy", tags.get(TAG_SOURCE_REGION), source) if source else None
-        vid = snapshot.get("VolumeId")
-        return ("volume", vid) if self.backed_up is None or vid in self.backed_up else None
+        source = tags.get(TAG_SOURCE_VOLUME)
+        if (
+            TAG_SOURCE_SNAPSHOT in tags
+            and source
+            and not past_grace(snapshot, self.today, self.grace)
+        ):
+            found.append(("copy", tags.get(TAG_SOURCE_REGION), source))
+        return found
 
     def offer(self, snapshot, due):
-        key = self.key(snapshot) if snapshot.get("State") == "completed" else None
+        keys = self.keys(snapshot) if snapshot.get("State") == "completed" else []
         mark = (snapshot["StartTime"], snapshot["SnapshotId"])
-        if key is not None and self.newest.get(key) == mark:
+        if any(self.newest.get(key) == mark for key in keys):
             return []  # listed again (pages shift while they are read): seen already
-        if key is None or (key in self.newest and mark < self.newest[key]):
-            return [(snapshot, due)] if due else []
-        self.newest[key] = mark
-        released = [self.held.pop(key)] if key in self.held else []
-        if due:
-            self.held[key] = (snapshot, due)
-        return released
+        newest = [key for key in keys if key not in self.newest or mark > self.newest[key]]
+        released = []
+        for key in newest:
+            self.newest[key] = mark
+            released += self.release(key)
+            if due:
+                self.held[key] = (snapshot, due)
+                self.holders[snapshot["SnapshotId"]] = (
+                    self.holders.get(snapshot["SnapshotId"], 0) + 1
+                )
+        return released if newest or not due else [(snapshot, due)]
+
+    def release(self, key):
+        """The held snapshot of ``key`` lets go of it: [(snapshot, reason)] once no other key
+        holds it, else []."""
+        if key not in self.held:
+            return []
+        snapshot, reason = self.held.pop(key)
+        sid = snapshot["SnapshotId"]
+        self.holders[sid] -= 1
+        if self.holders[sid]:
+            return []
+        del self.holders[sid]
+        return [(snapshot, reason)]
 
     def watch(self, backed_up):
         """The volumes backed up, once known: returns the held snapshots of every other
         volume (gone, or no longer backed up), which may go now."""
         self.backed_up = backed_up
-        gone = sorted(k for k in self.held if k[0] == "volume" and k[1] not in backed_up)
-        return [self.held.pop(key) for key in gone]
+        gone = sorted(k for k in self.newest if k[0] == "volume" and k[1] not in backed_up)
+        released = []
+        for key in gone:
+            del self.newest[key]
+            released += self.release(key)
+        return released
+
+    def kept(self):
+        """[(key, snapshot, reason)]: each held snapshot once, by its volume if it is one."""
+        once = {}
+        for key, (snapshot, reason) in sorted(self.held.items(), key=str):
+            once[snapshot["SnapshotId"]] = (key, snapshot, reason)  # "volume" sorts last: wins
+        return sorted(once.values(), key=lambda k: str(k[0]))
 
 
 class Coverage:
@@ -1426,9 +1479,9 @@ class Coverage:
         self.account = None  # this account: its vault copies are tagged Source_Account=it
 
     def see(self, snapshot):
+        """A snapshot counts for the volume EC2 says it was taken of, whatever its tags say (a
+        copy's VolumeId is arbitrary, no volume of this region; a copy asks for no copies)."""
         tags, vid = tag_map(snapshot), snapshot.get("VolumeId")
-        if TAG_SOURCE_SNAPSHOT in tags or TAG_VAULT_STAGING in tags:  # VolumeId arbitrary
-            return
         dests = clean_regions(tags.get(TAG_COPY_DEST, ""), self.enabled, self.region)[0]
         self.dests.update(dests)
         account, vregions, _ = vault_target(tags, self.enabled, self.region)
@@ -1944,11 +1997,9 @@ class Tiers:
         return {sid for sid, regions in missing.items() if not regions}
 
     def dests(self, snapshot):
-        """Its Copy_Dest regions, and its vault regions as "account/region"; none for a
-        copy or a staging copy (which are never copied)."""
+        """Its Copy_Dest regions, and its vault regions as "account/region" (a copy or a
+        staging copy carries neither: it is never copied)."""
         tags, home = tag_map(snapshot), self.summary.region
-        if TAG_SOURCE_SNAPSHOT in tags or TAG_VAULT_STAGING in tags:
-            return set()
         regions = re.split(r"[\s,]+", tags.get(TAG_COPY_DEST, "").strip())
         found = {r for r in regions if r and r != home}
         asked = set(re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()))
@@ -2129,7 +2180,7 @@ class Judge:
 
     def end(self, now, max_age, lag):
         """After the last page: report what LastBackups kept, look up the last copies."""
-        for key, (snapshot, reason) in sorted(self.last.held.items(), key=str):
+        for key, snapshot, reason in self.last.kept():
             report_held(key, snapshot, reason, self.summary, now, max_age, lag)
         return self.lookup.flush() + (self.tiers.end() if self.tiers else [])
 
@@ -2373,11 +2424,35 @@ def clean_drill_volumes(ec2, summary, now):
     for volume in volumes:
         vid, after = volume["VolumeId"], tag_map(volume).get(TAG_DELETE_AFTER)
         when = parse_timestamp(after)
-        if when is None:
-            summary.warn(vid, f"Type={DRILL_TYPE} volume with {TAG_DELETE_AFTER} {after!r}: left")
-        elif when <= now and delete_drill_volume(ec2, vid, summary):
+        if when is None or when > now:
+            continue
+        why = not_a_drill(volume, when)
+        if why:  # a tag is not enough: anyone who can tag could name their own volume
+            summary.warn(vid, f"tagged Type={DRILL_TYPE}, but {why}: not a restore drill, left")
+        elif delete_drill_volume(ec2, vid, summary):
             summary.warn(vid, f"drill volume left by an earlier run ({after}): deleted")
             summary.count("drill_volumes_deleted")
+
+
+def not_a_drill(volume, delete_after):
+    """Why a volume tagged Type=RestoreDrill is not one the manager made (start_drill), or
+    None. Read from what EC2 sets and nobody can change: the snapshot it was made from, its
+    attachments, its type, its creation time (DRILL_LIFE before its DeleteAfter)."""
+    source = tag_map(volume).get(TAG_SOURCE_SNAPSHOT)
+    if not source or volume.get("SnapshotId") != source:
+        made_from = volume.get("SnapshotId") or "no snapshot"
+        return f"it was made from {made_from}, not from its {TAG_SOURCE_SNAPSHOT} {source}"
+    if volume.get("Attachments") or volume.get("State") == "in-use":
+        return "it is attached to an instance"
+    if volume.get("VolumeType") != "gp3":
+        return f"it is {volume.get('VolumeType')}, and drills are gp3"
+    created, expected = volume.get("CreateTime"), delete_after - DRILL_LIFE
+    if created is None:
+        return "its creation time is unknown"
+    if abs(created - expected) > DRILL_TAG_SLACK:
+        hours = f"{DRILL_LIFE.total_seconds() / 3600:g} h"
+        return f"it was created at {created:%Y-%m-%d %H:%M} UTC, not {hours} before it"
+    return None
 
 
 def parse_timestamp(value):
@@ -2462,16 +2537,18 @@ def start_drills(ec2, due, summary, budget, now):
 def start_drill(ec2, target, zone, summary, now):
     """A gp3 volume from the snapshot (encrypted with the snapshot's own key), never
     attached, tagged at creation so that a later run deletes it should this one die. Its
-    ClientToken makes a retried call (or a second run that day) make no second volume."""
+    ClientToken, new for each drill, makes botocore's retries of the call make no second
+    volume; a second drill (another run that day) gets its own, for a token used again
+    answers with the first volume, which is deleted by then."""
     vid, snap, own_zone = target
     sid = snap["SnapshotId"]
-    after = (now + DRILL_LIFE).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    after = (clock_of(now, summary) + DRILL_LIFE).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     tags = {TAG_TYPE: DRILL_TYPE, TAG_SOURCE_SNAPSHOT: sid, TAG_DELETE_AFTER: after}
     params = {
         "SnapshotId": sid,
         "AvailabilityZone": own_zone or zone,
         "VolumeType": "gp3",
-        "ClientToken": f"drill-{sid}-{utc_today(now)}",
+        "ClientToken": f"drill-{sid}-{os.urandom(8).hex()}",  # at most 64 characters
         "TagSpecifications": [
             {"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
         ],

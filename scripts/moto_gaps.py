@@ -631,11 +631,25 @@ def _copy_snapshot(self, source_snapshot_id, source_region, description, kms_key
     return copy
 
 
+class _CopyVolume:
+    """What a copy's VolumeId names: no volume (see COPY_VOLUME below); its size, which
+    CreateVolume from the copy takes, is its source's."""
+
+    id = "vol-ffffffff"
+
+    def __init__(self, size):
+        self.size = size
+
+
 def _copy_snapshot_response(self):
     # COPY: Encrypted=true encrypts the copy; an encrypted copy without KmsKeyId gets the
     # destination account's default EBS key. moto ignores Encrypted and leaves the key empty.
+    # COPY_VOLUME: EC2 API reference, Snapshot.VolumeId: "Snapshots created by the
+    # CopySnapshot action have an arbitrary volume ID that should not be used for any
+    # purpose" (EC2 shows vol-ffffffff); moto keeps the source's volume on the copy.
     result = _moto_copy_response(self)
     copy = self.ec2_backend.snapshots[result.result["SnapshotId"]]
+    copy.volume = _CopyVolume(copy.volume.size)
     if str(self._get_param("Encrypted")).lower() == "true":
         copy.encrypted = True
     if copy.encrypted and not copy.kms_key_id:

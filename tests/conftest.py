@@ -40,6 +40,7 @@ import pytest  # noqa: E402
 import time_machine  # noqa: E402
 from botocore.awsrequest import AWSResponse  # noqa: E402
 from botocore.client import BaseClient  # noqa: E402
+from botocore.exceptions import ReadTimeoutError  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse  # noqa: E402
@@ -183,6 +184,11 @@ def ec2_error(code, message, status):
     return status, body
 
 
+def read_timeout(url):
+    """The network failure of an answer that never came (api.network, api.lose_answer)."""
+    return ReadTimeoutError(endpoint_url=url)
+
+
 def request_params(request):
     """Top-level parameters of an EC2 query-protocol request body."""
     body = request.body or b""
@@ -204,6 +210,7 @@ class Api:
         self.calls = []  # (region, operation, params), one per call
         self.attempts = 0  # HTTP attempts that reached the fault layer
         self.attempts_of = []  # (operation, region) of each of them
+        self.sent = []  # (operation, the request's top-level parameters) of each of them
         self.page_size = None
         self.faults = []
         self.throttled = 0
@@ -323,6 +330,7 @@ class Api:
                         spy.on_attempt(operation, region)
                     spy.attempts += 1
                     spy.attempts_of.append((operation, region))
+                    spy.sent.append((operation, params))
                 spy._outage(operation, params, region, request.url)
                 fault = spy._fault(operation, params, region) if service == "ec2" else None
                 if fault:

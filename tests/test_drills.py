@@ -9,7 +9,17 @@ moto makes volumes from snapshots, at once: ``force`` (scripts/moto_gaps.py) kee
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from conftest import DEST, REGION, clock, ec2, launch, make_snapshot, snapshot_of, snapshots
+from conftest import (
+    DEST,
+    REGION,
+    clock,
+    ec2,
+    launch,
+    make_snapshot,
+    read_timeout,
+    snapshot_of,
+    snapshots,
+)
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto_gaps import force_volume_state
@@ -240,29 +250,86 @@ def test_an_unreadable_switch_warns_and_drills(api, monkeypatch):
     assert any(w["id"] == "RESTORE_DRILL" for w in result["warnings"])
 
 
-def test_leftover_drill_volumes_are_deleted_once_their_time_has_passed(api):
-    def volume(tags):
+def tagged_volume(tags, created, snapshot=None, volume_type="gp3"):
+    """A volume made at ``created`` (moto's clock), tagged at creation."""
+    spec = {"SnapshotId": snapshot} if snapshot else {"Size": 1}
+    with clock(created):
         return ec2().create_volume(
             AvailabilityZone=REGION + "a",
-            Size=1,
+            VolumeType=volume_type,
             TagSpecifications=[
                 {
                     "ResourceType": "volume",
                     "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
                 }
             ],
+            **spec,
         )["VolumeId"]
 
-    stale = volume({"Type": "RestoreDrill", "DeleteAfter": "2026-12-10T03:00:00Z"})
-    running = volume({"Type": "RestoreDrill", "DeleteAfter": "2026-12-10T07:00:00Z"})
-    unreadable = volume({"Type": "RestoreDrill", "DeleteAfter": "soon"})
-    foreign = volume({"Type": "Database", "DeleteAfter": "2020-01-01T00:00:00Z"})
+
+def drill_tags(snapshot, delete_after):
+    return {"Type": "RestoreDrill", "Source_SnapshotId": snapshot, "DeleteAfter": delete_after}
+
+
+def test_leftover_drill_volumes_are_deleted_once_their_time_has_passed(api):
+    (volume,) = backed_up()
+    snap, made = newest_of(volume), BASE - timedelta(hours=3)  # DeleteAfter: an hour ago
+    stale = tagged_volume(drill_tags(snap, "2026-12-10T04:00:00Z"), made, snap)
+    running = tagged_volume(drill_tags(snap, "2026-12-10T07:00:00Z"), BASE, snap)
+    unreadable = tagged_volume(drill_tags(snap, "soon"), made, snap)
+    foreign = tagged_volume({"Type": "Database", "DeleteAfter": "2020-01-01T00:00:00Z"}, made)
     result = run(manager, BASE)
     left = {v["VolumeId"] for v in ec2().describe_volumes()["Volumes"]}
     assert stale not in left and {running, unreadable, foreign} <= left
     assert result["counts"]["drill_volumes_deleted"] == 1
     assert [p["VolumeId"] for p in api.ops("DeleteVolume")] == [stale]
-    assert any(w["id"] == unreadable for w in result["warnings"])
+
+
+def test_a_volume_someone_tagged_as_a_drill_is_left_and_named(api):
+    """A tag alone deletes nothing: only a volume made as the manager makes its drills."""
+    (volume,) = backed_up()
+    snap, other = newest_of(volume), make_snapshot({"Type": "Automated"})
+    after, made = "2026-12-10T04:00:00Z", BASE - timedelta(hours=3)
+    impostors = {
+        "no snapshot": tagged_volume(drill_tags(snap, after), made),
+        "another snapshot": tagged_volume(drill_tags(snap, after), made, other),
+        "not gp3": tagged_volume(drill_tags(snap, after), made, snap, "gp2"),
+        "made a day earlier": tagged_volume(
+            drill_tags(snap, after), made - timedelta(days=1), snap
+        ),
+    }
+    attached = tagged_volume(drill_tags(snap, after), made, snap)
+    instance, _ = launch()
+    ec2().attach_volume(VolumeId=attached, InstanceId=instance, Device="/dev/sdf")
+    impostors["attached"] = attached
+    result = run(manager, BASE)
+    left = {v["VolumeId"] for v in ec2().describe_volumes()["Volumes"]}
+    assert set(impostors.values()) <= left and api.ops("DeleteVolume") == []
+    said = {w["id"]: w["reason"] for w in result["warnings"]}
+    for vid in impostors.values():
+        assert "not a restore drill, left" in said[vid], vid
+    assert "made from vol-" not in said[impostors["no snapshot"]]
+    assert f"made from {other}" in said[impostors["another snapshot"]]
+    assert "attached" in said[attached] and "gp2" in said[impostors["not gp3"]]
+    assert "not 2 h before it" in said[impostors["made a day earlier"]]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "drill"), [(0, True), (4, True), (-4, True), (6, False), (-6, False)]
+)
+def test_a_drill_is_created_two_hours_before_its_delete_after_give_or_take_five_minutes(
+    minutes, drill
+):
+    after = datetime(2026, 12, 10, 4, tzinfo=UTC)
+    volume = {
+        "SnapshotId": "snap-1",
+        "VolumeType": "gp3",
+        "Attachments": [],
+        "State": "available",
+        "CreateTime": after - timedelta(hours=2) + timedelta(minutes=minutes),
+        "Tags": [{"Key": "Source_SnapshotId", "Value": "snap-1"}],
+    }
+    assert (manager.not_a_drill(volume, after) is None) == drill
 
 
 # ---- copies, archives, dry run ---------------------------------------------------------------
@@ -382,12 +449,17 @@ def test_volumes_that_cannot_be_watched_are_deleted_and_not_judged(api):
     assert "RestoreDrill" not in snapshots()[newest_of(volume)]
 
 
-def test_the_create_call_is_idempotent_for_the_day(api):
+def test_each_drill_has_its_own_client_token_and_a_retried_call_keeps_it(api):
     (volume,) = backed_up()
     when = drill_date(volume)
+    api.network(read_timeout, "CreateVolume", times=1)  # botocore sends it again
     run(manager, when)
-    (params,) = api.ops("CreateVolume")
-    assert params["ClientToken"] == f"drill-{newest_of(volume)}-{when.date()}"
+    run(manager, when + timedelta(hours=3))  # a second run that day drills again
+    tokens = [params["ClientToken"] for params in api.ops("CreateVolume")]
+    assert len(tokens) == 2 and tokens[0] != tokens[1], tokens
+    assert all(t.startswith(f"drill-{newest_of(volume)}-") and len(t) <= 64 for t in tokens)
+    sent = [params["ClientToken"] for op, params in api.sent if op == "CreateVolume"]
+    assert sent == [tokens[0], tokens[0], tokens[1]]  # the retry sent the same token
 
 
 def test_only_protected_volumes_and_completed_snapshots_are_drilled(api):

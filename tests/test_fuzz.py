@@ -159,12 +159,15 @@ def test_fuzzed_tags_never_crash_never_lose_a_kept_snapshot_and_are_named(
 # ---- the last backup: in any listing order, with duplicates, equal times ----------------
 
 stamp = st.integers(0, 5).map(lambda h: NOW - timedelta(hours=h))  # equal times are likely
+COPY_TAGS = {"Source_SnapshotId": "snap-x", "Source_Region": DEST, "Source_VolumeId": "vol-z"}
 listed = st.lists(
     st.tuples(
         st.sampled_from(["vol-a", "vol-b"]),
         stamp,
         st.sampled_from(["completed", "pending", "error"]),
         st.booleans(),
+        # tags anyone could write: none of them may release a volume's newest snapshot
+        st.sampled_from([{}, {"Vault_StagingOf": "snap-x"}, COPY_TAGS]),
     ),
     min_size=1,
     max_size=12,
@@ -177,8 +180,14 @@ def test_the_newest_completed_snapshot_is_never_released_whatever_the_order(made
     """LastBackups over a listing in any order, pages read twice or not: each backed-up
     volume's newest completed snapshot is never released; every other due one is."""
     snaps = [
-        {"SnapshotId": f"snap-{n:04d}", "VolumeId": vid, "StartTime": start, "State": state}
-        for n, (vid, start, state, _) in enumerate(made)
+        {
+            "SnapshotId": f"snap-{n:04d}",
+            "VolumeId": vid,
+            "StartTime": start,
+            "State": state,
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+        }
+        for n, (vid, start, state, _, tags) in enumerate(made)
     ]
     due = {s["SnapshotId"] for s, m in zip(snaps, made, strict=True) if m[3]}
     order = snaps + (snaps if twice else [])
@@ -188,11 +197,19 @@ def test_the_newest_completed_snapshot_is_never_released_whatever_the_order(made
     for s in order:
         for snap, _ in last.offer(s, "due" if s["SnapshotId"] in due else None):
             released.append(snap["SnapshotId"])
-    done = [s for s in snaps if s["VolumeId"] == "vol-a" and s["State"] == "completed"]
-    newest = (
-        max(done, key=lambda s: (s["StartTime"], s["SnapshotId"]))["SnapshotId"] if done else None
-    )
-    assert newest not in released
+
+    def newest(which):
+        done = [s for s, m in zip(snaps, made, strict=True) if which(s, m)]
+        done = [s for s in done if s["State"] == "completed"]
+        return (
+            {max(done, key=lambda s: (s["StartTime"], s["SnapshotId"]))["SnapshotId"]}
+            if done
+            else set()
+        )
+
+    volume = newest(lambda s, m: s["VolumeId"] == "vol-a")  # whatever its tags
+    copy = newest(lambda s, m: m[4] == COPY_TAGS)  # vol-z's newest copy (no DeleteOn: in grace)
+    assert not volume & set(released)
     kept = {snap["SnapshotId"] for snap, _ in last.held.values()}
-    assert kept == ({newest} & due)
+    assert kept == (volume | copy) & due
     assert set(released) == due - kept

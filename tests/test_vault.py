@@ -260,9 +260,18 @@ def test_staging_copies_refused_a_slot_wait_for_the_next_sweep(monkeypatch, api)
 
 def test_the_manager_never_keeps_a_staging_copy_as_a_volume_last_backup(monkeypatch):
     monkeypatch.setenv("RESTORE_DRILL", "off")
+    key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
     _, volumes = launch({"Backup": "yes"})
-    tags = {"Type": "Automated", "DeleteOn": "2026-11-20", "Vault_StagingOf": "snap-1"}
-    staging = snapshot_of(volumes["/dev/sda1"], tags)  # moto keeps the volume id on a copy
+    backup = snapshot_of(volumes["/dev/sda1"], {"Type": "Automated", "DeleteOn": LATER})
+    tags = {"Type": "Automated", "DeleteOn": "2026-11-20", "Vault_StagingOf": backup}
+    staging = boto3.client("ec2", region_name=REGION).copy_snapshot(
+        SourceRegion=REGION,
+        SourceSnapshotId=backup,
+        Encrypted=True,
+        KmsKeyId=key,
+        Description=f"vault staging copy of {backup}",
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list(tags)}],
+    )["SnapshotId"]  # newer than the backup, but a copy: its VolumeId is no volume
     result = manager.run({}, None, region=REGION, now=NOW)
     assert [d["snapshot_id"] for d in result["deleted"]] == [staging]
 
