@@ -520,6 +520,20 @@ def vault_retention(tags):
     return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
 
 
+def copy_until(tags, created, retention_key):
+    """The DeleteOn the copier gives a primary's copies: ``retention_key`` (Copy_Retention for
+    regions, Vault_Retention for vaults) days from the primary's creation date, else (absent
+    or unreadable) the primary's DeleteOn. None when that cannot be read: no copy is made.
+    The copier makes no copy once this date has come; the manager's archive stops waiting."""
+    delete_on = parse_date(tags.get(TAG_DELETE_ON))
+    if delete_on is None:
+        return None
+    days = None
+    if retention_key in tags:
+        days = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)[0]
+    return created + timedelta(days=days) if days else delete_on
+
+
 def vault_accounts():
     """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
     separated by commas or spaces (none: no vault copies at all)."""
@@ -1230,8 +1244,9 @@ def primary_record(snapshot, enabled, region, today):
     if delete_on is None:
         raw = tags.get(TAG_DELETE_ON)
         warnings.append(f"DeleteOn {raw!r} is not a YYYY-MM-DD date; not copied")
-    own_date, kms_key, more = copy_options(tags, snapshot["StartTime"].astimezone(UTC).date())
-    copy_until = own_date or delete_on
+    created = snapshot["StartTime"].astimezone(UTC).date()
+    own_date, kms_key, more = copy_options(tags, created)
+    until = copy_until(tags, created, TAG_COPY_RETENTION)
     more += [problem for problem in [lock_mode(tags.get(TAG_LOCK))[1]] if problem]
     record = {
         "id": sid,
@@ -1240,12 +1255,12 @@ def primary_record(snapshot, enabled, region, today):
         "volume_id": snapshot.get("VolumeId"),
         "description": snapshot.get("Description", ""),
         "dests": dests,
-        "copy": delete_on is not None and copy_until > today,
+        "copy": until is not None and until > today,
         "delete_on": delete_on,
-        "copy_delete_on": copy_until,
+        "copy_delete_on": until,
         "own_date": own_date is not None,
         "kms_key": kms_key,
-        "lock": lock_request(tags, copy_until, today),  # the copy's, until its own DeleteOn
+        "lock": lock_request(tags, until, today),  # the copy's, until its own DeleteOn
     }
     return record, warnings + more
 
@@ -1748,10 +1763,8 @@ def vault_record(snapshot, enabled, region, today):
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if account is None or delete_on is None:
         return None, warnings
-    days, problems = vault_retention(tags)
-    warnings += problems
-    start = snapshot["StartTime"].astimezone(UTC).date()
-    until = start + timedelta(days=days) if days else delete_on
+    warnings += vault_retention(tags)[1]
+    until = copy_until(tags, snapshot["StartTime"].astimezone(UTC).date(), TAG_VAULT_RETENTION)
     record = {
         "id": snapshot["SnapshotId"],
         "tags": {},  # nothing more is carried to a vault copy: KeepForever stays here

@@ -516,6 +516,20 @@ def vault_retention(tags):
     return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
 
 
+def copy_until(tags, created, retention_key):
+    """The DeleteOn the copier gives a primary's copies: ``retention_key`` (Copy_Retention for
+    regions, Vault_Retention for vaults) days from the primary's creation date, else (absent
+    or unreadable) the primary's DeleteOn. None when that cannot be read: no copy is made.
+    The copier makes no copy once this date has come; the manager's archive stops waiting."""
+    delete_on = parse_date(tags.get(TAG_DELETE_ON))
+    if delete_on is None:
+        return None
+    days = None
+    if retention_key in tags:
+        days = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)[0]
+    return created + timedelta(days=days) if days else delete_on
+
+
 def vault_accounts():
     """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
     separated by commas or spaces (none: no vault copies at all)."""

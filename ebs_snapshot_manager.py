@@ -104,10 +104,12 @@ and must be restored (up to 72 hours) before a volume can be made from it. A com
 Archive=Yes snapshot a day old (ARCHIVE_AFTER) goes to the archive tier (ModifySnapshotTier)
 when at least 90 days remain to its DeleteOn, or it is KeepForever; a primary only once each
 region of its Copy_Dest, and its vault, holds a completed copy (an archived snapshot can be
-neither copied nor shared; a vault is read through its writer role). With
+neither copied nor shared; a vault is read through its writer role); a copy the copier will
+never make (its own DeleteOn has come, or its region is not enabled) is not waited for. With
 fewer days left it stays standard: said once, and written on it as Archive_Note. An archive
 under way (DescribeSnapshotTierStatus) is not asked for twice. Archived snapshots expire
-on their DeleteOn like any other. A person's Restore tag: RestoreSnapshotTier once, then
+on their DeleteOn like any other. A person's Restore tag (also on a due snapshot kept as its
+volume's last backup, not on one deleted that run): RestoreSnapshotTier once, then
 Restore becomes Restore_Requested=<date> (a permanent restore also removes Archive=Yes, or
 it would be archived again); each run reports it while it restores (``restoring``) and,
 once, that it is ready (``restored``, Restore_Requested removed) or failed (a failure). An
@@ -544,6 +546,20 @@ def vault_retention(tags):
     if not problem:
         return days, []
     return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+
+
+def copy_until(tags, created, retention_key):
+    """The DeleteOn the copier gives a primary's copies: ``retention_key`` (Copy_Retention for
+    regions, Vault_Retention for vaults) days from the primary's creation date, else (absent
+    or unreadable) the primary's DeleteOn. None when that cannot be read: no copy is made.
+    The copier makes no copy once this date has come; the manager's archive stops waiting."""
+    delete_on = parse_date(tags.get(TAG_DELETE_ON))
+    if delete_on is None:
+        return None
+    days = None
+    if retention_key in tags:
+        days = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)[0]
+    return created + timedelta(days=days) if days else delete_on
 
 
 def vault_accounts():
@@ -1452,6 +1468,9 @@ class LastBackups:
             released += self.release(key)
         return released
 
+    def holds(self, snapshot_id):
+        return snapshot_id in self.holders
+
     def kept(self):
         """[(key, snapshot, reason)]: each held snapshot once, by its volume if it is one."""
         once = {}
@@ -1882,29 +1901,32 @@ class Tiers:
     per batch and destination: an archived snapshot can be neither copied nor shared, so it
     waits for its copies."""
 
-    def __init__(self, summary, now, client, vault):
+    def __init__(self, summary, now, client, vault, enabled=None):
         self.summary, self.now, self.client = summary, now, client  # client(region)
         self.vault = functools.cache(vault)  # vault(account, region): through its writer role
+        self.enabled = enabled  # the regions a Copy_Dest may name (None: not known)
         self.candidates, self.requested = {}, []  # candidates: id: (snapshot, why)
+        self.held = []  # due snapshots with a restore request: see()
         self.seen, self.archived = set(), 0  # pages shift as they are read: once each
 
-    def see(self, snapshot):
-        """The work items this snapshot asks for now (a restore, a note)."""
+    def see(self, snapshot, due=False):
+        """The work items this snapshot asks for now (a restore, a note). A due snapshot
+        that the sweep may keep (a volume's last backup) is never archived, but a restore
+        asked for on it is made once the sweep knows it keeps it (end): it may be the very
+        backup someone wants back."""
         tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
         if sid in self.seen:  # pages shift as they are read: one listed twice acts once
             return []
         self.archived += snapshot.get("StorageTier") == "archive"  # a gauge: a shift is noise
-        verdict = archive_verdict(snapshot, self.now)
-        if TAG_RESTORE in tags or TAG_RESTORE_REQUESTED in tags or verdict:
+        verdict = None if due else archive_verdict(snapshot, self.now)
+        asked = TAG_RESTORE in tags or TAG_RESTORE_REQUESTED in tags
+        if asked or verdict:
             self.seen.add(sid)  # only those that ask for work: memory stays with the volumes
-        if TAG_RESTORE in tags:
-            params, problem = restore_request(tags[TAG_RESTORE])
-            if problem:
-                self.summary.warn(sid, problem)
-            return [("restore", snapshot, params)] if params else []
-        if TAG_RESTORE_REQUESTED in tags:
-            self.requested.append(snapshot)
-            return []
+        if asked:
+            if due:
+                self.held.append(snapshot)
+                return []
+            return self.restore(snapshot)
         action, why = verdict or (None, None)
         if action == "archive":
             self.candidates[sid] = (snapshot, why)
@@ -1912,11 +1934,26 @@ class Tiers:
             return [("note", snapshot, why)]
         return []
 
-    def end(self):
-        """After the last page: the restores' progress, then the archives that may start."""
+    def restore(self, snapshot):
+        """A restore asked for (Restore) now, or one asked for before (Restore_Requested),
+        whose progress end() reads."""
+        tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
+        if TAG_RESTORE not in tags:
+            self.requested.append(snapshot)
+            return []
+        params, problem = restore_request(tags[TAG_RESTORE])
+        if problem:
+            self.summary.warn(sid, problem)
+        return [("restore", snapshot, params)] if params else []
+
+    def end(self, kept=lambda snapshot_id: True):
+        """After the last page: the restores of due snapshots the sweep ``kept``, the
+        restores' progress, then the archives that may start."""
         if self.archived:  # the metric is written either way (0 when none)
             self.summary.count("archived", self.archived)
         items = []
+        for snapshot in self.held:
+            items += self.restore(snapshot) if kept(snapshot["SnapshotId"]) else []
         for batch in batches(self.requested):
             items += self.restores(batch)
         for batch in batches(list(self.candidates.values())):
@@ -1997,14 +2034,28 @@ class Tiers:
         return {sid for sid, regions in missing.items() if not regions}
 
     def dests(self, snapshot):
-        """Its Copy_Dest regions, and its vault regions as "account/region" (a copy or a
-        staging copy carries neither: it is never copied)."""
-        tags, home = tag_map(snapshot), self.summary.region
-        regions = re.split(r"[\s,]+", tags.get(TAG_COPY_DEST, "").strip())
-        found = {r for r in regions if r and r != home}
-        asked = set(re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()))
-        account, vregions, _ = vault_target(tags, asked, home)  # the creator's clean list
-        return found | {f"{account}/{r}" for r in vregions if account}
+        """Where the copier will still make a copy of it, so where its archive waits for one:
+        its Copy_Dest regions (enabled ones) and its vault regions as "account/region" (a copy
+        or a staging copy carries neither: it is never copied), each only while the copies'
+        own DeleteOn is ahead, as the copier decides (copy_until): a copy it will never make
+        is waited for no more than it is by the copier."""
+        tags, home, today = tag_map(snapshot), self.summary.region, utc_today(self.now)
+        created = snapshot["StartTime"].astimezone(UTC).date()
+        found = set()
+        until = copy_until(tags, created, TAG_COPY_RETENTION)
+        if until is not None and until > today:
+            raw = tags.get(TAG_COPY_DEST, "")
+            found |= set(clean_regions(raw, self.known(raw), home)[0])
+        until = copy_until(tags, created, TAG_VAULT_RETENTION)
+        if until is not None and until > today:
+            known = self.known(tags.get(TAG_VAULT_REGION, ""))
+            account, vregions, _ = vault_target(tags, known, home)
+            found |= {f"{account}/{r}" for r in vregions if account}
+        return found
+
+    def known(self, regions):
+        """The enabled regions, or (not read this run) the regions named: all taken as real."""
+        return self.enabled if self.enabled is not None else set(re.split(r"[\s,]+", regions))
 
     def copies_in(self, dest, ids, owner):
         """Ids among ``ids`` with a completed copy in ``dest`` (none when it cannot be read:
@@ -2133,7 +2184,8 @@ class Judge:
             due = self.due(snapshot)
             released = self.last.offer(snapshot, due)
             items = [item for snap, why in released for item in self.lookup.add(snap, why)]
-            return items + (self.tiers.see(snapshot) if self.tiers and not due else [])
+            goes = any(snap["SnapshotId"] == snapshot["SnapshotId"] for snap, _ in released)
+            return items + (self.tiers.see(snapshot, bool(due)) if self.tiers and not goes else [])
         except OutOfTime:
             raise
         except Exception as exc:
@@ -2182,7 +2234,7 @@ class Judge:
         """After the last page: report what LastBackups kept, look up the last copies."""
         for key, snapshot, reason in self.last.kept():
             report_held(key, snapshot, reason, self.summary, now, max_age, lag)
-        return self.lookup.flush() + (self.tiers.end() if self.tiers else [])
+        return self.lookup.flush() + (self.tiers.end(self.last.holds) if self.tiers else [])
 
 
 def report_held(key, snapshot, reason, summary, now, max_age, lag):
@@ -2679,7 +2731,8 @@ def manage(event, context, summary, budget, now):
     lookup = SourceLookup(summary, budget, pacer, today, grace)
     drills = DrillTargets() if drills_on else None
     lookup.clients[summary.region] = ec2
-    tiers = Tiers(summary, now, lookup.client, lambda a, r: vault_client(a, r, budget, pacer))
+    vault = lambda a, r: vault_client(a, r, budget, pacer)  # noqa: E731
+    tiers = Tiers(summary, now, lookup.client, vault, coverage.enabled if coverage else None)
     locks = read_locks(ec2, summary)
     judge = Judge(summary, now, coverage, last, lookup, locks, drills, tiers)
     why, done = sweep(ec2, summary, budget, judge, (now, max_age, lag))

@@ -449,3 +449,59 @@ def test_an_archive_note_refused_is_a_warning_and_said_again(api):
     assert first["failures"] == [] and "Archive_Note" not in snapshots()[sid]
     second = run(manager, now=NOW + timedelta(days=1))
     assert skipped(second, sid) and "Archive_Note" in snapshots()[sid]
+
+
+# ---- issue 26: nothing waits for a copy that will never be made; a held one restores ---------
+
+
+@pytest.mark.parametrize(
+    "tags, waits",
+    [
+        ({"Copy_Dest": DEST, "Copy_Retention": "1"}, False),  # the copy's DeleteOn has come
+        ({"Copy_Dest": DEST, "Copy_Retention": "400"}, True),
+        ({"Copy_Dest": "eu-west-l"}, False),  # a typo: no such region, no copy
+        ({"Copy_Dest": DEST, "Copy_Retention": "seven"}, True),  # unreadable: the DeleteOn
+    ],
+)
+def test_an_archive_waits_only_for_a_copy_the_copier_will_make(tags, waits):
+    sid = automated("2027-12-01", Archive="Yes", **tags)
+    result = run(manager)
+    assert tier(sid) == ("standard" if waits else "archive")
+    assert any("copies in" in reason for reason in skipped(result, sid)) == waits
+    if not waits:  # and the copier agrees: it makes no copy, so none is waited for
+        run(copier, now=NOW)
+        assert snapshots(DEST) == {}
+
+
+def test_an_archive_waits_for_a_vault_copy_only_while_one_is_to_be_made(monkeypatch):
+    vault = "222233334444"
+    monkeypatch.setenv("VAULT_ACCOUNT_IDS", vault)
+    short = automated("2027-12-01", Archive="Yes", Vault_Account=vault, Vault_Retention="1")
+    long = automated("2027-12-01", Archive="Yes", Vault_Account=vault)
+    result = run(manager)  # the vault cannot be read here: only the long one waits for it
+    assert tier(short) == "archive" and tier(long) == "standard"
+    assert any(f"copies in {vault}/{REGION}" in r for r in skipped(result, long))
+
+
+def test_a_restore_tag_on_a_held_last_backup_is_acted_on():
+    """After an outage the volume's newest snapshot, an archived monthly, is kept past its
+    DeleteOn as the volume's last backup: exactly the one someone wants back."""
+    _, volumes = launch({"Backup": "Yes"})
+    volume = volumes["/dev/sda1"]
+    older = make_snapshot({"Type": "Automated", "DeleteOn": "2026-11-01"})
+    sid = ec2().create_snapshot(VolumeId=volume)["SnapshotId"]
+    tags = {"Type": "Automated", "DeleteOn": "2026-11-30", "Archive": "Yes"}
+    ec2().create_tags(Resources=[sid], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    ec2().modify_snapshot_tier(SnapshotId=sid, StorageTier="archive")
+    ec2().create_tags(Resources=[sid], Tags=[{"Key": "Restore", "Value": "permanent"}])
+    result = run(manager)
+    assert sid in snapshots() and older not in snapshots()  # held; the other one went
+    assert result["restore_started"] == [{"snapshot_id": sid, "restore": "permanent"}]
+    assert tier(sid) == "standard" and "Restore_Requested" in snapshots()[sid]
+
+
+def test_a_restore_tag_on_a_snapshot_that_goes_now_asks_for_nothing(api):
+    sid = archived("2026-11-30", Restore="7")  # due, and no volume keeps it
+    result = run(manager)
+    assert sid not in snapshots() and api.ops("RestoreSnapshotTier") == []
+    assert "restore_started" not in result
