@@ -539,12 +539,21 @@ def vault_accounts():
 
 def vault_client(account, region, budget=None, pacer=None):
     """An EC2 client of the vault account ``account`` in ``region``, through its writer role
-    (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer)."""
+    (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer).
+    The session is tagged Source_Account=<this account> (sts:GetCallerIdentity, which needs
+    no permission): the writer role's trust policy requires it to be the caller's own
+    account, and its policy lets a copy be tagged with no other Source_Account, so that no
+    source sharing the vault can pass its copy off as another's."""
     role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
     partition = boto3.session.Session().get_partition_for_region(region)
     arn = f"arn:{partition}:iam::{account}:role/{role}"
     sts = make_client("sts", region, budget)
-    creds = sts.assume_role(RoleArn=arn, RoleSessionName="ebs-snapshot-lifecycle")["Credentials"]
+    own = sts.get_caller_identity()["Account"]
+    creds = sts.assume_role(
+        RoleArn=arn,
+        RoleSessionName="ebs-snapshot-lifecycle",
+        Tags=[{"Key": TAG_SOURCE_ACCOUNT, "Value": own}],
+    )["Credentials"]
     keys = {
         "aws_access_key_id": creds["AccessKeyId"],
         "aws_secret_access_key": creds["SecretAccessKey"],

@@ -651,3 +651,22 @@ def test_a_share_is_taken_back_once_no_primary_asks_for_the_vault_any_more():
     result = run()  # no primary with Vault_Account is left in this region
     assert shared_with(src) == []
     assert [u["snapshot_id"] for u in result["unshared"]] == [src]
+
+
+def test_every_vault_session_is_tagged_with_the_callers_own_account(api, monkeypatch):
+    """The writer role's trust policy and CopySnapshot condition bind Source_Account to the
+    caller (tests/test_vault_policy.py evaluates them): the jobs tag each session so, and
+    each vault copy with the same account."""
+    monkeypatch.setenv("RESTORE_DRILL", "off")
+    launch({"Backup": "Yes", "Vault_Account": VAULT})
+    creator.run({}, None, region=REGION, now=NOW)
+    run()  # the copier: share and copy
+    manager.run({}, None, region=REGION, now=NOW + timedelta(days=2))  # coverage reads the vault
+    sessions = [p for _, op, p in api.calls if op == "AssumeRole"]
+    assert {tuple(map(str, p["Tags"])) for p in sessions} == {
+        (str({"Key": "Source_Account", "Value": SOURCE}),)
+    }
+    regions = {r for r, op, _ in api.calls if op == "AssumeRole"}
+    assert regions == {REGION} and len(sessions) >= 2  # the copier's and the manager's
+    ((_, copy),) = vault_snapshots().items()
+    assert copy["tags"]["Source_Account"] == SOURCE
