@@ -1,11 +1,11 @@
 """The IAM policy, read statically (moto does not evaluate IAM conditions)."""
 
 import ast
-import fnmatch
 import json
 from pathlib import Path
 
 import botocore.session
+import iam_eval
 import pytest
 from botocore import xform_name
 from parliament import analyze_policy_string, enhance_finding
@@ -180,44 +180,10 @@ def test_ssm_runs_only_the_two_documents_and_only_on_instances_that_ask_for_it()
 SNAPSHOT = "arn:aws:ec2:us-east-1::snapshot/snap-0123456789abcdef0"
 
 
-def holds(operator, key, expected, context):
-    """One condition, as IAM evaluates it. ``context`` maps lower-cased context keys (IAM
-    reads key names, tag keys included, without regard to case) to a value or a list."""
-    expected = expected if isinstance(expected, list) else [expected]
-    qualifier, _, op = operator.rpartition(":")
-    value = context.get(key.lower())
-    if op == "Null":
-        return (value is None) == (expected[0] == "true")
-    if value is None:  # a missing key: only a negated operator (or ForAllValues) is true
-        return op.startswith("StringNot") or qualifier == "ForAllValues"
-    fold = str.lower if op.endswith("IgnoreCase") else str
-
-    def match(v):
-        if op.startswith("StringLike"):
-            return any(fnmatch.fnmatchcase(v, e) for e in expected)
-        return fold(v) in [fold(e) for e in expected]
-
-    values = value if isinstance(value, list) else [value]
-    if qualifier == "ForAllValues":
-        return all(match(v) for v in values)
-    return not any(match(v) for v in values) if "Not" in op else any(match(v) for v in values)
-
-
 def decision(action, resource, context, policy=POLICY):
-    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies)."""
-    found = set()
-    for stmt in policy["Statement"]:
-        resources = stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
-        if not any(fnmatch.fnmatchcase(action, a) for a in actions(stmt)) or not any(
-            fnmatch.fnmatchcase(resource, r) for r in resources
-        ):
-            continue
-        conditions = stmt.get("Condition", {})
-        if all(
-            holds(op, k, v, context) for op, keys in conditions.items() for k, v in keys.items()
-        ):
-            found.add(stmt["Effect"])
-    return "denied" if "Deny" in found else "allowed" if "Allow" in found else "not allowed"
+    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies), by the
+    evaluator of tests/iam_eval.py (each rule citing the IAM user guide)."""
+    return iam_eval.decision(policy, action, resource, context)
 
 
 def resource_tags(tags):

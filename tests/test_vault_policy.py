@@ -6,13 +6,13 @@ resource policy: the source's own EC2 permissions act on its own account only), 
 writer role can create copies and nothing else that changes one.
 """
 
-import fnmatch
 import json
-import re
 from pathlib import Path
 
+import iam_eval
 import pytest
 from cfnlint.decode import cfn_yaml
+from iam_eval import listed
 from parliament import analyze_policy_string, enhance_finding
 from test_template import VAULT_ACCOUNTS_PLACEHOLDER, problems, resolve
 
@@ -38,50 +38,9 @@ HARMFUL = [
 ]
 
 
-def listed(value):
-    return value if isinstance(value, list) else [value]
-
-
-def holds(operator, key, expected, context):
-    """One condition as IAM evaluates it; ``context``: lower-cased keys to a value or list."""
-    # an IAM policy variable in a value (${aws:PrincipalAccount}) is the caller's own
-    expected = [
-        re.sub(r"\$\{([^}]+)\}", lambda m: context.get(m[1].lower(), "?"), e)
-        for e in listed(expected)
-    ]
-    qualifier, _, op = operator.rpartition(":")
-    value = context.get(key.lower())
-    if op == "Null":
-        return (value is None) == (expected[0] == "true")
-    if value is None:  # a missing key: ForAllValues and a plain negated operator are true,
-        # ForAnyValue is false (IAM user guide, "Multivalued context keys": ForAllValues
-        # "returns true if there are no context keys in the request")
-        return qualifier == "ForAllValues" or (op.startswith("StringNot") and not qualifier)
-    values = listed(value)
-    hits = [any(fnmatch.fnmatchcase(v, e) for e in expected) for v in values]
-    if qualifier == "ForAnyValue":
-        return any(not h for h in hits) if "Not" in op else any(hits)
-    if qualifier == "ForAllValues":
-        return all(not h for h in hits) if "Not" in op else all(hits)
-    return not any(hits) if "Not" in op else any(hits)
-
-
-def applies(stmt, action, resource, context):
-    if "Action" in stmt:
-        matched = any(fnmatch.fnmatchcase(action, a) for a in listed(stmt["Action"]))
-    else:
-        matched = not any(fnmatch.fnmatchcase(action, a) for a in listed(stmt["NotAction"]))
-    resources = listed(stmt["Resource"])
-    if not matched or not any(fnmatch.fnmatchcase(resource, r) for r in resources):
-        return False
-    conditions = stmt.get("Condition", {})
-    return all(holds(op, k, v, context) for op, keys in conditions.items() for k, v in keys.items())
-
-
-def decision(action, resource, context, policy=WRITER):
+def decision(action, resource, context, policy=WRITER, caller=None):
     """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies)."""
-    found = {s["Effect"] for s in policy["Statement"] if applies(s, action, resource, context)}
-    return "denied" if "Deny" in found else "allowed" if "Allow" in found else "not allowed"
+    return iam_eval.decision(policy, action, resource, context, caller)
 
 
 def copy_request(tags):
