@@ -77,7 +77,17 @@ def given(node, **params):
         condition, yes, no = node["Fn::If"]
         return given(yes if holds(condition, **params) else no, **params)
     if isinstance(node, dict) and list(node) == ["Ref"] and node["Ref"] in TEMPLATE["Parameters"]:
-        return params.get(node["Ref"], TEMPLATE["Parameters"][node["Ref"]].get("Default"))
+        parameter = TEMPLATE["Parameters"][node["Ref"]]
+        value = params.get(node["Ref"], parameter.get("Default"))
+        if parameter["Type"] == "CommaDelimitedList" and isinstance(value, str):
+            return value.split(",")  # as CloudFormation splits it: "" is [""]
+        return value
+    if isinstance(node, dict) and list(node) == ["Fn::Join"]:
+        separator, items = node["Fn::Join"]
+        return separator.join(given(items, **params))
+    if isinstance(node, dict) and list(node) == ["Fn::Split"]:
+        separator, text = node["Fn::Split"]
+        return given(text, **params).split(separator)
     if isinstance(node, dict):
         found = {k: given(v, **params) for k, v in node.items()}
         return {k: v for k, v in found.items() if v != {"Ref": "AWS::NoValue"}}
@@ -99,9 +109,36 @@ def test_cfn_lint_finds_nothing():
     assert problems((ROOT / "template.yaml").read_text()) == []
 
 
-def test_the_role_has_exactly_the_permissions_of_iam_policy_json():
+def role_policy(**params):
+    """The template role's policy as deployed with these parameters (VaultAccountIds as
+    iam-policy.json's placeholder)."""
     (policy,) = RESOURCES["Role"]["Properties"]["Policies"]
-    assert resolve(policy["PolicyDocument"]) == json.loads((ROOT / "iam-policy.json").read_text())
+    return given(resolve(policy["PolicyDocument"]), **params)
+
+
+IAM_POLICY = json.loads((ROOT / "iam-policy.json").read_text())
+CENTRAL = ["444455556666", "777788889999"]  # an organisation's central KMS key accounts
+
+
+def test_the_role_has_exactly_the_permissions_of_iam_policy_json():
+    assert role_policy() == IAM_POLICY  # CopyKmsKeyAccountIds empty, its default
+
+
+def test_with_key_accounts_the_role_differs_only_by_those_accounts():
+    """iam-policy.json lets the role encrypt only with keys of its own account; the template
+    adds the accounts of CopyKmsKeyAccountIds to the same two statements, and nothing else."""
+    widened = role_policy(CopyKmsKeyAccountIds=",".join(CENTRAL))
+    changed = []
+    for ours, theirs in zip(widened["Statement"], IAM_POLICY["Statement"], strict=True):
+        if ours == theirs:
+            continue
+        changed.append(ours["Sid"])
+        operator = "StringEquals" if ours["Effect"] == "Allow" else "StringNotEquals"
+        accounts = ours["Condition"][operator]["aws:ResourceAccount"]
+        assert accounts == [*theirs["Condition"][operator]["aws:ResourceAccount"], *CENTRAL]
+        ours["Condition"][operator]["aws:ResourceAccount"] = accounts[: -len(CENTRAL)]
+        assert ours == theirs
+    assert changed == ["EncryptOnlyWithKeysOfThisAccount", "NeverEncryptWithAnotherAccountsKey"]
 
 
 def test_the_role_can_only_be_assumed_by_lambda():
@@ -223,6 +260,23 @@ def test_the_settings_reach_the_jobs_that_read_them_and_the_defaults_agree():
         variables = FUNCTIONS[job]["Properties"]["Environment"]["Variables"]
         assert variables[variable] == {"Ref": parameter}, (job, variable)
         assert params[parameter]["Default"] == default, parameter
+    # Lists of account ids: a CommaDelimitedList, joined for the jobs (commas or spaces).
+    for job, variable, parameter, default in [
+        ("creator", "COPY_KMS_ACCOUNT_IDS", "CopyKmsKeyAccountIds", ""),
+        ("copier", "COPY_KMS_ACCOUNT_IDS", "CopyKmsKeyAccountIds", ""),
+    ]:
+        variables = FUNCTIONS[job]["Properties"]["Environment"]["Variables"]
+        assert variables[variable] == {"Fn::Join": [",", {"Ref": parameter}]}, (job, variable)
+        assert params[parameter] | {"Default": default} == params[parameter], parameter
+        assert params[parameter]["Type"] == "CommaDelimitedList"
+        assert given(variables[variable], **{parameter: "1,2"}) == "1,2"
+
+
+def test_the_jobs_that_get_the_key_accounts_read_them():
+    """The contract with the code: the creator and the copier refuse a Copy_KmsKeyId of any
+    account but their own and COPY_KMS_ACCOUNT_IDS."""
+    for job in ("creator", "copier"):
+        assert "COPY_KMS_ACCOUNT_IDS" in (ROOT / f"ebs_snapshot_{job}.py").read_text(), job
 
 
 # ---- the Recycle Bin ---------------------------------------------------------------------
