@@ -54,13 +54,23 @@ LOG_BYTES_A_DAY = 4 * EXAMPLE["volumes"] * 300  # about four JSON lines per volu
 
 def alarm_metrics():
     """Alarm metrics in template.yaml: one per simple alarm, one per metric of a metric-math
-    alarm (CloudWatch bills each)."""
+    alarm (CloudWatch bills each), in a region with instances (Jobs=all: where an alarm's
+    metrics depend on the jobs deployed, Fn::If on AllJobs, its first branch)."""
     template = cfn_yaml.load(str(ROOT / "template.yaml"))
     alarms = [r["Properties"] for r in template["Resources"].values()]
     alarms = [a for a in alarms if "AlarmDescription" in a]
-    return sum(
-        len([m for m in a["Metrics"] if "MetricStat" in m]) if "Metrics" in a else 1 for a in alarms
-    )
+
+    def billed(alarm):
+        if "Metrics" not in alarm:
+            return 1
+        queries = alarm["Metrics"]
+        if isinstance(queries, dict):
+            condition, all_jobs, _ = queries["Fn::If"]
+            assert condition == "AllJobs", condition
+            queries = all_jobs
+        return len([q for q in queries if "MetricStat" in q])
+
+    return sum(billed(a) for a in alarms)
 
 
 def recycle_bin_days():

@@ -405,8 +405,11 @@ def test_the_inline_creator_runs_as_cloudformation_packages_it(stackset):
 
 # ---- alarms ------------------------------------------------------------------------------
 
+# As deployed with Jobs=all (an alarm may watch only the jobs deployed: Fn::If on AllJobs).
 ALARMS = {
-    name: r["Properties"] for name, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"
+    name: given(r["Properties"])
+    for name, r in RESOURCES.items()
+    if r["Type"] == "AWS::CloudWatch::Alarm"
 }
 
 
@@ -534,6 +537,36 @@ def test_snapshots_left_unlocked_raise_an_alarm():
     )
     assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
     assert props["TreatMissingData"] == "notBreaching"
+
+
+@pytest.mark.parametrize("jobs", ["all", "manager"])
+def test_a_tag_any_deployed_job_cannot_honour_raises_an_alarm(jobs):
+    """TagErrors: instances or snapshots with a tag the jobs cannot honour, 0 when none, on
+    every run's summary line of each job; one alarm over the jobs this stack deploys."""
+    assert creator.METRICS["TagErrors"] == ("tag_errors", ("creator", "copier", "manager"))
+    resource = RESOURCES["TagErrorsAlarm"]
+    assert "Condition" not in resource  # the manager runs everywhere
+    props = given(resource["Properties"], Jobs=jobs)
+    deployed = ["creator", "copier", "manager"] if jobs == "all" else ["manager"]
+    region = {"Ref": "AWS::Region"}
+    assert watched(props) == [
+        (creator.METRIC_NAMESPACE, "TagErrors", {"job": job, "region": region}, 86400)
+        for job in deployed
+    ]
+    (result,) = [q for q in props["Metrics"] if q["ReturnData"]]
+    filled = ", ".join(f"FILL({job}, 0)" for job in deployed)
+    assert result["Expression"] == (f"MAX([{filled}])" if len(deployed) > 1 else filled)
+    assert all(q["MetricStat"]["Stat"] == "Maximum" for q in props["Metrics"] if "MetricStat" in q)
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert props["TreatMissingData"] == "notBreaching"
+    assert "tag_errors" in props["AlarmDescription"]  # where to look
+
+
+def test_make_cost_counts_every_alarm_metric():
+    """CloudWatch bills each metric an alarm reads: scripts/cost.py counts the Jobs=all stack."""
+    import cost
+
+    assert cost.alarm_metrics() == sum(len(watched(props)) for props in ALARMS.values())
 
 
 JOBS = {"creator": creator, "copier": copier, "manager": manager}
