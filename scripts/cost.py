@@ -79,6 +79,14 @@ def recycle_bin_days():
     return int(template["Parameters"]["RecycleBinRetentionDays"]["Default"])
 
 
+def recycle_bin_scope():
+    """The default rule's scope, as the row names it: Region-level (every EBS snapshot deleted
+    in the region) or tag-level (Type=Automated only): template.yaml's RecycleBinScope."""
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    scope = template["Parameters"]["RecycleBinScope"]["Default"]
+    return {"region": "Region-level", "tag": "tag-level"}[scope]
+
+
 def custom_metrics():
     """The metrics the jobs write, each a custom metric for each job that writes it."""
     always = sum(len(writers) for _, writers in jobs.METRICS.values())
@@ -106,7 +114,7 @@ def rows():
         ("snapshot storage, the copies' region", f"{stored:,} GB", stored * p["snapshot"]),
         ("copies' transfer between regions", f"{copied:,} GB", copied * p["transfer"]),
         (
-            f"Recycle Bin ({recycle_bin_days()} days), both regions",
+            f"Recycle Bin ({recycle_bin_days()} days, {recycle_bin_scope()}), both regions",
             f"{binned:,} GB",
             binned * p["snapshot"],
         ),
@@ -182,6 +190,12 @@ def main():
         f"region; prices of {READ_ON}:\n"
     )
     print(table())
+    if recycle_bin_scope() == "Region-level":
+        print(
+            f"\nThe Recycle Bin row counts the snapshots the manager expires. A Region-level "
+            f"rule also keeps every other EBS snapshot deleted in the region (by people, DLM, "
+            f"AWS Backup) for {recycle_bin_days()} days, billed as snapshot storage."
+        )
     once = e["volumes"] * e["written_gb"]
     print(f"\nOnce, the first full copy: {once:,} GB, ${once * PRICES['transfer'][0]:,.2f}.\n")
     worst = 96 * STAY_S * MEMORY_GB * PRICES["lambda"][0]

@@ -296,9 +296,27 @@ def test_the_recycle_bin_rule_exists_when_it_has_a_retention_whatever_the_jobs(j
     assert TEMPLATE["Parameters"]["RecycleBinRetentionDays"]["Default"] == 7
 
 
+def rule(**params):
+    return given(RULE["Properties"], **params)
+
+
+def test_by_default_the_rule_is_region_level_and_locked():
+    """Issue 6a: a tag-level rule is skipped by whoever removes Type=Automated first, and
+    cannot be locked; the default is the ransomware-proof one, a locked Region-level rule."""
+    props = rule()
+    assert "ResourceTags" not in props and "ExcludeResourceTags" not in props
+    assert props["LockConfiguration"] == {"UnlockDelayUnit": "DAYS", "UnlockDelayValue": 7}
+    assert props["RetentionPeriod"] == {"RetentionPeriodUnit": "DAYS", "RetentionPeriodValue": 7}
+    assert props["Description"].startswith("Locked, Region-level")
+    params = TEMPLATE["Parameters"]
+    assert params["RecycleBinScope"]["Default"] == "region"
+    assert params["RecycleBinScope"]["AllowedValues"] == ["region", "tag"]
+    assert params["RecycleBinUnlockDelayDays"]["Default"] == 7
+
+
 @pytest.mark.parametrize("days", [1, 7, 365])
-def test_unlocked_the_rule_keeps_exactly_the_snapshots_the_jobs_make(days):
-    props = given(RULE["Properties"], RecycleBinRetentionDays=days, RecycleBinUnlockDelayDays=0)
+def test_tag_level_the_rule_keeps_exactly_the_snapshots_the_jobs_make(days):
+    props = rule(RecycleBinRetentionDays=days, RecycleBinScope="tag", RecycleBinUnlockDelayDays=0)
     assert props["ResourceType"] == "EBS_SNAPSHOT"
     assert props["RetentionPeriod"] == {"RetentionPeriodUnit": "DAYS", "RetentionPeriodValue": days}
     # The tag the role's policy makes every snapshot and copy of the jobs carry.
@@ -315,23 +333,31 @@ def test_unlocked_the_rule_keeps_exactly_the_snapshots_the_jobs_make(days):
     }
     assert "LockConfiguration" not in props
     assert "ExcludeResourceTags" not in props
+    assert "Region-level" not in props["Description"]
+
+
+def test_region_level_unlocked_is_a_choice_too():
+    props = rule(RecycleBinUnlockDelayDays=0)
+    assert "ResourceTags" not in props and "LockConfiguration" not in props
+    assert props["Description"].startswith("Region-level")
 
 
 @pytest.mark.parametrize("delay", [7, 14, 30])
 def test_locked_the_rule_is_region_level_as_aws_requires(delay):
     """AWS: "You can't lock tag-level retention rules, or Region-level retention rules that
     have exclusion tags" (the LockRule API). Locked, the rule keeps every deleted snapshot."""
-    props = given(RULE["Properties"], RecycleBinRetentionDays=7, RecycleBinUnlockDelayDays=delay)
+    props = rule(RecycleBinRetentionDays=7, RecycleBinUnlockDelayDays=delay)
     assert props["LockConfiguration"] == {"UnlockDelayUnit": "DAYS", "UnlockDelayValue": delay}
     assert "ResourceTags" not in props
     assert "ExcludeResourceTags" not in props
     assert props["ResourceType"] == "EBS_SNAPSHOT"
     assert "Region-level" in props["Description"]
     # and the operator is told so before choosing it
-    text = TEMPLATE["Parameters"]["RecycleBinUnlockDelayDays"]["Description"]
-    description = " ".join(text.split())
-    assert "Region-level" in description
-    assert "EVERY deleted EBS snapshot of the region" in description
+    for name in ("RecycleBinUnlockDelayDays", "RecycleBinScope"):
+        description = " ".join(TEMPLATE["Parameters"][name]["Description"].split())
+        assert "Region-level" in description, name
+    scope = " ".join(TEMPLATE["Parameters"]["RecycleBinScope"]["Description"].split())
+    assert "EVERY deleted EBS snapshot of the region" in scope
 
 
 def test_the_recycle_bin_parameters_allow_what_aws_allows():
@@ -341,15 +367,28 @@ def test_the_recycle_bin_parameters_allow_what_aws_allows():
     delay = TEMPLATE["Parameters"]["RecycleBinUnlockDelayDays"]
     assert delay["Type"] == "Number"
     assert delay["AllowedValues"] == [0, *range(7, 31)]
-    assert delay["Default"] == 0  # a lock is the operator's choice: it blocks stack deletion
 
 
 @pytest.mark.parametrize(
-    ("days", "delay", "refused"),
-    [(0, 0, False), (7, 0, False), (7, 7, False), (365, 30, False), (0, 7, True), (0, 30, True)],
+    ("days", "scope", "delay", "refused"),
+    [
+        (0, "region", 0, False),
+        (7, "region", 0, False),
+        (7, "region", 7, False),
+        (365, "region", 30, False),
+        (7, "tag", 0, False),
+        (0, "region", 7, True),  # no rule to lock
+        (0, "region", 30, True),
+        (7, "tag", 7, True),  # AWS cannot lock a tag-level rule
+        (0, "tag", 7, True),
+    ],
 )
-def test_a_lock_without_a_rule_is_refused_at_deploy_time(days, delay, refused):
-    params = {"RecycleBinRetentionDays": days, "RecycleBinUnlockDelayDays": delay}
+def test_a_lock_without_a_region_level_rule_is_refused_at_deploy_time(days, scope, delay, refused):
+    params = {
+        "RecycleBinRetentionDays": days,
+        "RecycleBinScope": scope,
+        "RecycleBinUnlockDelayDays": delay,
+    }
     broken = [
         name
         for name, rule in TEMPLATE["Rules"].items()
@@ -358,13 +397,18 @@ def test_a_lock_without_a_rule_is_refused_at_deploy_time(days, delay, refused):
     ]
     assert bool(broken) == refused
     locked = holds("LockRecycleBin", **params)
-    assert locked == (days > 0 and delay > 0)
+    assert locked == (days > 0 and delay > 0 and scope == "region")
 
 
-@pytest.mark.parametrize(("days", "delay"), [(1, 0), (365, 0), (7, 7), (365, 30)])
-def test_the_rule_as_deployed_lints_clean(days, delay):
+@pytest.mark.parametrize(
+    ("days", "scope", "delay"),
+    [(1, "tag", 0), (365, "region", 0), (7, "region", 7), (365, "region", 30)],
+)
+def test_the_rule_as_deployed_lints_clean(days, scope, delay):
     """With its values in place, cfn-lint checks them against the resource's schema."""
-    props = given(RULE["Properties"], RecycleBinRetentionDays=days, RecycleBinUnlockDelayDays=delay)
+    props = rule(
+        RecycleBinRetentionDays=days, RecycleBinScope=scope, RecycleBinUnlockDelayDays=delay
+    )
     template = {"Resources": {"RecycleBinRule": {"Type": RULE["Type"], "Properties": props}}}
     assert problems(json.dumps(template)) == []
 
