@@ -54,19 +54,37 @@ LOG_BYTES_A_DAY = 4 * EXAMPLE["volumes"] * 300  # about four JSON lines per volu
 
 def alarm_metrics():
     """Alarm metrics in template.yaml: one per simple alarm, one per metric of a metric-math
-    alarm (CloudWatch bills each)."""
+    alarm (CloudWatch bills each), in a region with instances (Jobs=all: where an alarm's
+    metrics depend on the jobs deployed, Fn::If on AllJobs, its first branch)."""
     template = cfn_yaml.load(str(ROOT / "template.yaml"))
     alarms = [r["Properties"] for r in template["Resources"].values()]
     alarms = [a for a in alarms if "AlarmDescription" in a]
-    return sum(
-        len([m for m in a["Metrics"] if "MetricStat" in m]) if "Metrics" in a else 1 for a in alarms
-    )
+
+    def billed(alarm):
+        if "Metrics" not in alarm:
+            return 1
+        queries = alarm["Metrics"]
+        if isinstance(queries, dict):
+            condition, all_jobs, _ = queries["Fn::If"]
+            assert condition == "AllJobs", condition
+            queries = all_jobs
+        return len([q for q in queries if "MetricStat" in q])
+
+    return sum(billed(a) for a in alarms)
 
 
 def recycle_bin_days():
     """The stack's default Recycle Bin retention (template.yaml's RecycleBinRetentionDays)."""
     template = cfn_yaml.load(str(ROOT / "template.yaml"))
     return int(template["Parameters"]["RecycleBinRetentionDays"]["Default"])
+
+
+def recycle_bin_scope():
+    """The default rule's scope, as the row names it: Region-level (every EBS snapshot deleted
+    in the region) or tag-level (Type=Automated only): template.yaml's RecycleBinScope."""
+    template = cfn_yaml.load(str(ROOT / "template.yaml"))
+    scope = template["Parameters"]["RecycleBinScope"]["Default"]
+    return {"region": "Region-level", "tag": "tag-level"}[scope]
 
 
 def custom_metrics():
@@ -96,7 +114,7 @@ def rows():
         ("snapshot storage, the copies' region", f"{stored:,} GB", stored * p["snapshot"]),
         ("copies' transfer between regions", f"{copied:,} GB", copied * p["transfer"]),
         (
-            f"Recycle Bin ({recycle_bin_days()} days), both regions",
+            f"Recycle Bin ({recycle_bin_days()} days, {recycle_bin_scope()}), both regions",
             f"{binned:,} GB",
             binned * p["snapshot"],
         ),
@@ -172,6 +190,12 @@ def main():
         f"region; prices of {READ_ON}:\n"
     )
     print(table())
+    if recycle_bin_scope() == "Region-level":
+        print(
+            f"\nThe Recycle Bin row counts the snapshots the manager expires. A Region-level "
+            f"rule also keeps every other EBS snapshot deleted in the region (by people, DLM, "
+            f"AWS Backup) for {recycle_bin_days()} days, billed as snapshot storage."
+        )
     once = e["volumes"] * e["written_gb"]
     print(f"\nOnce, the first full copy: {once:,} GB, ${once * PRICES['transfer'][0]:,.2f}.\n")
     worst = 96 * STAY_S * MEMORY_GB * PRICES["lambda"][0]

@@ -1,11 +1,11 @@
 """The IAM policy, read statically (moto does not evaluate IAM conditions)."""
 
 import ast
-import fnmatch
 import json
 from pathlib import Path
 
 import botocore.session
+import iam_eval
 import pytest
 from botocore import xform_name
 from parliament import analyze_policy_string, enhance_finding
@@ -65,6 +65,13 @@ def test_policy_is_valid_json_with_a_unique_sid_on_each_statement():
     assert len(sids) == len(set(sids))
 
 
+def test_the_readme_says_why_of_each_statement():
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("### The permissions") : text.index("### One region")]
+    rows = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+    assert {s["Sid"] for s in POLICY["Statement"]} == rows
+
+
 def test_parliament_finds_nothing_above_low():
     policy = analyze_policy_string(TEXT)
     for finding in policy.findings:
@@ -92,8 +99,9 @@ def test_kms_and_logs_are_exactly_what_encrypted_copies_and_lambda_logging_need(
         "kms:ReEncryptTo",
         "kms:CreateGrant",
     }
-    (kms,) = statements("kms:Decrypt")
-    assert kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
+    for stmt in statements("kms:Decrypt") + statements("kms:ReEncryptTo"):
+        if stmt["Effect"] == "Allow":
+            assert stmt["Condition"]["StringLike"] == {"kms:ViaService": "ec2.*.amazonaws.com"}
     assert granted({"logs"}) == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
     (logs,) = statements("logs:PutLogEvents")
     assert all(":log-group:/aws/lambda/ebs-snapshot-" in r for r in logs["Resource"])
@@ -180,44 +188,10 @@ def test_ssm_runs_only_the_two_documents_and_only_on_instances_that_ask_for_it()
 SNAPSHOT = "arn:aws:ec2:us-east-1::snapshot/snap-0123456789abcdef0"
 
 
-def holds(operator, key, expected, context):
-    """One condition, as IAM evaluates it. ``context`` maps lower-cased context keys (IAM
-    reads key names, tag keys included, without regard to case) to a value or a list."""
-    expected = expected if isinstance(expected, list) else [expected]
-    qualifier, _, op = operator.rpartition(":")
-    value = context.get(key.lower())
-    if op == "Null":
-        return (value is None) == (expected[0] == "true")
-    if value is None:  # a missing key: only a negated operator (or ForAllValues) is true
-        return op.startswith("StringNot") or qualifier == "ForAllValues"
-    fold = str.lower if op.endswith("IgnoreCase") else str
-
-    def match(v):
-        if op.startswith("StringLike"):
-            return any(fnmatch.fnmatchcase(v, e) for e in expected)
-        return fold(v) in [fold(e) for e in expected]
-
-    values = value if isinstance(value, list) else [value]
-    if qualifier == "ForAllValues":
-        return all(match(v) for v in values)
-    return not any(match(v) for v in values) if "Not" in op else any(match(v) for v in values)
-
-
 def decision(action, resource, context, policy=POLICY):
-    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies)."""
-    found = set()
-    for stmt in policy["Statement"]:
-        resources = stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
-        if not any(fnmatch.fnmatchcase(action, a) for a in actions(stmt)) or not any(
-            fnmatch.fnmatchcase(resource, r) for r in resources
-        ):
-            continue
-        conditions = stmt.get("Condition", {})
-        if all(
-            holds(op, k, v, context) for op, keys in conditions.items() for k, v in keys.items()
-        ):
-            found.add(stmt["Effect"])
-    return "denied" if "Deny" in found else "allowed" if "Allow" in found else "not allowed"
+    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies), by the
+    evaluator of tests/iam_eval.py (each rule citing the IAM user guide)."""
+    return iam_eval.decision(policy, action, resource, context)
 
 
 def resource_tags(tags):
@@ -461,3 +435,63 @@ def test_the_copier_writes_copy_state_pending_or_done_on_automated_snapshots_onl
     if value is not None:
         context["aws:requesttag/copy_state"] = value
     assert decision("ec2:CreateTags", SNAPSHOT, context, policy) == expected
+
+
+# ---- KMS: encrypt only with keys of this account (Copy_KmsKeyId) ------------------------
+
+OWN, CENTRAL, STRANGER = "111122223333", "444455556666", "999988887777"
+KEY = "arn:aws:kms:eu-west-1:{}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+# The actions that encrypt under a key: a new data key for a copy or a volume (KMS developer
+# guide, "How Amazon EBS uses AWS KMS": "When you create an encrypted EBS volume, Amazon EBS
+# sends a GenerateDataKeyWithoutPlaintext request"), or re-encrypting a copy's data key to it.
+ENCRYPT = ["kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"]
+DECRYPT = ["kms:DescribeKey", "kms:Decrypt", "kms:ReEncryptFrom", "kms:CreateGrant"]
+
+
+def through_ec2(key_account):
+    """A KMS request EC2 makes for the role: aws:ResourceAccount is the key's account (the
+    IAM user guide lists no exception for KMS, aws-facts.md)."""
+    return {
+        "kms:viaservice": "ec2.eu-west-1.amazonaws.com",
+        "aws:principalaccount": OWN,
+        "aws:resourceaccount": key_account,
+    }
+
+
+@pytest.mark.parametrize("action", ENCRYPT)
+def test_copies_and_drill_volumes_are_encrypted_only_under_this_accounts_keys(action):
+    # this account's keys: Copy_KmsKeyId, the share key of vault staging copies, a drill
+    # volume from a snapshot under this account's key
+    expected = "not allowed" if action == "kms:GenerateDataKey" else "allowed"  # never needed
+    assert decision(action, KEY.format(OWN), through_ec2(OWN)) == expected
+    # someone else's key, named in a Copy_KmsKeyId: refused, even after a widening
+    widened = {
+        **POLICY,
+        "Statement": [
+            *POLICY["Statement"],
+            {"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+        ],
+    }
+    for policy in (POLICY, widened):
+        assert decision(action, KEY.format(STRANGER), through_ec2(STRANGER), policy) == "denied"
+
+
+@pytest.mark.parametrize("action", DECRYPT)
+def test_a_snapshot_under_any_key_the_account_may_use_can_still_be_read(action):
+    for account in (OWN, CENTRAL, STRANGER):
+        assert decision(action, KEY.format(account), through_ec2(account)) == "allowed"
+    if action != "kms:DescribeKey":  # which the copier also calls itself (AWS managed?)
+        outside_ec2 = through_ec2(OWN) | {"kms:viaservice": "s3.eu-west-1.amazonaws.com"}
+        assert decision(action, KEY.format(OWN), outside_ec2) == "not allowed"
+
+
+@pytest.mark.parametrize("action", ENCRYPT[1:])
+def test_the_templates_key_accounts_may_encrypt_too(action):
+    from test_template import role_policy
+
+    policy = role_policy(CopyKmsKeyAccountIds=CENTRAL)
+    assert decision(action, KEY.format(CENTRAL), through_ec2(CENTRAL), policy) == "allowed"
+    assert decision(action, KEY.format(OWN), through_ec2(OWN), policy) == "allowed"
+    assert decision(action, KEY.format(STRANGER), through_ec2(STRANGER), policy) == "denied"
+    # without the parameter, the central account's keys are someone else's
+    assert decision(action, KEY.format(CENTRAL), through_ec2(CENTRAL)) == "denied"

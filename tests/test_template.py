@@ -77,7 +77,17 @@ def given(node, **params):
         condition, yes, no = node["Fn::If"]
         return given(yes if holds(condition, **params) else no, **params)
     if isinstance(node, dict) and list(node) == ["Ref"] and node["Ref"] in TEMPLATE["Parameters"]:
-        return params.get(node["Ref"], TEMPLATE["Parameters"][node["Ref"]].get("Default"))
+        parameter = TEMPLATE["Parameters"][node["Ref"]]
+        value = params.get(node["Ref"], parameter.get("Default"))
+        if parameter["Type"] == "CommaDelimitedList" and isinstance(value, str):
+            return value.split(",")  # as CloudFormation splits it: "" is [""]
+        return value
+    if isinstance(node, dict) and list(node) == ["Fn::Join"]:
+        separator, items = node["Fn::Join"]
+        return separator.join(given(items, **params))
+    if isinstance(node, dict) and list(node) == ["Fn::Split"]:
+        separator, text = node["Fn::Split"]
+        return given(text, **params).split(separator)
     if isinstance(node, dict):
         found = {k: given(v, **params) for k, v in node.items()}
         return {k: v for k, v in found.items() if v != {"Ref": "AWS::NoValue"}}
@@ -99,9 +109,36 @@ def test_cfn_lint_finds_nothing():
     assert problems((ROOT / "template.yaml").read_text()) == []
 
 
-def test_the_role_has_exactly_the_permissions_of_iam_policy_json():
+def role_policy(**params):
+    """The template role's policy as deployed with these parameters (VaultAccountIds as
+    iam-policy.json's placeholder)."""
     (policy,) = RESOURCES["Role"]["Properties"]["Policies"]
-    assert resolve(policy["PolicyDocument"]) == json.loads((ROOT / "iam-policy.json").read_text())
+    return given(resolve(policy["PolicyDocument"]), **params)
+
+
+IAM_POLICY = json.loads((ROOT / "iam-policy.json").read_text())
+CENTRAL = ["444455556666", "777788889999"]  # an organisation's central KMS key accounts
+
+
+def test_the_role_has_exactly_the_permissions_of_iam_policy_json():
+    assert role_policy() == IAM_POLICY  # CopyKmsKeyAccountIds empty, its default
+
+
+def test_with_key_accounts_the_role_differs_only_by_those_accounts():
+    """iam-policy.json lets the role encrypt only with keys of its own account; the template
+    adds the accounts of CopyKmsKeyAccountIds to the same two statements, and nothing else."""
+    widened = role_policy(CopyKmsKeyAccountIds=",".join(CENTRAL))
+    changed = []
+    for ours, theirs in zip(widened["Statement"], IAM_POLICY["Statement"], strict=True):
+        if ours == theirs:
+            continue
+        changed.append(ours["Sid"])
+        operator = "StringEquals" if ours["Effect"] == "Allow" else "StringNotEquals"
+        accounts = ours["Condition"][operator]["aws:ResourceAccount"]
+        assert accounts == [*theirs["Condition"][operator]["aws:ResourceAccount"], *CENTRAL]
+        ours["Condition"][operator]["aws:ResourceAccount"] = accounts[: -len(CENTRAL)]
+        assert ours == theirs
+    assert changed == ["EncryptOnlyWithKeysOfThisAccount", "NeverEncryptWithAnotherAccountsKey"]
 
 
 def test_the_role_can_only_be_assumed_by_lambda():
@@ -223,6 +260,23 @@ def test_the_settings_reach_the_jobs_that_read_them_and_the_defaults_agree():
         variables = FUNCTIONS[job]["Properties"]["Environment"]["Variables"]
         assert variables[variable] == {"Ref": parameter}, (job, variable)
         assert params[parameter]["Default"] == default, parameter
+    # Lists of account ids: a CommaDelimitedList, joined for the jobs (commas or spaces).
+    for job, variable, parameter, default in [
+        ("creator", "COPY_KMS_ACCOUNT_IDS", "CopyKmsKeyAccountIds", ""),
+        ("copier", "COPY_KMS_ACCOUNT_IDS", "CopyKmsKeyAccountIds", ""),
+    ]:
+        variables = FUNCTIONS[job]["Properties"]["Environment"]["Variables"]
+        assert variables[variable] == {"Fn::Join": [",", {"Ref": parameter}]}, (job, variable)
+        assert params[parameter] | {"Default": default} == params[parameter], parameter
+        assert params[parameter]["Type"] == "CommaDelimitedList"
+        assert given(variables[variable], **{parameter: "1,2"}) == "1,2"
+
+
+def test_the_jobs_that_get_the_key_accounts_read_them():
+    """The contract with the code: the creator and the copier refuse a Copy_KmsKeyId of any
+    account but their own and COPY_KMS_ACCOUNT_IDS."""
+    for job in ("creator", "copier"):
+        assert "COPY_KMS_ACCOUNT_IDS" in (ROOT / f"ebs_snapshot_{job}.py").read_text(), job
 
 
 # ---- the Recycle Bin ---------------------------------------------------------------------
@@ -242,9 +296,27 @@ def test_the_recycle_bin_rule_exists_when_it_has_a_retention_whatever_the_jobs(j
     assert TEMPLATE["Parameters"]["RecycleBinRetentionDays"]["Default"] == 7
 
 
+def rule(**params):
+    return given(RULE["Properties"], **params)
+
+
+def test_by_default_the_rule_is_region_level_and_locked():
+    """Issue 6a: a tag-level rule is skipped by whoever removes Type=Automated first, and
+    cannot be locked; the default is the ransomware-proof one, a locked Region-level rule."""
+    props = rule()
+    assert "ResourceTags" not in props and "ExcludeResourceTags" not in props
+    assert props["LockConfiguration"] == {"UnlockDelayUnit": "DAYS", "UnlockDelayValue": 7}
+    assert props["RetentionPeriod"] == {"RetentionPeriodUnit": "DAYS", "RetentionPeriodValue": 7}
+    assert props["Description"].startswith("Locked, Region-level")
+    params = TEMPLATE["Parameters"]
+    assert params["RecycleBinScope"]["Default"] == "region"
+    assert params["RecycleBinScope"]["AllowedValues"] == ["region", "tag"]
+    assert params["RecycleBinUnlockDelayDays"]["Default"] == 7
+
+
 @pytest.mark.parametrize("days", [1, 7, 365])
-def test_unlocked_the_rule_keeps_exactly_the_snapshots_the_jobs_make(days):
-    props = given(RULE["Properties"], RecycleBinRetentionDays=days, RecycleBinUnlockDelayDays=0)
+def test_tag_level_the_rule_keeps_exactly_the_snapshots_the_jobs_make(days):
+    props = rule(RecycleBinRetentionDays=days, RecycleBinScope="tag", RecycleBinUnlockDelayDays=0)
     assert props["ResourceType"] == "EBS_SNAPSHOT"
     assert props["RetentionPeriod"] == {"RetentionPeriodUnit": "DAYS", "RetentionPeriodValue": days}
     # The tag the role's policy makes every snapshot and copy of the jobs carry.
@@ -261,23 +333,31 @@ def test_unlocked_the_rule_keeps_exactly_the_snapshots_the_jobs_make(days):
     }
     assert "LockConfiguration" not in props
     assert "ExcludeResourceTags" not in props
+    assert "Region-level" not in props["Description"]
+
+
+def test_region_level_unlocked_is_a_choice_too():
+    props = rule(RecycleBinUnlockDelayDays=0)
+    assert "ResourceTags" not in props and "LockConfiguration" not in props
+    assert props["Description"].startswith("Region-level")
 
 
 @pytest.mark.parametrize("delay", [7, 14, 30])
 def test_locked_the_rule_is_region_level_as_aws_requires(delay):
     """AWS: "You can't lock tag-level retention rules, or Region-level retention rules that
     have exclusion tags" (the LockRule API). Locked, the rule keeps every deleted snapshot."""
-    props = given(RULE["Properties"], RecycleBinRetentionDays=7, RecycleBinUnlockDelayDays=delay)
+    props = rule(RecycleBinRetentionDays=7, RecycleBinUnlockDelayDays=delay)
     assert props["LockConfiguration"] == {"UnlockDelayUnit": "DAYS", "UnlockDelayValue": delay}
     assert "ResourceTags" not in props
     assert "ExcludeResourceTags" not in props
     assert props["ResourceType"] == "EBS_SNAPSHOT"
     assert "Region-level" in props["Description"]
     # and the operator is told so before choosing it
-    text = TEMPLATE["Parameters"]["RecycleBinUnlockDelayDays"]["Description"]
-    description = " ".join(text.split())
-    assert "Region-level" in description
-    assert "EVERY deleted EBS snapshot of the region" in description
+    for name in ("RecycleBinUnlockDelayDays", "RecycleBinScope"):
+        description = " ".join(TEMPLATE["Parameters"][name]["Description"].split())
+        assert "Region-level" in description, name
+    scope = " ".join(TEMPLATE["Parameters"]["RecycleBinScope"]["Description"].split())
+    assert "EVERY deleted EBS snapshot of the region" in scope
 
 
 def test_the_recycle_bin_parameters_allow_what_aws_allows():
@@ -287,15 +367,28 @@ def test_the_recycle_bin_parameters_allow_what_aws_allows():
     delay = TEMPLATE["Parameters"]["RecycleBinUnlockDelayDays"]
     assert delay["Type"] == "Number"
     assert delay["AllowedValues"] == [0, *range(7, 31)]
-    assert delay["Default"] == 0  # a lock is the operator's choice: it blocks stack deletion
 
 
 @pytest.mark.parametrize(
-    ("days", "delay", "refused"),
-    [(0, 0, False), (7, 0, False), (7, 7, False), (365, 30, False), (0, 7, True), (0, 30, True)],
+    ("days", "scope", "delay", "refused"),
+    [
+        (0, "region", 0, False),
+        (7, "region", 0, False),
+        (7, "region", 7, False),
+        (365, "region", 30, False),
+        (7, "tag", 0, False),
+        (0, "region", 7, True),  # no rule to lock
+        (0, "region", 30, True),
+        (7, "tag", 7, True),  # AWS cannot lock a tag-level rule
+        (0, "tag", 7, True),
+    ],
 )
-def test_a_lock_without_a_rule_is_refused_at_deploy_time(days, delay, refused):
-    params = {"RecycleBinRetentionDays": days, "RecycleBinUnlockDelayDays": delay}
+def test_a_lock_without_a_region_level_rule_is_refused_at_deploy_time(days, scope, delay, refused):
+    params = {
+        "RecycleBinRetentionDays": days,
+        "RecycleBinScope": scope,
+        "RecycleBinUnlockDelayDays": delay,
+    }
     broken = [
         name
         for name, rule in TEMPLATE["Rules"].items()
@@ -304,13 +397,18 @@ def test_a_lock_without_a_rule_is_refused_at_deploy_time(days, delay, refused):
     ]
     assert bool(broken) == refused
     locked = holds("LockRecycleBin", **params)
-    assert locked == (days > 0 and delay > 0)
+    assert locked == (days > 0 and delay > 0 and scope == "region")
 
 
-@pytest.mark.parametrize(("days", "delay"), [(1, 0), (365, 0), (7, 7), (365, 30)])
-def test_the_rule_as_deployed_lints_clean(days, delay):
+@pytest.mark.parametrize(
+    ("days", "scope", "delay"),
+    [(1, "tag", 0), (365, "region", 0), (7, "region", 7), (365, "region", 30)],
+)
+def test_the_rule_as_deployed_lints_clean(days, scope, delay):
     """With its values in place, cfn-lint checks them against the resource's schema."""
-    props = given(RULE["Properties"], RecycleBinRetentionDays=days, RecycleBinUnlockDelayDays=delay)
+    props = rule(
+        RecycleBinRetentionDays=days, RecycleBinScope=scope, RecycleBinUnlockDelayDays=delay
+    )
     template = {"Resources": {"RecycleBinRule": {"Type": RULE["Type"], "Properties": props}}}
     assert problems(json.dumps(template)) == []
 
@@ -351,8 +449,11 @@ def test_the_inline_creator_runs_as_cloudformation_packages_it(stackset):
 
 # ---- alarms ------------------------------------------------------------------------------
 
+# As deployed with Jobs=all (an alarm may watch only the jobs deployed: Fn::If on AllJobs).
 ALARMS = {
-    name: r["Properties"] for name, r in RESOURCES.items() if r["Type"] == "AWS::CloudWatch::Alarm"
+    name: given(r["Properties"])
+    for name, r in RESOURCES.items()
+    if r["Type"] == "AWS::CloudWatch::Alarm"
 }
 
 
@@ -480,6 +581,36 @@ def test_snapshots_left_unlocked_raise_an_alarm():
     )
     assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
     assert props["TreatMissingData"] == "notBreaching"
+
+
+@pytest.mark.parametrize("jobs", ["all", "manager"])
+def test_a_tag_any_deployed_job_cannot_honour_raises_an_alarm(jobs):
+    """TagErrors: instances or snapshots with a tag the jobs cannot honour, 0 when none, on
+    every run's summary line of each job; one alarm over the jobs this stack deploys."""
+    assert creator.METRICS["TagErrors"] == ("tag_errors", ("creator", "copier", "manager"))
+    resource = RESOURCES["TagErrorsAlarm"]
+    assert "Condition" not in resource  # the manager runs everywhere
+    props = given(resource["Properties"], Jobs=jobs)
+    deployed = ["creator", "copier", "manager"] if jobs == "all" else ["manager"]
+    region = {"Ref": "AWS::Region"}
+    assert watched(props) == [
+        (creator.METRIC_NAMESPACE, "TagErrors", {"job": job, "region": region}, 86400)
+        for job in deployed
+    ]
+    (result,) = [q for q in props["Metrics"] if q["ReturnData"]]
+    filled = ", ".join(f"FILL({job}, 0)" for job in deployed)
+    assert result["Expression"] == (f"MAX([{filled}])" if len(deployed) > 1 else filled)
+    assert all(q["MetricStat"]["Stat"] == "Maximum" for q in props["Metrics"] if "MetricStat" in q)
+    assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert props["TreatMissingData"] == "notBreaching"
+    assert "tag_errors" in props["AlarmDescription"]  # where to look
+
+
+def test_make_cost_counts_every_alarm_metric():
+    """CloudWatch bills each metric an alarm reads: scripts/cost.py counts the Jobs=all stack."""
+    import cost
+
+    assert cost.alarm_metrics() == sum(len(watched(props)) for props in ALARMS.values())
 
 
 JOBS = {"creator": creator, "copier": copier, "manager": manager}

@@ -6,19 +6,20 @@ resource policy: the source's own EC2 permissions act on its own account only), 
 writer role can create copies and nothing else that changes one.
 """
 
-import fnmatch
 import json
-import re
 from pathlib import Path
 
+import iam_eval
 import pytest
 from cfnlint.decode import cfn_yaml
+from iam_eval import listed
 from parliament import analyze_policy_string, enhance_finding
 from test_template import VAULT_ACCOUNTS_PLACEHOLDER, problems, resolve
 
 import ebs_snapshot_copier as copier
 
 ROOT = Path(__file__).resolve().parent.parent
+LISTED = VAULT_ACCOUNTS_PLACEHOLDER[0]  # the vault: one of VaultAccountIds
 WRITER_TEXT = (ROOT / "vault-writer-policy.json").read_text()
 WRITER = json.loads(WRITER_TEXT)
 SOURCE = json.loads((ROOT / "iam-policy.json").read_text())
@@ -38,50 +39,20 @@ HARMFUL = [
 ]
 
 
-def listed(value):
-    return value if isinstance(value, list) else [value]
+VAULT_ACCOUNT = "222233334444"
+SOURCE_A, SOURCE_B = "444455556666", "777788889999"  # two sources sharing one vault
+# A writer session that source A opened: its requests in the vault carry the session tag as
+# aws:PrincipalTag/Source_Account (IAM user guide, "Pass session tags in AWS STS").
+SESSION = {"aws:principalaccount": VAULT_ACCOUNT, "aws:principaltag/source_account": SOURCE_A}
 
 
-def holds(operator, key, expected, context):
-    """One condition as IAM evaluates it; ``context``: lower-cased keys to a value or list."""
-    # an IAM policy variable in a value (${aws:PrincipalAccount}) is the caller's own
-    expected = [
-        re.sub(r"\$\{([^}]+)\}", lambda m: context.get(m[1].lower(), "?"), e)
-        for e in listed(expected)
-    ]
-    qualifier, _, op = operator.rpartition(":")
-    value = context.get(key.lower())
-    if op == "Null":
-        return (value is None) == (expected[0] == "true")
-    if value is None:  # a missing key: ForAllValues and a plain negated operator are true,
-        # ForAnyValue is false (IAM user guide, "Multivalued context keys": ForAllValues
-        # "returns true if there are no context keys in the request")
-        return qualifier == "ForAllValues" or (op.startswith("StringNot") and not qualifier)
-    values = listed(value)
-    hits = [any(fnmatch.fnmatchcase(v, e) for e in expected) for v in values]
-    if qualifier == "ForAnyValue":
-        return any(not h for h in hits) if "Not" in op else any(hits)
-    if qualifier == "ForAllValues":
-        return all(not h for h in hits) if "Not" in op else all(hits)
-    return not any(hits) if "Not" in op else any(hits)
-
-
-def applies(stmt, action, resource, context):
-    if "Action" in stmt:
-        matched = any(fnmatch.fnmatchcase(action, a) for a in listed(stmt["Action"]))
-    else:
-        matched = not any(fnmatch.fnmatchcase(action, a) for a in listed(stmt["NotAction"]))
-    resources = listed(stmt["Resource"])
-    if not matched or not any(fnmatch.fnmatchcase(resource, r) for r in resources):
-        return False
-    conditions = stmt.get("Condition", {})
-    return all(holds(op, k, v, context) for op, keys in conditions.items() for k, v in keys.items())
-
-
-def decision(action, resource, context, policy=WRITER):
-    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies)."""
-    found = {s["Effect"] for s in policy["Statement"] if applies(s, action, resource, context)}
-    return "denied" if "Deny" in found else "allowed" if "Allow" in found else "not allowed"
+def decision(action, resource, context, policy=WRITER, caller=None, session=SESSION):
+    """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies). Any
+    policy but the source's is evaluated for a request of ``session`` (default: source A's
+    writer session; {}: a session without tags)."""
+    if policy is not SOURCE:
+        context = session | context
+    return iam_eval.decision(policy, action, resource, context, caller)
 
 
 def copy_request(tags):
@@ -89,6 +60,7 @@ def copy_request(tags):
 
 
 GOOD_COPY = {"Type": "Automated", "DeleteOn": "2027-01-01", "Source_SnapshotId": "snap-1"}
+GOOD_COPY |= {"Source_Account": SOURCE_A}
 
 
 # ---- the writer role ---------------------------------------------------------------------
@@ -110,7 +82,7 @@ def test_parliament_finds_nothing_above_low_in_the_writer_policy():
 
 def test_a_vault_copy_is_allowed_only_automated_with_a_delete_on_and_the_vault_tags():
     assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(GOOD_COPY)) == "allowed"
-    every = dict.fromkeys(VAULT_TAGS, "x") | {"Type": "Automated"}
+    every = dict.fromkeys(VAULT_TAGS, "x") | {"Type": "Automated", "Source_Account": SOURCE_A}
     assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(every)) == "allowed"
     for bad in (
         {},  # untagged
@@ -134,7 +106,10 @@ def test_the_copier_writes_only_what_the_writer_role_accepts():
     }
     tags = copier.vault_tags(primary, "us-east-1")
     assert set(tags) <= VAULT_TAGS and tags["Type"] == "Automated" and "DeleteOn" in tags
-    assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(tags)) == "allowed"
+    # the session the copier opened for this account (its own id, as the trust requires)
+    session = SESSION | {"aws:principaltag/source_account": primary["owner"]}
+    assert tags["Source_Account"] == primary["owner"]
+    assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(tags), session=session) == "allowed"
 
 
 def test_tags_are_written_only_in_the_copy_call():
@@ -181,7 +156,6 @@ def test_the_writer_allows_exactly_what_the_copier_calls_in_the_vault():
         assert stmt["Condition"]["StringLike"] == {"kms:ViaService": "ec2.*.amazonaws.com"}
 
 
-VAULT_ACCOUNT = "222233334444"
 ENCRYPT = ["kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:ReEncryptTo"]
 
 
@@ -218,18 +192,177 @@ def test_the_writer_reads_the_shared_snapshots_key_of_the_source():
 
 
 def test_only_the_sources_snapshot_jobs_may_assume_the_writer_role():
-    (trust,) = ROLE["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Action"] == "sts:AssumeRole"
-    principals = trust["Principal"]["AWS"]["Fn::If"]
-    assert principals[1:] == ["*", {"Ref": "SourceAccountIds"}]
-    by_org, by_account = trust["Condition"]["StringEquals"]["Fn::If"][1:]
-    assert by_org == {
-        "aws:PrincipalOrgID": {"Ref": "SourceOrgId"},
-        "aws:PrincipalTag/ebs-snapshot-lifecycle": "jobs",
-    }
-    assert by_account == {"aws:PrincipalTag/ebs-snapshot-lifecycle": "jobs"}
+    assume, tag, deny = ROLE["AssumeRolePolicyDocument"]["Statement"]
+    assert (assume["Action"], tag["Action"]) == ("sts:AssumeRole", "sts:TagSession")
+    for stmt in (assume, tag):
+        assert stmt["Principal"]["AWS"]["Fn::If"][1:] == ["*", {"Ref": "SourceAccountIds"}]
+        by_org, by_account = stmt["Condition"]["StringEquals"]["Fn::If"][1:]
+        own = {"aws:RequestTag/Source_Account": "${aws:PrincipalAccount}"}
+        jobs = {"aws:PrincipalTag/ebs-snapshot-lifecycle": "jobs"}
+        assert by_org == {"aws:PrincipalOrgID": {"Ref": "SourceOrgId"}} | jobs | own
+        assert by_account == jobs | own
+    assert deny["Effect"] == "Deny" and deny["Principal"] == {"AWS": "*"}
     source_role = cfn_yaml.load(str(ROOT / "template.yaml"))["Resources"]["Role"]["Properties"]
     assert {"Key": "ebs-snapshot-lifecycle", "Value": "jobs"} in source_role["Tags"]
+
+
+# ---- Source_Account: a vault copy proves which source account made it -------------------
+
+ORG = "o-abc123def4"
+EVERYTHING = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+OF_B = {"ec2:resourcetag/source_account": SOURCE_B}
+# whoever holds a source account's keys can give its own roles any permission
+ALLOW_ALL = {"Statement": [EVERYTHING]}
+
+
+def cfn(node, params):
+    """vault-role.yaml's trust policy as CloudFormation deploys it with these parameters."""
+    if isinstance(node, dict) and list(node) == ["Fn::If"]:
+        condition, yes, no = node["Fn::If"]
+        assert condition == "TrustOrg"
+        return cfn(yes if params["SourceOrgId"] else no, params)
+    if isinstance(node, dict) and list(node) == ["Ref"]:
+        return params[node["Ref"]]
+    if isinstance(node, dict):
+        return {k: cfn(v, params) for k, v in node.items()}
+    if isinstance(node, list):
+        return [cfn(v, params) for v in node]
+    return node
+
+
+MODES = {
+    "accounts": {"SourceAccountIds": [SOURCE_A, SOURCE_B], "SourceOrgId": ""},
+    "organization": {"SourceAccountIds": [""], "SourceOrgId": ORG},
+}
+
+
+def trust(mode):
+    return cfn(ROLE["AssumeRolePolicyDocument"], MODES[mode])
+
+
+def assume(account, tags, trust_policy, identity=SOURCE, transitive=None):
+    """A jobs role of ``account`` calls AssumeRole on the vault's writer role passing ``tags``
+    (session tags; None: no Tags parameter) while carrying ``transitive`` incoming transitive
+    session tags. Allowed only if the caller's identity policy and the role's trust policy
+    allow sts:AssumeRole and, when tags are passed, sts:TagSession, and neither denies."""
+    role = f"arn:aws:iam::{LISTED}:role/{copier.VAULT_ROLE}"
+    caller = {"account": account, "arn": f"arn:aws:iam::{account}:role/jobs"}
+    context = {
+        "aws:principalaccount": account,
+        "aws:principalorgid": ORG,
+        "aws:principaltag/ebs-snapshot-lifecycle": "jobs",
+        "aws:resourceaccount": LISTED,
+    }
+    request = (transitive or {}) | (tags or {})
+    if request:
+        context |= {f"aws:requesttag/{k.lower()}": v for k, v in request.items()}
+        context["aws:tagkeys"] = list(request)
+    if transitive:
+        context |= {f"aws:principaltag/{k.lower()}": v for k, v in transitive.items()}
+    found = []
+    for action in ["sts:AssumeRole"] + (["sts:TagSession"] if tags else []):
+        found.append(iam_eval.decision(identity, action, role, context))
+        found.append(iam_eval.decision(trust_policy, action, role, context, caller))
+    return iam_eval.combined(*found)
+
+
+def widened_trust(mode):
+    policy = trust(mode)
+    anyone = EVERYTHING | {
+        "Principal": {"AWS": "*"},
+        "Action": ["sts:AssumeRole", "sts:TagSession"],
+    }
+    return {"Statement": [*policy["Statement"], anyone]}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_source_opens_a_writer_session_only_in_its_own_name(mode):
+    policy = trust(mode)
+    own = {"Source_Account": SOURCE_A}
+    # what the copier and the manager pass: their own account, from GetCallerIdentity
+    assert assume(SOURCE_A, own, policy) == "allowed"
+    assert assume(SOURCE_A, own, policy, identity=ALLOW_ALL) == "allowed"
+    # B, holding all of its own keys, in A's name; or in no name; or with more tags
+    for identity in (SOURCE, ALLOW_ALL):
+        assert assume(SOURCE_B, own, policy, identity) == "denied"
+        assert assume(SOURCE_B, None, policy, identity) == "denied"  # no Source_Account
+    more = {"Source_Account": SOURCE_B, "Team": "x"}
+    assert assume(SOURCE_B, more, policy, ALLOW_ALL) == "not allowed"
+    # after an edit that adds an Allow for everyone, the Deny still refuses
+    for tags in (own, None):
+        assert assume(SOURCE_B, tags, widened_trust(mode), ALLOW_ALL) == "denied"
+
+
+@pytest.mark.parametrize("in_request", [True, False])
+def test_a_transitive_tag_carries_no_other_name_in(in_request):
+    """B chains roles so that its jobs role carries an incoming transitive session tag
+    Source_Account=<A> and passes none. Whether IAM counts an inherited tag among the
+    request's aws:RequestTag is not documented: refused either way (in the request: not B's
+    own id; not in it: no Source_Account at all). Passing Source_Account again beside an
+    inherited one fails in STS itself (IAM user guide, "Chaining roles with session tags")."""
+    chained = {"Source_Account": SOURCE_A}
+    for mode in MODES:
+        for policy in (trust(mode), widened_trust(mode)):
+            transitive = chained if in_request else None
+            got = assume(SOURCE_B, None, policy, ALLOW_ALL, transitive=transitive)
+            assert got == "denied", mode
+
+
+def forged(tags):
+    """B's writer session copying into the vault with these tags."""
+    session = SESSION | {"aws:principaltag/source_account": SOURCE_B}
+    return copy_request(GOOD_COPY | tags), session
+
+
+def test_a_session_copies_only_in_the_name_of_the_source_that_opened_it():
+    assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(GOOD_COPY)) == "allowed"
+    # B copies its own snapshot tagged with A's account and A's primary's id
+    context, session_b = forged({"Source_Account": SOURCE_A, "Source_SnapshotId": "snap-a"})
+    assert decision("ec2:CopySnapshot", SNAPSHOT, context, session=session_b) == "denied"
+    mine, _ = forged({"Source_Account": SOURCE_B})
+    assert decision("ec2:CopySnapshot", SNAPSHOT, mine, session=session_b) == "allowed"
+    # a copy without Source_Account; a session without the tag (IAM: the variable has no
+    # value, so StringEquals fails and StringNotEquals holds)
+    unnamed = {k: v for k, v in GOOD_COPY.items() if k != "Source_Account"}
+    assert decision("ec2:CopySnapshot", SNAPSHOT, copy_request(unnamed)) == "denied"
+    untagged = {"aws:principalaccount": VAULT_ACCOUNT}
+    for action in ("ec2:CopySnapshot", "ec2:DescribeSnapshots", "ec2:LockSnapshot"):
+        got = decision(action, SNAPSHOT, copy_request(GOOD_COPY), session=untagged)
+        assert got == "denied", action
+    widened = {"Statement": [*WRITER["Statement"], EVERYTHING]}
+    assert decision("ec2:CopySnapshot", SNAPSHOT, context, widened, session=session_b) == "denied"
+    got = decision("ec2:CopySnapshot", SNAPSHOT, copy_request(GOOD_COPY), widened, session=untagged)
+    assert got == "denied"
+
+
+def assume_role_calls():
+    """Every assume_role call in the job files: its keyword arguments' source, by name."""
+    import ast
+
+    found = []
+    for job in ("creator", "copier", "manager"):
+        text = (ROOT / f"ebs_snapshot_{job}.py").read_text()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "assume_role":
+                found.append(
+                    (job, {k.arg: ast.get_source_segment(text, k.value) for k in node.keywords})
+                )
+    return found
+
+
+def test_the_jobs_open_each_writer_session_in_their_own_accounts_name():
+    """The contract with the code: every AssumeRole of the writer role passes the session tag
+    Source_Account (the caller's own id, read from sts:GetCallerIdentity, which needs no
+    permission: STS API reference, GetCallerIdentity), the session name the README names,
+    and no TransitiveTagKeys."""
+    calls = assume_role_calls()
+    assert {job for job, _ in calls} >= {"copier", "manager"}
+    for job, keywords in calls:
+        assert "Tags" in keywords, job
+        # the key, literally or by the job files' constant for it
+        assert any(k in keywords["Tags"] for k in ('"Source_Account"', "TAG_SOURCE_ACCOUNT")), job
+        assert keywords.get("RoleSessionName") == '"ebs-snapshot-lifecycle"', job
+        assert "TransitiveTagKeys" not in keywords, job
 
 
 # ---- the source role ---------------------------------------------------------------------
@@ -237,9 +370,12 @@ def test_only_the_sources_snapshot_jobs_may_assume_the_writer_role():
 
 def test_the_source_reaches_a_vault_only_through_the_writer_role():
     sts = [s for s in SOURCE["Statement"] if any(a.startswith("sts:") for a in listed(s["Action"]))]
-    (assume,) = sts
-    assert assume["Action"] == "sts:AssumeRole" and assume["Effect"] == "Allow"
-    assert assume["Resource"] == f"arn:aws:iam::*:role/{copier.VAULT_ROLE}"
+    assume, tag = sts
+    assert (assume["Action"], tag["Action"]) == ("sts:AssumeRole", "sts:TagSession")
+    for stmt in sts:
+        assert stmt["Effect"] == "Allow"
+        assert stmt["Resource"] == f"arn:aws:iam::*:role/{copier.VAULT_ROLE}"
+        assert stmt["Condition"]["StringEquals"]["aws:ResourceAccount"] == [LISTED]
     assert not any(
         a.startswith(("iam:", "organizations:", "ram:"))
         for s in SOURCE["Statement"]
@@ -247,7 +383,7 @@ def test_the_source_reaches_a_vault_only_through_the_writer_role():
     )
 
 
-LISTED, UNLISTED = VAULT_ACCOUNTS_PLACEHOLDER[0], "444455556666"  # VaultAccountIds or not
+UNLISTED = "444455556666"  # not one of VaultAccountIds
 
 
 def test_the_source_shares_only_automated_snapshots_with_listed_vaults_never_publicly():
@@ -275,6 +411,28 @@ def test_the_source_assumes_the_writer_role_of_listed_vaults_only():
     assert decision("sts:AssumeRole", other_role, listed_role, SOURCE) == "not allowed"
 
 
+@pytest.mark.parametrize(
+    ("tags", "transitive", "vault", "expected"),
+    [
+        ({"Source_Account": SOURCE_A}, None, LISTED, "allowed"),
+        ({"Source_Account": SOURCE_B}, None, LISTED, "not allowed"),  # another account's id
+        ({"Source_Account": SOURCE_A, "Team": "x"}, None, LISTED, "not allowed"),  # more keys
+        ({"Source_Account": SOURCE_A}, ["Source_Account"], LISTED, "not allowed"),  # transitive
+        ({"Source_Account": SOURCE_A}, None, UNLISTED, "not allowed"),  # not a listed vault
+    ],
+)
+def test_the_source_tags_its_vault_sessions_only_with_its_own_account(
+    tags, transitive, vault, expected
+):
+    context = {"aws:principalaccount": SOURCE_A, "aws:resourceaccount": vault}
+    context |= {f"aws:requesttag/{k.lower()}": v for k, v in tags.items()}
+    context["aws:tagkeys"] = list(tags)
+    if transitive:
+        context["sts:transitivetagkeys"] = transitive
+    role = f"arn:aws:iam::{vault}:role/{copier.VAULT_ROLE}"
+    assert decision("sts:TagSession", role, context, SOURCE) == expected
+
+
 def calls_in_jobs(names):
     """The boto3 methods among ``names`` that the job files call."""
     import ast
@@ -287,9 +445,12 @@ def calls_in_jobs(names):
 
 
 def test_the_source_policy_grants_the_sts_and_direct_kms_calls_the_code_makes():
+    # GetCallerIdentity (the account the jobs name as Source_Account) needs no permission:
+    # "No permissions are required to perform this operation" (STS API reference)
     assert calls_in_jobs({"assume_role", "describe_key", "get_caller_identity"}) == {
         "assume_role",
         "describe_key",
+        "get_caller_identity",
     }
     (describe,) = [s for s in SOURCE["Statement"] if s["Sid"] == "ReadWhoManagesAPrimarysKey"]
     assert describe["Action"] == "kms:DescribeKey" and "Condition" not in describe
@@ -329,14 +490,19 @@ def test_the_writer_may_use_each_listed_action_on_the_vaults_own_key():
             assert got == "allowed", name
 
 
-def test_the_writer_locks_only_automated_snapshots_in_the_vault():
+def test_the_writer_locks_only_automated_copies_of_the_calling_source():
     # what it can lock, in any mode and for any time, is documented in the README (what
     # remains to the source): IAM offers no key to tie a lock to the copy's DeleteOn
-    automated = {"ec2:resourcetag/type": "Automated"}
-    assert decision("ec2:LockSnapshot", SNAPSHOT, automated) == "allowed"
-    for context in ({}, {"ec2:resourcetag/type": "Manual"}):
-        assert decision("ec2:LockSnapshot", SNAPSHOT, context) == "not allowed"
-    assert decision("ec2:UnlockSnapshot", SNAPSHOT, automated) == "denied"
+    own = {"ec2:resourcetag/type": "Automated", "ec2:resourcetag/source_account": SOURCE_A}
+    assert decision("ec2:LockSnapshot", SNAPSHOT, own) == "allowed"
+    manual = own | {"ec2:resourcetag/type": "Manual"}
+    assert decision("ec2:LockSnapshot", SNAPSHOT, manual) == "not allowed"
+    # another source's copy, or one that names no source: refused, even after a widening
+    widened = {"Statement": [*WRITER["Statement"], EVERYTHING]}
+    for context in ({}, {"ec2:resourcetag/type": "Automated"}, own | OF_B):
+        assert decision("ec2:LockSnapshot", SNAPSHOT, context) == "denied", context
+        assert decision("ec2:LockSnapshot", SNAPSHOT, context, widened) == "denied", context
+    assert decision("ec2:UnlockSnapshot", SNAPSHOT, own) == "denied"
 
 
 def rule_value(node, params):
