@@ -191,7 +191,11 @@ TAG_COPY_STATE, COPY_PENDING, COPY_DONE = "Copy_State", "pending", "done"
 # The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
 # who can tag an instance could otherwise send its snapshots to an account of their own.
 VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
+# The accounts, besides this one, whose KMS keys a Copy_KmsKeyId may name (template parameter
+# CopyKmsKeyAccountIds): an organisation's central key account.
+KMS_ACCOUNTS_ENV = "COPY_KMS_ACCOUNT_IDS"
 AUTOMATED = "Automated"
+MAX_TAG_VALUE = 256  # EC2's limit on a tag value
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
 # compliance is locked until its DeleteOn, 00:00 UTC; compliance with a cooling-off period
@@ -324,6 +328,7 @@ REPORT_ORDER = (
     "skipped",
     "unprotected",
     "not_yet_due",
+    "tag_errors",
     "warnings",
     "failures",
 )
@@ -484,40 +489,43 @@ def clean_regions(value, enabled, home):
 
 
 def vault_target(tags, enabled, home):
-    """(vault account or None, its regions, warnings) from the Vault_Account and
+    """(vault account or None, its regions, tag errors) from the Vault_Account and
     Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
     read as in Copy_Dest, this region included (the default); none left: this region."""
     if TAG_VAULT_ACCOUNT not in tags:
         return None, [], []
     account, shown = tags[TAG_VAULT_ACCOUNT].strip(), tags[TAG_VAULT_ACCOUNT]
     if not re.fullmatch(r"[0-9]{12}", account):
+        why = f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"
+        return None, [], [(TAG_VAULT_ACCOUNT, why)]
+    if account not in vault_accounts():
+        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
         return (
             None,
             [],
-            [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
+            [(TAG_VAULT_ACCOUNT, f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy")],
         )
-    if account not in vault_accounts():
-        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
-        return None, [], [f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy"]
-    regions, warnings = [], []
+    regions, problems = [], []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
             regions.append(entry)
         elif entry and entry not in regions:
             reason = "is not an enabled region of this account; dropped"
-            warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
-    return account, regions or [home], warnings
+            problems.append((TAG_VAULT_REGION, f"{TAG_VAULT_REGION} entry {entry!r} {reason}"))
+    return account, regions or [home], problems
 
 
 def vault_retention(tags):
-    """(Vault_Retention's days or None, warnings): None, vault copies keep the DeleteOn."""
+    """(Vault_Retention's days or None, tag errors): None, vault copies keep the DeleteOn."""
     if TAG_VAULT_RETENTION not in tags:
         return None, []
     value = tags[TAG_VAULT_RETENTION]
     days, problem = parse_count(value, TAG_VAULT_RETENTION, MAX_RETENTION_DAYS)
     if not problem:
         return days, []
-    return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+    return days, [
+        (TAG_VAULT_RETENTION, problem if days else f"{problem}; vault copies keep the DeleteOn")
+    ]
 
 
 def copy_until(tags, created, retention_key):
@@ -534,11 +542,37 @@ def copy_until(tags, created, retention_key):
     return created + timedelta(days=days) if days else delete_on
 
 
-def vault_accounts():
-    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
-    separated by commas or spaces (none: no vault copies at all)."""
-    ids = re.split(r"[\s,]+", os.environ.get(VAULT_ACCOUNTS_ENV, "").strip())
+def env_accounts(name):
+    """The 12-digit account ids in the environment variable ``name``, separated by commas
+    or spaces (anything else in it is ignored)."""
+    ids = re.split(r"[\s,]+", os.environ.get(name, "").strip())
     return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
+
+
+def vault_accounts():
+    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS (template parameter
+    VaultAccountIds; none: no vault copies at all)."""
+    return env_accounts(VAULT_ACCOUNTS_ENV)
+
+
+def key_refusal(key, own):
+    """Why copies may not be encrypted under the KMS key ``key`` (a Copy_KmsKeyId), or None.
+    A key of another account could be disabled by whoever holds it, leaving the copies
+    unreadable: a key ARN must name this account (``own()``, asked only then) or one of
+    COPY_KMS_ACCOUNT_IDS (template parameter CopyKmsKeyAccountIds, for a central key
+    account). A key id or alias without an ARN is this account's."""
+    if not KMS_KEY.fullmatch(key):
+        return f"{TAG_COPY_KMS_KEY} {key!r} is not a KMS key id, alias or ARN"
+    named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
+    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV) or named[1] == own():
+        return None
+    allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
+    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not this one nor {allowed}"
+
+
+def caller_account(region, budget=None):
+    """This account's id (sts:GetCallerIdentity, which needs no permission)."""
+    return make_client("sts", region, budget).get_caller_identity()["Account"]
 
 
 def vault_client(account, region, budget=None, pacer=None):
@@ -551,12 +585,10 @@ def vault_client(account, region, budget=None, pacer=None):
     role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
     partition = boto3.session.Session().get_partition_for_region(region)
     arn = f"arn:{partition}:iam::{account}:role/{role}"
-    sts = make_client("sts", region, budget)
-    own = sts.get_caller_identity()["Account"]
-    creds = sts.assume_role(
+    creds = make_client("sts", region, budget).assume_role(
         RoleArn=arn,
         RoleSessionName="ebs-snapshot-lifecycle",
-        Tags=[{"Key": TAG_SOURCE_ACCOUNT, "Value": own}],
+        Tags=[{"Key": TAG_SOURCE_ACCOUNT, "Value": caller_account(region, budget)}],
     )["Credentials"]
     keys = {
         "aws_access_key_id": creds["AccessKeyId"],
@@ -1043,6 +1075,17 @@ class Summary:
     def warn(self, id, reason, **item):
         self.add("warnings", "WARN", id=id, reason=reason, **item)
 
+    def tag_error(self, id, tag, value, reason, **item):
+        """A tag the jobs cannot honour (a typo in Copy_Dest, a key of another account): a
+        warning that names the tag and its value, and the resource listed in tag_errors,
+        whose count of distinct ids is the TagErrors metric (and its alarm)."""
+        value = str(value)[:MAX_TAG_VALUE] if value is not None else None
+        self.warn(id, reason, tag=tag, value=value, **item)
+        with self._lock:
+            errors = self.data.setdefault("tag_errors", [])
+            errors.append({"id": id, "tag": tag, "value": value, **item})
+            self.data["counts"]["tag_errors"] = len({error["id"] for error in errors})
+
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
 
@@ -1239,7 +1282,7 @@ MAX_LOOKUP = 1000
 
 
 def primary_record(snapshot, enabled, region, today):
-    """(primary or None, warnings) for one listed snapshot.
+    """(primary or None, tag errors as (tag, why)) for one listed snapshot.
 
     A primary is dict(id, tags, description, dests, delete_on, copy_delete_on, own_date,
     kms_key, copy) where ``copy`` says whether missing copies may be made.
@@ -1248,15 +1291,15 @@ def primary_record(snapshot, enabled, region, today):
     if TAG_SOURCE_SNAPSHOT in tags:  # a copy: copying it again would loop between regions
         return None, []  # (written on a primary, it stops its copies: the coverage check says)
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
-    warnings = [f"Copy_Dest entry {r!r} {why}; dropped" for r, why in dropped]
+    warnings = [(TAG_COPY_DEST, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if delete_on is None:
         raw = tags.get(TAG_DELETE_ON)
-        warnings.append(f"DeleteOn {raw!r} is not a YYYY-MM-DD date; not copied")
+        warnings.append((TAG_DELETE_ON, f"DeleteOn {raw!r} is not a YYYY-MM-DD date; not copied"))
     created = snapshot["StartTime"].astimezone(UTC).date()
-    own_date, kms_key, more = copy_options(tags, created)
+    own_date, kms_key, more = copy_options(tags, created, lambda: snapshot.get("OwnerId"))
     until = copy_until(tags, created, TAG_COPY_RETENTION)
-    more += [problem for problem in [lock_mode(tags.get(TAG_LOCK))[1]] if problem]
+    more += [(TAG_LOCK, p) for p in [lock_mode(tags.get(TAG_LOCK))[1]] if p]
     record = {
         "id": sid,
         "tags": tags,
@@ -1285,15 +1328,16 @@ def copy_delete_on(tags, created):
     return created + timedelta(days=days), problem
 
 
-def copy_options(tags, created):
-    """(the copies' own DeleteOn or None, KMS key or None, warnings) from a primary's
-    Copy_Retention and Copy_KmsKeyId; unreadable values fall back, with a warning."""
+def copy_options(tags, created, own):
+    """(the copies' own DeleteOn or None, KMS key or None, tag errors) from a primary's
+    Copy_Retention and Copy_KmsKeyId; unreadable values fall back, with a warning, and so
+    does a key of another account (key_refusal; ``own()``: this account's id)."""
     own_date, problem = copy_delete_on(tags, created)
-    warnings = [problem] if problem else []
+    warnings = [(TAG_COPY_RETENTION, problem)] if problem else []
     kms_key = tags.get(TAG_COPY_KMS_KEY, "").strip() or None
-    if kms_key and not KMS_KEY.fullmatch(kms_key):
-        reason = f"{TAG_COPY_KMS_KEY} {kms_key!r} is not a KMS key id, alias or ARN"
-        warnings.append(f"{reason}; copied with the default EBS key")
+    refused = key_refusal(kms_key, own) if kms_key else None
+    if refused:
+        warnings.append((TAG_COPY_KMS_KEY, f"{refused}; copied with the default EBS key"))
         kms_key = None
     return own_date, kms_key, warnings
 
@@ -1551,8 +1595,8 @@ def list_by_destination(region, today, summary, budget, scope, only, seen, unset
             summary.error(snapshot.get("SnapshotId", "?"), exc, "not copied")
             unsettled.add(snapshot.get("SnapshotId"))
             continue
-        for reason in warnings:
-            summary.warn(snapshot["SnapshotId"], reason)
+        for tag, why in warnings:
+            summary.tag_error(snapshot["SnapshotId"], tag, tag_map(snapshot).get(tag), why)
         for dest in primary["dests"] if primary else ():
             by_dest.setdefault(dest, []).append(primary)
     return by_dest
@@ -1762,7 +1806,7 @@ NO_SHARE_KEY = (
 
 
 def vault_record(snapshot, enabled, region, today):
-    """(vault primary or None, warnings) for one listed snapshot with Vault_Account. Its vault
+    """(vault primary or None, tag errors) for one listed snapshot with Vault_Account. Its vault
     copies keep Vault_Retention days from its creation, else its DeleteOn; shaped like a
     primary_record, so that plan_destination plans each vault region."""
     tags = tag_map(snapshot)
@@ -1860,8 +1904,8 @@ def vault_primaries(ec2, summary, region, today, listed=None):
             continue
         enabled = enabled_regions(ec2) if enabled is None else enabled
         record, warnings = vault_record(snap, enabled, region, today)
-        for reason in warnings:
-            summary.warn(snap["SnapshotId"], reason)
+        for tag, why in warnings:
+            summary.tag_error(snap["SnapshotId"], tag, tag_map(snap).get(tag), why)
         records += [record] if record else []
     return records
 
@@ -1988,7 +2032,8 @@ class Vaults:
             why = not_staging(snap, by_id.get(named))
             if why:
                 what = f"tagged {TAG_VAULT_STAGING}={named}, but {why}: not a staging copy"
-                self.summary.warn(snap["SnapshotId"], f"{what}, left alone")
+                sid = snap["SnapshotId"]
+                self.summary.tag_error(sid, TAG_VAULT_STAGING, named, f"{what}, left alone")
             else:
                 found[named] = snap
         return found

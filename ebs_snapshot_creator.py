@@ -139,8 +139,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import boto3
 import botocore
@@ -187,7 +189,11 @@ TAG_COPY_STATE, COPY_PENDING, COPY_DONE = "Copy_State", "pending", "done"
 # The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
 # who can tag an instance could otherwise send its snapshots to an account of their own.
 VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
+# The accounts, besides this one, whose KMS keys a Copy_KmsKeyId may name (template parameter
+# CopyKmsKeyAccountIds): an organisation's central key account.
+KMS_ACCOUNTS_ENV = "COPY_KMS_ACCOUNT_IDS"
 AUTOMATED = "Automated"
+MAX_TAG_VALUE = 256  # EC2's limit on a tag value
 MAX_RETENTION_DAYS = 36500  # beyond this, date arithmetic overflows long before it matters
 # Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
 # compliance is locked until its DeleteOn, 00:00 UTC; compliance with a cooling-off period
@@ -320,6 +326,7 @@ REPORT_ORDER = (
     "skipped",
     "unprotected",
     "not_yet_due",
+    "tag_errors",
     "warnings",
     "failures",
 )
@@ -480,40 +487,43 @@ def clean_regions(value, enabled, home):
 
 
 def vault_target(tags, enabled, home):
-    """(vault account or None, its regions, warnings) from the Vault_Account and
+    """(vault account or None, its regions, tag errors) from the Vault_Account and
     Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
     read as in Copy_Dest, this region included (the default); none left: this region."""
     if TAG_VAULT_ACCOUNT not in tags:
         return None, [], []
     account, shown = tags[TAG_VAULT_ACCOUNT].strip(), tags[TAG_VAULT_ACCOUNT]
     if not re.fullmatch(r"[0-9]{12}", account):
+        why = f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"
+        return None, [], [(TAG_VAULT_ACCOUNT, why)]
+    if account not in vault_accounts():
+        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
         return (
             None,
             [],
-            [f"{TAG_VAULT_ACCOUNT} {shown!r} is not a 12-digit account id; no vault copy"],
+            [(TAG_VAULT_ACCOUNT, f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy")],
         )
-    if account not in vault_accounts():
-        why = f"is not one of {VAULT_ACCOUNTS_ENV} (template parameter VaultAccountIds)"
-        return None, [], [f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy"]
-    regions, warnings = [], []
+    regions, problems = [], []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
             regions.append(entry)
         elif entry and entry not in regions:
             reason = "is not an enabled region of this account; dropped"
-            warnings.append(f"{TAG_VAULT_REGION} entry {entry!r} {reason}")
-    return account, regions or [home], warnings
+            problems.append((TAG_VAULT_REGION, f"{TAG_VAULT_REGION} entry {entry!r} {reason}"))
+    return account, regions or [home], problems
 
 
 def vault_retention(tags):
-    """(Vault_Retention's days or None, warnings): None, vault copies keep the DeleteOn."""
+    """(Vault_Retention's days or None, tag errors): None, vault copies keep the DeleteOn."""
     if TAG_VAULT_RETENTION not in tags:
         return None, []
     value = tags[TAG_VAULT_RETENTION]
     days, problem = parse_count(value, TAG_VAULT_RETENTION, MAX_RETENTION_DAYS)
     if not problem:
         return days, []
-    return days, [problem if days else f"{problem}; vault copies keep the DeleteOn"]
+    return days, [
+        (TAG_VAULT_RETENTION, problem if days else f"{problem}; vault copies keep the DeleteOn")
+    ]
 
 
 def copy_until(tags, created, retention_key):
@@ -530,11 +540,37 @@ def copy_until(tags, created, retention_key):
     return created + timedelta(days=days) if days else delete_on
 
 
-def vault_accounts():
-    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS, 12-digit ids
-    separated by commas or spaces (none: no vault copies at all)."""
-    ids = re.split(r"[\s,]+", os.environ.get(VAULT_ACCOUNTS_ENV, "").strip())
+def env_accounts(name):
+    """The 12-digit account ids in the environment variable ``name``, separated by commas
+    or spaces (anything else in it is ignored)."""
+    ids = re.split(r"[\s,]+", os.environ.get(name, "").strip())
     return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
+
+
+def vault_accounts():
+    """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS (template parameter
+    VaultAccountIds; none: no vault copies at all)."""
+    return env_accounts(VAULT_ACCOUNTS_ENV)
+
+
+def key_refusal(key, own):
+    """Why copies may not be encrypted under the KMS key ``key`` (a Copy_KmsKeyId), or None.
+    A key of another account could be disabled by whoever holds it, leaving the copies
+    unreadable: a key ARN must name this account (``own()``, asked only then) or one of
+    COPY_KMS_ACCOUNT_IDS (template parameter CopyKmsKeyAccountIds, for a central key
+    account). A key id or alias without an ARN is this account's."""
+    if not KMS_KEY.fullmatch(key):
+        return f"{TAG_COPY_KMS_KEY} {key!r} is not a KMS key id, alias or ARN"
+    named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
+    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV) or named[1] == own():
+        return None
+    allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
+    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not this one nor {allowed}"
+
+
+def caller_account(region, budget=None):
+    """This account's id (sts:GetCallerIdentity, which needs no permission)."""
+    return make_client("sts", region, budget).get_caller_identity()["Account"]
 
 
 def vault_client(account, region, budget=None, pacer=None):
@@ -547,12 +583,10 @@ def vault_client(account, region, budget=None, pacer=None):
     role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
     partition = boto3.session.Session().get_partition_for_region(region)
     arn = f"arn:{partition}:iam::{account}:role/{role}"
-    sts = make_client("sts", region, budget)
-    own = sts.get_caller_identity()["Account"]
-    creds = sts.assume_role(
+    creds = make_client("sts", region, budget).assume_role(
         RoleArn=arn,
         RoleSessionName="ebs-snapshot-lifecycle",
-        Tags=[{"Key": TAG_SOURCE_ACCOUNT, "Value": own}],
+        Tags=[{"Key": TAG_SOURCE_ACCOUNT, "Value": caller_account(region, budget)}],
     )["Credentials"]
     keys = {
         "aws_access_key_id": creds["AccessKeyId"],
@@ -1039,6 +1073,17 @@ class Summary:
     def warn(self, id, reason, **item):
         self.add("warnings", "WARN", id=id, reason=reason, **item)
 
+    def tag_error(self, id, tag, value, reason, **item):
+        """A tag the jobs cannot honour (a typo in Copy_Dest, a key of another account): a
+        warning that names the tag and its value, and the resource listed in tag_errors,
+        whose count of distinct ids is the TagErrors metric (and its alarm)."""
+        value = str(value)[:MAX_TAG_VALUE] if value is not None else None
+        self.warn(id, reason, tag=tag, value=value, **item)
+        with self._lock:
+            errors = self.data.setdefault("tag_errors", [])
+            errors.append({"id": id, "tag": tag, "value": value, **item})
+            self.data["counts"]["tag_errors"] = len({error["id"] for error in errors})
+
     def fail(self, id, error, **item):
         self.add("failures", "ERROR", id=id, error=error, **item)
 
@@ -1229,7 +1274,6 @@ DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")  # SS
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DEFAULT_WEEKLY_DAY = 6  # Sunday
 MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
-MAX_TAG_VALUE = 256  # EC2's limit on a tag value
 TAG_EVENT_ID = "EventId"  # the event a snapshot was made for: a retried event skips it
 # A volume that is already being snapshotted too often is refused with this code; AWS asks
 # for at least 15 s before that volume is tried again. Other volumes go on meanwhile.
@@ -1274,12 +1318,13 @@ def tier_expiry(tier, count, today):
 
 
 def retention_plan(tags, today):
-    """(DeleteOn, tier, warnings): the latest date among the tiers that apply to today (the
-    weekly day, the 1st of the month, 1 January); on a tie, the longer tier names it."""
+    """(DeleteOn, tier, tag errors as (tag, why)): the latest date among the tiers that apply
+    to today (the weekly day, the 1st of the month, 1 January); on a tie, the longer tier
+    names it."""
     days, problem = parse_retention(tags.get(TAG_RETENTION))
-    warnings = [problem] if problem else []
+    warnings = [(TAG_RETENTION, problem)] if problem else []
     weekday, problem = parse_weekday(tags.get(TAG_WEEKLY_DAY))
-    warnings += [problem] if problem else []
+    warnings += [(TAG_WEEKLY_DAY, problem)] if problem else []
     applies = {
         "weekly": today.weekday() == weekday,
         "monthly": today.day == 1,
@@ -1291,16 +1336,17 @@ def retention_plan(tags, today):
             continue
         count, problem = parse_count(tags[tag], tag, cap)
         if problem:
-            warnings.append(problem if count else f"{problem}; no {tier} tier")
+            warnings.append((tag, problem if count else f"{problem}; no {tier} tier"))
         if count and applies[tier]:
             candidates.append((tier_expiry(tier, count, today), rank, tier))
     delete_on, _, tier = max(candidates)
     return delete_on, tier, warnings
 
 
-def copy_settings(tags):
-    """({Copy_Retention, Copy_KmsKeyId} to pass on to the copier, warnings): bad values are
-    left out, so copies fall back to the primary's DeleteOn and the default key."""
+def copy_settings(tags, own):
+    """({Copy_Retention, Copy_KmsKeyId} to pass on to the copier, tag errors): bad values are
+    left out, so copies fall back to the primary's DeleteOn and the default key (a key of
+    another account too: key_refusal; ``own()`` gives this account's id)."""
     settings, warnings = {}, []
     if TAG_COPY_RETENTION in tags:
         days, problem = parse_count(
@@ -1309,20 +1355,21 @@ def copy_settings(tags):
         if days:
             settings[TAG_COPY_RETENTION] = str(days)
         if problem:
-            warnings.append(problem if days else f"{problem}; copies keep the primary's DeleteOn")
-    key = tags.get(TAG_COPY_KMS_KEY, "").strip()
-    if key and KMS_KEY.fullmatch(key):
-        settings[TAG_COPY_KMS_KEY] = key
-    elif TAG_COPY_KMS_KEY in tags:
-        warnings.append(
-            f"{TAG_COPY_KMS_KEY} {tags[TAG_COPY_KMS_KEY]!r} is not a KMS key id, alias or ARN; "
-            "copies use each region's default EBS key"
-        )
+            why = problem if days else f"{problem}; copies keep the primary's DeleteOn"
+            warnings.append((TAG_COPY_RETENTION, why))
+    if TAG_COPY_KMS_KEY in tags:
+        key = tags[TAG_COPY_KMS_KEY].strip()
+        refused = key_refusal(key, own)
+        if refused:
+            why = f"{refused}; copies use each region's default EBS key"
+            warnings.append((TAG_COPY_KMS_KEY, why))
+        else:
+            settings[TAG_COPY_KMS_KEY] = key
     return settings, warnings
 
 
 def vault_settings(tags, enabled, region):
-    """({Vault_Account, Vault_Region, Vault_Retention} to pass on to the copier, warnings)."""
+    """({Vault_Account, Vault_Region, Vault_Retention} to pass on to the copier, tag errors)."""
     account, regions, warnings = vault_target(tags, enabled, region)
     if account is None:
         return {}, warnings
@@ -1429,19 +1476,19 @@ def describe(name, instance_id, volume_id, device, region):
 
 
 def lock_tags(tags):
-    """({Lock, Lock_CoolOffHours} to write on the snapshots, warnings) from an instance's
+    """({Lock, Lock_CoolOffHours} to write on the snapshots, tag errors) from an instance's
     Lock and Lock_CoolOffHours tags."""
     mode, problem = lock_mode(tags.get(TAG_LOCK))
-    warnings = [problem] if problem else []
+    warnings = [(TAG_LOCK, problem)] if problem else []
     if mode != "compliance":
         return ({TAG_LOCK: mode} if mode else {}), warnings
     hours, problem = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))
-    warnings += [problem] if problem else []
+    warnings += [(TAG_LOCK_COOL_OFF, problem)] if problem else []
     return {TAG_LOCK: mode, TAG_LOCK_COOL_OFF: str(hours)}, warnings
 
 
 def archive_tiers(tags):
-    """(the tiers whose snapshots are tagged Archive=Yes, warnings) from an instance's
+    """(the tiers whose snapshots are tagged Archive=Yes, tag errors) from an instance's
     Archive tag: monthly, yearly or both (commas or spaces, any case). Absent, empty or a
     no-word: none; anything else warns and means none. A tier the instance does not keep
     (no Retention_Monthly, say) is named in a warning: nothing of it gets archived."""
@@ -1451,10 +1498,14 @@ def archive_tiers(tags):
     words = {word for word in re.split(r"[\s,]+", value) if word}
     if not words <= set(ARCHIVE_TIERS):
         raw = tags[TAG_ARCHIVE]
-        return frozenset(), [f"{TAG_ARCHIVE} {raw!r} is not monthly, yearly or both; not archived"]
+        why = f"{TAG_ARCHIVE} {raw!r} is not monthly, yearly or both; not archived"
+        return frozenset(), [(TAG_ARCHIVE, why)]
     kept = {tier: tag for tier, tag, _ in TIERS}
     warnings = [
-        f"{TAG_ARCHIVE} names {tier}, but there is no {kept[tier]} tag: nothing to archive"
+        (
+            TAG_ARCHIVE,
+            f"{TAG_ARCHIVE} names {tier}, but there is no {kept[tier]} tag: nothing to archive",
+        )
         for tier in sorted(words)
         if kept[tier] not in tags
     ]
@@ -1478,10 +1529,8 @@ def not_backed_up(iid, tags, state):
     """Notes saying why an instance gets no snapshot at all, or [] when it gets them."""
     backup = backup_enabled(tags)
     if backup is None:
-        return [
-            ("warn", iid, f"Backup {tags[TAG_BACKUP]!r} is not yes/no; instance skipped"),
-            ("skip", iid, "Backup tag not recognised"),
-        ]
+        why = f"Backup {tags[TAG_BACKUP]!r} is not yes/no; instance skipped"
+        return [tag_note(iid, tags, TAG_BACKUP, why), ("skip", iid, "Backup tag not recognised")]
     if not backup:
         return [("skip", iid, "Backup tag does not enable backups")]
     if state in SKIPPED_STATES:
@@ -1489,32 +1538,58 @@ def not_backed_up(iid, tags, state):
     return []
 
 
-def plan_instance(instance, volume_backup, enabled, region, today, key=None):
+def tag_note(rid, tags, tag, why):
+    """A note of a tag the creator cannot honour: summary.tag_error's arguments."""
+    error = {"tag": tag, "value": tags.get(tag), "reason": why}
+    return "tag", rid, error | ({"name": tags[TAG_NAME]} if tags.get(TAG_NAME) else {})
+
+
+class Where(NamedTuple):
+    """What each instance's plan reads of its run: the regions a Copy_Dest may name, this
+    region, today, the event's key, and this account's id (a function: asked only when a
+    Copy_KmsKeyId names an account)."""
+
+    enabled: frozenset
+    region: str
+    today: date
+    key: str | None = None
+    own: Callable[[], str | None] = lambda: None
+
+
+def instance_settings(tags, where):
+    """(what each snapshot of the instance gets, tag errors as (tag, why)) from its tags."""
+    delete_on, tier, problems = retention_plan(tags, where.today)
+    dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), where.enabled, where.region)
+    problems += [(TAG_COPY_DEST, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
+    copy_with, more = copy_settings(tags, where.own) if dests else ({}, [])
+    mode, problem = parse_mode(tags.get(TAG_CONSISTENCY))
+    more += [(TAG_CONSISTENCY, problem)] if problem else []
+    lock, lock_problems = lock_tags(tags)
+    archive, archive_problems = archive_tiers(tags)
+    vault, vault_problems = vault_settings(tags, where.enabled, where.region)
+    name = tags.get(TAG_NAME, "")
+    extra = lock | ({TAG_ARCHIVE: "Yes"} if tier in archive else {})
+    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, where.key, extra) | vault
+    settings = {"name": name, "tags": snap_tags, "copy_dest": dests, "mode": mode}
+    settings["lock"] = lock_request(snap_tags, delete_on, where.today)
+    return settings, problems + more + lock_problems + archive_problems + vault_problems
+
+
+def plan_instance(instance, volume_backup, where):
     """(snapshots to create, notes) for one instance.
 
     ``volume_backup`` maps volume ids to their own Backup tag values. A snapshot is a
-    dict(volume_id, instance_id, description, tags, copy_dest); a note is (kind, id,
-    reason) with kind "skip" or "warn".
+    dict(volume_id, instance_id, description, tags, copy_dest ...); a note is (kind, id,
+    detail): "skip" or "warn" with a reason, "tag" with tag_error's arguments (tag_note).
     """
     iid, tags = instance["InstanceId"], tag_map(instance)
     refusal = not_backed_up(iid, tags, instance.get("State", {}).get("Name"))
     if refusal:
         return [], refusal
-    delete_on, tier, problems = retention_plan(tags, today)
-    dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), enabled, region)
-    problems += [f"Copy_Dest entry {r!r} {why}; dropped" for r, why in dropped]
-    copy_with, more = copy_settings(tags) if dests else ({}, [])
-    mode, problem = parse_mode(tags.get(TAG_CONSISTENCY))
-    more += [problem] if problem else []
-    lock, lock_problems = lock_tags(tags)
-    archive, archive_problems = archive_tiers(tags)
-    vault, vault_problems = vault_settings(tags, enabled, region)
-    problems += more + lock_problems + archive_problems + vault_problems
-    notes = [("warn", iid, problem) for problem in problems]
-    name = tags.get(TAG_NAME, "")
-    extra = lock | ({TAG_ARCHIVE: "Yes"} if tier in archive else {})
-    snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, key, extra) | vault
-    set_description = describe(name, iid, "all volumes", mode, region)
+    settings, problems = instance_settings(tags, where)
+    notes = [tag_note(iid, tags, tag, why) for tag, why in problems]
+    name, region = settings["name"], where.region
+    set_description = describe(name, iid, "all volumes", settings["mode"], region)
     plans = []
     for vid, device, _root in ebs_volumes(instance):
         opted_out, note = volume_opt_out(vid, iid, volume_backup)
@@ -1527,10 +1602,7 @@ def plan_instance(instance, volume_backup, enabled, region, today, key=None):
                     "device": device,
                     "description": describe(name, iid, vid, device, region),
                     "set_description": set_description,
-                    "tags": snap_tags,
-                    "copy_dest": dests,
-                    "mode": mode,
-                    "lock": lock_request(snap_tags, delete_on, today),
+                    **{k: settings[k] for k in ("tags", "copy_dest", "mode", "lock")},
                 }
             )
     if not plans and not any(k == "skip" for k, _, _ in notes):
@@ -1554,7 +1626,8 @@ def volume_opt_out(volume_id, instance_id, volume_backup):
     if opted_out(value):
         return True, ("skip", volume_id, f"volume of {instance_id} opted out with Backup={value}")
     if value is not None and parse_bool(value) is None:
-        return False, ("warn", volume_id, f"volume Backup {value!r} is not yes/no; backed up")
+        why = f"volume Backup {value!r} is not yes/no; backed up"
+        return False, tag_note(volume_id, {TAG_BACKUP: value}, TAG_BACKUP, why)
     return False, None
 
 
@@ -1867,20 +1940,20 @@ def vss_set(_ec2, ssm, item, summary, budget):
     return reason
 
 
-def plans_of_region(ec2, ids, region, today, key, summary, listed):
+def plans_of_region(ec2, ids, where, summary, listed):
     """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
     to the summary. An instance with a Multi-Attach volume waits for the last page, so that
     a volume several instances ask for is taken once. ``listed`` gets an entry once every
-    page has been read."""
-    enabled = enabled_regions(ec2)
+    page has been read. ``where``: a Where without the enabled regions (read here)."""
+    where = where._replace(enabled=enabled_regions(ec2))
     volume_backup = volume_backup_tags(ec2)
     multi = multi_attach_volumes(ec2)
-    done = done_for_event(ec2, key)
+    done = done_for_event(ec2, where.key)
     seen, held = set(), []
     for instance in list_instances(ec2, ids):
         seen.add(instance.get("InstanceId"))
         try:  # an odd answer, or a bug of ours, costs this instance only
-            todo = plan_one(instance, volume_backup, enabled, region, today, key, summary, done)
+            todo = plan_one(instance, volume_backup, where, summary, done)
         except Exception as exc:
             summary.error(instance.get("InstanceId", "?"), exc, "instance not planned")
             continue
@@ -1888,7 +1961,7 @@ def plans_of_region(ec2, ids, region, today, key, summary, listed):
             held.append((todo, ebs_volumes(instance)))
         else:
             yield from work_of(todo, ebs_volumes(instance))
-    yield from shared_work(held, summary, today)
+    yield from shared_work(held, summary, where.today)
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
     listed.append(True)
@@ -1899,19 +1972,21 @@ def work_of(todo, ebs):
     return [snapshot_set(todo, ebs)] if todo and todo[0]["mode"] != "volume" else todo
 
 
-def plan_one(instance, volume_backup, enabled, region, today, key, summary, done):
+def plan_one(instance, volume_backup, where, summary, done):
     """The snapshots to create for one instance, its notes in the summary; volumes that
     already have a snapshot for this event are skipped."""
-    found, notes = plan_instance(instance, volume_backup, enabled, region, today, key)
-    for kind, rid, reason in notes:
-        (summary.warn if kind == "warn" else summary.skip)(rid, reason)
+    found, notes = plan_instance(instance, volume_backup, where)
+    for kind, rid, detail in notes:
+        if kind == "tag":
+            summary.tag_error(rid, **detail)
+        else:
+            (summary.warn if kind == "warn" else summary.skip)(rid, detail)
     todo = []
     for plan in found:
         if plan["volume_id"] in done:
             snapshot_id = done[plan["volume_id"]]
-            summary.skip(
-                plan["volume_id"], f"already snapshotted for event {key}", snapshot_id=snapshot_id
-            )
+            why = f"already snapshotted for event {where.key}"
+            summary.skip(plan["volume_id"], why, snapshot_id=snapshot_id)
         else:
             todo.append(plan)
     return todo
@@ -2000,8 +2075,10 @@ def create_all(event, context, summary, budget, now):
     ids, key = requested_ids(event), summary.data["event_id"]
     ec2 = make_client("ec2", summary.region, budget, Pacer())
     ssm = built_once(lambda: make_client("ssm", summary.region, budget))
-    listed = []
-    plans = plans_of_region(ec2, ids, summary.region, utc_today(now), key, summary, listed)
+    listed, region = [], summary.region
+    own = functools.cache(lambda: caller_account(region, budget))
+    where = Where(frozenset(), region, utc_today(now), key, own)
+    plans = plans_of_region(ec2, ids, where, summary, listed)
     started, stopped = in_parallel(
         plans,
         lambda item: take(ec2, ssm, item, summary, budget),

@@ -189,7 +189,8 @@ def test_instance_store_mappings_are_ignored():
             {"DeviceName": "/dev/sda1", "Ebs": {"VolumeId": "vol-1"}},
         ],
     }
-    plans, notes = creator.plan_instance(instance, {}, {DEST}, REGION, date(2026, 1, 1))
+    where = creator.Where(frozenset({DEST}), REGION, date(2026, 1, 1))
+    plans, notes = creator.plan_instance(instance, {}, where)
     assert [p["volume_id"] for p in plans] == ["vol-1"]
     assert notes == []
 

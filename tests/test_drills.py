@@ -271,7 +271,8 @@ def drill_tags(snapshot, delete_after):
     return {"Type": "RestoreDrill", "Source_SnapshotId": snapshot, "DeleteAfter": delete_after}
 
 
-def test_leftover_drill_volumes_are_deleted_once_their_time_has_passed(api):
+def test_leftover_drill_volumes_are_deleted_once_their_time_has_passed(api, monkeypatch):
+    monkeypatch.setenv("RESTORE_DRILL", "off")  # none of today's: its volume would go too
     (volume,) = backed_up()
     snap, made = newest_of(volume), BASE - timedelta(hours=3)  # DeleteAfter: an hour ago
     stale = tagged_volume(drill_tags(snap, "2026-12-10T04:00:00Z"), made, snap)
@@ -285,8 +286,9 @@ def test_leftover_drill_volumes_are_deleted_once_their_time_has_passed(api):
     assert [p["VolumeId"] for p in api.ops("DeleteVolume")] == [stale]
 
 
-def test_a_volume_someone_tagged_as_a_drill_is_left_and_named(api):
+def test_a_volume_someone_tagged_as_a_drill_is_left_and_named(api, monkeypatch):
     """A tag alone deletes nothing: only a volume made as the manager makes its drills."""
+    monkeypatch.setenv("RESTORE_DRILL", "off")  # none of today's: its volume would go too
     (volume,) = backed_up()
     snap, other = newest_of(volume), make_snapshot({"Type": "Automated"})
     after, made = "2026-12-10T04:00:00Z", BASE - timedelta(hours=3)

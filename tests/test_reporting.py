@@ -40,11 +40,14 @@ def test_every_item_is_one_json_line_with_level_job_region_action_ids_and_reason
         "action": "warnings",
         "id": iid,
         "reason": "Copy_Dest entry 'mars-east-1' is not an enabled region of this account; dropped",
+        "tag": "Copy_Dest",
+        "value": "mars-east-1",
     }
     assert created["level"] == "INFO" and created["action"] == "created"
     assert created["volume_id"] == vols["/dev/sda1"] and created["instance_id"] == iid
     assert created["snapshot_id"].startswith("snap-")
     assert summary["action"] == "summary" and summary["level"] == "WARN"
+    assert summary["tag_errors"] == summary["TagErrors"] == 1
 
 
 @pytest.mark.parametrize("job", list(JOBS))
