@@ -27,8 +27,6 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
-pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
-
 NOW = datetime(2026, 12, 2, 5, tzinfo=UTC)  # the manager's run, a day after a monthly
 FIRST = datetime(2026, 12, 1, 2, tzinfo=UTC)  # the 1st of a month: the monthly tier applies
 
@@ -119,6 +117,7 @@ def test_the_copier_carries_archive_to_the_copies():
 # ---- the manager: when a snapshot goes to the archive tier -------------------------------
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_a_day_old_snapshot_with_90_days_or_more_to_go_is_archived():
     far = automated("2027-12-01", Archive="Yes")
     edge = automated((NOW.date() + timedelta(days=90)).isoformat(), Archive="Yes")
@@ -139,6 +138,7 @@ def test_a_snapshot_under_a_day_old_or_not_completed_waits():
     assert tier(young) == "archive"
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_under_90_days_to_delete_on_it_stays_standard_and_says_why_once():
     sid = automated((NOW.date() + timedelta(days=89)).isoformat(), Archive="Yes")
     first = run(manager)
@@ -463,6 +463,7 @@ def test_an_archive_note_refused_is_a_warning_and_said_again(api):
         ({"Copy_Dest": DEST, "Copy_Retention": "seven"}, True),  # unreadable: the DeleteOn
     ],
 )
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_an_archive_waits_only_for_a_copy_the_copier_will_make(tags, waits):
     sid = automated("2027-12-01", Archive="Yes", **tags)
     result = run(manager)

@@ -12,8 +12,6 @@ from test_vault import VAULT, set_vault_state, shared_with, vault_snapshots
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 
-pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
-
 LATER = "2026-12-03"
 
 

@@ -28,8 +28,6 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
-pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
-
 BASE = datetime(2026, 12, 10, 5, tzinfo=UTC)  # after moto's own clock: attachments are older
 
 
@@ -122,6 +120,7 @@ def test_a_drill_restores_the_newest_snapshot_in_its_zone_then_deletes_the_volum
     assert '"RestoreSeconds": 0' in line and '{"Name": "RestoreSeconds", "Unit": "Seconds"}' in line
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_each_protected_volume_is_drilled_exactly_once_in_any_seven_days():
     volumes = backed_up(6, devices=("/dev/sda1", "/dev/sdb"))
     drilled = []
@@ -271,6 +270,7 @@ def drill_tags(snapshot, delete_after):
     return {"Type": "RestoreDrill", "Source_SnapshotId": snapshot, "DeleteAfter": delete_after}
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_leftover_drill_volumes_are_deleted_once_their_time_has_passed(api, monkeypatch):
     monkeypatch.setenv("RESTORE_DRILL", "off")  # none of today's: its volume would go too
     (volume,) = backed_up()
@@ -393,6 +393,7 @@ def test_the_copier_never_carries_a_primarys_drill_result_to_its_copies():
     assert "RestoreDrill" not in copy_tags
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_drill_days_are_stable_and_cover_the_week():
     ids = [f"vol-{n:017x}" for n in range(70)]
     assert [manager.drill_day(i) for i in ids] == [manager.drill_day(i) for i in ids]

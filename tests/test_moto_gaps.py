@@ -15,8 +15,6 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto_gaps import locks
 
-pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
-
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 OTHER_ACCOUNT = "111122223333"

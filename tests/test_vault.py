@@ -33,8 +33,6 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
-pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
-
 SOURCE, VAULT, OTHER = DEFAULT_ACCOUNT_ID, "222233334444", "555566667777"
 LATER = "2026-12-03"
 
@@ -182,6 +180,7 @@ def test_vault_regions_and_retention_and_the_regional_copies_alike():
     assert len([t for t in snapshots(DEST).values() if t.get("Source_SnapshotId") == src]) == 1
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_a_locked_primary_has_its_vault_copy_locked_in_the_vault():
     primary(Lock="compliance", Lock_CoolOffHours="2")
     run()
@@ -213,6 +212,7 @@ def test_a_notified_snapshot_is_shared_and_copied_at_once():
     assert shared_with(src) == [VAULT]  # unshared by a later sweep, not by this run
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_no_copy_once_its_vault_delete_on_has_come():
     src = primary(Vault_Retention="1")
     result = run(NOW + timedelta(days=2))
@@ -439,6 +439,7 @@ def test_vault_region_defaults_to_this_region():
 # ---- the vault's manager, and the source's coverage check --------------------------------
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_the_vaults_own_manager_expires_the_vault_copy_on_its_delete_on(monkeypatch):
     primary()
     run()
@@ -461,6 +462,7 @@ def coverage(now):
     return manager.run({}, None, region=REGION, now=now)
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_coverage_counts_a_volume_without_a_completed_vault_copy_as_unprotected(monkeypatch):
     monkeypatch.setenv("RESTORE_DRILL", "off")
     now = datetime.now(UTC) + timedelta(days=5)  # coverage reads moto's clock (attach times)
@@ -496,6 +498,7 @@ def test_coverage_names_a_vault_it_cannot_read(monkeypatch, api):
     assert "unprotected" not in failed.value.summary  # not judged without a look
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_a_vault_copy_whose_lock_failed_is_locked_by_the_next_sweep(api):
     primary(Lock="governance")
     api.fail("LockSnapshot", "IncorrectState", times=1)
