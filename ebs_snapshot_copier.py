@@ -110,9 +110,12 @@ Event
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
 then JobFailed is raised naming each failure.
 
-Running it again, or on the same event again, copies nothing twice. With under 60 s of
-Lambda time left it starts no new copy and invokes itself asynchronously with the same
-event for the rest. A run that cannot list its own region's snapshots fails, with its
+Running it again, or on the same event again, copies nothing twice. A CopySnapshot whose
+answer was lost after it may have reached EC2 is not sent again by botocore: the copy is
+looked for by its Source_SnapshotId first. With under 60 s of Lambda time left it starts
+no new copy and invokes itself asynchronously with the same event for the rest, naming in
+it the copies started ("copied": {region: [primary ids]}), which the next invocation counts
+as there though its listing may not show them yet. A run that cannot list its own region's snapshots fails, with its
 summary line; one that starts with less than MIN_START_S seconds fails at once.
 
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
@@ -229,6 +232,11 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# EC2 carries these out at each request it receives: they take no ClientToken (EC2 API
+# reference), so a request sent again after its answer was lost would make a second snapshot
+# or copy. made_once looks for what such a request made before sending it again.
+NOT_IDEMPOTENT = ("CreateSnapshot", "CreateSnapshots", "CopySnapshot")
+SEND_TRIES, FIND_TRIES, FIND_WAIT_S = 3, 3, 5
 # A run that starts with less than this cannot list and start one item before its margin:
 # it fails at once, naming the function's timeout, so that the Errors alarm fires.
 MIN_START_S = STOP_MARGIN_S + 2 * ATTEMPT_S
@@ -784,6 +792,8 @@ def make_client(service, region, budget=None, pacer=None, credentials=None):
         user_agent_extra="ebs-snapshot-lifecycle",
     )
     client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
+    for operation in NOT_IDEMPOTENT if service == "ec2" else ():
+        client.meta.events.register_first(f"needs-retry.ec2.{operation}", answer_lost)
     if budget:
         budget.guard(client)
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
@@ -791,15 +801,70 @@ def make_client(service, region, budget=None, pacer=None, credentials=None):
     return client
 
 
-def hand_off(context, event, summary, done_here, left=None):
+class AnswerLost(Exception):
+    """A call that EC2 may have carried out lost its answer (a read timeout, a dropped
+    connection, a server error): botocore does not send it again; made_once looks first."""
+
+    def __init__(self, error):
+        super().__init__(describe_error(error))
+        self.error = error
+
+
+def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
+    """needs-retry handler of the NOT_IDEMPOTENT calls: stop botocore's retry of an attempt
+    that may have reached EC2. A connection that could not be made (EndpointConnectionError,
+    ConnectTimeoutError) or throttling (503) made nothing: botocore retries those."""
+    if caught_exception is not None:
+        if not isinstance(caught_exception, botocore.exceptions.ConnectionError):
+            raise AnswerLost(caught_exception)
+        return
+    status = response[0].status_code if response is not None else 0
+    if status >= 500 and status != 503:
+        raise AnswerLost(ClientError(response[1], operation.name))
+
+
+def made_once(call, params, find):
+    """call(**params), one of NOT_IDEMPOTENT. Should its answer be lost after EC2 may have
+    carried it out, what it made is looked for (find(): the response it would have given,
+    from the tags set in the call; None when nothing is found) before it is sent again, up
+    to SEND_TRIES in all: a second snapshot or copy costs money and a copy slot. Listings are
+    eventually consistent, so each look is made FIND_TRIES times, FIND_WAIT_S apart."""
+    for tries in range(1, SEND_TRIES + 1):
+        try:
+            return call(**params)
+        except AnswerLost as lost:
+            for looks in range(1, FIND_TRIES + 1):
+                found = find()
+                if found is not None:
+                    return found
+                if looks < FIND_TRIES:
+                    time.sleep(FIND_WAIT_S)
+            if tries == SEND_TRIES:
+                raise lost.error from None
+    return None
+
+
+def tagged(ec2, tags, *filters):
+    """This account's snapshots carrying all of ``tags`` (and passing ``filters``)."""
+    wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+    return list(
+        paginate(
+            ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=[*wanted, *filters]
+        )
+    )
+
+
+def hand_off(context, event, summary, done_here, left=None, carry=None):
     """Out of time: invoke this same function again, asynchronously, on the same event id,
-    so the rest (``left`` items, when known) is done there. Without progress here, fail
-    instead, so that a run that cannot move never chains invocations forever."""
+    so the rest (``left`` items, when known) is done there; ``carry``, added to the event,
+    tells it what is done (Describe calls are eventually consistent: what this invocation
+    just made may not be listed there yet). Without progress here, fail instead, so that a
+    run that cannot move never chains invocations forever."""
     rest = f"{left} left" if left is not None else "the rest"
     if not done_here:
         summary.fail(summary.region, f"out of Lambda time before any progress; {rest} not done")
         return
-    payload = json.dumps({**event, "id": summary.data["event_id"]})
+    payload = json.dumps({**event, "id": summary.data["event_id"], **(carry or {})})
     arn = context.invoked_function_arn
     try:
         make_client("lambda", summary.region, Budget(context)).invoke(
@@ -1276,6 +1341,7 @@ FULL_SWEEP_HOUR, FULL_SWEEP_MINUTES = 0, 15
 # Beyond MAX_LOOKUP primaries, one listing of a destination's copies costs fewer calls than
 # lookups by id, LOOKUP_BATCH at a time.
 MAX_LOOKUP = 1000
+CARRIED = "copied"  # in a handed-over event: the copies started before it, by destination
 
 
 # ---- decisions: pure functions of the snapshots and today's date ----
@@ -1549,7 +1615,8 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
         copy = {"SnapshotId": None}
     else:
         try:
-            copy = dest_ec2.copy_snapshot(**params)
+            origin = {TAG_SOURCE_SNAPSHOT: primary["id"], TAG_SOURCE_REGION: summary.region}
+            copy = made_once(dest_ec2.copy_snapshot, params, copy_made(dest_ec2, origin))
         except ClientError as exc:
             if error_code(exc) == COPY_LIMIT_CODE:
                 return False
@@ -1559,6 +1626,18 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
     if primary["lock"]:  # at once: a pending copy can be locked
         lock_snapshot(dest_ec2, copy["SnapshotId"], primary["lock"], summary, dest_region=dest)
     return True
+
+
+def copy_made(ec2, origin, check=None):
+    """find() for made_once of a CopySnapshot: {"SnapshotId": ...} of a copy already there
+    that carries the ``origin`` tags the call set (and that ``check`` accepts), in any state;
+    None when there is none."""
+
+    def find():
+        made = [s for s in tagged(ec2, origin) if check is None or check(s)]
+        return {"SnapshotId": made[0]["SnapshotId"]} if made else None
+
+    return find
 
 
 def keep_forever(dest_ec2, dest, primary, copy_id, summary):
@@ -1602,10 +1681,12 @@ def list_by_destination(region, today, summary, budget, scope, only, seen, unset
     return by_dest
 
 
-def plan_all(by_dest, summary, budget, pacer, today, scope, unsettled):
+def plan_all(by_dest, summary, budget, pacer, when, unsettled):
     """([(dest, dest client, action)], {dest: [primaries deferred for want of a slot]}),
     adding to ``unsettled`` the primaries with something left to do in some destination.
-    A destination that cannot be read (refused, unreachable) fails alone: the others go on."""
+    A destination that cannot be read (refused, unreachable) fails alone: the others go on.
+    ``when``: (today, the run's scope, the copies the invocations before it started)."""
+    today, scope, carried = when
     work, deferred = [], {}
     for dest in sorted(by_dest):
         dest_ec2 = make_client("ec2", dest, budget, pacer)
@@ -1613,6 +1694,7 @@ def plan_all(by_dest, summary, budget, pacer, today, scope, unsettled):
         if found is None:
             continue
         existing, in_flight, lockable = found
+        in_flight += carry_over(existing, carried.get(dest, []), unsettled)
         free = (NOTIFIED_MAX_IN_FLIGHT if scope == "notified" else COPIES_IN_FLIGHT) - in_flight
         for action in plan_destination(by_dest[dest], existing, free):
             if action[0] == "skip":
@@ -1626,6 +1708,40 @@ def plan_all(by_dest, summary, budget, pacer, today, scope, unsettled):
         if scope != "notified":  # a sweep; a notified snapshot's run looks at that one only
             work += lock_work(dest_ec2, by_dest[dest], lockable, summary, today, unsettled)
     return work, deferred
+
+
+def carry_over(existing, started, unsettled):
+    """The copies the invocations that handed this event over started in a destination count
+    as there (in flight) even when its listing does not show them yet (Describe calls are
+    eventually consistent): no second copy. Returns how many the listing did not show."""
+    unseen = [pid for pid in started if pid not in existing]
+    for pid in unseen:
+        existing[pid] = {f"copy of {pid}, handed over": True}  # True: nothing to tag on it
+        unsettled.add(pid)
+    return len(unseen)
+
+
+def copies_started(summary, carried):
+    """{destination: [primary ids]} of the copies started by this invocation and those it was
+    handed: what the next one is told (CARRIED)."""
+    started = {dest: list(ids) for dest, ids in carried.items()}
+    for item in summary.data.get("copied", []):
+        if "vault_account" not in item and not item.get("staging"):
+            started.setdefault(item["dest_region"], []).append(item["source_snapshot_id"])
+    return {dest: sorted(set(ids)) for dest, ids in sorted(started.items())}
+
+
+def carried_copies(event):
+    """Refuse an event whose CARRIED cannot be read (run_job's check)."""
+    carried = event.get(CARRIED)
+    if carried is not None and not (
+        isinstance(carried, dict)
+        and all(
+            isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+            for ids in carried.values()
+        )
+    ):
+        raise ValueError(f"event {CARRIED} must be {{region: [snapshot ids]}}, not {carried!r}")
 
 
 def read_destination(dest_ec2, primaries, summary, scope, unsettled):
@@ -2151,7 +2267,8 @@ class Vaults:
             self.deferred[self.region].append(primary)
             return
         try:
-            copy = self.ec2.copy_snapshot(**params)
+            find = copy_made(self.ec2, {TAG_VAULT_STAGING: primary["id"]}, staging_of)
+            copy = made_once(self.ec2.copy_snapshot, params, find)
         except ClientError as exc:
             if error_code(exc) != COPY_LIMIT_CODE:
                 raise
@@ -2211,7 +2328,10 @@ class Vaults:
             self.summary.did("copy", **item)
             return
         try:
-            copy = vault_ec2.copy_snapshot(**params)
+            origin = {
+                k: tags[k] for k in (TAG_SOURCE_SNAPSHOT, TAG_SOURCE_REGION, TAG_SOURCE_ACCOUNT)
+            }
+            copy = made_once(vault_ec2.copy_snapshot, params, copy_made(vault_ec2, origin))
         except ClientError as exc:
             if error_code(exc) != COPY_LIMIT_CODE:
                 raise
@@ -2332,7 +2452,7 @@ def tag_pairs(tags):
 
 def run(event=None, context=None, *, region=None, now=None):
     """One copier run; ``now`` (a datetime) is injectable for tests and the demo."""
-    return run_job(JOB, copy_all, event, context, region, now)
+    return run_job(JOB, copy_all, event, context, region, now, check=carried_copies)
 
 
 def copy_all(event, context, summary, budget, now):
@@ -2345,7 +2465,8 @@ def copy_all(event, context, summary, budget, now):
     by_dest = list_by_destination(
         summary.region, today, summary, budget, scope, only, seen, unsettled
     )
-    work, deferred = plan_all(by_dest, summary, budget, pacer, today, scope, unsettled)
+    carried = event.get(CARRIED) or {}
+    work, deferred = plan_all(by_dest, summary, budget, pacer, (today, scope, carried), unsettled)
     started, stopped = execute(work, deferred, summary, budget)
     left = len(work) - started + stopped
     until, problem = stay_until(event, now)
@@ -2357,7 +2478,8 @@ def copy_all(event, context, summary, budget, now):
         stay(deferred, summary, budget, now, until)
     report_deferred(deferred | vaults.deferred, summary, now)
     if left:
-        hand_off(context, event, summary, done_here=started - stopped, left=left)
+        carry = {CARRIED: copies_started(summary, carried)}
+        hand_off(context, event, summary, started - stopped, left, carry)
     elif vaulted and scope != "notified":
         marks = copy_state_marks(
             tracked(by_dest, seen, vaults), unsettled | vaults.unsettled, scope

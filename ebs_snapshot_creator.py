@@ -96,6 +96,7 @@ Event
                                               an id that does not exist is a failure
     {"dry_run": true}                         change nothing; report what would be created
                                               and locked
+    {"handoff": {"from": key, "done": [keys]}} written by a hand-off: what is done
 
 Returns a JSON-serialisable summary. If any item failed, every other item is still done,
 then JobFailed is raised naming each failure, so the invocation counts as failed. Any
@@ -108,10 +109,15 @@ Pace: CreateSnapshot calls go at most at 90% of EC2's rate for them (a burst of 
 4.5 a second), four at a time, so a large run neither meets throttling nor starves the
 account's other callers. Bad days: throttling is retried by botocore (standard mode, 10
 attempts in all); a volume refused with SnapshotCreationPerVolumeRateExceeded is tried
-again at least 15 s later while the others go on. With under 60 s of Lambda time left,
-no new snapshot is started: the function invokes itself asynchronously with the same
-event id, and that invocation does the rest. No call or retry is started that could
-outlive the Lambda.
+again at least 15 s later while the others go on. A CreateSnapshot(s) whose answer was
+lost after it may have reached EC2 (a read timeout, a dropped connection, a 5xx) is not
+sent again by botocore: the snapshot it may have made is looked for by its EventId first.
+Every instance is listed and planned before the first snapshot starts, and the work goes
+in the order of instance and volume ids. With under 60 s of Lambda time left, no new
+snapshot is started: the function invokes itself asynchronously with the same event id,
+telling it in the event ("handoff": the key to go on from, and the keys done after it)
+what is done, and that invocation does the rest (a listing by EventId may lag what was
+just made). No call or retry is started that could outlive the Lambda.
 
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
 Embedded Metric Format (namespace EBSSnapshots, dimensions job and region): SnapshotsCreated,
@@ -227,6 +233,11 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# EC2 carries these out at each request it receives: they take no ClientToken (EC2 API
+# reference), so a request sent again after its answer was lost would make a second snapshot
+# or copy. made_once looks for what such a request made before sending it again.
+NOT_IDEMPOTENT = ("CreateSnapshot", "CreateSnapshots", "CopySnapshot")
+SEND_TRIES, FIND_TRIES, FIND_WAIT_S = 3, 3, 5
 # A run that starts with less than this cannot list and start one item before its margin:
 # it fails at once, naming the function's timeout, so that the Errors alarm fires.
 MIN_START_S = STOP_MARGIN_S + 2 * ATTEMPT_S
@@ -782,6 +793,8 @@ def make_client(service, region, budget=None, pacer=None, credentials=None):
         user_agent_extra="ebs-snapshot-lifecycle",
     )
     client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
+    for operation in NOT_IDEMPOTENT if service == "ec2" else ():
+        client.meta.events.register_first(f"needs-retry.ec2.{operation}", answer_lost)
     if budget:
         budget.guard(client)
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
@@ -789,15 +802,70 @@ def make_client(service, region, budget=None, pacer=None, credentials=None):
     return client
 
 
-def hand_off(context, event, summary, done_here, left=None):
+class AnswerLost(Exception):
+    """A call that EC2 may have carried out lost its answer (a read timeout, a dropped
+    connection, a server error): botocore does not send it again; made_once looks first."""
+
+    def __init__(self, error):
+        super().__init__(describe_error(error))
+        self.error = error
+
+
+def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
+    """needs-retry handler of the NOT_IDEMPOTENT calls: stop botocore's retry of an attempt
+    that may have reached EC2. A connection that could not be made (EndpointConnectionError,
+    ConnectTimeoutError) or throttling (503) made nothing: botocore retries those."""
+    if caught_exception is not None:
+        if not isinstance(caught_exception, botocore.exceptions.ConnectionError):
+            raise AnswerLost(caught_exception)
+        return
+    status = response[0].status_code if response is not None else 0
+    if status >= 500 and status != 503:
+        raise AnswerLost(ClientError(response[1], operation.name))
+
+
+def made_once(call, params, find):
+    """call(**params), one of NOT_IDEMPOTENT. Should its answer be lost after EC2 may have
+    carried it out, what it made is looked for (find(): the response it would have given,
+    from the tags set in the call; None when nothing is found) before it is sent again, up
+    to SEND_TRIES in all: a second snapshot or copy costs money and a copy slot. Listings are
+    eventually consistent, so each look is made FIND_TRIES times, FIND_WAIT_S apart."""
+    for tries in range(1, SEND_TRIES + 1):
+        try:
+            return call(**params)
+        except AnswerLost as lost:
+            for looks in range(1, FIND_TRIES + 1):
+                found = find()
+                if found is not None:
+                    return found
+                if looks < FIND_TRIES:
+                    time.sleep(FIND_WAIT_S)
+            if tries == SEND_TRIES:
+                raise lost.error from None
+    return None
+
+
+def tagged(ec2, tags, *filters):
+    """This account's snapshots carrying all of ``tags`` (and passing ``filters``)."""
+    wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+    return list(
+        paginate(
+            ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=[*wanted, *filters]
+        )
+    )
+
+
+def hand_off(context, event, summary, done_here, left=None, carry=None):
     """Out of time: invoke this same function again, asynchronously, on the same event id,
-    so the rest (``left`` items, when known) is done there. Without progress here, fail
-    instead, so that a run that cannot move never chains invocations forever."""
+    so the rest (``left`` items, when known) is done there; ``carry``, added to the event,
+    tells it what is done (Describe calls are eventually consistent: what this invocation
+    just made may not be listed there yet). Without progress here, fail instead, so that a
+    run that cannot move never chains invocations forever."""
     rest = f"{left} left" if left is not None else "the rest"
     if not done_here:
         summary.fail(summary.region, f"out of Lambda time before any progress; {rest} not done")
         return
-    payload = json.dumps({**event, "id": summary.data["event_id"]})
+    payload = json.dumps({**event, "id": summary.data["event_id"], **(carry or {})})
     arn = context.invoked_function_arn
     try:
         make_client("lambda", summary.region, Budget(context)).invoke(
@@ -1275,11 +1343,15 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 DEFAULT_WEEKLY_DAY = 6  # Sunday
 MAX_DESCRIPTION = 255  # EC2's limit on a snapshot description
 TAG_EVENT_ID = "EventId"  # the event a snapshot was made for: a retried event skips it
+HANDOFF = "handoff"  # in a handed-over event: what the invocations before it did (resumed)
 # A volume that is already being snapshotted too often is refused with this code; AWS asks
 # for at least 15 s before that volume is tried again. Other volumes go on meanwhile.
 PER_VOLUME_RATE_CODE = "SnapshotCreationPerVolumeRateExceeded"
 PER_VOLUME_WAIT_S = 15
 PER_VOLUME_TRIES = 3
+# What a snapshot call whose answer was lost may have made started since this long before
+# the look (a run with no EventId: a command-line run without --event-id in the tests).
+LOST_SINCE = timedelta(minutes=5)
 
 
 # ---- decisions: pure functions of the resources and today's date ----
@@ -1632,6 +1704,16 @@ def volume_opt_out(volume_id, instance_id, volume_backup):
 
 
 def requested_ids(event):
+    """The event's instance_ids (None: every instance); an event whose instance_ids or
+    HANDOFF cannot be read is refused."""
+    handoff = event.get(HANDOFF)
+    if handoff is not None and not (
+        isinstance(handoff, dict)
+        and isinstance(handoff.get("from"), str)
+        and isinstance(handoff.get("done"), list)
+        and all(isinstance(k, str) for k in handoff["done"])
+    ):
+        raise ValueError(f"event {HANDOFF} must be {{from: key, done: [keys]}}, not {handoff!r}")
     ids = event.get("instance_ids")
     if ids is None:
         return None
@@ -1720,8 +1802,9 @@ def create_snapshot(ec2, plan, summary, budget):
         summary.did("create", **item)
         lock_new(ec2, None, plan, summary)
         return
+    find = made_by_event(ec2, plan["tags"], [plan["volume_id"]], "create_snapshot")
     snap = call_busy(
-        ec2.create_snapshot,
+        lambda **p: made_once(ec2.create_snapshot, p, find),
         params,
         plan["volume_id"],
         summary,
@@ -1731,6 +1814,31 @@ def create_snapshot(ec2, plan, summary, budget):
     if snap:
         summary.did("create", snapshot_id=snap["SnapshotId"], **item)
         lock_new(ec2, snap["SnapshotId"], plan, summary)
+
+
+def made_by_event(ec2, tags, volumes, call):
+    """find() for made_once: the response ``call`` (create_snapshot or create_snapshots)
+    would have given, from the snapshots of ``volumes`` that carry the tags that identify
+    this run's (its EventId, else its DeleteOn) and started at most LOST_SINCE before now;
+    None when there is none."""
+    since = datetime.now(UTC) - LOST_SINCE
+    wanted = {TAG_TYPE: AUTOMATED}
+    wanted |= {TAG_EVENT_ID: tags[TAG_EVENT_ID]} if TAG_EVENT_ID in tags else {}
+    wanted |= {} if TAG_EVENT_ID in tags else {TAG_DELETE_ON: tags[TAG_DELETE_ON]}
+
+    def find():
+        volume = {"Name": "volume-id", "Values": volumes}
+        made = [s for s in tagged(ec2, wanted, volume) if s["StartTime"] >= since]
+        if not made:
+            return None
+        newest = {s["VolumeId"]: s for s in sorted(made, key=lambda s: s["StartTime"])}
+        if call == "create_snapshot":
+            return newest[volumes[0]]
+        return {
+            "Snapshots": [{"SnapshotId": s["SnapshotId"], "VolumeId": v} for v, s in newest.items()]
+        }
+
+    return find
 
 
 def lock_new(ec2, snapshot_id, plan, summary):
@@ -1774,7 +1882,10 @@ def create_set(ec2, item, consistency, summary, budget):
             summary.did("create", volume_id=plan["volume_id"], **base)
             lock_new(ec2, None, plan, summary)
         return
-    made = call_busy(ec2.create_snapshots, params, item["instance_id"], summary, budget)
+    volumes = [plan["volume_id"] for plan in item["plans"]]
+    find = made_by_event(ec2, item["tags"], volumes, "create_snapshots")
+    created = lambda **p: made_once(ec2.create_snapshots, p, find)  # noqa: E731
+    made = call_busy(created, params, item["instance_id"], summary, budget)
     for snap in (made or {}).get("Snapshots", []):
         summary.did("create", snapshot_id=snap["SnapshotId"], volume_id=snap["VolumeId"], **base)
         lock_new(ec2, snap["SnapshotId"], {**item, "volume_id": snap["VolumeId"]}, summary)
@@ -1940,11 +2051,11 @@ def vss_set(_ec2, ssm, item, summary, budget):
     return reason
 
 
-def plans_of_region(ec2, ids, where, summary, listed):
+def plans_of_region(ec2, ids, where, summary):
     """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
     to the summary. An instance with a Multi-Attach volume waits for the last page, so that
-    a volume several instances ask for is taken once. ``listed`` gets an entry once every
-    page has been read. ``where``: a Where without the enabled regions (read here)."""
+    a volume several instances ask for is taken once. ``where``: a Where without the
+    enabled regions (read here)."""
     where = where._replace(enabled=enabled_regions(ec2))
     volume_backup = volume_backup_tags(ec2)
     multi = multi_attach_volumes(ec2)
@@ -1964,7 +2075,6 @@ def plans_of_region(ec2, ids, where, summary, listed):
     yield from shared_work(held, summary, where.today)
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
-    listed.append(True)
 
 
 def work_of(todo, ebs):
@@ -2071,24 +2181,63 @@ def run(event=None, context=None, *, region=None, now=None):
 
 
 def create_all(event, context, summary, budget, now):
-    """Snapshots start while later pages are still being read: listing hides in the pacing."""
-    ids, key = requested_ids(event), summary.data["event_id"]
-    ec2 = make_client("ec2", summary.region, budget, Pacer())
-    ssm = built_once(lambda: make_client("ssm", summary.region, budget))
-    listed, region = [], summary.region
+    """Every instance is listed and planned first; the work then goes in the order of its
+    keys (work_key), so that a hand-off can say in its event what is done (resume_point):
+    the next invocation does not rest on a listing of what this one made."""
+    ids, key, region = requested_ids(event), summary.data["event_id"], summary.region
+    ec2 = make_client("ec2", region, budget, Pacer())
+    ssm = built_once(lambda: make_client("ssm", region, budget))
     own = functools.cache(lambda: caller_account(region, budget))
     where = Where(frozenset(), region, utc_today(now), key, own)
-    plans = plans_of_region(ec2, ids, where, summary, listed)
-    started, stopped = in_parallel(
-        plans,
-        lambda item: take(ec2, ssm, item, summary, budget),
-        budget,
-        lambda item, exc: item_failed(item, exc, summary),
-    )
-    if stopped or not listed:
-        hand_off(context, event, summary, done_here=started - stopped)
+    try:
+        items = sorted(plans_of_region(ec2, ids, where, summary), key=work_key)
+    except OutOfTime:  # the listing alone took the time: nothing done, a failure
+        hand_off(context, event, summary, done_here=0)
+        return
+    todo, done = resumed(items, event.get(HANDOFF), summary), set()
+
+    def work(item):
+        take(ec2, ssm, item, summary, budget)
+        done.add(work_key(item))
+
+    def failed(item, exc):
+        item_failed(item, exc, summary)
+        done.add(work_key(item))
+
+    started, stopped = in_parallel(todo, work, budget, failed)
+    if len(done) < len(todo):
+        point = resume_point(todo, done, event.get(HANDOFF))
+        left = len(todo) - len(done)
+        hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
     else:
         lock_sweep(ec2, summary, budget, utc_today(now))
+
+
+def work_key(item):
+    """The order the work goes in, and what a hand-off names as done: the instance, then
+    the volume (a set: the instance alone)."""
+    return f"{item['instance_id']} {item.get('volume_id', '')}"
+
+
+def resumed(items, handoff, summary):
+    """The items still to do after the invocations that handed this event over (its
+    HANDOFF: the key to go on from, and the keys after it already done)."""
+    if not handoff:
+        return items
+    done = set(handoff["done"])
+    todo = [i for i in items if work_key(i) >= handoff["from"] and work_key(i) not in done]
+    if len(todo) < len(items):
+        why = "done by the invocations that handed this event over"
+        summary.skip(summary.region, f"{len(items) - len(todo)} snapshots or sets {why}")
+    return todo
+
+
+def resume_point(todo, done, handoff):
+    """What the next invocation may skip: from the key of the first item not done on, all
+    but the keys done after it (here, or by an earlier invocation of the event)."""
+    first = min(work_key(i) for i in todo if work_key(i) not in done)
+    earlier = set(handoff["done"]) if handoff else set()
+    return {"from": first, "done": sorted(k for k in done | earlier if k > first)}
 
 
 def lock_sweep(ec2, summary, budget, today):

@@ -257,6 +257,11 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a know
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
 BACKOFF_CAP_S = 20  # botocore's longest sleep between two attempts
 STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
+# EC2 carries these out at each request it receives: they take no ClientToken (EC2 API
+# reference), so a request sent again after its answer was lost would make a second snapshot
+# or copy. made_once looks for what such a request made before sending it again.
+NOT_IDEMPOTENT = ("CreateSnapshot", "CreateSnapshots", "CopySnapshot")
+SEND_TRIES, FIND_TRIES, FIND_WAIT_S = 3, 3, 5
 # A run that starts with less than this cannot list and start one item before its margin:
 # it fails at once, naming the function's timeout, so that the Errors alarm fires.
 MIN_START_S = STOP_MARGIN_S + 2 * ATTEMPT_S
@@ -812,6 +817,8 @@ def make_client(service, region, budget=None, pacer=None, credentials=None):
         user_agent_extra="ebs-snapshot-lifecycle",
     )
     client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
+    for operation in NOT_IDEMPOTENT if service == "ec2" else ():
+        client.meta.events.register_first(f"needs-retry.ec2.{operation}", answer_lost)
     if budget:
         budget.guard(client)
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
@@ -819,15 +826,70 @@ def make_client(service, region, budget=None, pacer=None, credentials=None):
     return client
 
 
-def hand_off(context, event, summary, done_here, left=None):
+class AnswerLost(Exception):
+    """A call that EC2 may have carried out lost its answer (a read timeout, a dropped
+    connection, a server error): botocore does not send it again; made_once looks first."""
+
+    def __init__(self, error):
+        super().__init__(describe_error(error))
+        self.error = error
+
+
+def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
+    """needs-retry handler of the NOT_IDEMPOTENT calls: stop botocore's retry of an attempt
+    that may have reached EC2. A connection that could not be made (EndpointConnectionError,
+    ConnectTimeoutError) or throttling (503) made nothing: botocore retries those."""
+    if caught_exception is not None:
+        if not isinstance(caught_exception, botocore.exceptions.ConnectionError):
+            raise AnswerLost(caught_exception)
+        return
+    status = response[0].status_code if response is not None else 0
+    if status >= 500 and status != 503:
+        raise AnswerLost(ClientError(response[1], operation.name))
+
+
+def made_once(call, params, find):
+    """call(**params), one of NOT_IDEMPOTENT. Should its answer be lost after EC2 may have
+    carried it out, what it made is looked for (find(): the response it would have given,
+    from the tags set in the call; None when nothing is found) before it is sent again, up
+    to SEND_TRIES in all: a second snapshot or copy costs money and a copy slot. Listings are
+    eventually consistent, so each look is made FIND_TRIES times, FIND_WAIT_S apart."""
+    for tries in range(1, SEND_TRIES + 1):
+        try:
+            return call(**params)
+        except AnswerLost as lost:
+            for looks in range(1, FIND_TRIES + 1):
+                found = find()
+                if found is not None:
+                    return found
+                if looks < FIND_TRIES:
+                    time.sleep(FIND_WAIT_S)
+            if tries == SEND_TRIES:
+                raise lost.error from None
+    return None
+
+
+def tagged(ec2, tags, *filters):
+    """This account's snapshots carrying all of ``tags`` (and passing ``filters``)."""
+    wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+    return list(
+        paginate(
+            ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=[*wanted, *filters]
+        )
+    )
+
+
+def hand_off(context, event, summary, done_here, left=None, carry=None):
     """Out of time: invoke this same function again, asynchronously, on the same event id,
-    so the rest (``left`` items, when known) is done there. Without progress here, fail
-    instead, so that a run that cannot move never chains invocations forever."""
+    so the rest (``left`` items, when known) is done there; ``carry``, added to the event,
+    tells it what is done (Describe calls are eventually consistent: what this invocation
+    just made may not be listed there yet). Without progress here, fail instead, so that a
+    run that cannot move never chains invocations forever."""
     rest = f"{left} left" if left is not None else "the rest"
     if not done_here:
         summary.fail(summary.region, f"out of Lambda time before any progress; {rest} not done")
         return
-    payload = json.dumps({**event, "id": summary.data["event_id"]})
+    payload = json.dumps({**event, "id": summary.data["event_id"], **(carry or {})})
     arn = context.invoked_function_arn
     try:
         make_client("lambda", summary.region, Budget(context)).invoke(

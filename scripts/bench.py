@@ -391,11 +391,14 @@ LAMBDA_CPU = round(512 / 1769, 2)
 SCHEDULED = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}
 
 
-def bench_day(job, volumes, scale, latency, now, prepare, cpu_share=1.0, timeout=900):
+def bench_day(
+    job, volumes, scale, latency, now, prepare, cpu_share=1.0, timeout=900, invisible_s=0.0
+):
     """One scheduled run of `job` over a region of `volumes` volumes, chained through its
     hand-offs (each invocation `timeout` s of Lambda time), on a virtual clock (see the
     module's docstring) with EC2's refill, the pacer, the margins, Lambda's time and the
     CPU all `scale` times faster, the CPU counted at `cpu_share` of a core of this machine;
+    a new snapshot listed only `invisible_s` after it was made (EC2's eventual consistency);
     wall and floor are in unscaled seconds."""
     with fresh_aws():
         prepare(volumes)
@@ -405,7 +408,9 @@ def bench_day(job, volumes, scale, latency, now, prepare, cpu_share=1.0, timeout
         lam = Lambda(job, timeout / scale, clock)
         with (
             scaled(scale),
-            simulated_ec2(latency / scale, scale=scale, clock=clock) as sim,
+            simulated_ec2(
+                latency / scale, scale=scale, clock=clock, invisible_s=invisible_s / scale
+            ) as sim,
             moto_clock(now),
             virtual(clock, scale),
         ):

@@ -28,6 +28,7 @@ from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse
 from moto.core.responses import ActionResult
 from moto.ec2.models.core import TaggedEC2Resource
+from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.responses import EC2Response
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.responses.instances import InstanceResponse
@@ -65,9 +66,13 @@ THROTTLED = (
 class SimulatedEC2:
     """Counts every call by operation, and every throttled one."""
 
-    def __init__(self, latency=0.05, limits=True, scale=1.0, clock=None):
+    def __init__(self, latency=0.05, limits=True, scale=1.0, clock=None, invisible_s=0.0):
         self.latency, self.limits, self.scale = latency, limits, scale
         self.clock = clock or REAL_TIME
+        # EC2's Describe calls are eventually consistent (EC2 API reference, "Eventual
+        # consistency"): a snapshot made less than this long ago is not listed yet (by
+        # filters; by its id it is).
+        self.invisible_s, self.born = invisible_s, {}  # born: snapshot id -> clock time
         self.calls, self.throttled = Counter(), Counter()
         self.moto_cpu = 0.0  # CPU seconds spent answering inside moto: not the job's
         self.listings = {}  # a listing's filtered, sorted items, kept while it is paged
@@ -102,6 +107,14 @@ class SimulatedEC2:
         with self._lock:
             self.throttled[operation] += 1
         return AWSResponse(request.url, 503, {}, MockRawResponse(THROTTLED))
+
+
+def _visible(sim, snapshots, by_id):
+    """Snapshots a listing shows now: not those made less than sim.invisible_s ago."""
+    if by_id or not sim.invisible_s:
+        return snapshots
+    now = sim.clock.monotonic()
+    return [s for s in snapshots if sim.born.get(s.id, -1e18) <= now - sim.invisible_s]
 
 
 def _paged(key, id_attr, backend_call, store, listings):
@@ -171,11 +184,25 @@ def _tags_of(resource):
 
 
 @contextmanager
-def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
+def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None, invisible_s=0.0):
     """Inside: every EC2 call meets the latency and (with ``limits``) EC2's buckets, refilled
     ``scale`` times faster than EC2's (a scaled clock), in real time or in ``clock``'s (a
-    VirtualClock, which then does not count moto's CPU). Use within mock_aws()."""
-    sim = SimulatedEC2(latency, limits, scale, clock)
+    VirtualClock, which then does not count moto's CPU); a snapshot is listed only
+    ``invisible_s`` (in the clock's time) after it was made. Use within mock_aws()."""
+    sim = SimulatedEC2(latency, limits, scale, clock, invisible_s)
+    made = (EBSBackend.create_snapshot, EBSBackend.create_snapshots)
+
+    def create_snapshot(backend, *args, **kwargs):
+        snapshot = made[0](backend, *args, **kwargs)
+        sim.born[snapshot.id] = sim.clock.monotonic()
+        return snapshot
+
+    def create_snapshots(backend, *args, **kwargs):
+        snapshots = made[1](backend, *args, **kwargs)
+        sim.born |= {s.id: sim.clock.monotonic() for s in snapshots}
+        return snapshots
+
+    EBSBackend.create_snapshot, EBSBackend.create_snapshots = create_snapshot, create_snapshots
     virtual = clock if isinstance(clock, VirtualClock) else None
     original_call = BotocoreStubber.__call__
     originals = (ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes)
@@ -203,8 +230,12 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
     ElasticBlockStore.describe_snapshots = _paged(
         "Snapshots",
         "id",
-        lambda self, f: self.ec2_backend.describe_snapshots(
-            snapshot_ids=self._get_param("SnapshotIds", []), filters=f
+        lambda self, f: _visible(
+            sim,
+            self.ec2_backend.describe_snapshots(
+                snapshot_ids=self._get_param("SnapshotIds", []), filters=f
+            ),
+            self._get_param("SnapshotIds", []),
         ),
         "snapshots",
         sim.listings,
@@ -215,7 +246,9 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
         EC2Response.describe_snapshots = _paged(
             "Snapshots",
             "id",
-            lambda self, f: installed(self).result["Snapshots"],
+            lambda self, f: _visible(
+                sim, installed(self).result["Snapshots"], self._get_param("SnapshotIds", [])
+            ),
             "snapshots",
             sim.listings,
         )
@@ -235,6 +268,7 @@ def simulated_ec2(latency=0.05, limits=True, scale=1.0, clock=None):
         TaggedEC2Resource.get_tags = original_tags
         ElasticBlockStore.describe_snapshots, ElasticBlockStore.describe_volumes = originals
         InstanceResponse.describe_instances = original_instances
+        EBSBackend.create_snapshot, EBSBackend.create_snapshots = made
         if installed:
             EC2Response.describe_snapshots = installed
 

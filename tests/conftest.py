@@ -229,6 +229,7 @@ class Api:
         self.slept = []
         self.on_attempt = None  # called with (operation, region) before each attempt
         self.outages = []  # network failures: see ``network``
+        self.lost = []  # answers lost once the call was made: see ``lose_answer``
         self.after = {}  # operation -> function of the response giving the one returned
 
     def fail(
@@ -257,6 +258,12 @@ class Api:
         """Make matching HTTP attempts (any service; ``operation`` None: any operation)
         raise ``error(url)``, a botocore exception, instead of reaching AWS."""
         self.outages.append({"op": operation, "error": error, "when": when, "left": times})
+
+    def lose_answer(self, operation, when=lambda params, region: True, times=1, status=None):
+        """Let matching attempts reach moto (which carries them out), then lose the answer: a
+        read timeout (botocore's ReadTimeoutError), or with ``status`` an HTTP error such as
+        500 InternalError in its place, as a server failing after the work was done."""
+        self.lost.append({"op": operation, "when": when, "left": times, "status": status})
 
     def throttle(self, rate, seed):
         """Answer that share of all EC2 attempts with RequestLimitExceeded (HTTP 503)."""
@@ -295,6 +302,13 @@ class Api:
                 if outage["left"] is not None:
                     outage["left"] -= 1
                 raise outage["error"](url)
+
+    def _lost(self, operation, params, region):
+        for rule in self.lost:
+            if rule["op"] == operation and rule["left"] and rule["when"](params, region):
+                rule["left"] -= 1
+                return rule
+        return None
 
     def _page(self, original, client, operation, params):
         key, id_key = PAGED[operation]
@@ -346,6 +360,13 @@ class Api:
                 if fault:
                     status, body = fault
                     return AWSResponse(request.url, status, {}, MockRawResponse(body))
+                lost = spy._lost(operation, params, region)
+                if lost:
+                    original_send(stubber, event_name, request, **kwargs)  # done, then lost
+                    if lost["status"] is None:
+                        raise read_timeout(request.url)
+                    body = ec2_error("InternalError", "injected after the work", lost["status"])
+                    return AWSResponse(request.url, lost["status"], {}, MockRawResponse(body[1]))
             return original_send(stubber, event_name, request, **kwargs)
 
         monkeypatch.setattr(BaseClient, "_make_api_call", _make_api_call)

@@ -26,6 +26,8 @@ from conftest import (
     snapshot_of,
     snapshots,
 )
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
@@ -259,10 +261,10 @@ def test_creator_hands_the_rest_to_a_new_invocation_and_nothing_is_cut_off(api):
     assert invoke["FunctionName"] == ctx.invoked_function_arn
     assert invoke["InvocationType"] == "Event"
     payload = json.loads(invoke["Payload"])
-    assert payload == event
+    assert payload == event | {"handoff": payload["handoff"]}  # and what is done
     (handed,) = first["handed_off"]
     assert handed["id"] == ctx.invoked_function_arn
-    assert "count" not in handed  # the creator streams its listing: the rest is not counted
+    assert handed["count"] == len(vols) - done_first
     # Lambda runs the new invocation on the same event, with a fresh clock.
     second = creator.run(payload, Context(api, "creator", request_id="req-2"), now=NOW)
     assert volume_counts() == Counter({v: 1 for v in vols})
@@ -276,7 +278,59 @@ def test_a_hand_off_of_an_event_without_id_carries_the_request_id(api):
     ctx = Context(api, "creator", start_ms=130_000, per_attempt_ms=10_000, request_id="r-77")
     creator.run({}, ctx, now=NOW)
     (invoke,) = api.ops("Invoke")
-    assert json.loads(invoke["Payload"]) == {"id": "r-77"}
+    assert json.loads(invoke["Payload"]).keys() == {"id", "handoff"}
+    assert json.loads(invoke["Payload"])["id"] == "r-77"
+
+
+def hide_new_snapshots(api):
+    """Listings (DescribeSnapshots with filters) do not show the snapshots made since the test
+    began: EC2's Describe calls are eventually consistent. Lookups by id still do."""
+    made = set()
+    for call in ("CreateSnapshot", "CreateSnapshots"):
+        api.after[call] = lambda answer: (
+            made.update(s["SnapshotId"] for s in answer.get("Snapshots", [answer])),
+            answer,
+        )[1]
+
+    def listed(answer):
+        return {
+            **answer,
+            "Snapshots": [s for s in answer["Snapshots"] if s["SnapshotId"] not in made],
+        }
+
+    api.after["DescribeSnapshots"] = listed
+
+
+def test_a_hand_off_says_what_is_done_so_a_listing_that_lags_makes_no_duplicate(api):
+    """The next invocation learns what is done from the event, not from a listing of
+    EventId that may not show the snapshots made a moment ago."""
+    vols = fleet(6)  # 12 volumes
+    hide_new_snapshots(api)
+    api.stub("Invoke", {"StatusCode": 202})
+    ctx = Context(api, "creator", start_ms=150_000, per_attempt_ms=10_000)
+    event = {"id": "evt-lag"}
+    first, _ = run_watching_the_clock(api, ctx, creator, event)
+    done_first = len(first["created"])
+    assert 0 < done_first < len(vols) and first["handed_off"]
+    payloads = [json.loads(i["Payload"]) for i in api.ops("Invoke")]
+    for n in range(2, 8):  # each hand-off's payload to the next invocation, until done
+        api.calls.clear()
+        ctx = Context(api, "creator", start_ms=150_000, per_attempt_ms=10_000, request_id=f"r{n}")
+        run_watching_the_clock(api, ctx, creator, payloads[-1])
+        if not api.ops("Invoke"):
+            break
+        payloads.append(json.loads(api.ops("Invoke")[0]["Payload"]))
+    made = ec2_backends[DEFAULT_ACCOUNT_ID][REGION].snapshots.values()  # unhidden
+    assert Counter(s.volume.id for s in made) == Counter({v: 1 for v in vols})  # each once
+    assert all(p["id"] == "evt-lag" for p in payloads)
+
+
+@pytest.mark.parametrize(
+    "handoff", ["i-1", {"from": 3, "done": []}, {"from": "i-1"}, {"from": "i-1", "done": [1]}]
+)
+def test_a_hand_off_that_cannot_be_read_is_refused(handoff):
+    with pytest.raises(ValueError, match="handoff"):
+        creator.run({"id": "e", "handoff": handoff}, None, now=NOW)
 
 
 def test_no_progress_at_all_fails_instead_of_handing_off_forever(api):
@@ -316,6 +370,39 @@ def test_copier_hands_the_rest_over_and_the_next_invocation_finishes(api):
     copier.run(payload, Context(api, "copier"), now=NOW)
     copies = Counter(t["Source_SnapshotId"] for t in snapshots(DEST).values())
     assert copies == Counter({s: 1 for s in sources})
+
+
+def test_copier_hand_off_says_which_copies_it_started_so_a_lagging_listing_copies_once(api):
+    sources = [
+        make_snapshot({"Type": "Automated", "DeleteOn": "2026-12-31", "Copy_Dest": DEST})
+        for _ in range(16)
+    ]
+    made = set()
+    api.after["CopySnapshot"] = lambda answer: (made.add(answer["SnapshotId"]), answer)[1]
+    api.after["DescribeSnapshots"] = lambda answer: {  # the new copies not listed yet
+        **answer,
+        "Snapshots": [s for s in answer["Snapshots"] if s["SnapshotId"] not in made],
+    }
+    api.stub("Invoke", {"StatusCode": 202})
+    ctx = Context(api, "copier", start_ms=150_000, per_attempt_ms=10_000)
+    first, _ = run_watching_the_clock(api, ctx, copier, {"id": "c-1"})
+    payload = json.loads(api.ops("Invoke")[0]["Payload"])
+    started = sorted(c["source_snapshot_id"] for c in first["copied"])
+    assert 0 < len(started) < len(sources) and payload["copied"] == {DEST: started}
+    second = copier.run(payload, Context(api, "copier"), now=NOW)
+    copies = Counter(s.source_snapshot_id for s in moto_copies(DEST))
+    assert copies == Counter({s: 1 for s in sources})
+    assert len(second["copied"]) == len(sources) - len(started)
+
+
+def moto_copies(region):
+    """The copies moto holds in ``region`` (unhidden), with the primary each names."""
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    return [
+        type("Copy", (), {"source_snapshot_id": backend.tags[s.id]["Source_SnapshotId"]})
+        for s in backend.snapshots.values()
+        if "Source_SnapshotId" in backend.tags.get(s.id, {})
+    ]
 
 
 def test_manager_hands_the_rest_of_its_sweep_to_a_new_invocation(api):
@@ -390,7 +477,8 @@ def test_a_retry_sleep_that_could_outlive_the_lambda_is_not_started(api):
     fleet(1, devices=("/dev/sda1",))
     api.stub("Invoke", {"StatusCode": 202})
     api.fail("CreateSnapshot", "RequestLimitExceeded")  # throttled, however often it is asked
-    ctx = Context(api, "creator", start_ms=150_000, per_attempt_ms=20_000, worst_backoff=True)
+    # The listing (5 calls) brings the clock to 70 s: one snapshot may start.
+    ctx = Context(api, "creator", start_ms=170_000, per_attempt_ms=20_000, worst_backoff=True)
     failed, seen = run_watching_the_clock(api, ctx, creator, {"id": "e"})
     assert "before any progress" in str(failed)  # Lambda retries the event later
     assert len(api.ops("CreateSnapshot")) == 1  # one call; its retries stopped in time
@@ -438,9 +526,13 @@ def test_creator_a_timeout_on_one_volume_fails_that_volume_only(api, capsys):
     (failure,) = failed.value.summary["failures"]
     assert failure["id"] == bad and failure["error"].startswith("ReadTimeoutError: ")
     assert "ec2.us-east-1.amazonaws.com" in failure["error"]  # names the endpoint
-    assert len(api.ops("CreateSnapshot")) == 8  # one call per volume ...
+    # An answer lost may hide a snapshot made: not resent by botocore, but looked for first
+    # (by its EventId), and sent again only when none is found (made_once), SEND_TRIES in all.
+    assert len(api.ops("CreateSnapshot")) == 7 + creator.SEND_TRIES
     attempts = [a for a in api.attempts_of if a == ("CreateSnapshot", REGION)]
-    assert len(attempts) == 7 + creator.RETRIES["total_max_attempts"]  # ... retried by botocore
+    assert len(attempts) == 7 + creator.SEND_TRIES
+    looks = [p for p in api.ops("DescribeSnapshots") if "Filters" in p and "tag:EventId" in str(p)]
+    assert len(looks) >= creator.SEND_TRIES * creator.FIND_TRIES
     line = summary_line(capsys)
     assert (line["SnapshotsCreated"], line["Failures"], line["level"]) == (7, 1, "ERROR")
 
@@ -658,9 +750,10 @@ def test_near_the_end_a_real_error_keeps_its_code_and_only_a_retry_is_stopped(ap
     fleet(1, devices=("/dev/sda1",))
     api.stub("Invoke", {"StatusCode": 202})
     api.fail("CreateSnapshot", code)
-    # The listing brings the clock to 55 s; the first CreateSnapshot answers at 40 s, under
-    # the time a retry needs (ATTEMPT_S + BACKOFF_CAP_S = 47 s).
-    ctx = Context(api, "creator", start_ms=130_000, per_attempt_ms=15_000)
+    # The listing brings the clock to 60 s (STOP_MARGIN_S: a snapshot may still start); the
+    # first CreateSnapshot answers at 40 s, under the time a retry needs (ATTEMPT_S +
+    # BACKOFF_CAP_S = 47 s).
+    ctx = Context(api, "creator", start_ms=160_000, per_attempt_ms=20_000)
     failed, _ = run_watching_the_clock(api, ctx, creator, {"id": "e"})
     if outcome == "failed":
         (failure,) = failed.summary["failures"]

@@ -1,0 +1,117 @@
+"""A lost answer never makes a duplicate (issue 26). CreateSnapshot, CreateSnapshots and
+CopySnapshot take no ClientToken: EC2 carries out each request it receives. When the request
+reached EC2 and its answer was lost (a read timeout, a dropped connection, a 500), botocore
+would send it again and make a second snapshot or copy. The jobs look for what it made, by
+the tags they set in the call, before sending it again (made_once).
+
+``api.lose_answer`` lets the call reach moto, which makes the snapshot, then loses the
+answer, as the network or the server would.
+"""
+
+from collections import Counter
+
+import boto3
+import pytest
+from conftest import DEST, NOW, REGION, launch, make_snapshot, snapshot_details, snapshots
+
+import ebs_snapshot_copier as copier
+import ebs_snapshot_creator as creator
+
+VAULT = "222233334444"
+LATER = "2027-01-01"
+
+
+def primaries():
+    return Counter(s["VolumeId"] for s in snapshot_details().values())
+
+
+@pytest.mark.parametrize("status", [None, 500])  # a read timeout; an error after the work
+@pytest.mark.parametrize("event", [{"id": "daily"}, {}])  # with an EventId, or without
+def test_a_snapshot_whose_answer_was_lost_is_found_not_made_again(api, status, event):
+    _, volumes = launch({"Backup": "Yes"}, devices=("/dev/sda1", "/dev/sdb"))
+    lost = volumes["/dev/sdb"]
+    api.lose_answer("CreateSnapshot", lambda p, r: p["VolumeId"] == lost, status=status)
+    result = creator.run(event, None, now=NOW)
+    assert primaries() == Counter({v: 1 for v in volumes.values()})
+    (made,) = [c for c in result["created"] if c["volume_id"] == lost]
+    assert made["snapshot_id"] in snapshots() and result["failures"] == []
+    assert len(api.ops("CreateSnapshot")) == 2  # one call each: the lost one not sent again
+
+
+def test_a_lost_request_that_made_nothing_is_sent_again(api):
+    """A request that never reached EC2 (the timeout came first) made nothing: found
+    nothing, it is sent again, and makes the one snapshot."""
+    _, volumes = launch({"Backup": "Yes"})
+    api.network(
+        lambda url: creator.botocore.exceptions.ReadTimeoutError(endpoint_url=url),
+        "CreateSnapshot",
+        times=1,
+    )
+    result = creator.run({"id": "daily"}, None, now=NOW)
+    assert primaries() == Counter({volumes["/dev/sda1"]: 1}) and result["failures"] == []
+    assert len(api.ops("CreateSnapshot")) == 2 and api.slept.count(creator.FIND_WAIT_S) == 2
+
+
+def test_a_set_whose_answer_was_lost_is_found_not_made_again(api):
+    _, volumes = launch({"Backup": "Yes", "Consistency": "instance"}, ("/dev/sda1", "/dev/sdb"))
+    api.lose_answer("CreateSnapshots")
+    result = creator.run({"id": "daily"}, None, now=NOW)
+    assert primaries() == Counter({v: 1 for v in volumes.values()})
+    assert {c["volume_id"] for c in result["created"]} == set(volumes.values())
+    assert len(api.ops("CreateSnapshots")) == 1
+
+
+def test_a_copy_whose_answer_was_lost_is_found_not_made_again(api):
+    primary = make_snapshot({"Type": "Automated", "DeleteOn": LATER, "Copy_Dest": DEST})
+    api.lose_answer("CopySnapshot")
+    result = copier.run({}, None, region=REGION, now=NOW)
+    (copy,) = snapshots(DEST)
+    assert result["copied"] == [
+        {
+            "snapshot_id": copy,
+            "source_snapshot_id": primary,
+            "dest_region": DEST,
+            "delete_on": LATER,
+        }
+    ]
+    assert len(api.ops("CopySnapshot")) == 1 and result["failures"] == []
+
+
+def test_staging_and_vault_copies_whose_answers_were_lost_are_found(api, monkeypatch):
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, VAULT)
+    key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+    monkeypatch.setenv("VAULT_SHARE_KMS_KEY", key)
+    tags = {"Type": "Automated", "DeleteOn": LATER, "Vault_Account": VAULT}
+    primary = make_snapshot(tags, encrypted=True)  # the AWS managed key: staged first
+    api.lose_answer("CopySnapshot", times=2)  # the staging copy's, then the vault copy's
+    for _ in range(2):
+        copier.run({}, None, region=REGION, now=NOW)
+    assert len([s for s in snapshots() if s != primary]) == 1  # one staging copy
+    sts = boto3.client("sts", region_name=REGION)
+    creds = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{VAULT}:role/ebs-snapshot-vault-writer", RoleSessionName="test"
+    )["Credentials"]
+    vault = boto3.client(
+        "ec2",
+        region_name=REGION,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    assert len(vault.describe_snapshots(OwnerIds=["self"])["Snapshots"]) == 1
+    assert len(api.ops("CopySnapshot")) == 2  # neither sent twice
+
+
+def test_throttling_and_refused_connections_are_still_retried_by_botocore(api):
+    """Nothing was made: botocore's own retries, as before."""
+    _, volumes = launch({"Backup": "Yes"})
+    api.fail("CreateSnapshot", "RequestLimitExceeded", times=2)
+    api.network(
+        lambda url: creator.botocore.exceptions.EndpointConnectionError(endpoint_url=url),
+        "CreateSnapshot",
+        times=1,
+    )
+    creator.run({"id": "daily"}, None, now=NOW)
+    assert primaries() == Counter({volumes["/dev/sda1"]: 1})
+    assert len(api.ops("CreateSnapshot")) == 1  # one call, four attempts
+    assert api.attempts_of.count(("CreateSnapshot", REGION)) == 4
