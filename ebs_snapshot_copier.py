@@ -115,8 +115,9 @@ answer was lost after it may have reached EC2 is not sent again by botocore: the
 looked for by its Source_SnapshotId first. With under 60 s of Lambda time left it starts
 no new copy and invokes itself asynchronously with the same event for the rest, naming in
 it the copies started ("copied": {region: [primary ids]}), which the next invocation counts
-as there though its listing may not show them yet. A run that cannot list its own region's snapshots fails, with its
-summary line; one that starts with less than MIN_START_S seconds fails at once.
+as there though its listing may not show them yet. A run that cannot list its own region's
+snapshots fails, with its summary line; one that starts with less than MIN_START_S seconds
+fails at once.
 
 Logs: one JSON line per item on stdout, and a last summary line that is also CloudWatch
 Embedded Metric Format (namespace EBSSnapshots, dimensions job and region):
