@@ -160,6 +160,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
+from botocore.parsers import ResponseParserError
 from botocore.retries import standard as botocore_retries
 
 JOB = "creator"
@@ -1349,6 +1350,10 @@ HANDOFF = "handoff"  # in a handed-over event: what the invocations before it di
 PER_VOLUME_RATE_CODE = "SnapshotCreationPerVolumeRateExceeded"
 PER_VOLUME_WAIT_S = 15
 PER_VOLUME_TRIES = 3
+# Errors that a DescribeVolumes without the multi-attach-enabled filter would meet as well.
+NOT_A_FILTER_PROBLEM = frozenset(
+    {"UnauthorizedOperation", "AccessDenied", "AuthFailure", "RequestLimitExceeded", "Throttling"}
+)
 # What a snapshot call whose answer was lost may have made started since this long before
 # the look (a run with no EventId: a command-line run without --event-id in the tests).
 LOST_SINCE = timedelta(minutes=5)
@@ -1741,15 +1746,23 @@ def list_instances(ec2, ids):
         yield from reservation["Instances"]
 
 
-def multi_attach_volumes(ec2):
-    """Ids of this region's Multi-Attach volumes: one may belong to several instances."""
-    volumes = paginate(
-        ec2,
-        "describe_volumes",
-        "Volumes",
-        Filters=[{"Name": "multi-attach-enabled", "Values": ["true"]}],
-    )
-    return {v["VolumeId"] for v in volumes}
+def multi_attach_volumes(ec2, summary):
+    """Ids of this region's Multi-Attach volumes: one may belong to several instances. An
+    endpoint that does not implement DescribeVolumes' multi-attach-enabled filter (moto
+    server and LocalStack answer HTTP 500) is asked for every volume instead, and the flag
+    read from each (MultiAttachEnabled), with one warning. Refusals that would refuse that
+    too (permissions, throttling beyond botocore's retries) are the run's failure."""
+    only = [{"Name": "multi-attach-enabled", "Values": ["true"]}]
+    try:
+        return {v["VolumeId"] for v in paginate(ec2, "describe_volumes", "Volumes", Filters=only)}
+    except (ClientError, ResponseParserError) as exc:
+        if isinstance(exc, ClientError) and error_code(exc) in NOT_A_FILTER_PROBLEM:
+            raise
+        refusal = describe_error(exc).splitlines()[0][:200]  # an HTML page, say
+        why = f"this endpoint refused DescribeVolumes' multi-attach-enabled filter ({refusal})"
+        summary.warn(summary.region, f"{why}; every volume read instead")
+    volumes = paginate(ec2, "describe_volumes", "Volumes")
+    return {v["VolumeId"] for v in volumes if v.get("MultiAttachEnabled")}
 
 
 def done_for_event(ec2, key):
@@ -2058,7 +2071,7 @@ def plans_of_region(ec2, ids, where, summary):
     enabled regions (read here)."""
     where = where._replace(enabled=enabled_regions(ec2))
     volume_backup = volume_backup_tags(ec2)
-    multi = multi_attach_volumes(ec2)
+    multi = multi_attach_volumes(ec2, summary)
     done = done_for_event(ec2, where.key)
     seen, held = set(), []
     for instance in list_instances(ec2, ids):
