@@ -35,7 +35,8 @@ Instance tags read
                 volume    one crash-consistent CreateSnapshot per volume (the default)
                 instance  one CreateSnapshots: every volume at the same instant, opted-out
                           volumes excluded (ExcludeBootVolume, ExcludeDataVolumeIds)
-                fsfreeze  Linux, through SSM (AWS-RunShellScript): flush and freeze the
+                fsfreeze  Linux, through SSM (the stack's document ebs-snapshot-fsfreeze,
+                          template.yaml's CreatorFreezeDocument): flush and freeze the
                           mounted filesystems of the data volumes, take the set, thaw at
                           once. The freeze script starts its own thaw, 60 s later, before it
                           freezes anything. The root filesystem is never frozen.
@@ -1334,7 +1335,9 @@ TAG_CONSISTENCY = "Consistency"  # how to take an instance's snapshots; and how 
 MODES = ("volume", "instance", "fsfreeze", "vss")
 FALLBACK = "crash-fallback"  # the consistency step failed: a crash-consistent set instead
 SSM_PLATFORM = {"fsfreeze": "Linux", "vss": "Windows"}
-FREEZE_DOCUMENT, VSS_DOCUMENT = "AWS-RunShellScript", "AWSEC2-CreateVssSnapshot"
+# fsfreeze: the stack's own document (template.yaml's CreatorFreezeDocument), the only command the
+# role may run; vss: AWS's document, which snapshots from the instance with our tags.
+FREEZE_DOCUMENT, VSS_DOCUMENT = "ebs-snapshot-fsfreeze", "AWSEC2-CreateVssSnapshot"
 THAW_AFTER_S = 60  # the freeze script thaws by itself this long after freezing, whatever happens
 FREEZE_WAIT_S = 30  # the longest wait for the freeze: the set is taken well before the thaw
 VSS_WAIT_S = 300  # AWS's document may first install its VSS components
@@ -1485,58 +1488,10 @@ def snapshot_set(plans, ebs):
     }
 
 
-def mounts_script(volumes):
-    """Shell that lists, in ``mounts``, the mounted filesystems of these (volume id, device)
-    pairs: the NVMe name AWS gives an EBS volume, else its xvd or sd device. Never "/"."""
-    specs = " ".join(f"{vid}={dev}" for vid, dev in volumes)
-    return f"""set -u
-mounts=()
-for spec in {specs}; do
-  vol=${{spec%%=*}}; dev=${{spec#*=}}
-  for path in "${{DEVROOT:-}}/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${{vol/-/}}" \
-      "${{DEVROOT:-}}${{dev/sd/xvd}}" "${{DEVROOT:-}}$dev"; do
-    [ -e "$path" ] || continue
-    while IFS= read -r m; do
-      case "$m" in ""|/|"[SWAP]") ;; *) mounts+=("$m") ;; esac
-    done < <(lsblk -nrpo MOUNTPOINT "$(readlink -f "$path")")
-    break
-  done
-done
-"""
-
-
-def freeze_script(volumes, thaw_after=THAW_AFTER_S):
-    """Flush and freeze the filesystems of these volumes. Before freezing anything it starts
-    its own thaw, detached, ``thaw_after`` seconds later: should the Lambda, SSM or this
-    command die, nothing stays frozen. A failed freeze thaws what it froze."""
-    return (
-        mounts_script(volumes)
-        + f"""[ ${{#mounts[@]}} -eq 0 ] && {{ echo "NOTHING TO FREEZE"; exit 0; }}
-setsid nohup bash -c 'sleep "$0"; for m in "$@"; do fsfreeze -u "$m"; done' \
-  {thaw_after} "${{mounts[@]}}" >/dev/null 2>&1 < /dev/null &
-sync
-frozen=()
-for m in "${{mounts[@]}}"; do
-  if fsfreeze -f "$m"; then
-    frozen+=("$m")
-  else
-    for f in ${{frozen[@]+"${{frozen[@]}}"}}; do fsfreeze -u "$f"; done
-    echo "FREEZE FAILED: $m"
-    exit 1
-  fi
-done
-echo "FROZEN: ${{mounts[*]}}"
-"""
-    )
-
-
-def thaw_script(volumes):
-    return (
-        mounts_script(volumes)
-        + """for m in ${mounts[@]+"${mounts[@]}"}; do fsfreeze -u "$m" 2>/dev/null; done
-echo THAWED
-"""
-    )
+def volume_specs(volumes):
+    """The freeze document's Volumes parameter: volume-id=device pairs, separated by spaces
+    (template.yaml's CreatorFreezeDocument finds each one's mounted filesystems on the instance)."""
+    return " ".join(f"{vid}={dev}" for vid, dev in volumes)
 
 
 def vss_tags(tags, consistency):
@@ -1933,9 +1888,11 @@ def ssm_refusal(ssm, iid, mode):
 def run_command(ssm, iid, document, parameters, wait, budget):
     """Send one SSM command and wait, at most ``wait`` seconds, for its end. Returns None
     when it succeeded, else why not."""
+    version = {"DocumentVersion": "$LATEST"} if document == FREEZE_DOCUMENT else {}
     command = ssm.send_command(
         InstanceIds=[iid],
         DocumentName=document,
+        **version,
         Parameters=parameters,
         TimeoutSeconds=max(30, wait),
         Comment=f"ebs-snapshot-creator: {document}",
@@ -2017,10 +1974,14 @@ def frozen_set(ec2, ssm, item, summary, budget):
     iid = item["instance_id"]
     if not item["data"]:
         return "no data volume to freeze: the root filesystem is never frozen"
-    script = {"commands": [freeze_script(item["data"])]}
+    freeze = {
+        "Action": ["freeze"],
+        "Volumes": [volume_specs(item["data"])],
+        "ThawAfterSeconds": [str(THAW_AFTER_S)],
+    }
     sent = time.monotonic()  # the script's own thaw comes THAW_AFTER_S after this, or later
     try:
-        reason = ssm_step(run_command, ssm, iid, FREEZE_DOCUMENT, script, FREEZE_WAIT_S, budget)
+        reason = ssm_step(run_command, ssm, iid, FREEZE_DOCUMENT, freeze, FREEZE_WAIT_S, budget)
         if reason is None:
             create_set(ec2, item, "fsfreeze", summary, budget)
             if time.monotonic() - sent > THAW_AFTER_S:
@@ -2037,7 +1998,8 @@ def thaw(ssm, iid, data, summary):
         ssm.send_command(
             InstanceIds=[iid],
             DocumentName=FREEZE_DOCUMENT,
-            Parameters={"commands": [thaw_script(data)]},
+            DocumentVersion="$LATEST",
+            Parameters={"Action": ["thaw"], "Volumes": [volume_specs(data)]},
             Comment="ebs-snapshot-creator: thaw",
         )
     except Exception as exc:  # out of time too: the script's own timer thaws

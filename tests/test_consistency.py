@@ -5,17 +5,22 @@ moto implements CreateSnapshots (but ignores ExcludeDataVolumeIds), SendCommand 
 Success) and not DescribeInstanceInformation: the SSM answers are stubbed, and what the
 creator asks for is asserted on the requests it sends."""
 
+import json
 import os
+import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import NOW, REGION, launch, snapshots
+from cfnlint.decode import cfn_yaml
+from conftest import NOW, launch, snapshots
 
 import ebs_snapshot_creator as creator
 
 DEVICES = ("/dev/sda1", "/dev/sdf", "/dev/sdg")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(event=None):
@@ -155,13 +160,19 @@ def test_fsfreeze_freezes_snapshots_then_thaws(api):
     ssm = [op for _, op, _ in api.calls if op in ("SendCommand", "CreateSnapshots")]
     assert ssm == ["SendCommand", "CreateSnapshots", "SendCommand"]  # freeze, set, thaw
     freeze, thaw = api.ops("SendCommand")
-    assert freeze["DocumentName"] == thaw["DocumentName"] == "AWS-RunShellScript"
+    # the stack's own document, whose parameters name volumes, and nothing else
+    assert freeze["DocumentName"] == thaw["DocumentName"] == "ebs-snapshot-fsfreeze"
+    assert freeze["DocumentVersion"] == thaw["DocumentVersion"] == "$LATEST"
     assert freeze["InstanceIds"] == [iid]
-    (script,) = freeze["Parameters"]["commands"]
-    assert "fsfreeze -f" in script and "sleep" in script and "fsfreeze -u" in script
-    assert vols["/dev/sdf"] in script and vols["/dev/sdg"] in script
-    assert vols["/dev/sda1"] not in script  # the root volume is never frozen
-    assert "fsfreeze -u" in thaw["Parameters"]["commands"][0]
+    data = f"{vols['/dev/sdf']}=/dev/sdf {vols['/dev/sdg']}=/dev/sdg"  # never the root volume
+    assert freeze["Parameters"] == {
+        "Action": ["freeze"],
+        "Volumes": [data],
+        "ThawAfterSeconds": ["60"],
+    }
+    assert thaw["Parameters"] == {"Action": ["thaw"], "Volumes": [data]}
+    for sent in (freeze, thaw):
+        assert accepted(sent["Parameters"]), sent
     assert consistency_tags() == ["fsfreeze"] * 3
     assert result["warnings"] == []
 
@@ -192,7 +203,7 @@ def test_a_failed_freeze_falls_back_and_still_thaws(api, status):
     result = run()
     assert consistency_tags() == ["crash-fallback"] * 2
     assert f"ended {status}" in result["warnings"][0]["reason"]
-    assert "THAWED" in api.ops("SendCommand")[-1]["Parameters"]["commands"][0]
+    assert api.ops("SendCommand")[-1]["Parameters"]["Action"] == ["thaw"]
 
 
 def test_a_freeze_that_never_ends_is_waited_for_a_bounded_time(api):
@@ -317,13 +328,13 @@ def box(tmp_path):
     mounts and record every call."""
     bin_dir, root = tmp_path / "bin", tmp_path / "root"
     (root / "dev/disk/by-id").mkdir(parents=True)
-    (root / "dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0aaa").touch()  # Nitro
+    (root / "dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0").touch()
     (root / "dev/xvdg").touch()  # Xen: /dev/sdg shows as /dev/xvdg
     bin_dir.mkdir()
     log = tmp_path / "calls"
     (bin_dir / "lsblk").write_text(
         '#!/bin/bash\ncase "$*" in\n'
-        "  *vol0aaa*) printf '/data\\n\\n' ;;\n"
+        "  *vol0123456789abcdef0*) printf '/data\\n\\n' ;;\n"
         "  *xvdg*) printf '/logs\\n/\\n[SWAP]\\n' ;;\n"
         "esac\n"
     )
@@ -336,21 +347,83 @@ def box(tmp_path):
     return env, log
 
 
-VOLUMES = [("vol-0aaa", "/dev/sdf"), ("vol-0bbb", "/dev/sdg")]
+VOLUMES = "vol-0123456789abcdef0=/dev/sdf vol-0bbbbbbbbbbbbbbbb=/dev/sdg"
+DOCUMENT = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))["Resources"][
+    "CreatorFreezeDocument"
+]["Properties"]
+
+
+def accepted(parameters):
+    """Whether SSM accepts these parameters for the document: each one it declares, within
+    its allowedValues and allowedPattern (defaults filled in), and no other."""
+    declared = DOCUMENT["Content"]["parameters"]
+    if not set(parameters) <= set(declared):
+        return False
+    for name, spec in declared.items():
+        (value,) = parameters.get(name, [spec.get("default")])
+        if value is None or value not in spec.get("allowedValues", [value]):
+            return False
+        if "allowedPattern" in spec and not re.search(spec["allowedPattern"], value):
+            return False
+    return True
+
+
+def document_script(action, volumes, thaw_after="60"):
+    """The document's script as SSM runs it: each {{ parameter }} replaced by its value."""
+    assert accepted({"Action": [action], "Volumes": [volumes], "ThawAfterSeconds": [thaw_after]})
+    ((step,),) = [DOCUMENT["Content"]["mainSteps"]]
+    (script,) = step["inputs"]["runCommand"]
+    values = {"Action": action, "Volumes": volumes, "ThawAfterSeconds": thaw_after}
+    return re.sub(r"\{\{ (\w+) \}\}", lambda m: values[m[1]], script)
 
 
 def sh(script, env):
     return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
 
 
-def test_scripts_are_valid_bash():
-    for script in (creator.freeze_script(VOLUMES), creator.thaw_script(VOLUMES)):
+def test_the_document_is_a_bash_script_for_linux_only():
+    ((step,),) = [DOCUMENT["Content"]["mainSteps"]]
+    assert step["action"] == "aws:runShellScript"
+    assert step["precondition"] == {"StringEquals": ["platformType", "Linux"]}
+    for action in ("freeze", "thaw"):
+        script = document_script(action, VOLUMES)
+        assert script.startswith("#!/bin/bash\n")  # SSM runs it as a file: bash, not sh
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert DOCUMENT["Name"] == creator.FREEZE_DOCUMENT
+
+
+@pytest.mark.parametrize(
+    "volumes",
+    [
+        "vol-0123456789abcdef0=/dev/sdf; reboot",
+        "vol-0123456789abcdef0=/dev/sdf $(reboot)",
+        "vol-0123456789abcdef0=/dev/sdf\nreboot",
+        "vol-0123456789abcdef0=/dev/sd`reboot`",
+        "vol-0123456789abcdef0=/dev/../sdf",
+        "x=/dev/sdf",
+        "",
+        " ".join(["vol-0123456789abcdef0=/dev/sdf"] * 41),
+    ],
+)
+def test_ssm_refuses_any_volumes_value_that_could_reach_the_shell(volumes):
+    assert not accepted({"Action": ["freeze"], "Volumes": [volumes]})
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"Action": ["reboot"], "Volumes": [VOLUMES]},
+        {"Action": ["freeze"], "Volumes": [VOLUMES], "ThawAfterSeconds": ["60; reboot"]},
+        {"Action": ["freeze"], "Volumes": [VOLUMES], "commands": ["reboot"]},
+    ],
+)
+def test_ssm_refuses_any_other_action_time_or_parameter(parameters):
+    assert not accepted(parameters)
 
 
 def test_freeze_script_freezes_data_filesystems_and_thaws_by_itself(box):
     env, log = box
-    done = sh(creator.freeze_script(VOLUMES, thaw_after=1), env)
+    done = sh(document_script("freeze", VOLUMES, thaw_after="1"), env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "FROZEN: /data /logs"
     assert log.read_text().splitlines() == ["-f /data", "-f /logs"]  # never "/" nor swap
@@ -363,27 +436,23 @@ def test_freeze_script_freezes_data_filesystems_and_thaws_by_itself(box):
 
 def test_a_failed_freeze_thaws_what_it_froze(box):
     env, log = box
-    done = sh(creator.freeze_script(VOLUMES, thaw_after=30), {**env, "FAIL_ON": "/logs"})
+    done = sh(document_script("freeze", VOLUMES, thaw_after="30"), {**env, "FAIL_ON": "/logs"})
     assert done.returncode == 1 and "FREEZE FAILED: /logs" in done.stdout
     assert log.read_text().splitlines() == ["-f /data", "-f /logs", "-u /data"]
 
 
 def test_thaw_script_thaws_each_filesystem(box):
     env, log = box
-    done = sh(creator.thaw_script(VOLUMES), env)
+    done = sh(document_script("thaw", VOLUMES), env)
     assert done.returncode == 0 and done.stdout.strip() == "THAWED"
     assert log.read_text().splitlines() == ["-u /data", "-u /logs"]
 
 
 def test_nothing_mounted_means_nothing_frozen(box):
     env, log = box
-    done = sh(creator.freeze_script([("vol-0ccc", "/dev/sdh")]), env)
+    done = sh(document_script("freeze", "vol-0cccccccccccccccc=/dev/sdh"), env)
     assert done.returncode == 0 and done.stdout.strip() == "NOTHING TO FREEZE"
     assert not log.exists()
-
-
-def test_region_is_not_baked_into_the_scripts():
-    assert REGION not in creator.freeze_script(VOLUMES)
 
 
 # ---- the SSM client: only for a run that needs it ----

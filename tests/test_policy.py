@@ -10,6 +10,7 @@ import pytest
 from botocore import xform_name
 from parliament import analyze_policy_string, enhance_finding
 
+import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,12 +163,16 @@ def test_the_only_lambda_permission_is_invoking_the_three_jobs_to_hand_off():
 
 
 def test_ssm_runs_only_the_two_documents_and_only_on_instances_that_ask_for_it():
+    """The stack's own freeze document (its parameters name volumes, nothing else) and AWS's
+    VSS document; never a document that runs any command (AWS-RunShellScript: root on every
+    fsfreeze instance for whoever holds the role)."""
     (allow,) = [s for s in statements("ssm:SendCommand") if s["Effect"] == "Allow"]
     assert sorted(allow["Resource"]) == [
         "arn:aws:ec2:*:*:instance/*",
-        "arn:aws:ssm:*:*:document/AWS-RunShellScript",
         "arn:aws:ssm:*:*:document/AWSEC2-CreateVssSnapshot",
+        f"arn:aws:ssm:*:*:document/{creator.FREEZE_DOCUMENT}",
     ]
+    assert "RunShellScript" not in TEXT and "RunPowerShellScript" not in TEXT
     (deny,) = [s for s in statements("ssm:SendCommand") if s["Effect"] == "Deny"]
     assert deny["Resource"] == "arn:aws:ec2:*:*:instance/*"
     # A negated operator is true when the tag is missing: untagged instances are denied too.

@@ -231,7 +231,7 @@ def test_a_dr_region_can_have_just_the_manager():
     assert TEMPLATE["Conditions"]["AllJobs"] == {"Fn::Equals": [{"Ref": "Jobs"}, "all"]}
     conditional = {n for n, r in RESOURCES.items() if r.get("Condition") == "AllJobs"}
     assert conditional == {n for n in RESOURCES if n.startswith(("Creator", "Copier"))}
-    assert len(conditional) == 10  # two functions, their logs and their three alarms each
+    assert len(conditional) == 11  # two functions, their logs and three alarms each; fsfreeze
     for name in conditional - {"CreatorLogs", "CopierLogs"}:
         assert {"ManagerFunction", "ManagerLogs"}.isdisjoint(references(RESOURCES[name])), name
     for name in set(RESOURCES) - conditional:  # nothing else may need the two functions
