@@ -130,8 +130,14 @@ def action_matches(patterns, action):
     return any(re.fullmatch(glob([(p, False)], True), action, re.I) for p in listed(patterns))
 
 
-def resource_matches(patterns, resource):
-    return any(re.fullmatch(glob([(p, False)], True), resource) for p in listed(patterns))
+def resource_matches(patterns, resource, context=None):
+    """A Resource element against the request's resource: its policy variables replaced
+    from the context (one with no value matches nothing), its own * and ? wildcards."""
+    for pattern in listed(patterns):
+        pieces = substitute(pattern, context or {})
+        if pieces is not NULL and re.fullmatch(glob(pieces, True), resource):
+            return True
+    return False
 
 
 def principal_matches(principal_element, caller):
@@ -156,9 +162,9 @@ def applies(stmt, action, resource, context, caller=None):
             return False
     elif action_matches(stmt["NotAction"], action):
         return False
-    if "Resource" in stmt and not resource_matches(stmt["Resource"], resource):
+    if "Resource" in stmt and not resource_matches(stmt["Resource"], resource, context):
         return False
-    if "NotResource" in stmt and resource_matches(stmt["NotResource"], resource):
+    if "NotResource" in stmt and resource_matches(stmt["NotResource"], resource, context):
         return False
     if "Principal" in stmt and (caller is None or not principal_matches(stmt["Principal"], caller)):
         return False

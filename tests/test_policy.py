@@ -169,10 +169,25 @@ def test_ssm_runs_only_the_two_documents_and_only_on_instances_that_ask_for_it()
     (allow,) = [s for s in statements("ssm:SendCommand") if s["Effect"] == "Allow"]
     assert sorted(allow["Resource"]) == [
         "arn:aws:ec2:*:*:instance/*",
-        "arn:aws:ssm:*:*:document/AWSEC2-CreateVssSnapshot",
-        f"arn:aws:ssm:*:*:document/{creator.FREEZE_DOCUMENT}",
+        f"arn:aws:ssm:*:123456789012:document/{creator.FREEZE_DOCUMENT}",
+        "arn:aws:ssm:*::document/AWSEC2-CreateVssSnapshot",
     ]
     assert "RunShellScript" not in TEXT and "RunPowerShellScript" not in TEXT
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (f"arn:aws:ssm:us-east-1:123456789012:document/{creator.FREEZE_DOCUMENT}", "allowed"),
+        # the same name shared by another account: SSM would run its script as root
+        (f"arn:aws:ssm:us-east-1:999988887777:document/{creator.FREEZE_DOCUMENT}", "not allowed"),
+        ("arn:aws:ssm:us-east-1::document/AWSEC2-CreateVssSnapshot", "allowed"),
+        ("arn:aws:ssm:us-east-1:999988887777:document/AWSEC2-CreateVssSnapshot", "not allowed"),
+        ("arn:aws:ssm:us-east-1::document/AWS-RunShellScript", "not allowed"),
+    ],
+)
+def test_only_this_accounts_freeze_document_and_awss_vss_document_may_run(document, expected):
+    assert iam_eval.decision(POLICY, "ssm:SendCommand", document, {}) == expected
     (deny,) = [s for s in statements("ssm:SendCommand") if s["Effect"] == "Deny"]
     assert deny["Resource"] == "arn:aws:ec2:*:*:instance/*"
     # A negated operator is true when the tag is missing: untagged instances are denied too.

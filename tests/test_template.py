@@ -31,6 +31,7 @@ FUNCTIONS = {
 
 # iam-policy.json stands for VaultAccountIds with this placeholder (README: replace it).
 VAULT_ACCOUNTS_PLACEHOLDER = ["111122223333"]
+OWN_ACCOUNT_PLACEHOLDER = "123456789012"  # iam-policy.json's "this account" (README)
 
 
 def resolve(node, partition="aws", suffix="amazonaws.com"):
@@ -40,7 +41,8 @@ def resolve(node, partition="aws", suffix="amazonaws.com"):
         return VAULT_ACCOUNTS_PLACEHOLDER
     if isinstance(node, dict) and list(node) == ["Fn::Sub"]:
         text = node["Fn::Sub"]
-        return text.replace("${AWS::Partition}", partition).replace("${AWS::URLSuffix}", suffix)
+        text = text.replace("${AWS::Partition}", partition).replace("${AWS::URLSuffix}", suffix)
+        return text.replace("${AWS::AccountId}", OWN_ACCOUNT_PLACEHOLDER)
     if isinstance(node, dict):
         return {k: resolve(v) for k, v in node.items()}
     if isinstance(node, list):
