@@ -114,7 +114,7 @@ Running it again, or on the same event again, copies nothing twice. A CopySnapsh
 answer was lost after it may have reached EC2 is not sent again by botocore: the copy is
 looked for by its Source_SnapshotId first. With under 60 s of Lambda time left it starts
 no new copy and invokes itself asynchronously with the same event for the rest, naming in
-it the copies started ("copied": {region: [primary ids]}), which the next invocation counts
+it the copies started ("copies_started": {region: [primary ids]}), which the next one counts
 as there though its listing may not show them yet. A run that cannot list its own region's
 snapshots fails, with its summary line; one that starts with less than MIN_START_S seconds
 fails at once.
@@ -573,10 +573,29 @@ def key_refusal(key, own):
     if not KMS_KEY.fullmatch(key):
         return f"{TAG_COPY_KMS_KEY} {key!r} is not a KMS key id, alias or ARN"
     named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
-    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV) or named[1] == own():
+    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV):
+        return None
+    own = own()
+    if named[1] == own:
         return None
     allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
-    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not this one nor {allowed}"
+    this = "this one" if own else "this one (whose id could not be read)"
+    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not {this} nor {allowed}"
+
+
+def own_account(context, region, budget=None):
+    """This account's id: from the Lambda's own ARN (arn:aws:lambda:region:account:...),
+    else sts:GetCallerIdentity (the command line); None when neither can tell, so that what
+    needs it refuses (a key ARN) rather than fails (never the backup)."""
+    arn = getattr(context, "invoked_function_arn", None) or ""
+    if re.fullmatch(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:.+", arn):
+        return arn.split(":")[4]
+    try:
+        return caller_account(region, budget)
+    except OutOfTime:
+        raise
+    except Exception:
+        return None
 
 
 def caller_account(region, budget=None):
@@ -824,25 +843,44 @@ def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
         raise AnswerLost(ClientError(response[1], operation.name))
 
 
-def made_once(call, params, find):
-    """call(**params), one of NOT_IDEMPOTENT. Should its answer be lost after EC2 may have
-    carried it out, what it made is looked for (find(): the response it would have given,
-    from the tags set in the call; None when nothing is found) before it is sent again, up
-    to SEND_TRIES in all: a second snapshot or copy costs money and a copy slot. Listings are
-    eventually consistent, so each look is made FIND_TRIES times, FIND_WAIT_S apart."""
-    for tries in range(1, SEND_TRIES + 1):
+class Lookup:
+    """What a NOT_IDEMPOTENT call may have made: ``find(final)`` gives the response the call
+    would have given, from the tags it sets (None when nothing is found; ``final``, at the
+    last look, may settle for a part). ``lost`` once an answer was lost (or a hand-off was
+    in doubt): every later send of the call looks first, retries of a busy volume included."""
+
+    def __init__(self, find, budget=None, lost=False):
+        self.find, self.budget, self.lost = find, budget, lost
+
+    def look(self):
+        """Listings are eventually consistent: FIND_TRIES looks, FIND_WAIT_S apart."""
+        for looks in range(1, FIND_TRIES + 1):
+            found = self.find(looks == FIND_TRIES)
+            if found is not None or looks == FIND_TRIES:
+                return found
+            if self.budget and self.budget.left() - FIND_WAIT_S < STOP_MARGIN_S:
+                raise OutOfTime("no time left to look for what a lost answer made")
+            time.sleep(FIND_WAIT_S)
+        return None
+
+
+def made_once(call, params, lookup):
+    """call(**params), one of NOT_IDEMPOTENT. Once an answer was lost after EC2 may have
+    carried the call out, what it made is looked for (lookup) before it is sent again, up to
+    SEND_TRIES sends in all: a second snapshot or copy costs money and a copy slot."""
+    error = None
+    for _ in range(SEND_TRIES):
+        found = lookup.look() if lookup.lost else None
+        if found is not None:
+            return found
         try:
             return call(**params)
         except AnswerLost as lost:
-            for looks in range(1, FIND_TRIES + 1):
-                found = find()
-                if found is not None:
-                    return found
-                if looks < FIND_TRIES:
-                    time.sleep(FIND_WAIT_S)
-            if tries == SEND_TRIES:
-                raise lost.error from None
-    return None
+            lookup.lost, error = True, lost.error
+    found = lookup.look()
+    if found is None:
+        raise error
+    return found
 
 
 def tagged(ec2, tags, *filters):
@@ -1342,7 +1380,7 @@ FULL_SWEEP_HOUR, FULL_SWEEP_MINUTES = 0, 15
 # Beyond MAX_LOOKUP primaries, one listing of a destination's copies costs fewer calls than
 # lookups by id, LOOKUP_BATCH at a time.
 MAX_LOOKUP = 1000
-CARRIED = "copied"  # in a handed-over event: the copies started before it, by destination
+CARRIED = "copies_started"  # in a handed-over event: the copies started before it, by region
 
 
 # ---- decisions: pure functions of the snapshots and today's date ----
@@ -1617,7 +1655,9 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
     else:
         try:
             origin = {TAG_SOURCE_SNAPSHOT: primary["id"], TAG_SOURCE_REGION: summary.region}
-            copy = made_once(dest_ec2.copy_snapshot, params, copy_made(dest_ec2, origin))
+            lookups = primary.setdefault("lookups", {})  # kept: a hand-off names one in doubt
+            lookup = lookups.setdefault(dest, copy_made(dest_ec2, origin))
+            copy = made_once(dest_ec2.copy_snapshot, params, lookup)
         except ClientError as exc:
             if error_code(exc) == COPY_LIMIT_CODE:
                 return False
@@ -1630,15 +1670,15 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
 
 
 def copy_made(ec2, origin, check=None):
-    """find() for made_once of a CopySnapshot: {"SnapshotId": ...} of a copy already there
+    """made_once's Lookup for a CopySnapshot: {"SnapshotId": ...} of a copy already there
     that carries the ``origin`` tags the call set (and that ``check`` accepts), in any state;
     None when there is none."""
 
-    def find():
+    def find(final):
         made = [s for s in tagged(ec2, origin) if check is None or check(s)]
         return {"SnapshotId": made[0]["SnapshotId"]} if made else None
 
-    return find
+    return Lookup(find)
 
 
 def keep_forever(dest_ec2, dest, primary, copy_id, summary):
@@ -1722,13 +1762,18 @@ def carry_over(existing, started, unsettled):
     return len(unseen)
 
 
-def copies_started(summary, carried):
-    """{destination: [primary ids]} of the copies started by this invocation and those it was
-    handed: what the next one is told (CARRIED)."""
+def copies_started(summary, carried, work):
+    """{destination: [primary ids]} of the copies this invocation started, those whose answer
+    was lost without a copy found (they may exist), and those it was handed: what the next
+    one is told (CARRIED). Only regional copies: the vault's are made by an invocation that
+    hands nothing over."""
     started = {dest: list(ids) for dest, ids in carried.items()}
     for item in summary.data.get("copied", []):
-        if "vault_account" not in item and not item.get("staging"):
-            started.setdefault(item["dest_region"], []).append(item["source_snapshot_id"])
+        started.setdefault(item["dest_region"], []).append(item["source_snapshot_id"])
+    for dest, _, (kind, primary, *_) in work:
+        lookup = primary.get("lookups", {}).get(dest) if kind == "copy" else None
+        if lookup is not None and lookup.lost:
+            started.setdefault(dest, []).append(primary["id"])
     return {dest: sorted(set(ids)) for dest, ids in sorted(started.items())}
 
 
@@ -2479,7 +2524,7 @@ def copy_all(event, context, summary, budget, now):
         stay(deferred, summary, budget, now, until)
     report_deferred(deferred | vaults.deferred, summary, now)
     if left:
-        carry = {CARRIED: copies_started(summary, carried)}
+        carry = {CARRIED: copies_started(summary, carried, work)}
         hand_off(context, event, summary, started - stopped, left, carry)
     elif vaulted and scope != "notified":
         marks = copy_state_marks(

@@ -575,10 +575,29 @@ def key_refusal(key, own):
     if not KMS_KEY.fullmatch(key):
         return f"{TAG_COPY_KMS_KEY} {key!r} is not a KMS key id, alias or ARN"
     named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
-    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV) or named[1] == own():
+    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV):
+        return None
+    own = own()
+    if named[1] == own:
         return None
     allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
-    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not this one nor {allowed}"
+    this = "this one" if own else "this one (whose id could not be read)"
+    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not {this} nor {allowed}"
+
+
+def own_account(context, region, budget=None):
+    """This account's id: from the Lambda's own ARN (arn:aws:lambda:region:account:...),
+    else sts:GetCallerIdentity (the command line); None when neither can tell, so that what
+    needs it refuses (a key ARN) rather than fails (never the backup)."""
+    arn = getattr(context, "invoked_function_arn", None) or ""
+    if re.fullmatch(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:.+", arn):
+        return arn.split(":")[4]
+    try:
+        return caller_account(region, budget)
+    except OutOfTime:
+        raise
+    except Exception:
+        return None
 
 
 def caller_account(region, budget=None):
@@ -826,25 +845,44 @@ def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
         raise AnswerLost(ClientError(response[1], operation.name))
 
 
-def made_once(call, params, find):
-    """call(**params), one of NOT_IDEMPOTENT. Should its answer be lost after EC2 may have
-    carried it out, what it made is looked for (find(): the response it would have given,
-    from the tags set in the call; None when nothing is found) before it is sent again, up
-    to SEND_TRIES in all: a second snapshot or copy costs money and a copy slot. Listings are
-    eventually consistent, so each look is made FIND_TRIES times, FIND_WAIT_S apart."""
-    for tries in range(1, SEND_TRIES + 1):
+class Lookup:
+    """What a NOT_IDEMPOTENT call may have made: ``find(final)`` gives the response the call
+    would have given, from the tags it sets (None when nothing is found; ``final``, at the
+    last look, may settle for a part). ``lost`` once an answer was lost (or a hand-off was
+    in doubt): every later send of the call looks first, retries of a busy volume included."""
+
+    def __init__(self, find, budget=None, lost=False):
+        self.find, self.budget, self.lost = find, budget, lost
+
+    def look(self):
+        """Listings are eventually consistent: FIND_TRIES looks, FIND_WAIT_S apart."""
+        for looks in range(1, FIND_TRIES + 1):
+            found = self.find(looks == FIND_TRIES)
+            if found is not None or looks == FIND_TRIES:
+                return found
+            if self.budget and self.budget.left() - FIND_WAIT_S < STOP_MARGIN_S:
+                raise OutOfTime("no time left to look for what a lost answer made")
+            time.sleep(FIND_WAIT_S)
+        return None
+
+
+def made_once(call, params, lookup):
+    """call(**params), one of NOT_IDEMPOTENT. Once an answer was lost after EC2 may have
+    carried the call out, what it made is looked for (lookup) before it is sent again, up to
+    SEND_TRIES sends in all: a second snapshot or copy costs money and a copy slot."""
+    error = None
+    for _ in range(SEND_TRIES):
+        found = lookup.look() if lookup.lost else None
+        if found is not None:
+            return found
         try:
             return call(**params)
         except AnswerLost as lost:
-            for looks in range(1, FIND_TRIES + 1):
-                found = find()
-                if found is not None:
-                    return found
-                if looks < FIND_TRIES:
-                    time.sleep(FIND_WAIT_S)
-            if tries == SEND_TRIES:
-                raise lost.error from None
-    return None
+            lookup.lost, error = True, lost.error
+    found = lookup.look()
+    if found is None:
+        raise error
+    return found
 
 
 def tagged(ec2, tags, *filters):
@@ -1667,13 +1705,21 @@ def requested_ids(event):
     """The event's instance_ids (None: every instance); an event whose instance_ids or
     HANDOFF cannot be read is refused."""
     handoff = event.get(HANDOFF)
+
+    def keys(name):
+        return isinstance(handoff.get(name, []), list) and all(
+            isinstance(k, str) for k in handoff.get(name, [])
+        )
+
     if handoff is not None and not (
         isinstance(handoff, dict)
         and isinstance(handoff.get("from"), str)
         and isinstance(handoff.get("done"), list)
-        and all(isinstance(k, str) for k in handoff["done"])
+        and keys("done")
+        and keys("maybe")
     ):
-        raise ValueError(f"event {HANDOFF} must be {{from: key, done: [keys]}}, not {handoff!r}")
+        shape = "{from: key, done: [keys], maybe: [keys]}"
+        raise ValueError(f"event {HANDOFF} must be {shape}, not {handoff!r}")
     ids = event.get("instance_ids")
     if ids is None:
         return None
@@ -1770,9 +1816,9 @@ def create_snapshot(ec2, plan, summary, budget):
         summary.did("create", **item)
         lock_new(ec2, None, plan, summary)
         return
-    find = made_by_event(ec2, plan["tags"], [plan["volume_id"]], "create_snapshot")
+    lookup = lookup_of(ec2, plan, [plan["volume_id"]], budget)
     snap = call_busy(
-        lambda **p: made_once(ec2.create_snapshot, p, find),
+        lambda **p: made_once(ec2.create_snapshot, p, lookup),
         params,
         plan["volume_id"],
         summary,
@@ -1784,29 +1830,32 @@ def create_snapshot(ec2, plan, summary, budget):
         lock_new(ec2, snap["SnapshotId"], plan, summary)
 
 
-def made_by_event(ec2, tags, volumes, call):
-    """find() for made_once: the response ``call`` (create_snapshot or create_snapshots)
-    would have given, from the snapshots of ``volumes`` that carry the tags that identify
-    this run's (its EventId, else its DeleteOn) and started at most LOST_SINCE before now;
-    None when there is none."""
-    since = datetime.now(UTC) - LOST_SINCE
+def lookup_of(ec2, item, volumes, budget):
+    """The item's Lookup (made once, kept on it: a busy volume's retries share it): its
+    snapshots of ``volumes``, one each, carrying the tags that identify this run's (its
+    EventId, else its DeleteOn) and started at most LOST_SINCE before now. A set's whole,
+    but at the last look what part is listed (a set is made whole or not at all)."""
+    if "lookup" in item:
+        return item["lookup"]
+    since, tags = datetime.now(UTC) - LOST_SINCE, item["tags"]
     wanted = {TAG_TYPE: AUTOMATED}
     wanted |= {TAG_EVENT_ID: tags[TAG_EVENT_ID]} if TAG_EVENT_ID in tags else {}
     wanted |= {} if TAG_EVENT_ID in tags else {TAG_DELETE_ON: tags[TAG_DELETE_ON]}
 
-    def find():
+    def find(final):
         volume = {"Name": "volume-id", "Values": volumes}
         made = [s for s in tagged(ec2, wanted, volume) if s["StartTime"] >= since]
-        if not made:
-            return None
         newest = {s["VolumeId"]: s for s in sorted(made, key=lambda s: s["StartTime"])}
-        if call == "create_snapshot":
+        if not newest or (len(newest) < len(volumes) and not final):
+            return None
+        if "set" not in item:
             return newest[volumes[0]]
         return {
             "Snapshots": [{"SnapshotId": s["SnapshotId"], "VolumeId": v} for v, s in newest.items()]
         }
 
-    return find
+    item["lookup"] = Lookup(find, budget, lost=item.get("maybe", False))
+    return item["lookup"]
 
 
 def lock_new(ec2, snapshot_id, plan, summary):
@@ -1851,12 +1900,17 @@ def create_set(ec2, item, consistency, summary, budget):
             lock_new(ec2, None, plan, summary)
         return
     volumes = [plan["volume_id"] for plan in item["plans"]]
-    find = made_by_event(ec2, item["tags"], volumes, "create_snapshots")
-    created = lambda **p: made_once(ec2.create_snapshots, p, find)  # noqa: E731
+    lookup = lookup_of(ec2, item, volumes, budget)
+    created = lambda **p: made_once(ec2.create_snapshots, p, lookup)  # noqa: E731
     made = call_busy(created, params, item["instance_id"], summary, budget)
     for snap in (made or {}).get("Snapshots", []):
         summary.did("create", snapshot_id=snap["SnapshotId"], volume_id=snap["VolumeId"], **base)
         lock_new(ec2, snap["SnapshotId"], {**item, "volume_id": snap["VolumeId"]}, summary)
+    listed = {snap["VolumeId"] for snap in (made or {}).get("Snapshots", [])}
+    for vid in volumes if made and lookup.lost else ():
+        if vid not in listed:  # made with the set, but not listed yet
+            why = "its set's answer was lost and its snapshot is not listed yet: not reported"
+            summary.warn(vid, f"{why} here (a lock it needs: the run's lock sweep)")
 
 
 def set_record(item, consistency):
@@ -2162,7 +2216,7 @@ def create_all(event, context, summary, budget, now):
     ids, key, region = requested_ids(event), summary.data["event_id"], summary.region
     ec2 = make_client("ec2", region, budget, Pacer())
     ssm = built_once(lambda: make_client("ssm", region, budget))
-    own = functools.cache(lambda: caller_account(region, budget))
+    own = functools.cache(lambda: own_account(context, region, budget))
     where = Where(frozenset(), region, utc_today(now), key, own)
     try:
         items = sorted(plans_of_region(ec2, ids, where, summary), key=work_key)
@@ -2182,6 +2236,7 @@ def create_all(event, context, summary, budget, now):
     started, stopped = in_parallel(todo, work, budget, failed)
     if len(done) < len(todo):
         point = resume_point(todo, done, event.get(HANDOFF))
+        point["maybe"] = sorted(work_key(i) for i in todo if i.get("lookup") and i["lookup"].lost)
         left = len(todo) - len(done)
         hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
     else:
@@ -2196,11 +2251,14 @@ def work_key(item):
 
 def resumed(items, handoff, summary):
     """The items still to do after the invocations that handed this event over (its
-    HANDOFF: the key to go on from, and the keys after it already done)."""
+    HANDOFF: the key to go on from, the keys after it already done, and "maybe" those whose
+    answer was lost there: made_once looks for what they made before sending them)."""
     if not handoff:
         return items
-    done = set(handoff["done"])
+    done, maybe = set(handoff["done"]), set(handoff.get("maybe", ()))
     todo = [i for i in items if work_key(i) >= handoff["from"] and work_key(i) not in done]
+    for item in todo:  # its answer was lost there: look for what it made before sending
+        item["maybe"] = work_key(item) in maybe
     if len(todo) < len(items):
         why = "done by the invocations that handed this event over"
         summary.skip(summary.region, f"{len(items) - len(todo)} snapshots or sets {why}")

@@ -597,10 +597,29 @@ def key_refusal(key, own):
     if not KMS_KEY.fullmatch(key):
         return f"{TAG_COPY_KMS_KEY} {key!r} is not a KMS key id, alias or ARN"
     named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
-    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV) or named[1] == own():
+    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV):
+        return None
+    own = own()
+    if named[1] == own:
         return None
     allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
-    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not this one nor {allowed}"
+    this = "this one" if own else "this one (whose id could not be read)"
+    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not {this} nor {allowed}"
+
+
+def own_account(context, region, budget=None):
+    """This account's id: from the Lambda's own ARN (arn:aws:lambda:region:account:...),
+    else sts:GetCallerIdentity (the command line); None when neither can tell, so that what
+    needs it refuses (a key ARN) rather than fails (never the backup)."""
+    arn = getattr(context, "invoked_function_arn", None) or ""
+    if re.fullmatch(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:.+", arn):
+        return arn.split(":")[4]
+    try:
+        return caller_account(region, budget)
+    except OutOfTime:
+        raise
+    except Exception:
+        return None
 
 
 def caller_account(region, budget=None):
@@ -848,25 +867,44 @@ def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
         raise AnswerLost(ClientError(response[1], operation.name))
 
 
-def made_once(call, params, find):
-    """call(**params), one of NOT_IDEMPOTENT. Should its answer be lost after EC2 may have
-    carried it out, what it made is looked for (find(): the response it would have given,
-    from the tags set in the call; None when nothing is found) before it is sent again, up
-    to SEND_TRIES in all: a second snapshot or copy costs money and a copy slot. Listings are
-    eventually consistent, so each look is made FIND_TRIES times, FIND_WAIT_S apart."""
-    for tries in range(1, SEND_TRIES + 1):
+class Lookup:
+    """What a NOT_IDEMPOTENT call may have made: ``find(final)`` gives the response the call
+    would have given, from the tags it sets (None when nothing is found; ``final``, at the
+    last look, may settle for a part). ``lost`` once an answer was lost (or a hand-off was
+    in doubt): every later send of the call looks first, retries of a busy volume included."""
+
+    def __init__(self, find, budget=None, lost=False):
+        self.find, self.budget, self.lost = find, budget, lost
+
+    def look(self):
+        """Listings are eventually consistent: FIND_TRIES looks, FIND_WAIT_S apart."""
+        for looks in range(1, FIND_TRIES + 1):
+            found = self.find(looks == FIND_TRIES)
+            if found is not None or looks == FIND_TRIES:
+                return found
+            if self.budget and self.budget.left() - FIND_WAIT_S < STOP_MARGIN_S:
+                raise OutOfTime("no time left to look for what a lost answer made")
+            time.sleep(FIND_WAIT_S)
+        return None
+
+
+def made_once(call, params, lookup):
+    """call(**params), one of NOT_IDEMPOTENT. Once an answer was lost after EC2 may have
+    carried the call out, what it made is looked for (lookup) before it is sent again, up to
+    SEND_TRIES sends in all: a second snapshot or copy costs money and a copy slot."""
+    error = None
+    for _ in range(SEND_TRIES):
+        found = lookup.look() if lookup.lost else None
+        if found is not None:
+            return found
         try:
             return call(**params)
         except AnswerLost as lost:
-            for looks in range(1, FIND_TRIES + 1):
-                found = find()
-                if found is not None:
-                    return found
-                if looks < FIND_TRIES:
-                    time.sleep(FIND_WAIT_S)
-            if tries == SEND_TRIES:
-                raise lost.error from None
-    return None
+            lookup.lost, error = True, lost.error
+    found = lookup.look()
+    if found is None:
+        raise error
+    return found
 
 
 def tagged(ec2, tags, *filters):
@@ -1527,7 +1565,10 @@ class LastBackups:
 
     def keys(self, snapshot):
         """What a completed snapshot may be the newest of: its volume, and for a copy its
-        source volume's copies (until LAST_COPY_GRACE_DAYS past its DeleteOn)."""
+        source volume's copies (until LAST_COPY_GRACE_DAYS past its DeleteOn). In a vault
+        shared by several sources, a source volume is its account's (Source_Account, which
+        the writer role binds to the caller): another source's copy, whatever volume it
+        names, cannot become the newest of this one's and release it."""
         found, vid = [], snapshot.get("VolumeId")
         if vid and (self.backed_up is None or vid in self.backed_up):
             found.append(("volume", vid))
@@ -1538,7 +1579,8 @@ class LastBackups:
             and source
             and not past_grace(snapshot, self.today, self.grace)
         ):
-            found.append(("copy", tags.get(TAG_SOURCE_REGION), source))
+            where = tags.get(TAG_SOURCE_REGION)
+            found.append(("copy", where, source, tags.get(TAG_SOURCE_ACCOUNT)))
         return found
 
     def offer(self, snapshot, due):
@@ -1586,11 +1628,19 @@ class LastBackups:
         return snapshot_id in self.holders
 
     def kept(self):
-        """[(key, snapshot, reason)]: each held snapshot once, by its volume if it is one."""
-        once = {}
-        for key, (snapshot, reason) in sorted(self.held.items(), key=str):
-            once[snapshot["SnapshotId"]] = (key, snapshot, reason)  # "volume" sorts last: wins
-        return sorted(once.values(), key=lambda k: str(k[0]))
+        """[(key, snapshot, reason)]: each held snapshot once, named by the key it is held
+        for: its volume once the volumes are known, else its copy key if it has one (while
+        they are not, a copy is also held as the newest of its arbitrary VolumeId)."""
+        keys, held = {}, {}
+        for key, (snapshot, reason) in self.held.items():
+            keys.setdefault(snapshot["SnapshotId"], []).append(key)
+            held[snapshot["SnapshotId"]] = (snapshot, reason)
+        prefer = "volume" if self.backed_up is not None else "copy"
+        named = [
+            (min(found, key=lambda k: (k[0] != prefer, str(k))), *held[sid])
+            for sid, found in keys.items()
+        ]
+        return sorted(named, key=lambda k: str(k[0]))
 
 
 class Coverage:
@@ -2363,7 +2413,7 @@ def report_held(key, snapshot, reason, summary, now, max_age, lag):
     if not stale:
         summary.skip(sid, f"{what}, kept past its {reason} until a newer one completes")
         return
-    summary.warn(sid, text, volume_id=key[-1])
+    summary.warn(sid, text, volume_id=key[1] if key[0] == "volume" else key[2])
     summary.count("last_kept")
 
 

@@ -388,7 +388,7 @@ def test_copier_hand_off_says_which_copies_it_started_so_a_lagging_listing_copie
     first, _ = run_watching_the_clock(api, ctx, copier, {"id": "c-1"})
     payload = json.loads(api.ops("Invoke")[0]["Payload"])
     started = sorted(c["source_snapshot_id"] for c in first["copied"])
-    assert 0 < len(started) < len(sources) and payload["copied"] == {DEST: started}
+    assert 0 < len(started) < len(sources) and payload["copies_started"] == {DEST: started}
     second = copier.run(payload, Context(api, "copier"), now=NOW)
     copies = Counter(s.source_snapshot_id for s in moto_copies(DEST))
     assert copies == Counter({s: 1 for s in sources})

@@ -123,3 +123,32 @@ def test_this_accounts_key_is_asked_of_sts_only_when_a_key_names_an_account(api)
     run(creator)
     assert api.names().count("GetCallerIdentity") == 1
     assert boto3.client("sts").get_caller_identity()["Account"] == ME
+
+
+def test_this_account_comes_from_the_lambdas_own_arn_and_sts_down_costs_no_backup(api):
+    """An account id is needed only for a key ARN: in Lambda it is read from the function's
+    ARN; on the command line from STS; when STS cannot answer, the key is refused (the
+    default key, a tag error) and the snapshot is still taken."""
+    key = KEY.format(region=DEST, account=ME)
+    launch({"Backup": "Yes", "Copy_Dest": DEST, "Copy_KmsKeyId": key})
+
+    class Context:
+        invoked_function_arn = f"arn:aws:lambda:{REGION}:{ME}:function:ebs-snapshot-creator"
+        aws_request_id = "req-1"
+
+        def get_remaining_time_in_millis(self):
+            return 900_000
+
+    creator.run({}, Context(), region=REGION, now=NOW)
+    assert "GetCallerIdentity" not in api.names()
+    ((_, tags),) = snapshots().items()
+    assert tags["Copy_KmsKeyId"] == key
+    api.network(
+        lambda url: creator.botocore.exceptions.EndpointConnectionError(endpoint_url=url),
+        "GetCallerIdentity",
+    )
+    result = run(creator, now=NOW.replace(hour=6))  # a command-line run: no function ARN
+    assert len(snapshots()) == 2 and result["failures"] == []
+    (error,) = result["tag_errors"]
+    assert error["tag"] == "Copy_KmsKeyId"
+    assert "could not be read" in result["warnings"][0]["reason"]

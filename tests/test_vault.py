@@ -17,6 +17,7 @@ from conftest import (
     DEST,
     NOW,
     REGION,
+    clock,
     launch,
     make_snapshot,
     moto_snapshot,
@@ -673,3 +674,30 @@ def test_every_vault_session_is_tagged_with_the_callers_own_account(api, monkeyp
     assert regions == {REGION} and len(sessions) >= 2  # the copier's and the manager's
     ((_, copy),) = vault_snapshots().items()
     assert copy["tags"]["Source_Account"] == SOURCE
+
+
+def test_another_sources_copy_cannot_release_this_sources_last_vault_copy(monkeypatch):
+    """In a vault shared by two sources, OTHER puts in a copy tagged with our source volume
+    and region (the writer role binds only Source_Account): the vault's manager still holds
+    our newest copy as our volume's, within its grace days."""
+    primary()
+    run()
+    (ours,) = vault_snapshots()
+    ours_tags = vault_snapshots()[ours]["tags"]
+    forged = {k: ours_tags[k] for k in ("Source_Region", "Source_VolumeId")}
+    forged |= {"Type": "Automated", "DeleteOn": "2027-06-01", "Source_SnapshotId": "snap-0"}
+    vault = vault_ec2()  # a snapshot in the vault account, as OTHER's copy would be
+    volume = vault.create_volume(AvailabilityZone=REGION + "a", Size=1)["VolumeId"]
+    with clock(NOW + timedelta(hours=1)):  # newer than ours
+        vault.create_snapshot(
+            VolumeId=volume,
+            TagSpecifications=[
+                {"ResourceType": "snapshot", "Tags": tag_list(forged | {"Source_Account": OTHER})}
+            ],
+        )
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", VAULT)  # the vault account's own manager
+    monkeypatch.setenv("RESTORE_DRILL", "off")
+    held = manager.run({}, None, region=REGION, now=NOW + timedelta(days=7))
+    monkeypatch.delenv("MOTO_ACCOUNT_ID")
+    assert ours in vault_snapshots() and "deleted" not in held
+    assert held["counts"]["last_kept"] == 1
