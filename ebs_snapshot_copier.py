@@ -830,10 +830,17 @@ class AnswerLost(Exception):
         self.error = error
 
 
-def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
+def answer_lost(caught_exception=None, response=None, operation=None, request_dict=None, **kw):
     """needs-retry handler of the NOT_IDEMPOTENT calls: stop botocore's retry of an attempt
     that may have reached EC2. A connection that could not be made (EndpointConnectionError,
-    ConnectTimeoutError) or throttling (503) made nothing: botocore retries those."""
+    ConnectTimeoutError) or throttling (503) made nothing, nor does a dry run (DryRun=true):
+    botocore retries those."""
+    body = (request_dict or {}).get("body")
+    if str(body.get("DryRun") if isinstance(body, dict) else body).lower() in (
+        "true",
+        "dryrun=true",
+    ):
+        return
     if caught_exception is not None:
         if not isinstance(caught_exception, botocore.exceptions.ConnectionError):
             raise AnswerLost(caught_exception)
@@ -1095,12 +1102,15 @@ def error_code(exc):
 
 def from_botocore(exc):
     """AWS's answer or botocore's own failure (network, parsing), as opposed to a bug of ours."""
+    exc = exc.error if isinstance(exc, AnswerLost) else exc
     return type(exc).__module__.split(".")[0] == "botocore"
 
 
 def describe_error(exc):
     """One line naming what failed: AWS's error code and message; botocore's failure, whose
     message names the endpoint (EndpointConnectionError, ReadTimeoutError ...); or a bug."""
+    if isinstance(exc, AnswerLost):
+        return describe_error(exc.error)
     if isinstance(exc, ClientError):
         return f"{error_code(exc)}: {exc}"
     if isinstance(exc, OutOfTime):

@@ -105,7 +105,8 @@ Archive=Yes snapshot a day old (ARCHIVE_AFTER) goes to the archive tier (ModifyS
 when at least 90 days remain to its DeleteOn, or it is KeepForever; a primary only once each
 region of its Copy_Dest, and its vault, holds a completed copy (an archived snapshot can be
 neither copied nor shared; a vault is read through its writer role); a copy the copier will
-never make (its own DeleteOn has come, or its region is not enabled) is not waited for. With
+never make (its own DeleteOn has come, or its region is not enabled) is not waited for; never
+a backed-up volume's newest snapshot (its quick restore: it waits for a newer one). With
 fewer days left it stays standard: said once, and written on it as Archive_Note. An archive
 under way (DescribeSnapshotTierStatus) is not asked for twice. Archived snapshots expire
 on their DeleteOn like any other. A person's Restore tag (also on a due snapshot kept as its
@@ -854,10 +855,17 @@ class AnswerLost(Exception):
         self.error = error
 
 
-def answer_lost(caught_exception=None, response=None, operation=None, **kwargs):
+def answer_lost(caught_exception=None, response=None, operation=None, request_dict=None, **kw):
     """needs-retry handler of the NOT_IDEMPOTENT calls: stop botocore's retry of an attempt
     that may have reached EC2. A connection that could not be made (EndpointConnectionError,
-    ConnectTimeoutError) or throttling (503) made nothing: botocore retries those."""
+    ConnectTimeoutError) or throttling (503) made nothing, nor does a dry run (DryRun=true):
+    botocore retries those."""
+    body = (request_dict or {}).get("body")
+    if str(body.get("DryRun") if isinstance(body, dict) else body).lower() in (
+        "true",
+        "dryrun=true",
+    ):
+        return
     if caught_exception is not None:
         if not isinstance(caught_exception, botocore.exceptions.ConnectionError):
             raise AnswerLost(caught_exception)
@@ -1119,12 +1127,15 @@ def error_code(exc):
 
 def from_botocore(exc):
     """AWS's answer or botocore's own failure (network, parsing), as opposed to a bug of ours."""
+    exc = exc.error if isinstance(exc, AnswerLost) else exc
     return type(exc).__module__.split(".")[0] == "botocore"
 
 
 def describe_error(exc):
     """One line naming what failed: AWS's error code and message; botocore's failure, whose
     message names the endpoint (EndpointConnectionError, ReadTimeoutError ...); or a bug."""
+    if isinstance(exc, AnswerLost):
+        return describe_error(exc.error)
     if isinstance(exc, ClientError):
         return f"{error_code(exc)}: {exc}"
     if isinstance(exc, OutOfTime):
@@ -1403,8 +1414,8 @@ TAG_DRILL, DRILL_TYPE, TAG_DELETE_AFTER = "RestoreDrill", "RestoreDrill", "Delet
 DRILL_LIFE = timedelta(hours=2)  # a drill volume left by a run that died goes after this
 # A volume tagged Type=RestoreDrill is deleted only if it is recognisably a drill: made from
 # the snapshot its Source_SnapshotId names, not attached, a gp3 volume, and created within
-# this of DRILL_LIFE before its DeleteAfter (clock skew, and the CreateVolume call's time).
-DRILL_TAG_SLACK = timedelta(minutes=5)
+# this of DRILL_LIFE before its DeleteAfter (clock skew, the CreateVolume call's retries).
+DRILL_TAG_SLACK = timedelta(minutes=15)  # a Lambda's longest run, retries and pacing in it
 DRILL_WAIT_S = 300  # the longest wait for a drill volume to become available
 DRILL_POLL_S = 5
 DRILL_MIN_S = 60  # with less time for the wait than this, no drill starts this run
@@ -1626,6 +1637,12 @@ class LastBackups:
 
     def holds(self, snapshot_id):
         return snapshot_id in self.holders
+
+    def is_newest(self, snapshot):
+        """Whether it is the newest completed snapshot of its volume, a volume backed up (or,
+        the volumes unknown, any volume)."""
+        mark = (snapshot["StartTime"], snapshot["SnapshotId"])
+        return self.newest.get(("volume", snapshot.get("VolumeId"))) == mark
 
     def kept(self):
         """[(key, snapshot, reason)]: each held snapshot once, named by the key it is held
@@ -2110,9 +2127,11 @@ class Tiers:
             self.summary.tag_error(sid, TAG_RESTORE, tags[TAG_RESTORE], problem)
         return [("restore", snapshot, params)] if params else []
 
-    def end(self, kept=lambda snapshot_id: True):
+    def end(self, kept=lambda snapshot_id: True, newest=lambda snapshot: False):
         """After the last page: the restores of due snapshots the sweep ``kept``, the
-        restores' progress, then the archives that may start."""
+        restores' progress, then the archives that may start: never a backed-up volume's
+        ``newest`` snapshot, its quick restore (after an outage of the creator, an
+        Archive=Yes monthly may be all there is; an Archive tag anyone wrote, too)."""
         if self.archived:  # the metric is written either way (0 when none)
             self.summary.count("archived", self.archived)
         items = []
@@ -2120,7 +2139,14 @@ class Tiers:
             items += self.restore(snapshot) if kept(snapshot["SnapshotId"]) else []
         for batch in batches(self.requested):
             items += self.restores(batch)
-        for batch in batches(list(self.candidates.values())):
+        candidates = []
+        for snapshot, why in self.candidates.values():
+            if newest(snapshot):
+                why = "its volume's newest snapshot: archived once a newer one completes"
+                self.summary.skip(snapshot["SnapshotId"], why)
+            else:
+                candidates.append((snapshot, why))
+        for batch in batches(candidates):
             items += self.archives(batch)
         return items
 
@@ -2398,7 +2424,8 @@ class Judge:
         """After the last page: report what LastBackups kept, look up the last copies."""
         for key, snapshot, reason in self.last.kept():
             report_held(key, snapshot, reason, self.summary, now, max_age, lag)
-        return self.lookup.flush() + (self.tiers.end(self.last.holds) if self.tiers else [])
+        tiers = self.tiers.end(self.last.holds, self.last.is_newest) if self.tiers else []
+        return self.lookup.flush() + tiers
 
 
 def report_held(key, snapshot, reason, summary, now, max_age, lag):
@@ -2640,7 +2667,11 @@ def clean_drill_volumes(ec2, summary, now):
     for volume in volumes:
         vid, after = volume["VolumeId"], tag_map(volume).get(TAG_DELETE_AFTER)
         when = parse_timestamp(after)
-        if when is None or when > now:
+        if when is None:
+            why = f"tagged Type={DRILL_TYPE}, but {TAG_DELETE_AFTER} {after!r} is not a time: left"
+            summary.tag_error(vid, TAG_DELETE_AFTER, after, why)
+            continue
+        if when > now:
             continue
         why = not_a_drill(volume, when)
         if why:  # a tag is not enough: anyone who can tag could name their own volume

@@ -14,6 +14,7 @@ import pytest
 from conftest import (
     DEST,
     REGION,
+    clock,
     ec2,
     launch,
     make_snapshot,
@@ -506,3 +507,26 @@ def test_a_restore_tag_on_a_snapshot_that_goes_now_asks_for_nothing(api):
     result = run(manager)
     assert sid not in snapshots() and api.ops("RestoreSnapshotTier") == []
     assert "restore_started" not in result
+
+
+def test_a_volumes_newest_snapshot_is_never_archived_it_is_its_quick_restore():
+    """After an outage of the creator, an Archive=Yes monthly may be a volume's only recent
+    backup (and anyone who can tag may write Archive=Yes): it stays standard until a newer
+    snapshot of the volume completes."""
+    _, volumes = launch({"Backup": "Yes"})
+    volume = volumes["/dev/sda1"]
+    with clock(FIRST):
+        monthly = ec2().create_snapshot(VolumeId=volume)["SnapshotId"]
+    tags = {"Type": "Automated", "DeleteOn": "2027-12-01", "Archive": "Yes"}
+    ec2().create_tags(Resources=[monthly], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    result = run(manager)
+    assert tier(monthly) == "standard"
+    assert "its volume's newest snapshot" in skipped(result, monthly)[0]
+    with clock(NOW):
+        daily = ec2().create_snapshot(VolumeId=volume)["SnapshotId"]
+    ec2().create_tags(
+        Resources=[daily],
+        Tags=[{"Key": "Type", "Value": "Automated"}, {"Key": "DeleteOn", "Value": "2026-12-09"}],
+    )
+    run(manager, now=NOW + timedelta(hours=1))
+    assert tier(monthly) == "archive"

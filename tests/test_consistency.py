@@ -402,7 +402,7 @@ def test_the_document_is_a_bash_script_for_linux_only():
         "vol-0123456789abcdef0=/dev/../sdf",
         "x=/dev/sdf",
         "",
-        " ".join(["vol-0123456789abcdef0=/dev/sdf"] * 41),
+        " ".join(["vol-0123456789abcdef0=/dev/sdf"] * 128),  # 127 data volumes at most
     ],
 )
 def test_ssm_refuses_any_volumes_value_that_could_reach_the_shell(volumes):

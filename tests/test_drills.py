@@ -284,6 +284,7 @@ def test_leftover_drill_volumes_are_deleted_once_their_time_has_passed(api, monk
     assert stale not in left and {running, unreadable, foreign} <= left
     assert result["counts"]["drill_volumes_deleted"] == 1
     assert [p["VolumeId"] for p in api.ops("DeleteVolume")] == [stale]
+    assert {"id": unreadable, "tag": "DeleteAfter", "value": "soon"} in result["tag_errors"]
 
 
 def test_a_volume_someone_tagged_as_a_drill_is_left_and_named(api, monkeypatch):
@@ -317,9 +318,9 @@ def test_a_volume_someone_tagged_as_a_drill_is_left_and_named(api, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("minutes", "drill"), [(0, True), (4, True), (-4, True), (6, False), (-6, False)]
+    ("minutes", "drill"), [(0, True), (14, True), (-14, True), (16, False), (-16, False)]
 )
-def test_a_drill_is_created_two_hours_before_its_delete_after_give_or_take_five_minutes(
+def test_a_drill_is_created_two_hours_before_its_delete_after_give_or_take_fifteen_minutes(
     minutes, drill
 ):
     after = datetime(2026, 12, 10, 4, tzinfo=UTC)

@@ -284,7 +284,8 @@ def test_a_hand_off_of_an_event_without_id_carries_the_request_id(api):
 
 def hide_new_snapshots(api):
     """Listings (DescribeSnapshots with filters) do not show the snapshots made since the test
-    began: EC2's Describe calls are eventually consistent. Lookups by id still do."""
+    began (nor do the test's own DescribeSnapshots): EC2's Describe calls are eventually
+    consistent."""
     made = set()
     for call in ("CreateSnapshot", "CreateSnapshots"):
         api.after[call] = lambda answer: (

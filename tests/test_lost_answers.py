@@ -196,3 +196,16 @@ def test_a_hand_off_after_a_lost_answer_tells_the_next_invocation_to_look_first(
     assert api.ops("CreateSnapshot") == []  # looked first, found it
     api.after.clear()
     assert primaries() == Counter({first: 1, second: 1})
+
+
+def test_a_dry_run_probe_that_loses_its_answer_is_retried_by_botocore(api):
+    """A DryRun makes nothing: botocore's own retries, and no failure."""
+    launch({"Backup": "Yes"})
+    api.network(
+        lambda url: creator.botocore.exceptions.ReadTimeoutError(endpoint_url=url),
+        "CreateSnapshot",
+        times=1,
+    )
+    result = creator.run({"dry_run": True}, None, now=NOW)
+    assert result["failures"] == [] and len(result["would_create"]) == 1
+    assert api.attempts_of.count(("CreateSnapshot", REGION)) == 2 and snapshot_details() == {}

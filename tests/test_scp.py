@@ -182,6 +182,26 @@ def test_the_tags_the_jobs_write_later_pass(tags):
     assert effective("ec2:CreateTags", tagging(tags), JOBS, IAM) == "allowed"
 
 
+VOLUME = "arn:aws:ec2:us-east-1:111122223333:volume/vol-0123456789abcdef0"
+
+
+@pytest.mark.parametrize("key", ["Type", "DeleteAfter", "Source_SnapshotId", "type"])
+@pytest.mark.parametrize("principal", [*PEOPLE.values(), JOBS])
+def test_nobody_dresses_an_existing_volume_as_a_restore_drill(key, principal):
+    """The manager deletes a leftover drill volume by what EC2 sets and its tags; written
+    after the volume was made, those tags could dress a detached data volume as a drill."""
+    context = tagging({key: "RestoreDrill"})
+    assert org("ec2:CreateTags", context, principal, VOLUME) == "denied"
+
+
+def test_the_managers_drill_volumes_are_still_tagged_in_their_create_call():
+    tags = {"Type": "RestoreDrill", "Source_SnapshotId": "snap-1", "DeleteAfter": "2030-01-01"}
+    context = tagging(tags, create_action="CreateVolume")
+    assert effective("ec2:CreateTags", context, JOBS, IAM, VOLUME) == "allowed"
+    other = tagging({"Name": "db-restore"})  # other tags of volumes: nothing to do with it
+    assert org("ec2:CreateTags", other, PEOPLE["an administrator"], VOLUME) == "allowed"
+
+
 # ---- the Recycle Bin's lock --------------------------------------------------------------
 
 

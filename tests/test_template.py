@@ -274,11 +274,15 @@ def test_the_settings_reach_the_jobs_that_read_them_and_the_defaults_agree():
         assert given(variables[variable], **{parameter: "1,2"}) == "1,2"
 
 
-def test_the_jobs_that_get_the_key_accounts_read_them():
+def test_the_jobs_that_get_the_key_accounts_read_them(monkeypatch):
     """The contract with the code: the creator and the copier refuse a Copy_KmsKeyId of any
-    account but their own and COPY_KMS_ACCOUNT_IDS."""
-    for job in ("creator", "copier"):
-        assert "COPY_KMS_ACCOUNT_IDS" in (ROOT / f"ebs_snapshot_{job}.py").read_text(), job
+    account but their own and COPY_KMS_ACCOUNT_IDS (tests/test_tag_errors.py runs them)."""
+    key = "arn:aws:kms:us-east-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for job in (creator, copier):
+        monkeypatch.delenv(job.KMS_ACCOUNTS_ENV, raising=False)
+        assert job.key_refusal(key, lambda: "123456789012"), job.JOB
+        monkeypatch.setenv(job.KMS_ACCOUNTS_ENV, "444455556666")
+        assert job.key_refusal(key, lambda: "123456789012") is None, job.JOB
 
 
 # ---- the Recycle Bin ---------------------------------------------------------------------
