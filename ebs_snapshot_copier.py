@@ -537,18 +537,26 @@ def vault_retention(tags):
     ]
 
 
+def copy_delete_on(tags, created, retention_key):
+    """(the copies' own DeleteOn, or None for their primary's; warning or None), from the
+    primary's ``retention_key`` tag (Copy_Retention for regions, Vault_Retention for
+    vaults): that many days from the primary's creation date."""
+    if retention_key not in tags:
+        return None, None
+    days, problem = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem}; copies keep the primary's DeleteOn"
+    return created + timedelta(days=days), problem
+
+
 def copy_until(tags, created, retention_key):
-    """The DeleteOn the copier gives a primary's copies: ``retention_key`` (Copy_Retention for
-    regions, Vault_Retention for vaults) days from the primary's creation date, else (absent
-    or unreadable) the primary's DeleteOn. None when that cannot be read: no copy is made.
-    The copier makes no copy once this date has come; the manager's archive stops waiting."""
+    """The DeleteOn the copier gives a primary's copies: their own (copy_delete_on), else
+    the primary's. None when that cannot be read: no copy is made. The copier makes no copy
+    once this date has come; the manager's archive stops waiting for one."""
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if delete_on is None:
         return None
-    days = None
-    if retention_key in tags:
-        days = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)[0]
-    return created + timedelta(days=days) if days else delete_on
+    return copy_delete_on(tags, created, retention_key)[0] or delete_on
 
 
 def env_accounts(name):
@@ -1391,6 +1399,8 @@ FULL_SWEEP_HOUR, FULL_SWEEP_MINUTES = 0, 15
 # lookups by id, LOOKUP_BATCH at a time.
 MAX_LOOKUP = 1000
 CARRIED = "copies_started"  # in a handed-over event: the copies started before it, by region
+# The tags of a copy that say where it comes from: what finds one whose call lost its answer.
+ORIGIN_TAGS = (TAG_SOURCE_SNAPSHOT, TAG_SOURCE_REGION, TAG_SOURCE_ACCOUNT, TAG_VAULT_STAGING)
 
 
 # ---- decisions: pure functions of the snapshots and today's date ----
@@ -1432,22 +1442,11 @@ def primary_record(snapshot, enabled, region, today):
     return record, warnings + more
 
 
-def copy_delete_on(tags, created):
-    """(a copy's own DeleteOn, or None for its primary's; warning or None), from the
-    primary's Copy_Retention tag, counted from the primary's creation date."""
-    if TAG_COPY_RETENTION not in tags:
-        return None, None
-    days, problem = parse_count(tags[TAG_COPY_RETENTION], TAG_COPY_RETENTION, MAX_RETENTION_DAYS)
-    if days is None:
-        return None, f"{problem}; copies keep the primary's DeleteOn"
-    return created + timedelta(days=days), problem
-
-
 def copy_options(tags, created, own):
     """(the copies' own DeleteOn or None, KMS key or None, tag errors) from a primary's
     Copy_Retention and Copy_KmsKeyId; unreadable values fall back, with a warning, and so
     does a key of another account (key_refusal; ``own()``: this account's id)."""
-    own_date, problem = copy_delete_on(tags, created)
+    own_date, problem = copy_delete_on(tags, created, TAG_COPY_RETENTION)
     warnings = [(TAG_COPY_RETENTION, problem)] if problem else []
     kms_key = tags.get(TAG_COPY_KMS_KEY, "").strip() or None
     refused = key_refusal(kms_key, own) if kms_key else None
@@ -1649,9 +1648,7 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
     params = {
         "SourceRegion": summary.region,
         "SourceSnapshotId": primary["id"],
-        "TagSpecifications": [
-            {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
-        ],
+        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tag_pairs(tags)}],
     }
     if primary["description"]:
         params["Description"] = primary["description"]
@@ -1663,11 +1660,8 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
         summary.did("copy", **item)
         copy = {"SnapshotId": None}
     else:
-        try:
-            origin = {TAG_SOURCE_SNAPSHOT: primary["id"], TAG_SOURCE_REGION: summary.region}
-            lookups = primary.setdefault("lookups", {})  # kept: a hand-off names one in doubt
-            lookup = lookups.setdefault(dest, copy_made(dest_ec2, origin))
-            copy = made_once(dest_ec2.copy_snapshot, params, lookup)
+        try:  # its Lookup kept on the primary: a hand-off names a copy in doubt
+            copy = copy_once(dest_ec2, params, primary.setdefault("lookups", {}))
         except ClientError as exc:
             if error_code(exc) == COPY_LIMIT_CODE:
                 return False
@@ -1679,16 +1673,20 @@ def copy_snapshot(dest_ec2, dest, primary, summary):
     return True
 
 
-def copy_made(ec2, origin, check=None):
-    """made_once's Lookup for a CopySnapshot: {"SnapshotId": ...} of a copy already there
-    that carries the ``origin`` tags the call set (and that ``check`` accepts), in any state;
-    None when there is none."""
+def copy_once(ec2, params, lookups=None, check=None):
+    """CopySnapshot through made_once: what a call whose answer was lost made is found by the
+    tags in it that say where a copy comes from (ORIGIN_TAGS), in any state, and that
+    ``check`` accepts. ``lookups`` keeps the Lookup, by region, for a later look."""
+    tags = {t["Key"]: t["Value"] for t in params["TagSpecifications"][0]["Tags"]}
+    origin = {k: v for k, v in tags.items() if k in ORIGIN_TAGS}
 
     def find(final):
         made = [s for s in tagged(ec2, origin) if check is None or check(s)]
         return {"SnapshotId": made[0]["SnapshotId"]} if made else None
 
-    return Lookup(find)
+    lookups = {} if lookups is None else lookups
+    lookup = lookups.setdefault(ec2.meta.region_name, Lookup(find))
+    return made_once(ec2.copy_snapshot, params, lookup)
 
 
 def keep_forever(dest_ec2, dest, primary, copy_id, summary):
@@ -1781,7 +1779,7 @@ def copies_started(summary, carried, work):
     for item in summary.data.get("copied", []):
         started.setdefault(item["dest_region"], []).append(item["source_snapshot_id"])
     for dest, _, (kind, primary, *_) in work:
-        lookup = primary.get("lookups", {}).get(dest) if kind == "copy" else None
+        lookup = primary.get("lookups", {}).get(dest) if kind == "copy" else None  # copy_once
         if lookup is not None and lookup.lost:
             started.setdefault(dest, []).append(primary["id"])
     return {dest: sorted(set(ids)) for dest, ids in sorted(started.items())}
@@ -2323,8 +2321,7 @@ class Vaults:
             self.deferred[self.region].append(primary)
             return
         try:
-            find = copy_made(self.ec2, {TAG_VAULT_STAGING: primary["id"]}, staging_of)
-            copy = made_once(self.ec2.copy_snapshot, params, find)
+            copy = copy_once(self.ec2, params, check=staging_of)
         except ClientError as exc:
             if error_code(exc) != COPY_LIMIT_CODE:
                 raise
@@ -2384,10 +2381,7 @@ class Vaults:
             self.summary.did("copy", **item)
             return
         try:
-            origin = {
-                k: tags[k] for k in (TAG_SOURCE_SNAPSHOT, TAG_SOURCE_REGION, TAG_SOURCE_ACCOUNT)
-            }
-            copy = made_once(vault_ec2.copy_snapshot, params, copy_made(vault_ec2, origin))
+            copy = copy_once(vault_ec2, params)
         except ClientError as exc:
             if error_code(exc) != COPY_LIMIT_CODE:
                 raise

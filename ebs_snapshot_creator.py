@@ -539,18 +539,26 @@ def vault_retention(tags):
     ]
 
 
+def copy_delete_on(tags, created, retention_key):
+    """(the copies' own DeleteOn, or None for their primary's; warning or None), from the
+    primary's ``retention_key`` tag (Copy_Retention for regions, Vault_Retention for
+    vaults): that many days from the primary's creation date."""
+    if retention_key not in tags:
+        return None, None
+    days, problem = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem}; copies keep the primary's DeleteOn"
+    return created + timedelta(days=days), problem
+
+
 def copy_until(tags, created, retention_key):
-    """The DeleteOn the copier gives a primary's copies: ``retention_key`` (Copy_Retention for
-    regions, Vault_Retention for vaults) days from the primary's creation date, else (absent
-    or unreadable) the primary's DeleteOn. None when that cannot be read: no copy is made.
-    The copier makes no copy once this date has come; the manager's archive stops waiting."""
+    """The DeleteOn the copier gives a primary's copies: their own (copy_delete_on), else
+    the primary's. None when that cannot be read: no copy is made. The copier makes no copy
+    once this date has come; the manager's archive stops waiting for one."""
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if delete_on is None:
         return None
-    days = None
-    if retention_key in tags:
-        days = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)[0]
-    return created + timedelta(days=days) if days else delete_on
+    return copy_delete_on(tags, created, retention_key)[0] or delete_on
 
 
 def env_accounts(name):

@@ -562,18 +562,26 @@ def vault_retention(tags):
     ]
 
 
+def copy_delete_on(tags, created, retention_key):
+    """(the copies' own DeleteOn, or None for their primary's; warning or None), from the
+    primary's ``retention_key`` tag (Copy_Retention for regions, Vault_Retention for
+    vaults): that many days from the primary's creation date."""
+    if retention_key not in tags:
+        return None, None
+    days, problem = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)
+    if days is None:
+        return None, f"{problem}; copies keep the primary's DeleteOn"
+    return created + timedelta(days=days), problem
+
+
 def copy_until(tags, created, retention_key):
-    """The DeleteOn the copier gives a primary's copies: ``retention_key`` (Copy_Retention for
-    regions, Vault_Retention for vaults) days from the primary's creation date, else (absent
-    or unreadable) the primary's DeleteOn. None when that cannot be read: no copy is made.
-    The copier makes no copy once this date has come; the manager's archive stops waiting."""
+    """The DeleteOn the copier gives a primary's copies: their own (copy_delete_on), else
+    the primary's. None when that cannot be read: no copy is made. The copier makes no copy
+    once this date has come; the manager's archive stops waiting for one."""
     delete_on = parse_date(tags.get(TAG_DELETE_ON))
     if delete_on is None:
         return None
-    days = None
-    if retention_key in tags:
-        days = parse_count(tags[retention_key], retention_key, MAX_RETENTION_DAYS)[0]
-    return created + timedelta(days=days) if days else delete_on
+    return copy_delete_on(tags, created, retention_key)[0] or delete_on
 
 
 def env_accounts(name):
@@ -2646,23 +2654,17 @@ def report_expired_copies(left, summary):
 
 def clean_drill_volumes(ec2, summary, now):
     """Delete the drill volumes a run that died left behind (or one that could not delete
-    them), once their DeleteAfter has passed. Each one is a warning, counted
-    (drill_volumes_deleted); one without a readable DeleteAfter is left alone."""
+    them), once their DeleteAfter has passed, and only those that are recognisably drills
+    (not_a_drill). Each one is a warning, counted (drill_volumes_deleted); any other volume
+    tagged Type=RestoreDrill, or one without a readable DeleteAfter, is a tag error, left."""
+    drills = [{"Name": "tag:" + TAG_TYPE, "Values": [DRILL_TYPE]}]
     try:
-        volumes = list(
-            paginate(
-                ec2,
-                "describe_volumes",
-                "Volumes",
-                Filters=[{"Name": "tag:" + TAG_TYPE, "Values": [DRILL_TYPE]}],
-            )
-        )
+        volumes = list(paginate(ec2, "describe_volumes", "Volumes", Filters=drills))
     except OutOfTime:
         raise
     except Exception as exc:
-        summary.warn(
-            summary.region, f"leftover drill volumes not looked for: {describe_error(exc)}"
-        )
+        why = f"leftover drill volumes not looked for: {describe_error(exc)}"
+        summary.warn(summary.region, why)
         return
     for volume in volumes:
         vid, after = volume["VolumeId"], tag_map(volume).get(TAG_DELETE_AFTER)
@@ -2670,14 +2672,11 @@ def clean_drill_volumes(ec2, summary, now):
         if when is None:
             why = f"tagged Type={DRILL_TYPE}, but {TAG_DELETE_AFTER} {after!r} is not a time: left"
             summary.tag_error(vid, TAG_DELETE_AFTER, after, why)
-            continue
-        if when > now:
-            continue
-        why = not_a_drill(volume, when)
-        if why:  # a tag is not enough: anyone who can tag could name their own volume
-            why = f"tagged Type={DRILL_TYPE}, but {why}: not a restore drill, left"
-            summary.tag_error(vid, TAG_TYPE, DRILL_TYPE, why)
-        elif delete_drill_volume(ec2, vid, summary):
+        elif when <= now and not_a_drill(volume, when):
+            # a tag is not enough: anyone who can tag could name their own volume
+            why = f"{not_a_drill(volume, when)}: not a restore drill, left"
+            summary.tag_error(vid, TAG_TYPE, DRILL_TYPE, f"tagged Type={DRILL_TYPE}, but {why}")
+        elif when <= now and delete_drill_volume(ec2, vid, summary):
             summary.warn(vid, f"drill volume left by an earlier run ({after}): deleted")
             summary.count("drill_volumes_deleted")
 

@@ -126,7 +126,7 @@ def test_bad_tier_values_warn_and_fall_back(tags, delete_on, tier, warning):
     ],
 )
 def test_a_copys_delete_on_counts_from_the_primarys_creation(tags, created, expected, warned):
-    got, warning = copier.copy_delete_on(tags, D(created))
+    got, warning = copier.copy_delete_on(tags, D(created), "Copy_Retention")
     assert got == (D(expected) if expected else None)
     assert (warning is not None) == warned
 
