@@ -129,8 +129,9 @@ IAM actions: ec2:DescribeSnapshots, ec2:DescribeRegions, ec2:CopySnapshot, ec2:C
 (Type=Automated only), ec2:DescribeLockedSnapshots, KMS use through EC2 for encrypted
 copies, lambda:InvokeFunction (on itself, to hand over the rest of a long run); for vaults:
 ec2:ModifySnapshotAttribute (Type=Automated, never a group), ec2:DeleteSnapshot (its
-staging copies), kms:DescribeKey, sts:AssumeRole (the writer role), and in the vault,
-through that role: ec2:DescribeSnapshots, ec2:CopySnapshot, ec2:CreateTags (in the copy),
+staging copies), kms:DescribeKey, sts:AssumeRole and sts:TagSession (the writer role, its
+session tagged Source_Account with this account), and in the vault, through that role:
+ec2:DescribeSnapshots, ec2:CopySnapshot, ec2:CreateTags (in the copy),
 ec2:LockSnapshot, ec2:DescribeLockedSnapshots (a sweep locks vault copies whose lock failed).
 """
 

@@ -155,7 +155,8 @@ for the archive tier: ec2:ModifySnapshotTier and ec2:RestoreSnapshotTier (Type=A
 only), ec2:DescribeSnapshotTierStatus, ec2:CreateTags (Archive_Note, Restore_Requested) and
 ec2:DeleteTags (Restore, Restore_Requested, Archive) on Type=Automated snapshots;
 lambda:InvokeFunction (on itself, to hand over the rest of a long sweep); sts:AssumeRole
-(the vault writer role, for the coverage check's read).
+and sts:TagSession (the vault writer role, its session tagged Source_Account, for the
+coverage check's read).
 """
 
 from __future__ import annotations

@@ -12,8 +12,6 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
-pytestmark = pytest.mark.dates  # make test runs it again with the clock a year ahead
-
 D = date.fromisoformat
 KEY_ARN = "arn:aws:kms:us-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 MRK = "mrk-1234abcd12ab34cd56ef1234567890ab"
@@ -356,6 +354,7 @@ def test_a_copy_that_failed_later_is_named_and_not_made_again(api):
 # ---- the manager's coverage check agrees with the copier ----
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_coverage_expects_a_recent_copy_whatever_the_copy_retention():
     now = datetime.now(UTC) + timedelta(days=5)
     _, vols = launch({"Backup": "Yes", "Copy_Dest": DEST})
@@ -372,6 +371,7 @@ def test_coverage_expects_a_recent_copy_whatever_the_copy_retention():
     assert result["counts"]["unprotected"] == 0 and result["counts"]["protected"] == 1
 
 
+@pytest.mark.dates  # also run a year ahead (make test)
 def test_coverage_names_a_failed_copy():
     now = datetime.now(UTC) + timedelta(days=5)
     _, vols = launch({"Backup": "Yes", "Copy_Dest": DEST})
