@@ -6,6 +6,8 @@ import json
 import time
 
 import bench
+import botocore.loaders
+import botocore.session
 import copysim  # noqa: F401 (make bench imports it: it must stay importable)
 import ec2sim
 import pytest
@@ -93,7 +95,9 @@ def test_the_managers_day_deletes_every_due_snapshot_across_invocations():
     assert row["counts"]["protected"] == 400  # the last invocation checked coverage
 
 
-def test_the_memory_run_measures_the_manager_alone_against_the_same_listing():
+def test_the_memory_run_measures_the_manager_alone_against_the_same_listing(monkeypatch):
+    # The suite shares one loader between Sessions (conftest); a real run loads its own.
+    monkeypatch.setattr(botocore.session, "create_loader", botocore.loaders.create_loader)
     found = bench.bench_manager_memory([20])
     (size,) = found["sizes"]
     assert size["snapshots"] == 200 and found["models_mb"] > 5  # EC2's model, at least
