@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: test lint format demo bench cost sync-shared stackset-template clean
+.PHONY: test lint format build demo bench cost stackset-template clean
 
 $(STAMP): requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,7 @@ $(STAMP): requirements-dev.txt
 # Then the tests marked dates once more, as if the machine's clock were a year ahead: a test
 # that reads the real clock where it should read its own fails there (tests/conftest.py).
 test: $(STAMP) lint
+	$(BIN)/python -m scripts.build --check
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m dates --clock-ahead 365
 
@@ -39,9 +40,9 @@ format: $(STAMP)
 stackset-template: $(STAMP)
 	@$(BIN)/python scripts/stackset_template.py
 
-sync-shared: $(STAMP)
-	$(BIN)/python scripts/sync_shared.py
-	$(BIN)/python -m ruff format ebs_snapshot_*.py
+# The three job files at the root are built from src/ebs_snapshots: edit there, then this.
+build:
+	$(PYTHON) -m scripts.build
 
 # `sam build` (template.yaml, BuildMethod: makefile): each function gets its one job file.
 build-CreatorFunction:

@@ -1,4 +1,4 @@
-"""What the three job files share, and what each must be on its own."""
+"""What each of the three job files must be on its own (they are built from src: test_build)."""
 
 import ast
 import importlib
@@ -18,29 +18,6 @@ import ebs_snapshot_manager as manager
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = {"creator": creator, "copier": copier, "manager": manager}
 FILES = {name: ROOT / f"ebs_snapshot_{name}.py" for name in JOBS}
-BEGIN = "# ---- shared block: identical in the three job files"
-END = "# ---- end of shared block ----"
-
-
-def shared_block(path):
-    text = path.read_text()
-    assert text.count(BEGIN) == 1 and text.count(END) == 1, f"{path.name}: markers missing"
-    return text[text.index(BEGIN) : text.index(END)]
-
-
-def test_the_shared_block_is_identical_in_the_three_files():
-    blocks = {name: shared_block(path) for name, path in FILES.items()}
-    assert blocks["copier"] == blocks["creator"]
-    assert blocks["manager"] == blocks["creator"]
-
-
-def test_the_shared_constants_agree_at_run_time():
-    names = [n for n in dir(creator) if n.isupper() and not n.startswith("_")]
-    block = shared_block(FILES["creator"])
-    shared = [n for n in names if re.search(rf"\b{n}\b", block)]
-    assert {"TAG_TYPE", "TAG_DELETE_ON", "AUTOMATED", "TAG_KEEP_FOREVER"} <= set(shared)
-    for name in shared:
-        assert getattr(copier, name) == getattr(creator, name) == getattr(manager, name), name
 
 
 @pytest.mark.parametrize("name", list(FILES))

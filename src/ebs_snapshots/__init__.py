@@ -1,0 +1,1 @@
+"""EBS snapshot lifecycle: the source of the three job files (scripts/build.py)."""

@@ -1,0 +1,1 @@
+"""Code the jobs share, built into each job file that uses it."""

@@ -1,0 +1,53 @@
+"""The invocation: its event's fields, its region, today's date."""
+
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import boto3
+
+from ebs_snapshots.common.tags import parse_bool
+
+
+def read_event(event):
+    """The event as a dict (None is {}); anything but a JSON object is refused."""
+    if event is None:
+        return {}
+    if not isinstance(event, dict):
+        shown = repr(event)[:80]
+        raise ValueError(f"the event must be a JSON object, not {type(event).__name__} {shown}")
+    return event
+
+
+def event_dry_run(event):
+    """Strict: a dry_run the job cannot read stops it before it changes anything."""
+    flag = parse_bool(event.get("dry_run", False))
+    if flag is None:
+        raise ValueError(f"event dry_run must be true or false, not {event['dry_run']!r}")
+    return flag
+
+
+def event_key(event, context):
+    """What identifies this piece of work across deliveries: the event's id (EventBridge
+    may deliver an event twice), else the Lambda request id (kept when Lambda retries a
+    failed run), else nothing (a command-line run). Cut to fit a tag value."""
+    key = event.get("id") or getattr(context, "aws_request_id", None)
+    return str(key)[:256] if key else None
+
+
+def resolve_region(region=None):
+    """Explicit, else AWS_REGION (Lambda sets it), else AWS_DEFAULT_REGION or the profile."""
+    region = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
+    if not region:
+        raise ValueError("no region: set AWS_REGION (or AWS_DEFAULT_REGION, or --region)")
+    return region
+
+
+def utc_today(now=None):
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def clock_of(now, summary):
+    """The time now, on the run's clock: ``now`` (its start, injectable) plus the time since
+    the summary was started with it."""
+    return now + timedelta(seconds=time.monotonic() - summary.started)

@@ -1,0 +1,119 @@
+"""Snapshot Lock: the Lock tags, locks in force, locking a snapshot."""
+
+from datetime import UTC, datetime, timedelta
+
+from ebs_snapshots.common.aws import PAGE_SIZE, describe_error
+from ebs_snapshots.common.tags import (
+    FALSE_WORDS,
+    MAX_RETENTION_DAYS,
+    TAG_DELETE_ON,
+    count_or,
+    parse_date,
+    tag_map,
+)
+
+# Snapshot Lock (EBS user guide, "Snapshot lock"): a snapshot tagged Lock=governance or
+# compliance is locked until its DeleteOn, 00:00 UTC; compliance with a cooling-off period
+# (Lock_CoolOffHours, 1-72) in which a person may still undo a wrong tag.
+TAG_LOCK, TAG_LOCK_COOL_OFF = "Lock", "Lock_CoolOffHours"
+LOCK_MODES = ("governance", "compliance")
+COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
+LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
+RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
+
+
+def lock_mode(value):
+    """(governance, compliance or None; warning or None) for a Lock tag, any case: absent,
+    empty or a no-word means no lock; anything else warns and means no lock."""
+    word = str(value or "").strip().lower()
+    if word in LOCK_MODES:
+        return word, None
+    if not word or word in FALSE_WORDS:
+        return None, None
+    return None, f"{TAG_LOCK} {value!r} is not governance or compliance; not locked"
+
+
+def cool_off_hours(value):
+    """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
+    return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
+
+
+def lock_request(tags, delete_on, today):
+    """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
+    or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
+    expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
+    mode = lock_mode(tags.get(TAG_LOCK))[0]
+    if mode is None or delete_on is None or delete_on <= today:
+        return None
+    until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
+    request = {
+        "LockMode": mode,
+        "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
+    }
+    if mode == "compliance":
+        request["CoolOffPeriod"] = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))[0]
+    return request
+
+
+def locks_in_force(ec2, ids=None):
+    """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
+    filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
+    params = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
+    params |= {"SnapshotIds": ids} if ids else {"MaxResults": PAGE_SIZE}
+    found = {}
+    while True:
+        page = ec2.describe_locked_snapshots(**params)
+        found |= {lock["SnapshotId"]: lock for lock in page.get("Snapshots", [])}
+        if not page.get("NextToken"):
+            return found
+        params["NextToken"] = page["NextToken"]
+
+
+def lock_snapshot(ec2, snapshot_id, request, summary, **item):
+    """Lock one snapshot. A lock that fails (throttled, refused, a state AWS cannot lock,
+    the network) never costs the snapshot: a warning, and a later run's sweep locks it."""
+    until = request["ExpirationDate"].date().isoformat()
+    record = {"snapshot_id": snapshot_id} if snapshot_id else {}
+    record |= {"lock": request["LockMode"], "until": until, **item}
+    if summary.dry_run:
+        summary.did("lock", **record)
+        return
+    try:
+        ec2.lock_snapshot(SnapshotId=snapshot_id, **request)
+    except Exception as exc:  # out of time too: a sweep (this run's, or the next) locks it
+        where = {k: v for k, v in item.items() if k != "reason"}
+        said = [w for w in summary.data["warnings"] if w["id"] == snapshot_id]
+        if not any(w["reason"].startswith("not locked (") for w in said):  # once a run
+            why = f"not locked ({describe_error(exc)}); a later sweep locks it"
+            summary.warn(snapshot_id or "?", why, **where)
+        return
+    summary.did("lock", **record)
+
+
+def unlocked(snapshots, locked, today):
+    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock, their
+    DeleteOn ahead, whose lock is not in force (it failed, or was removed while the Lock tag
+    stayed) or ends before DeleteOn (shortened): locking again extends it, in any state."""
+    todo = []
+    for snapshot in snapshots:
+        tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
+        request = lock_request(tags, parse_date(tags.get(TAG_DELETE_ON)), today)
+        if not request or snapshot.get("State") not in ("pending", "completed"):
+            continue
+        ends = (locked.get(sid) or {}).get("LockExpiresOn")
+        if sid not in locked or (ends is not None and ends < request["ExpirationDate"]):
+            todo.append((sid, request))
+    return todo
+
+
+def probe_lock(ec2, todo, summary):
+    """Dry run: ask AWS whether LockSnapshot would be allowed here, with the lock a snapshot
+    of ours needs (IAM allows it only on Type=Automated ones, so a made-up id cannot tell,
+    and a snapshot already locked in compliance mode refuses any other lock); with none
+    that needs a lock, say it could not be asked."""
+    region = ec2.meta.region_name
+    if not todo:
+        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot here needs a lock now")
+        return
+    sid, request = todo[0]
+    summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)

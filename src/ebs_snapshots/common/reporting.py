@@ -1,0 +1,265 @@
+"""Reporting: JSON log lines, the summary, its metrics (EMF) and the report."""
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+from botocore.exceptions import ClientError
+
+from ebs_snapshots.common.aws import describe_error, error_code, from_botocore
+from ebs_snapshots.common.budget import OutOfTime
+from ebs_snapshots.common.tags import MAX_TAG_VALUE
+
+# Lambda's level names (AWS_LAMBDA_LOG_LEVEL), and Python's as aliases; OFF: nothing at all.
+LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "ERROR": 40}
+LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
+_log_lock = threading.Lock()
+# The run's last log line counts these (0 when none), then any other count it made.
+SUMMARY_COUNTS = ("created", "copied", "deferred", "deleted", "kept", "skipped")
+SUMMARY_COUNTS += ("warnings", "failures")
+# CloudWatch Embedded Metric Format: the summary line is also these metrics, dimensions job
+# and region, at no API cost. Metric: (the count it reports, jobs that always report it;
+# other jobs report it only when they counted it).
+METRIC_NAMESPACE = "EBSSnapshots"
+METRICS = {
+    "SnapshotsCreated": ("created", ("creator",)),
+    "SnapshotsCopied": ("copied", ("copier",)),
+    "CopiesDeferred": ("deferred", ("copier",)),
+    "SnapshotsDeleted": ("deleted", ("manager",)),
+    "Warnings": ("warnings", ("creator", "copier", "manager")),
+    # Instances and snapshots with a tag the jobs cannot honour (a typo in Copy_Dest, say):
+    # each named in the summary's tag_errors with the tag and its value.
+    "TagErrors": ("tag_errors", ("creator", "copier", "manager")),
+    "Failures": ("failures", ("creator", "copier", "manager")),
+    "UnprotectedVolumes": ("unprotected", ()),  # the manager's check; the copier's lag
+    "StoppedEarly": ("stopped_early", ("manager",)),
+    "LastBackupsKept": ("last_kept", ("manager",)),
+    "ExpiredCopiesLeft": ("expired_copies_left", ()),  # only when the manager's check ran
+    "SnapshotsLocked": ("locked", ()),  # the creator's and the copier's snapshot locks
+    "LocksMissing": ("lock_missing", ("manager",)),  # Lock snapshots still unlocked after a day
+    "RestoreDrillsPassed": ("drills_passed", ("manager",)),
+    "RestoreDrillsFailed": ("drills_failed", ("manager",)),
+    "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
+    "SnapshotsArchived": ("archived", ("manager",)),  # in the archive tier now
+    "SnapshotsRestoring": ("restoring", ("manager",)),  # on their way back from it
+}
+METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
+DONE = {
+    "create": "created",
+    "copy": "copied",
+    "delete": "deleted",
+    "tag": "tagged",
+    "lock": "locked",
+    "drill": "drilled",
+    "archive": "sent_to_archive",
+    "restore": "restore_started",
+    "share": "shared",
+    "unshare": "unshared",
+}
+REPORT_ORDER = (
+    "created",
+    "would_create",
+    "copied",
+    "would_copy",
+    "tagged",
+    "would_tag",
+    "locked",
+    "would_lock",
+    "drilled",
+    "would_drill",
+    "sent_to_archive",
+    "would_archive",
+    "restore_started",
+    "would_restore",
+    "restored",
+    "shared",
+    "would_share",
+    "unshared",
+    "would_unshare",
+    "deleted",
+    "would_delete",
+    "deferred",
+    "handed_off",
+    "stopped_early",
+    "permitted",
+    "skipped",
+    "unprotected",
+    "not_yet_due",
+    "tag_errors",
+    "warnings",
+    "failures",
+)
+
+
+class JobFailed(Exception):
+    """Some items failed; all others were done. ``summary`` is the full result. The message
+    names every failed item, those with the same error together."""
+
+    def __init__(self, summary):
+        self.summary = summary
+        by_error = {}
+        for failure in summary["failures"]:
+            by_error.setdefault(failure["error"], []).append(failure["id"])
+        names = "; ".join(f"{', '.join(ids)}: {error}" for error, ids in by_error.items())
+        super().__init__(
+            f"{summary['job']} in {summary['region']}: {len(summary['failures'])} failed: {names}"
+        )
+
+
+def log(level, job, region, action, /, **fields):
+    """One JSON object per line on stdout, where Lambda and CloudWatch's metric extraction
+    read it. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold (default INFO)."""
+    wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
+    if LOG_LEVELS.get(level, 20) < LOG_LEVELS.get(wanted.strip().upper(), 20):
+        return
+    line = {"level": level, "job": job, "region": region, "action": action, **fields}
+    text = json.dumps(line, default=str) + "\n"
+    with _log_lock:  # workers log at once; print() would write text and newline apart
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def metrics(job, counts):
+    """The summary line's Embedded Metric Format fields: CloudWatch makes them metrics."""
+    values = {
+        name: counts.get(count, 0)
+        for name, (count, jobs) in METRICS.items()
+        if job in jobs or count in counts
+    }
+    directive = {
+        "Namespace": METRIC_NAMESPACE,
+        "Dimensions": [["job", "region"]],
+        "Metrics": [{"Name": name, "Unit": METRIC_UNITS.get(name, "Count")} for name in values],
+    }
+    return {
+        "_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [directive]}
+    } | values
+
+
+class Summary:
+    """What a run did, item by item: created/copied/deleted/tagged, or in a dry run
+    would_create/would_copy/would_delete/would_tag; skipped, warnings and failures."""
+
+    def __init__(self, job, region, today, dry_run, event_id=None):
+        self.job, self.region, self.dry_run = job, region, dry_run
+        self.started = time.monotonic()
+        self.probed = set()
+        self._lock = threading.Lock()  # items arrive from several threads
+        self.data = {
+            "job": job,
+            "region": region,
+            "date": today.isoformat(),
+            "dry_run": dry_run,
+            "event_id": event_id,
+            "counts": {},
+            "skipped": [],
+            "warnings": [],
+            "failures": [],
+        }
+
+    def add(self, kind, level="INFO", /, **item):
+        with self._lock:
+            self.data.setdefault(kind, []).append(item)
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
+        log(level, self.job, self.region, kind, **item)
+
+    def did(self, action, **item):
+        self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
+
+    def count(self, kind, n=1):
+        with self._lock:
+            self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
+
+    def skip(self, id, reason, **item):
+        self.add("skipped", id=id, reason=reason, **item)
+
+    def warn(self, id, reason, **item):
+        self.add("warnings", "WARN", id=id, reason=reason, **item)
+
+    def tag_error(self, id, tag, value, reason, **item):
+        """A tag the jobs cannot honour (a typo in Copy_Dest, a key of another account): a
+        warning that names the tag and its value, and the resource listed in tag_errors,
+        whose count of distinct ids is the TagErrors metric (and its alarm)."""
+        value = str(value)[:MAX_TAG_VALUE] if value is not None else None
+        self.warn(id, reason, tag=tag, value=value, **item)
+        with self._lock:
+            errors = self.data.setdefault("tag_errors", [])
+            errors.append({"id": id, "tag": tag, "value": value, **item})
+            self.data["counts"]["tag_errors"] = len({error["id"] for error in errors})
+
+    def fail(self, id, error, **item):
+        self.add("failures", "ERROR", id=id, error=error, **item)
+
+    def error(self, id, exc, what=None, **item):
+        """A failure from an exception, in one line; for a bug of ours, its traceback is
+        logged too (not in the summary), so that it can be fixed."""
+        text = describe_error(exc)
+        self.fail(id, f"{what}: {text}" if what else text, **item)
+        if not from_botocore(exc) and not isinstance(exc, OutOfTime):
+            where = "".join(traceback.format_exception(exc)[-4:])
+            log("ERROR", self.job, self.region, "traceback", id=id, traceback=where)
+
+    def probe(self, action, scope, call, **params):
+        """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
+        with self._lock:
+            if (action, scope) in self.probed:
+                return
+            self.probed.add((action, scope))
+        try:
+            call(DryRun=True, **params)
+        except ClientError as exc:
+            if error_code(exc) != "DryRunOperation":
+                self.fail(scope, f"{action} would be refused: {error_code(exc)}: {exc}")
+                return
+        self.add("permitted", permission=action, id=scope)
+
+    def finish(self):
+        """The run's last log line: its counts and duration and, unless it was a dry run,
+        the same counts as metrics. Its level is the run's worst."""
+        counts = self.data["counts"]
+        line = {kind: counts.get(kind, 0) for kind in SUMMARY_COUNTS} | counts
+        line |= {"event_id": self.data["event_id"], "dry_run": self.dry_run}
+        line["duration_s"] = round(time.monotonic() - self.started, 3)
+        if not self.dry_run:
+            line |= metrics(self.job, counts)
+        level = "WARN" if counts.get("warnings") or counts.get("unprotected") else "INFO"
+        level = "ERROR" if counts.get("failures") else level
+        log(level, self.job, self.region, "summary", **line)
+
+    def result(self):
+        """The summary, once the summary line is written; raises JobFailed after the fact
+        if any item failed."""
+        self.finish()
+        if self.data["failures"]:
+            raise JobFailed(self.data)
+        return self.data
+
+
+def report(summary):
+    """The summary as short aligned lines for a person: one small table per kind of item."""
+    dry = " (dry run: nothing was changed)" if summary["dry_run"] else ""
+    event = f", event {summary['event_id']}" if summary.get("event_id") else ""
+    lines = [f"{summary['job']} in {summary['region']} on {summary['date']}{event}{dry}"]
+    for kind in REPORT_ORDER:
+        items = summary.get(kind) or []
+        if not items:
+            continue
+        columns = list(dict.fromkeys(key for item in items for key in item))
+        rows = [[c.replace("_", " ") for c in columns]]
+        rows += [[cell(item.get(c, "")) for c in columns] for item in items]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+        lines.append(f"{kind.replace('_', ' ')} ({len(items)}):")
+        lines += [
+            "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        ]
+    counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in summary["counts"].items())
+    lines.append(f"totals: {counts or 'nothing to do'}")
+    return "\n".join(lines)
+
+
+def cell(value):
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
