@@ -21,13 +21,13 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m dates --clock-ahead 365
 
 demo: $(STAMP)
-	@$(BIN)/python scripts/demo.py
+	@$(BIN)/python -m scripts.demo
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+	$(BIN)/python -m scripts.bench $(BENCH_ARGS)
 
 cost: $(STAMP)
-	@$(BIN)/python scripts/cost.py
+	@$(BIN)/python -m scripts.cost
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
@@ -38,7 +38,7 @@ format: $(STAMP)
 	$(BIN)/python -m ruff format .
 
 stackset-template: $(STAMP)
-	@$(BIN)/python scripts/stackset_template.py
+	@$(BIN)/python -m scripts.stackset_template
 
 # The three job files at the root are built from src/ebs_snapshots: edit there, then this.
 build:

@@ -1,6 +1,6 @@
 """`make bench`: the three jobs at EC2's limits, from 100 volumes to 10,000 a region.
 
-Runs the real job code, unchanged, on moto behind scripts/ec2sim.py (EC2's token buckets,
+Runs the real job code, unchanged, on moto behind testkit/ec2sim.py (EC2's token buckets,
 answering 503 RequestLimitExceeded when one is empty, and a latency a call). Sections
 (--sections, all by default):
   table       each job on fleets of 100, 600 and 2,000 volumes: API calls by operation,
@@ -20,7 +20,7 @@ answering 503 RequestLimitExceeded when one is empty, and a latency a call). Sec
   idle        each job's run in a region of 10,000 volumes with nothing to do, and the
               copier's run for one snapshot's completion event: calls, Lambda seconds, CPU,
               memory;
-  copies      a day of copies through AWS's 20 slots (scripts/copysim.py).
+  copies      a day of copies through AWS's 20 slots (testkit/copysim.py).
 Everything is also written as JSON (--json); --markdown prints the README's tables from it.
 
 What counts as time. The jobs run on a virtual clock (ec2sim.VirtualClock): their
@@ -59,7 +59,6 @@ from pathlib import Path
 from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 os.environ.update(
     AWS_ACCESS_KEY_ID="bench",
     AWS_SECRET_ACCESS_KEY="bench",
@@ -73,17 +72,17 @@ for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_SESS
 
 import boto3  # noqa: E402
 import botocore.endpoint  # noqa: E402
-import ec2sim  # noqa: E402
-from copysim import fresh_regions  # noqa: E402
-from ec2sim import Pool, Semaphore, VirtualClock, simulated_ec2  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
-from moto_gaps import install as fill_moto_gaps  # noqa: E402
 
 import ebs_snapshot_copier as copier  # noqa: E402
 import ebs_snapshot_creator as creator  # noqa: E402
 import ebs_snapshot_manager as manager  # noqa: E402
+from testkit import ec2sim  # noqa: E402
+from testkit.copysim import fresh_regions  # noqa: E402
+from testkit.ec2sim import Pool, Semaphore, VirtualClock, simulated_ec2  # noqa: E402
+from testkit.moto_gaps import install as fill_moto_gaps  # noqa: E402
 
 fill_moto_gaps()  # moto's missing EC2 filters, as EC2 documents them
 
@@ -763,9 +762,9 @@ def print_idle(r):
 
 
 def bench_copies(args):
-    """A day of copies (scripts/copysim.py): today's half-hourly sweeps against sweeps
+    """A day of copies (testkit/copysim.py): today's half-hourly sweeps against sweeps
     every 15 minutes that stay while copies wait; its own table, and its JSON."""
-    import copysim
+    from testkit import copysim
 
     out = Path(args.json).with_name("copysim.json")
     copysim.main(["--primaries", str(args.copies), "--json", str(out)])
@@ -972,7 +971,7 @@ def md_idle_row(r):
 
 
 def md_copies(found):
-    import copysim
+    from testkit import copysim
 
     names = list(found)
     columns = [dict(copysim._rows(found[n])) for n in names]
@@ -1145,7 +1144,7 @@ def run_benchmarks(args):
         print(f"\na region of {args.idle_volumes} volumes with nothing to do (virtual clock):")
         results["idle"] = bench_idle(args.idle_volumes, args.latency)
     if "copies" in sections:
-        print(f"\na day of {args.copies} copies (scripts/copysim.py):")
+        print(f"\na day of {args.copies} copies (testkit/copysim.py):")
         results["copies"] = bench_copies(args)
     return results
 

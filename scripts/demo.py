@@ -3,7 +3,7 @@
 No AWS account, credentials or network: moto answers every call inside this process. The
 jobs are the real modules, given each day's date through their ``now`` parameter. It ends
 with a picture of the snapshots left, one bar per snapshot from creation to DeleteOn: in
-the terminal, and as build/demo.png (the README shows a copy, scripts/demo.png).
+the terminal, and as build/demo.png (the README shows a copy, docs/demo.png).
 """
 
 import contextlib
@@ -15,19 +15,16 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from unittest.mock import patch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import boto3
-from demo_vault import play_vault
 from moto import mock_aws
 from moto.ec2.models.elastic_block_store import EBSBackend
-from moto_gaps import force_volume_state
-from moto_gaps import install as fill_moto_gaps
 
 import ebs_snapshot_copier
 import ebs_snapshot_creator
 import ebs_snapshot_manager
+from scripts.demo_vault import play_vault
+from testkit.moto_gaps import force_volume_state
+from testkit.moto_gaps import install as fill_moto_gaps
 
 fill_moto_gaps()  # moto's missing EC2 filters, as EC2 documents them
 

@@ -13,10 +13,8 @@ import contextlib
 import os
 import random
 import re
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs
 
 # Before boto3 or moto is imported anywhere: never reach a real account or the metadata service.
@@ -30,8 +28,6 @@ os.environ.update(
 )
 for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2"):
     os.environ.pop(var, None)
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 from unittest.mock import patch  # noqa: E402
 
@@ -48,7 +44,8 @@ from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.core.botocore_stubber import BotocoreStubber, MockRawResponse  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
-from moto_gaps import install as fill_moto_gaps  # noqa: E402
+
+from testkit.moto_gaps import install as fill_moto_gaps  # noqa: E402
 
 fill_moto_gaps()
 

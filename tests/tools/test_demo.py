@@ -13,10 +13,9 @@ import boto3
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
 
-import demo  # noqa: E402
+from scripts import demo  # noqa: E402
 
 ENABLE = {"yes", "true", "1", "on"}
 
@@ -126,7 +125,8 @@ def test_final_inventory_is_what_the_tags_say(played):
 def test_make_demo_script_exits_0_quietly():
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py")],
+        [sys.executable, "-m", "scripts.demo"],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         env=env,
@@ -183,10 +183,10 @@ def test_the_picture_is_written_and_shows_exactly_the_snapshots_left(played):
 
 
 def test_the_readmes_picture_is_the_demos(played):
-    """scripts/demo.png, which the README shows, must be what `make demo` draws now
+    """docs/demo.png, which the README shows, must be what `make demo` draws now
     (snapshot ids aside): after a change, copy build/demo.png there."""
     fresh = sorted(bar[:2] + bar[3:] for bar in drawn(played[2]))
-    shown = sorted(bar[:2] + bar[3:] for bar in drawn(ROOT / "scripts" / "demo.png"))
+    shown = sorted(bar[:2] + bar[3:] for bar in drawn(ROOT / "docs" / "demo.png"))
     assert shown == fresh
 
 

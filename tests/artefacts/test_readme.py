@@ -7,7 +7,7 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
-README = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+README = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
 
 
 def test_the_readme_quotes_the_constants_the_jobs_use():
@@ -26,7 +26,7 @@ def test_the_readme_quotes_the_constants_the_jobs_use():
 
 
 def test_the_cost_table_is_what_make_cost_prints_now():
-    import cost
+    from scripts import cost
 
     assert " ".join(cost.table().split()) in README
     once = cost.EXAMPLE["volumes"] * cost.EXAMPLE["written_gb"]
@@ -34,7 +34,7 @@ def test_the_cost_table_is_what_make_cost_prints_now():
 
 
 def test_the_archive_example_is_what_make_cost_prints_now():
-    import cost
+    from scripts import cost
 
     assert " ".join(cost.archive_table().split()) in README
     assert (

@@ -2,7 +2,6 @@
 
 import json
 import re
-import sys
 import types
 from pathlib import Path
 
@@ -11,14 +10,12 @@ from cfnlint.api import lint_all
 from cfnlint.decode import cfn_yaml
 from conftest import NOW, launch, snapshots
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import stackset_template  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 import ebs_snapshot_copier as copier  # noqa: E402
 import ebs_snapshot_creator as creator  # noqa: E402
 import ebs_snapshot_manager as manager  # noqa: E402
+from scripts import stackset_template  # noqa: E402
 
 TEMPLATE = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
 RESOURCES = TEMPLATE["Resources"]
@@ -614,7 +611,7 @@ def test_a_tag_any_deployed_job_cannot_honour_raises_an_alarm(jobs):
 
 def test_make_cost_counts_every_alarm_metric():
     """CloudWatch bills each metric an alarm reads: scripts/cost.py counts the Jobs=all stack."""
-    import cost
+    from scripts import cost
 
     assert cost.alarm_metrics() == sum(len(watched(props)) for props in ALARMS.values())
 

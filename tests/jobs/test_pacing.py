@@ -1,17 +1,15 @@
 """Pacing, copy slots and the worker pool (issue: performance at EC2's own rate limits).
 
-The pacing tests run the real jobs against scripts/ec2sim.py, EC2's token buckets scaled
+The pacing tests run the real jobs against testkit/ec2sim.py, EC2's token buckets scaled
 down (a bucket of 10 refilling 20 a second) so that a run takes about a second.
 """
 
 import contextlib
 import json
-import sys
 import threading
 import time
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from conftest import DEST, DEST2, NOW, REGION, launch, make_snapshot, moto_snapshot, snapshots
@@ -19,9 +17,7 @@ from conftest import DEST, DEST2, NOW, REGION, launch, make_snapshot, moto_snaps
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import ec2sim
+from testkit import ec2sim
 
 SIZE, RATE = 10, 20  # the scaled-down snapshots bucket: EC2's is 100 and 5 a second
 

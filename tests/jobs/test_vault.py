@@ -3,7 +3,7 @@ the vault account, copies it there through the writer role, and unshares once th
 copy is completed; the vault's own manager expires it; the source's coverage check reads it.
 
 Two accounts in one moto: SOURCE (moto's default) and VAULT. moto's STS AssumeRole hands out
-credentials of the role's account, and scripts/moto_gaps.py lets CopySnapshot in one account
+credentials of the role's account, and testkit/moto_gaps.py lets CopySnapshot in one account
 read a snapshot of another when, and only when, that one shares it (createVolumePermission).
 """
 
@@ -28,11 +28,11 @@ from conftest import (
 )
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
-from moto_gaps import locks
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
+from testkit.moto_gaps import locks
 
 SOURCE, VAULT, OTHER = DEFAULT_ACCOUNT_ID, "222233334444", "555566667777"
 LATER = "2026-12-03"
@@ -525,7 +525,7 @@ def test_a_dry_run_asks_aws_whether_each_vault_action_is_permitted(api):
 
 
 def test_the_readme_quotes_the_staging_copies_life():
-    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
     assert f"`DeleteOn` at most {copier.STAGING_DAYS} days on" in readme
     assert "`VAULT_ROLE_NAME` changes the name" in readme and copier.VAULT_ROLE in readme
 

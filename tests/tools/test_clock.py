@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import NOW, REGION, ec2, make_snapshot
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # conftest.py's folder
 
 # A test written on the day it runs: it reads the machine's clock as its module is imported,
 # outside the test's own clock, and compares it with a date fixed in its text.
@@ -44,7 +44,7 @@ def pytest_run(tmp_path, *args):
     ).stdout.strip()  # the machine's day: this process runs at NOW
     test.write_text(WRITTEN_TODAY.format(today=real_today))
     command = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider"]
-    env = {"PYTHONPATH": str(TESTS), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": f"{TESTS}:{TESTS.parent}", "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [*command, *args, str(test)], cwd=tmp_path, env=env, capture_output=True, text=True
     )

@@ -8,7 +8,7 @@ import pytest
 
 from scripts import build
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "ebs_snapshots"
 
 

@@ -9,16 +9,16 @@ writer role can create copies and nothing else that changes one.
 import json
 from pathlib import Path
 
-import iam_eval
 import pytest
 from cfnlint.decode import cfn_yaml
-from iam_eval import listed
 from parliament import analyze_policy_string, enhance_finding
 from test_template import VAULT_ACCOUNTS_PLACEHOLDER, problems, resolve
 
 import ebs_snapshot_copier as copier
+from testkit import iam_eval
+from testkit.iam_eval import listed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LISTED = VAULT_ACCOUNTS_PLACEHOLDER[0]  # the vault: one of VaultAccountIds
 WRITER_TEXT = (ROOT / "vault-writer-policy.json").read_text()
 WRITER = json.loads(WRITER_TEXT)

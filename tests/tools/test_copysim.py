@@ -1,15 +1,15 @@
-"""scripts/copysim.py (issue 16): a small day of copies through the real copier, and the
-measures it reports. The numbers for 2,000 primaries are from `scripts/copysim.py` itself."""
+"""testkit/copysim.py (issue 16): a small day of copies through the real copier, and the
+measures it reports. The numbers for 2,000 primaries are from `testkit/copysim.py` itself."""
 
 import heapq
 import json
 from datetime import UTC, datetime
 
-import copysim
 import pytest
 from conftest import DEST, make_snapshot, snapshots
 
 import ebs_snapshot_copier as copier
+from testkit import copysim
 
 SMALL = {"primaries": 60, "window_hours": 0.5, "seed": 3}
 

@@ -2,7 +2,7 @@
 source volume's newest copy) once a week to a new volume, waits until it is available,
 deletes it, and leaves the result on the snapshot, in the summary and in metrics.
 
-moto makes volumes from snapshots, at once: ``force`` (scripts/moto_gaps.py) keeps one
+moto makes volumes from snapshots, at once: ``force`` (testkit/moto_gaps.py) keeps one
 "creating" or sends it to "error", as EC2 can.
 """
 
@@ -22,11 +22,11 @@ from conftest import (
 )
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
-from moto_gaps import force_volume_state
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
+from testkit.moto_gaps import force_volume_state
 
 BASE = datetime(2026, 12, 10, 5, tzinfo=UTC)  # after moto's own clock: attachments are older
 

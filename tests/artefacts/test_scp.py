@@ -10,14 +10,14 @@ not affect the management account, nor service-linked roles: what the README say
 import json
 from pathlib import Path
 
-import iam_eval
 import pytest
 from cfnlint.decode import cfn_yaml
 from parliament import analyze_policy_string, enhance_finding
 
 import ebs_snapshot_manager as manager
+from testkit import iam_eval
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "scp-protect-backups.json").read_text()
 SCP = json.loads(TEXT)
 IAM = json.loads((ROOT / "iam-policy.json").read_text())

@@ -20,7 +20,7 @@ from conftest import NOW, launch, snapshots
 import ebs_snapshot_creator as creator
 
 DEVICES = ("/dev/sda1", "/dev/sdf", "/dev/sdg")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(event=None):

@@ -5,15 +5,15 @@ import json
 from pathlib import Path
 
 import botocore.session
-import iam_eval
 import pytest
 from botocore import xform_name
 from parliament import analyze_policy_string, enhance_finding
 
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
+from testkit import iam_eval
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "iam-policy.json").read_text()
 POLICY = json.loads(TEXT)
 JOBS = [ROOT / f"ebs_snapshot_{job}.py" for job in ("creator", "copier", "manager")]
@@ -210,7 +210,7 @@ SNAPSHOT = "arn:aws:ec2:us-east-1::snapshot/snap-0123456789abcdef0"
 
 def decision(action, resource, context, policy=POLICY):
     """ "allowed", "denied" (an explicit Deny) or "not allowed" (no Allow applies), by the
-    evaluator of tests/iam_eval.py (each rule citing the IAM user guide)."""
+    evaluator of testkit/iam_eval.py (each rule citing the IAM user guide)."""
     return iam_eval.decision(policy, action, resource, context)
 
 

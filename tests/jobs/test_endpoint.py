@@ -19,7 +19,7 @@ from test_creator import shared_volume
 
 import ebs_snapshot_creator as creator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def multi_attach_filter(params, region):

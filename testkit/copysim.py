@@ -27,7 +27,7 @@ Not modelled: Lambda's start-up and delivery delays, and its retry back-off for 
 async events (FIFO here); EC2 throttling; other accounts' copies; incremental copies being
 faster than full ones.
 
-    python scripts/copysim.py --primaries 2000 --window-hours 2 --median-min 20 \\
+    python -m testkit.copysim --primaries 2000 --window-hours 2 --median-min 20 \\
         --sigma 0.8 --seed 1 --scenarios today,stay
 """
 
@@ -53,9 +53,6 @@ from pathlib import Path
 from unittest.mock import patch
 
 ROOT = Path(__file__).resolve().parent.parent
-for _path in (str(ROOT / "scripts"), str(ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
 # Run as a script: never reach a real account. Imported (bench, tests): theirs stand.
 for _var, _value in {
     "AWS_ACCESS_KEY_ID": "copysim",
@@ -71,16 +68,16 @@ if __name__ == "__main__":
 import moto.ec2.models.elastic_block_store as moto_ebs  # noqa: E402
 from botocore.awsrequest import AWSResponse  # noqa: E402
 from botocore.client import ClientCreator  # noqa: E402
-from ec2sim import simulated_ec2  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
 from moto.core.botocore_stubber import MockRawResponse  # noqa: E402
 from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 from moto.ec2.models import ec2_backends  # noqa: E402
 from moto.ec2.utils import generic_filter  # noqa: E402
-from moto_gaps import install as fill_moto_gaps  # noqa: E402
 
 import ebs_snapshot_copier as copier  # noqa: E402
+from testkit.ec2sim import simulated_ec2  # noqa: E402
+from testkit.moto_gaps import install as fill_moto_gaps  # noqa: E402
 
 REGION, DEST = "us-east-1", "us-west-2"
 DAY0 = datetime(2026, 11, 26, tzinfo=UTC)  # the simulated day starts at 00:00 UTC

@@ -1,8 +1,9 @@
-"""The tests' IAM evaluator (tests/iam_eval.py) against the IAM user guide's own statements,
+"""The tests' IAM evaluator (testkit/iam_eval.py) against the IAM user guide's own statements,
 so that a policy test that passes passes for IAM's reasons."""
 
 import pytest
-from iam_eval import combined, decision, holds
+
+from testkit.iam_eval import combined, decision, holds
 
 SNAP = "arn:aws:ec2:us-east-1::snapshot/snap-1"
 

@@ -2,7 +2,7 @@
 on a later run what they could not; the manager never unlocks, leaves a locked due snapshot
 with a warning, and reports Lock snapshots still unlocked after a day.
 
-moto has no snapshot locks: scripts/moto_gaps.py emulates LockSnapshot, UnlockSnapshot,
+moto has no snapshot locks: testkit/moto_gaps.py emulates LockSnapshot, UnlockSnapshot,
 DescribeLockedSnapshots and DeleteSnapshot's refusal, as the EC2 API reference states them.
 Lock states follow moto's clock (``clock`` moves it).
 """

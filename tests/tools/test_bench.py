@@ -5,15 +5,17 @@ import functools
 import json
 import time
 
-import bench
 import botocore.loaders
 import botocore.session
-import copysim  # noqa: F401 (make bench imports it: it must stay importable)
-import ec2sim
 import pytest
 
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
+from scripts import bench
+from testkit import (
+    copysim,  # noqa: F401 (make bench imports it: it must stay importable)
+    ec2sim,
+)
 
 
 def test_each_job_does_all_its_work_on_a_small_fleet():

@@ -13,7 +13,8 @@ from botocore.exceptions import ClientError, ParamValidationError
 from conftest import DEST, REGION, clock, ec2, make_snapshot, set_snapshot_state, snapshots
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
-from moto_gaps import locks
+
+from testkit.moto_gaps import locks
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
@@ -415,8 +416,9 @@ def test_the_calls_go_through_the_spy_and_its_fault_injection(api):
 
 
 def test_only_a_key_moto_does_not_know_counts_as_not_aws_managed(monkeypatch):
-    import moto_gaps
     from moto.kms import kms_backends
+
+    from testkit import moto_gaps
 
     backend = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
     made_up = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -1,18 +1,13 @@
 """The demo's vault act: two accounts, the vault copies in the vault, expired by its manager."""
 
 import re
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import demo
-import demo_vault
+from scripts import demo, demo_vault
 
 
 @pytest.fixture(scope="module")
