@@ -146,10 +146,10 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import boto3
 import botocore
@@ -210,7 +210,7 @@ FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
-def parse_bool(value):
+def parse_bool(value: object) -> bool | None:
     """True or False for a recognised word (any case, or a JSON bool); None for anything else."""
     if isinstance(value, bool):
         return value
@@ -218,7 +218,7 @@ def parse_bool(value):
     return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
 
 
-def parse_date(value):
+def parse_date(value: object) -> date | None:
     """A strict YYYY-MM-DD date, or None: never guess at other formats."""
     if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         return None
@@ -228,7 +228,7 @@ def parse_date(value):
         return None
 
 
-def parse_count(value, what, cap):
+def parse_count(value: str, what: str, cap: int) -> tuple[int | None, str | None]:
     """(whole number, None) for a tag value of 1 or more; (None, warning) for anything
     else; (cap, warning) above ``cap``."""
     text = value.strip()
@@ -239,7 +239,7 @@ def parse_count(value, what, cap):
     return int(text), None
 
 
-def count_or(value, what, cap, default):
+def count_or(value: str | None, what: str, cap: int, default: int) -> tuple[int, str | None]:
     """(whole number, warning or None) for a setting of 1 or more, ``default`` when it is
     absent (None) or unreadable (with a warning); above ``cap``, ``cap`` (a warning)."""
     if value is None:
@@ -250,7 +250,7 @@ def count_or(value, what, cap, default):
     return number, problem
 
 
-def env_hours(name, default):
+def env_hours(name: str, default: float) -> tuple[timedelta, str | None]:
     """(timedelta, warning or None) for a setting in hours from the environment: a positive
     number up to a year; anything else warns and uses the default."""
     value = os.environ.get(name)
@@ -267,22 +267,22 @@ def env_hours(name, default):
     return timedelta(hours=hours), None
 
 
-def tag_map(resource):
+def tag_map(resource: Mapping[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
 
 
-def backup_enabled(tags):
+def backup_enabled(tags: Mapping[str, str]) -> bool | None:
     """An instance's Backup tag: True, False, or None when it cannot be read."""
     return parse_bool(tags.get(TAG_BACKUP, "no"))
 
 
-def opted_out(value):
+def opted_out(value: str | None) -> bool:
     """A volume's own Backup tag leaves it out only when it clearly says no. An unreadable
     value keeps it in: a backup too many costs little, one too few can cost the data."""
     return value is not None and parse_bool(value) is False
 
 
-def keep_forever_key(tags):
+def keep_forever_key(tags: Mapping[str, str]) -> str | None:
     """The tag key that keeps a snapshot forever, or None. KeepForever, or a key that is
     KeepForever but for case or surrounding spaces (a typo must never cost a backup), keeps
     it unless its value is exactly a no-word, any case: as the IAM policy's Deny reads it."""
@@ -293,11 +293,13 @@ def keep_forever_key(tags):
     return None
 
 
-def is_kept_forever(tags):
+def is_kept_forever(tags: Mapping[str, str]) -> bool:
     return keep_forever_key(tags) is not None
 
 
-def clean_regions(value, enabled, home):
+def clean_regions(
+    value: str, enabled: Collection[str], home: str
+) -> tuple[list[str], list[tuple[str, str]]]:
     """Split a Copy_Dest value; return (regions to copy to, [(entry, why dropped)])."""
     keep, dropped = [], []
     for entry in re.split(r"[\s,]+", value.strip()):
@@ -312,7 +314,9 @@ def clean_regions(value, enabled, home):
     return keep, dropped
 
 
-def copy_delete_on(tags, created, retention_key):
+def copy_delete_on(
+    tags: Mapping[str, str], created: date, retention_key: str
+) -> tuple[date | None, str | None]:
     """(the copies' own DeleteOn, or None for their primary's; warning or None), from the
     primary's ``retention_key`` tag (Copy_Retention for regions, Vault_Retention for
     vaults): that many days from the primary's creation date."""
@@ -324,7 +328,7 @@ def copy_delete_on(tags, created, retention_key):
     return created + timedelta(days=days), problem
 
 
-def copy_until(tags, created, retention_key):
+def copy_until(tags: Mapping[str, str], created: date, retention_key: str) -> date | None:
     """The DeleteOn the copier gives a primary's copies: their own (copy_delete_on), else
     the primary's. None when that cannot be read: no copy is made. The copier makes no copy
     once this date has come; the manager's archive stops waiting for one."""
@@ -345,6 +349,11 @@ STOP_MARGIN_S = 60  # with less Lambda time than this left, start no new item
 # A run that starts with less than this cannot list and start one item before its margin:
 # it fails at once, naming the function's timeout, so that the Errors alarm fires.
 MIN_START_S = STOP_MARGIN_S + 2 * ATTEMPT_S
+# Type hints' names for what has no static type here: a boto3 client (its types come only with
+# boto3-stubs, which the job files may not import) and Lambda's context object (None on the
+# command line). Defined here, the first shared module that takes them.
+Client = Any
+LambdaContext = Any
 
 
 class OutOfTime(Exception):
@@ -358,28 +367,28 @@ class Budget:
     can finish in time, so the Lambda timeout never cuts a call in half.
     """
 
-    def __init__(self, context):
+    def __init__(self, context: LambdaContext) -> None:
         self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
         # botocore's own rules for what standard mode retries (throttling, 5xx, network)
         self._retried = botocore_retries.StandardRetryConditions(RETRIES["total_max_attempts"])
 
-    def left(self):
+    def left(self) -> float:
         return self._left_ms() / 1000 if self._left_ms else float("inf")
 
-    def low(self):
+    def low(self) -> bool:
         return self.left() < STOP_MARGIN_S
 
-    def guard(self, client):
+    def guard(self, client: Client) -> Client:
         if self._left_ms:
             client.meta.events.register_first("before-send", self._before_send)
             client.meta.events.register_first("needs-retry", self._before_retry)
         return client
 
-    def _before_send(self, **kwargs):
+    def _before_send(self, **kwargs: Any) -> None:
         if self.left() < ATTEMPT_S:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not started")
 
-    def _before_retry(self, **kwargs):
+    def _before_retry(self, **kwargs: Any) -> None:
         """Stop only a retry that botocore would make: any other failed answer (404,
         AccessDenied ...) keeps its own code and message, whatever the time left."""
         if self.left() >= ATTEMPT_S + BACKOFF_CAP_S:
@@ -389,7 +398,7 @@ class Budget:
             raise OutOfTime(f"{self.left():.0f} s of Lambda time left: call not retried")
 
 
-def too_short(left):
+def too_short(left: float) -> str:
     return (
         f"the function's timeout is too short: the run started with {left:.0f} s of Lambda "
         f"time, and needs at least {MIN_START_S} s to do anything (900 s, Lambda's most, for "
@@ -408,9 +417,22 @@ LOOKUP_BATCH = 200
 # or copy. made_once looks for what such a request made before sending it again.
 NOT_IDEMPOTENT = ("CreateSnapshot", "CreateSnapshots", "CopySnapshot")
 SEND_TRIES, FIND_TRIES, FIND_WAIT_S = 3, 3, 5
+Item = TypeVar("Item")  # in type hints: what a batch, or in_parallel's work, is made of
 
 
-def make_client(service, region, budget=None, pacer=None, credentials=None):
+class Guard(Protocol):
+    """What make_client has watch a client's calls: the run's Budget, its Pacer (runtime)."""
+
+    def guard(self, client: Client) -> Client: ...
+
+
+def make_client(
+    service: str,
+    region: str,
+    budget: Budget | None = None,
+    pacer: Guard | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> Client:
     """Created per run, never at import, so moto and AWS_ENDPOINT_URL apply. ``credentials``:
     another account's (a vault's), as boto3.client takes them."""
     config = Config(
@@ -433,12 +455,18 @@ class AnswerLost(Exception):
     """A call that EC2 may have carried out lost its answer (a read timeout, a dropped
     connection, a server error): botocore does not send it again; made_once looks first."""
 
-    def __init__(self, error):
+    def __init__(self, error: Exception) -> None:
         super().__init__(describe_error(error))
         self.error = error
 
 
-def answer_lost(caught_exception=None, response=None, operation=None, request_dict=None, **kw):
+def answer_lost(
+    caught_exception: Exception | None = None,
+    response: tuple[Any, dict[str, Any]] | None = None,
+    operation: Any = None,
+    request_dict: dict[str, Any] | None = None,
+    **kw: Any,
+) -> None:
     """needs-retry handler of the NOT_IDEMPOTENT calls: stop botocore's retry of an attempt
     that may have reached EC2. A connection that could not be made (EndpointConnectionError,
     ConnectTimeoutError) or throttling (503) made nothing, nor does a dry run (DryRun=true):
@@ -453,7 +481,9 @@ def answer_lost(caught_exception=None, response=None, operation=None, request_di
         if not isinstance(caught_exception, botocore.exceptions.ConnectionError):
             raise AnswerLost(caught_exception)
         return
-    status = response[0].status_code if response is not None else 0
+    if response is None:
+        return
+    status = response[0].status_code
     if status >= 500 and status != 503:
         raise AnswerLost(ClientError(response[1], operation.name))
 
@@ -464,10 +494,15 @@ class Lookup:
     last look, may settle for a part). ``lost`` once an answer was lost (or a hand-off was
     in doubt): every later send of the call looks first, retries of a busy volume included."""
 
-    def __init__(self, find, budget=None, lost=False):
+    def __init__(
+        self,
+        find: Callable[[bool], dict[str, Any] | None],
+        budget: Budget | None = None,
+        lost: bool = False,
+    ) -> None:
         self.find, self.budget, self.lost = find, budget, lost
 
-    def look(self):
+    def look(self) -> dict[str, Any] | None:
         """Listings are eventually consistent: FIND_TRIES looks, FIND_WAIT_S apart."""
         for looks in range(1, FIND_TRIES + 1):
             found = self.find(looks == FIND_TRIES)
@@ -479,11 +514,13 @@ class Lookup:
         return None
 
 
-def made_once(call, params, lookup):
+def made_once(
+    call: Callable[..., dict[str, Any]], params: dict[str, Any], lookup: Lookup
+) -> dict[str, Any]:
     """call(**params), one of NOT_IDEMPOTENT. Once an answer was lost after EC2 may have
     carried the call out, what it made is looked for (lookup) before it is sent again, up to
     SEND_TRIES sends in all: a second snapshot or copy costs money and a copy slot."""
-    error = None
+    error: Exception | None = None
     for _ in range(SEND_TRIES):
         found = lookup.look() if lookup.lost else None
         if found is not None:
@@ -494,11 +531,12 @@ def made_once(call, params, lookup):
             lookup.lost, error = True, lost.error
     found = lookup.look()
     if found is None:
+        assert error is not None  # every send lost its answer
         raise error
     return found
 
 
-def tagged(ec2, tags, *filters):
+def tagged(ec2: Client, tags: Mapping[str, str], *filters: dict[str, Any]) -> list[dict[str, Any]]:
     """This account's snapshots carrying all of ``tags`` (and passing ``filters``)."""
     wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
     return list(
@@ -508,12 +546,12 @@ def tagged(ec2, tags, *filters):
     )
 
 
-def enabled_regions(ec2):
+def enabled_regions(ec2: Client) -> set[str]:
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
 
 
-def paginate(ec2, operation, key, **params):
+def paginate(ec2: Client, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
     pages = ec2.get_paginator(operation).paginate(
         **params, PaginationConfig={"PageSize": PAGE_SIZE}
     )
@@ -521,11 +559,11 @@ def paginate(ec2, operation, key, **params):
         yield from page[key]
 
 
-def batches(items):
+def batches(items: list[Item]) -> list[list[Item]]:
     return [items[i : i + LOOKUP_BATCH] for i in range(0, len(items), LOOKUP_BATCH)]
 
 
-def automated_snapshots(ec2, *filters):
+def automated_snapshots(ec2: Client, *filters: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """This account's automated snapshots (and only those that pass ``filters``), streamed
     page by page."""
     return paginate(
@@ -537,7 +575,7 @@ def automated_snapshots(ec2, *filters):
     )
 
 
-def volume_backup_tags(ec2):
+def volume_backup_tags(ec2: Client) -> dict[str, str]:
     """{volume id: its own Backup tag}, for the volumes that have one: the opt-outs."""
     volumes = paginate(
         ec2, "describe_volumes", "Volumes", Filters=[{"Name": "tag-key", "Values": [TAG_BACKUP]}]
@@ -545,17 +583,17 @@ def volume_backup_tags(ec2):
     return {v["VolumeId"]: tag_map(v)[TAG_BACKUP] for v in volumes}
 
 
-def error_code(exc):
+def error_code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "Unknown")
 
 
-def from_botocore(exc):
+def from_botocore(exc: BaseException) -> bool:
     """AWS's answer or botocore's own failure (network, parsing), as opposed to a bug of ours."""
     exc = exc.error if isinstance(exc, AnswerLost) else exc
     return type(exc).__module__.split(".")[0] == "botocore"
 
 
-def describe_error(exc):
+def describe_error(exc: BaseException) -> str:
     """One line naming what failed: AWS's error code and message; botocore's failure, whose
     message names the endpoint (EndpointConnectionError, ReadTimeoutError ...); or a bug."""
     if isinstance(exc, AnswerLost):
@@ -574,7 +612,7 @@ LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "E
 LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
 _log_lock = threading.Lock()
 # The run's last log line counts these (0 when none), then any other count it made.
-SUMMARY_COUNTS = ("created", "copied", "deferred", "deleted", "kept", "skipped")
+SUMMARY_COUNTS: tuple[str, ...] = ("created", "copied", "deferred", "deleted", "kept", "skipped")
 SUMMARY_COUNTS += ("warnings", "failures")
 # CloudWatch Embedded Metric Format: the summary line is also these metrics, dimensions job
 # and region, at no API cost. Metric: (the count it reports, jobs that always report it;
@@ -654,9 +692,9 @@ class JobFailed(Exception):
     """Some items failed; all others were done. ``summary`` is the full result. The message
     names every failed item, those with the same error together."""
 
-    def __init__(self, summary):
+    def __init__(self, summary: dict[str, Any]) -> None:
         self.summary = summary
-        by_error = {}
+        by_error: dict[str, list[str]] = {}
         for failure in summary["failures"]:
             by_error.setdefault(failure["error"], []).append(failure["id"])
         names = "; ".join(f"{', '.join(ids)}: {error}" for error, ids in by_error.items())
@@ -665,7 +703,7 @@ class JobFailed(Exception):
         )
 
 
-def log(level, job, region, action, /, **fields):
+def log(level: str, job: str, region: str, action: str, /, **fields: Any) -> None:
     """One JSON object per line on stdout, where Lambda and CloudWatch's metric extraction
     read it. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold (default INFO)."""
     wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
@@ -678,7 +716,7 @@ def log(level, job, region, action, /, **fields):
         sys.stdout.flush()
 
 
-def metrics(job, counts):
+def metrics(job: str, counts: Mapping[str, int]) -> dict[str, Any]:
     """The summary line's Embedded Metric Format fields: CloudWatch makes them metrics."""
     values = {
         name: counts.get(count, 0)
@@ -699,12 +737,14 @@ class Summary:
     """What a run did, item by item: created/copied/deleted/tagged, or in a dry run
     would_create/would_copy/would_delete/would_tag; skipped, warnings and failures."""
 
-    def __init__(self, job, region, today, dry_run, event_id=None):
+    def __init__(
+        self, job: str, region: str, today: date, dry_run: bool, event_id: str | None = None
+    ) -> None:
         self.job, self.region, self.dry_run = job, region, dry_run
         self.started = time.monotonic()
-        self.probed = set()
+        self.probed: set[tuple[str, str]] = set()
         self._lock = threading.Lock()  # items arrive from several threads
-        self.data = {
+        self.data: dict[str, Any] = {
             "job": job,
             "region": region,
             "date": today.isoformat(),
@@ -716,26 +756,26 @@ class Summary:
             "failures": [],
         }
 
-    def add(self, kind, level="INFO", /, **item):
+    def add(self, kind: str, level: str = "INFO", /, **item: Any) -> None:
         with self._lock:
             self.data.setdefault(kind, []).append(item)
             self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
         log(level, self.job, self.region, kind, **item)
 
-    def did(self, action, **item):
+    def did(self, action: str, **item: Any) -> None:
         self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
 
-    def count(self, kind, n=1):
+    def count(self, kind: str, n: int = 1) -> None:
         with self._lock:
             self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
 
-    def skip(self, id, reason, **item):
+    def skip(self, id: str, reason: str, **item: Any) -> None:
         self.add("skipped", id=id, reason=reason, **item)
 
-    def warn(self, id, reason, **item):
+    def warn(self, id: str, reason: str, **item: Any) -> None:
         self.add("warnings", "WARN", id=id, reason=reason, **item)
 
-    def tag_error(self, id, tag, value, reason, **item):
+    def tag_error(self, id: str, tag: str, value: object, reason: str, **item: Any) -> None:
         """A tag the jobs cannot honour (a typo in Copy_Dest, a key of another account): a
         warning that names the tag and its value, and the resource listed in tag_errors,
         whose count of distinct ids is the TagErrors metric (and its alarm)."""
@@ -746,10 +786,10 @@ class Summary:
             errors.append({"id": id, "tag": tag, "value": value, **item})
             self.data["counts"]["tag_errors"] = len({error["id"] for error in errors})
 
-    def fail(self, id, error, **item):
+    def fail(self, id: str, error: str, **item: Any) -> None:
         self.add("failures", "ERROR", id=id, error=error, **item)
 
-    def error(self, id, exc, what=None, **item):
+    def error(self, id: str, exc: BaseException, what: str | None = None, **item: Any) -> None:
         """A failure from an exception, in one line; for a bug of ours, its traceback is
         logged too (not in the summary), so that it can be fixed."""
         text = describe_error(exc)
@@ -758,7 +798,7 @@ class Summary:
             where = "".join(traceback.format_exception(exc)[-4:])
             log("ERROR", self.job, self.region, "traceback", id=id, traceback=where)
 
-    def probe(self, action, scope, call, **params):
+    def probe(self, action: str, scope: str, call: Callable[..., object], **params: Any) -> None:
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
         with self._lock:
             if (action, scope) in self.probed:
@@ -772,7 +812,7 @@ class Summary:
                 return
         self.add("permitted", permission=action, id=scope)
 
-    def finish(self):
+    def finish(self) -> None:
         """The run's last log line: its counts and duration and, unless it was a dry run,
         the same counts as metrics. Its level is the run's worst."""
         counts = self.data["counts"]
@@ -785,7 +825,7 @@ class Summary:
         level = "ERROR" if counts.get("failures") else level
         log(level, self.job, self.region, "summary", **line)
 
-    def result(self):
+    def result(self) -> dict[str, Any]:
         """The summary, once the summary line is written; raises JobFailed after the fact
         if any item failed."""
         self.finish()
@@ -794,7 +834,7 @@ class Summary:
         return self.data
 
 
-def report(summary):
+def report(summary: Mapping[str, Any]) -> str:
     """The summary as short aligned lines for a person: one small table per kind of item."""
     dry = " (dry run: nothing was changed)" if summary["dry_run"] else ""
     event = f", event {summary['event_id']}" if summary.get("event_id") else ""
@@ -817,12 +857,12 @@ def report(summary):
     return "\n".join(lines)
 
 
-def cell(value):
+def cell(value: object) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 # ---- src/ebs_snapshots/common/events.py ----
-def read_event(event):
+def read_event(event: object) -> dict[str, Any]:
     """The event as a dict (None is {}); anything but a JSON object is refused."""
     if event is None:
         return {}
@@ -832,7 +872,7 @@ def read_event(event):
     return event
 
 
-def event_dry_run(event):
+def event_dry_run(event: Mapping[str, Any]) -> bool:
     """Strict: a dry_run the job cannot read stops it before it changes anything."""
     flag = parse_bool(event.get("dry_run", False))
     if flag is None:
@@ -840,7 +880,7 @@ def event_dry_run(event):
     return flag
 
 
-def event_key(event, context):
+def event_key(event: Mapping[str, Any], context: LambdaContext) -> str | None:
     """What identifies this piece of work across deliveries: the event's id (EventBridge
     may deliver an event twice), else the Lambda request id (kept when Lambda retries a
     failed run), else nothing (a command-line run). Cut to fit a tag value."""
@@ -848,7 +888,7 @@ def event_key(event, context):
     return str(key)[:256] if key else None
 
 
-def resolve_region(region=None):
+def resolve_region(region: str | None = None) -> str:
     """Explicit, else AWS_REGION (Lambda sets it), else AWS_DEFAULT_REGION or the profile."""
     region = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
     if not region:
@@ -856,11 +896,11 @@ def resolve_region(region=None):
     return region
 
 
-def utc_today(now=None):
+def utc_today(now: datetime | None = None) -> date:
     return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
-def clock_of(now, summary):
+def clock_of(now: datetime, summary: Summary) -> datetime:
     """The time now, on the run's clock: ``now`` (its start, injectable) plus the time since
     the summary was started with it."""
     return now + timedelta(seconds=time.monotonic() - summary.started)
@@ -877,7 +917,7 @@ LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expi
 RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 
 
-def lock_mode(value):
+def lock_mode(value: object) -> tuple[str | None, str | None]:
     """(governance, compliance or None; warning or None) for a Lock tag, any case: absent,
     empty or a no-word means no lock; anything else warns and means no lock."""
     word = str(value or "").strip().lower()
@@ -888,12 +928,14 @@ def lock_mode(value):
     return None, f"{TAG_LOCK} {value!r} is not governance or compliance; not locked"
 
 
-def cool_off_hours(value):
+def cool_off_hours(value: str | None) -> tuple[int, str | None]:
     """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
     return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
 
 
-def lock_request(tags, delete_on, today):
+def lock_request(
+    tags: Mapping[str, str], delete_on: date | None, today: date
+) -> dict[str, Any] | None:
     """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
     or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
     expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
@@ -901,7 +943,7 @@ def lock_request(tags, delete_on, today):
     if mode is None or delete_on is None or delete_on <= today:
         return None
     until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
-    request = {
+    request: dict[str, Any] = {
         "LockMode": mode,
         "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
     }
@@ -910,12 +952,12 @@ def lock_request(tags, delete_on, today):
     return request
 
 
-def locks_in_force(ec2, ids=None):
+def locks_in_force(ec2: Client, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
     filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
-    params = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
+    params: dict[str, Any] = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
     params |= {"SnapshotIds": ids} if ids else {"MaxResults": PAGE_SIZE}
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     while True:
         page = ec2.describe_locked_snapshots(**params)
         found |= {lock["SnapshotId"]: lock for lock in page.get("Snapshots", [])}
@@ -924,7 +966,13 @@ def locks_in_force(ec2, ids=None):
         params["NextToken"] = page["NextToken"]
 
 
-def lock_snapshot(ec2, snapshot_id, request, summary, **item):
+def lock_snapshot(
+    ec2: Client,
+    snapshot_id: str | None,
+    request: Mapping[str, Any],
+    summary: Summary,
+    **item: Any,
+) -> None:
     """Lock one snapshot. A lock that fails (throttled, refused, a state AWS cannot lock,
     the network) never costs the snapshot: a warning, and a later run's sweep locks it."""
     until = request["ExpirationDate"].date().isoformat()
@@ -945,7 +993,9 @@ def lock_snapshot(ec2, snapshot_id, request, summary, **item):
     summary.did("lock", **record)
 
 
-def unlocked(snapshots, locked, today):
+def unlocked(
+    snapshots: Iterable[Mapping[str, Any]], locked: Mapping[str, Mapping[str, Any]], today: date
+) -> list[tuple[str, dict[str, Any]]]:
     """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock, their
     DeleteOn ahead, whose lock is not in force (it failed, or was removed while the Lock tag
     stayed) or ends before DeleteOn (shortened): locking again extends it, in any state."""
@@ -961,7 +1011,9 @@ def unlocked(snapshots, locked, today):
     return todo
 
 
-def probe_lock(ec2, todo, summary):
+def probe_lock(
+    ec2: Client, todo: Sequence[tuple[str, Mapping[str, Any]]], summary: Summary
+) -> None:
     """Dry run: ask AWS whether LockSnapshot would be allowed here, with the lock a snapshot
     of ours needs (IAM allows it only on Type=Automated ones, so a made-up id cannot tell,
     and a snapshot already locked in compliance mode refuses any other lock); with none
@@ -984,7 +1036,9 @@ VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
 KMS_ACCOUNTS_ENV = "COPY_KMS_ACCOUNT_IDS"
 
 
-def vault_target(tags, enabled, home):
+def vault_target(
+    tags: Mapping[str, str], enabled: Collection[str], home: str
+) -> tuple[str | None, list[str], list[tuple[str, str]]]:
     """(vault account or None, its regions, tag errors) from the Vault_Account and
     Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
     read as in Copy_Dest, this region included (the default); none left: this region."""
@@ -1001,7 +1055,8 @@ def vault_target(tags, enabled, home):
             [],
             [(TAG_VAULT_ACCOUNT, f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy")],
         )
-    regions, problems = [], []
+    regions: list[str] = []
+    problems: list[tuple[str, str]] = []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
             regions.append(entry)
@@ -1011,7 +1066,7 @@ def vault_target(tags, enabled, home):
     return account, regions or [home], problems
 
 
-def vault_retention(tags):
+def vault_retention(tags: Mapping[str, str]) -> tuple[int | None, list[tuple[str, str]]]:
     """(Vault_Retention's days or None, tag errors): None, vault copies keep the DeleteOn."""
     if TAG_VAULT_RETENTION not in tags:
         return None, []
@@ -1024,20 +1079,20 @@ def vault_retention(tags):
     ]
 
 
-def env_accounts(name):
+def env_accounts(name: str) -> set[str]:
     """The 12-digit account ids in the environment variable ``name``, separated by commas
     or spaces (anything else in it is ignored)."""
     ids = re.split(r"[\s,]+", os.environ.get(name, "").strip())
     return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
 
 
-def vault_accounts():
+def vault_accounts() -> set[str]:
     """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS (template parameter
     VaultAccountIds; none: no vault copies at all)."""
     return env_accounts(VAULT_ACCOUNTS_ENV)
 
 
-def key_refusal(key, own):
+def key_refusal(key: str, own: Callable[[], str | None]) -> str | None:
     """Why copies may not be encrypted under the KMS key ``key`` (a Copy_KmsKeyId), or None.
     A key of another account could be disabled by whoever holds it, leaving the copies
     unreadable: a key ARN must name this account (``own()``, asked only then) or one of
@@ -1048,15 +1103,15 @@ def key_refusal(key, own):
     named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
     if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV):
         return None
-    own = own()
-    if named[1] == own:
+    account = own()
+    if named[1] == account:
         return None
     allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
-    this = "this one" if own else "this one (whose id could not be read)"
+    this = "this one" if account else "this one (whose id could not be read)"
     return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not {this} nor {allowed}"
 
 
-def own_account(context, region, budget=None):
+def own_account(context: LambdaContext, region: str, budget: Budget | None = None) -> str | None:
     """This account's id: from the Lambda's own ARN (arn:aws:lambda:region:account:...),
     else sts:GetCallerIdentity (the command line); None when neither can tell, so that what
     needs it refuses (a key ARN) rather than fails (never the backup)."""
@@ -1071,12 +1126,14 @@ def own_account(context, region, budget=None):
         return None
 
 
-def caller_account(region, budget=None):
+def caller_account(region: str, budget: Budget | None = None) -> str:
     """This account's id (sts:GetCallerIdentity, which needs no permission)."""
     return make_client("sts", region, budget).get_caller_identity()["Account"]
 
 
-def vault_client(account, region, budget=None, pacer=None):
+def vault_client(
+    account: str, region: str, budget: Budget | None = None, pacer: Guard | None = None
+) -> Client:
     """An EC2 client of the vault account ``account`` in ``region``, through its writer role
     (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer).
     The session is tagged Source_Account=<this account> (sts:GetCallerIdentity, which needs
@@ -1099,7 +1156,9 @@ def vault_client(account, region, budget=None, pacer=None):
     return make_client("ec2", region, budget, pacer, keys)
 
 
-def vault_copy_states(vault_ec2, region, account, ids=None):
+def vault_copy_states(
+    vault_ec2: Client, region: str, account: str, ids: list[str] | None = None
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """({primary id: the state of its copy there (completed wins)}, the copies tagged Lock):
     what a vault holds of ``account``'s primaries of ``region`` (all, or ``ids``). Another
     source sharing the vault could tag a copy with one of our snapshot ids: only copies
@@ -1110,7 +1169,8 @@ def vault_copy_states(vault_ec2, region, account, ids=None):
     ]
     if ids:
         filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
-    states, lockable = {}, []
+    states: dict[str, str] = {}
+    lockable: list[dict[str, Any]] = []
     for snap in paginate(
         vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
     ):
@@ -1127,7 +1187,7 @@ def vault_copy_states(vault_ec2, region, account, ids=None):
 # operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
 # size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
 # account's other callers share.
-BUCKETS = {
+BUCKETS: dict[str, tuple[str, float, float]] = {
     "CreateSnapshot": ("snapshots", 100, 5),
     "CreateSnapshots": ("snapshots", 100, 5),
     "DeleteSnapshot": ("snapshots", 100, 5),
@@ -1151,11 +1211,13 @@ class Pacer:
     means the account's bucket is emptier than ours thinks (other callers), so ours empties.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buckets = {}  # (region, bucket) -> [tokens, time of last refill]
+        self._buckets: dict[
+            tuple[str, str], list[float]
+        ] = {}  # (region, bucket) -> [tokens, time of last refill]
 
-    def guard(self, client):
+    def guard(self, client: Client) -> Client:
         region = client.meta.region_name
         for operation in BUCKETS:
             client.meta.events.register_first(
@@ -1164,7 +1226,7 @@ class Pacer:
         client.meta.events.register("needs-retry.ec2", functools.partial(self._throttled, region))
         return client
 
-    def _bucket(self, region, operation):
+    def _bucket(self, region: str, operation: str) -> tuple[list[float], float]:
         name, size, rate = BUCKETS[operation]
         size, rate = size * PACE_SHARE, rate * PACE_SHARE
         bucket = self._buckets.setdefault((region, name), [size, time.monotonic()])
@@ -1173,7 +1235,7 @@ class Pacer:
         bucket[1] = now
         return bucket, rate
 
-    def _take(self, region, operation, **kwargs):
+    def _take(self, region: str, operation: str, **kwargs: Any) -> None:
         with self._lock:
             bucket, rate = self._bucket(region, operation)
             bucket[0] -= 1  # a reservation: whoever drives the bucket below zero waits its turn
@@ -1181,7 +1243,13 @@ class Pacer:
         if wait > 0:
             time.sleep(wait)
 
-    def _throttled(self, region, response=None, operation=None, **kwargs):
+    def _throttled(
+        self,
+        region: str,
+        response: tuple[Any, dict[str, Any]] | None = None,
+        operation: Any = None,
+        **kwargs: Any,
+    ) -> None:
         code = (response or (None, {}))[1].get("Error", {}).get("Code")
         if code == "RequestLimitExceeded" and operation.name in BUCKETS:
             with self._lock:
@@ -1189,7 +1257,12 @@ class Pacer:
                 bucket[0] = min(bucket[0], 0)
 
 
-def in_parallel(items, work, budget, failed):
+def in_parallel(
+    items: Iterable[Item],
+    work: Callable[[Item], object],
+    budget: Budget,
+    failed: Callable[[Item, Exception], object],
+) -> tuple[int, int]:
     """work(item) for each item, WORKERS at a time, until Lambda time runs short.
 
     Any exception but OutOfTime from work(item), a bug of ours included, is that item's
@@ -1201,36 +1274,19 @@ def in_parallel(items, work, budget, failed):
     started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally, unrecorded = {"started": 0, "stopped": 0}, []
+    tally = {"started": 0, "stopped": 0}
+    unrecorded: list[Exception] = []  # what failed() itself raised
 
-    def task(item):
+    def task(item: Item) -> None:
         try:
-            work(item)
-        except OutOfTime:
-            with lock:
-                tally["stopped"] += 1
-        except Exception as exc:
-            try:
-                failed(item, exc)
-            except Exception as lost:
-                unrecorded.append(lost)
+            if stopped_by_time(item, work, failed, unrecorded):
+                with lock:
+                    tally["stopped"] += 1
         finally:
             slots.release()
 
-    items = iter(items)
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        while True:
-            slots.acquire()
-            try:
-                if budget.low():
-                    raise OutOfTime("stop starting")
-                item = next(items)
-            except (OutOfTime, StopIteration):
-                slots.release()
-                break
-            except BaseException:
-                slots.release()
-                raise
+        for item in while_time_left(iter(items), budget, slots):
             tally["started"] += 1
             pool.submit(task, item)
     if unrecorded:
@@ -1238,7 +1294,57 @@ def in_parallel(items, work, budget, failed):
     return tally["started"], tally["stopped"]
 
 
-def hand_off(context, event, summary, done_here, left=None, carry=None):
+def stopped_by_time(
+    item: Item,
+    work: Callable[[Item], object],
+    failed: Callable[[Item, Exception], object],
+    unrecorded: list[Exception],
+) -> bool:
+    """in_parallel's work(item), on a worker: whether OutOfTime stopped it. Any other
+    exception is the item's failure, failed(item, exception); one from failed() itself is
+    added to ``unrecorded``."""
+    try:
+        work(item)
+    except OutOfTime:
+        return True
+    except Exception as exc:
+        try:
+            failed(item, exc)
+        except Exception as lost:
+            unrecorded.append(lost)
+    return False
+
+
+def while_time_left(
+    items: Iterator[Item], budget: Budget, slots: threading.Semaphore
+) -> Iterator[Item]:
+    """in_parallel's items, each once a worker slot is free (taken for it), until the budget
+    runs low or the items end (OutOfTime or StopIteration from reading them: the slot is
+    given back, and no more). Any other exception from reading gives the slot back and is
+    raised."""
+    while True:
+        slots.acquire()
+        try:
+            if budget.low():
+                raise OutOfTime("stop starting")
+            item = next(items)
+        except (OutOfTime, StopIteration):
+            slots.release()
+            return
+        except BaseException:
+            slots.release()
+            raise
+        yield item
+
+
+def hand_off(
+    context: LambdaContext,
+    event: Mapping[str, Any],
+    summary: Summary,
+    done_here: int,
+    left: int | None = None,
+    carry: Mapping[str, Any] | None = None,
+) -> None:
     """Out of time: invoke this same function again, asynchronously, on the same event id,
     so the rest (``left`` items, when known) is done there; ``carry``, added to the event,
     tells it what is done (Describe calls are eventually consistent: what this invocation
@@ -1267,7 +1373,15 @@ def hand_off(context, event, summary, done_here, left=None, carry=None):
     )
 
 
-def run_job(job, body, event, context, region=None, now=None, check=None):
+def run_job(
+    job: str,
+    body: Callable[[dict[str, Any], LambdaContext, Summary, Budget, datetime], object],
+    event: object,
+    context: LambdaContext,
+    region: str | None = None,
+    now: datetime | None = None,
+    check: Callable[[dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
     """The frame of every run: read the event, then body(event, context, summary, budget, now).
 
     An event that cannot be read (not a JSON object, a dry_run that is not yes/no, what
@@ -1279,16 +1393,7 @@ def run_job(job, body, event, context, region=None, now=None, check=None):
     """
     region = resolve_region(region)
     now = now or datetime.now(UTC)
-    try:
-        event = read_event(event)
-        dry_run = event_dry_run(event)
-        if check:
-            check(event)
-    except ValueError as exc:
-        refused = Summary(job, region, utc_today(now), False)
-        refused.fail("event", f"event refused: {exc}")
-        refused.finish()
-        raise
+    event, dry_run = read_or_refuse(job, event, check, region, now)
     summary = Summary(job, region, utc_today(now), dry_run, event_key(event, context))
     budget = Budget(context)
     if budget.left() < MIN_START_S:
@@ -1302,8 +1407,30 @@ def run_job(job, body, event, context, region=None, now=None, check=None):
     return summary.result()
 
 
+def read_or_refuse(
+    job: str,
+    event: object,
+    check: Callable[[dict[str, Any]], object] | None,
+    region: str,
+    now: datetime,
+) -> tuple[dict[str, Any], bool]:
+    """run_job's event, read: (the event, its dry_run). One it cannot read raises ValueError
+    once the run's summary line (one failure: the event refused) has said why."""
+    try:
+        read = read_event(event)
+        dry_run = event_dry_run(read)
+        if check:
+            check(read)
+    except ValueError as exc:
+        refused = Summary(job, region, utc_today(now), False)
+        refused.fail("event", f"event refused: {exc}")
+        refused.finish()
+        raise
+    return read, dry_run
+
+
 # ---- src/ebs_snapshots/common/cli.py ----
-def cli_parser(job, description):
+def cli_parser(job: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"ebs_snapshot_{job}.py",
         description=description,
@@ -1328,11 +1455,15 @@ def cli_parser(job, description):
     return parser
 
 
-def cli(parser, handler, argv=None):
+def cli(
+    parser: argparse.ArgumentParser,
+    handler: Callable[[dict[str, Any], None], dict[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> int:
     """Command line: a thin layer over the job's handler. Returns the exit code."""
     args = parser.parse_args(argv)  # bad usage exits 2
     os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "OFF"
-    event = {"dry_run": args.dry_run}
+    event: dict[str, Any] = {"dry_run": args.dry_run}
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
     if getattr(args, "event_id", None):
@@ -1370,14 +1501,14 @@ SETUP_ERRORS = (
 )
 
 
-def check_setup():
+def check_setup() -> None:
     """Before a command-line run: a region EC2 has, a profile that exists, and credentials."""
     region_name(resolve_region())
     if boto3.session.Session().get_credentials() is None:
         raise NoCredentialsError()
 
 
-def region_name(text):
+def region_name(text: str) -> str:
     """A region botocore knows for EC2, in any partition (offline data): a typo is refused
     at once instead of retried against an endpoint that does not exist."""
     session = boto3.session.Session()

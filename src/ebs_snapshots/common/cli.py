@@ -5,6 +5,8 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import boto3
 import botocore
@@ -20,7 +22,7 @@ from ebs_snapshots.common.events import resolve_region
 from ebs_snapshots.common.reporting import JobFailed, report
 
 
-def cli_parser(job, description):
+def cli_parser(job: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"ebs_snapshot_{job}.py",
         description=description,
@@ -45,11 +47,15 @@ def cli_parser(job, description):
     return parser
 
 
-def cli(parser, handler, argv=None):
+def cli(
+    parser: argparse.ArgumentParser,
+    handler: Callable[[dict[str, Any], None], dict[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> int:
     """Command line: a thin layer over the job's handler. Returns the exit code."""
     args = parser.parse_args(argv)  # bad usage exits 2
     os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "OFF"
-    event = {"dry_run": args.dry_run}
+    event: dict[str, Any] = {"dry_run": args.dry_run}
     if getattr(args, "instance_ids", None):
         event["instance_ids"] = args.instance_ids
     if getattr(args, "event_id", None):
@@ -87,14 +93,14 @@ SETUP_ERRORS = (
 )
 
 
-def check_setup():
+def check_setup() -> None:
     """Before a command-line run: a region EC2 has, a profile that exists, and credentials."""
     region_name(resolve_region())
     if boto3.session.Session().get_credentials() is None:
         raise NoCredentialsError()
 
 
-def region_name(text):
+def region_name(text: str) -> str:
     """A region botocore knows for EC2, in any partition (offline data): a typo is refused
     at once instead of retried against an endpoint that does not exist."""
     session = boto3.session.Session()

@@ -2,14 +2,18 @@
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import boto3
 
+from ebs_snapshots.common.budget import LambdaContext
+from ebs_snapshots.common.reporting import Summary
 from ebs_snapshots.common.tags import parse_bool
 
 
-def read_event(event):
+def read_event(event: object) -> dict[str, Any]:
     """The event as a dict (None is {}); anything but a JSON object is refused."""
     if event is None:
         return {}
@@ -19,7 +23,7 @@ def read_event(event):
     return event
 
 
-def event_dry_run(event):
+def event_dry_run(event: Mapping[str, Any]) -> bool:
     """Strict: a dry_run the job cannot read stops it before it changes anything."""
     flag = parse_bool(event.get("dry_run", False))
     if flag is None:
@@ -27,7 +31,7 @@ def event_dry_run(event):
     return flag
 
 
-def event_key(event, context):
+def event_key(event: Mapping[str, Any], context: LambdaContext) -> str | None:
     """What identifies this piece of work across deliveries: the event's id (EventBridge
     may deliver an event twice), else the Lambda request id (kept when Lambda retries a
     failed run), else nothing (a command-line run). Cut to fit a tag value."""
@@ -35,7 +39,7 @@ def event_key(event, context):
     return str(key)[:256] if key else None
 
 
-def resolve_region(region=None):
+def resolve_region(region: str | None = None) -> str:
     """Explicit, else AWS_REGION (Lambda sets it), else AWS_DEFAULT_REGION or the profile."""
     region = region or os.environ.get("AWS_REGION") or boto3.session.Session().region_name
     if not region:
@@ -43,11 +47,11 @@ def resolve_region(region=None):
     return region
 
 
-def utc_today(now=None):
+def utc_today(now: datetime | None = None) -> date:
     return (now or datetime.now(UTC)).astimezone(UTC).date()
 
 
-def clock_of(now, summary):
+def clock_of(now: datetime, summary: Summary) -> datetime:
     """The time now, on the run's clock: ``now`` (its start, injectable) plus the time since
     the summary was started with it."""
     return now + timedelta(seconds=time.monotonic() - summary.started)

@@ -1,8 +1,12 @@
 """Snapshot Lock: the Lock tags, locks in force, locking a snapshot."""
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from ebs_snapshots.common.aws import PAGE_SIZE, describe_error
+from ebs_snapshots.common.budget import Client
+from ebs_snapshots.common.reporting import Summary
 from ebs_snapshots.common.tags import (
     FALSE_WORDS,
     MAX_RETENTION_DAYS,
@@ -22,7 +26,7 @@ LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expi
 RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 
 
-def lock_mode(value):
+def lock_mode(value: object) -> tuple[str | None, str | None]:
     """(governance, compliance or None; warning or None) for a Lock tag, any case: absent,
     empty or a no-word means no lock; anything else warns and means no lock."""
     word = str(value or "").strip().lower()
@@ -33,12 +37,14 @@ def lock_mode(value):
     return None, f"{TAG_LOCK} {value!r} is not governance or compliance; not locked"
 
 
-def cool_off_hours(value):
+def cool_off_hours(value: str | None) -> tuple[int, str | None]:
     """(hours, warning or None) for Lock_CoolOffHours: 1 to 72, default 24."""
     return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
 
 
-def lock_request(tags, delete_on, today):
+def lock_request(
+    tags: Mapping[str, str], delete_on: date | None, today: date
+) -> dict[str, Any] | None:
     """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
     or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
     expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
@@ -46,7 +52,7 @@ def lock_request(tags, delete_on, today):
     if mode is None or delete_on is None or delete_on <= today:
         return None
     until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
-    request = {
+    request: dict[str, Any] = {
         "LockMode": mode,
         "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
     }
@@ -55,12 +61,12 @@ def lock_request(tags, delete_on, today):
     return request
 
 
-def locks_in_force(ec2, ids=None):
+def locks_in_force(ec2: Client, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
     filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
-    params = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
+    params: dict[str, Any] = {"Filters": [{"Name": "lock-state", "Values": list(LOCKS_IN_FORCE)}]}
     params |= {"SnapshotIds": ids} if ids else {"MaxResults": PAGE_SIZE}
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     while True:
         page = ec2.describe_locked_snapshots(**params)
         found |= {lock["SnapshotId"]: lock for lock in page.get("Snapshots", [])}
@@ -69,7 +75,13 @@ def locks_in_force(ec2, ids=None):
         params["NextToken"] = page["NextToken"]
 
 
-def lock_snapshot(ec2, snapshot_id, request, summary, **item):
+def lock_snapshot(
+    ec2: Client,
+    snapshot_id: str | None,
+    request: Mapping[str, Any],
+    summary: Summary,
+    **item: Any,
+) -> None:
     """Lock one snapshot. A lock that fails (throttled, refused, a state AWS cannot lock,
     the network) never costs the snapshot: a warning, and a later run's sweep locks it."""
     until = request["ExpirationDate"].date().isoformat()
@@ -90,7 +102,9 @@ def lock_snapshot(ec2, snapshot_id, request, summary, **item):
     summary.did("lock", **record)
 
 
-def unlocked(snapshots, locked, today):
+def unlocked(
+    snapshots: Iterable[Mapping[str, Any]], locked: Mapping[str, Mapping[str, Any]], today: date
+) -> list[tuple[str, dict[str, Any]]]:
     """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock, their
     DeleteOn ahead, whose lock is not in force (it failed, or was removed while the Lock tag
     stayed) or ends before DeleteOn (shortened): locking again extends it, in any state."""
@@ -106,7 +120,9 @@ def unlocked(snapshots, locked, today):
     return todo
 
 
-def probe_lock(ec2, todo, summary):
+def probe_lock(
+    ec2: Client, todo: Sequence[tuple[str, Mapping[str, Any]]], summary: Summary
+) -> None:
     """Dry run: ask AWS whether LockSnapshot would be allowed here, with the lock a snapshot
     of ours needs (IAM allows it only on Type=Automated ones, so a made-up id cannot tell,
     and a snapshot already locked in compliance mode refuses any other lock); with none

@@ -6,6 +6,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping
+from datetime import date
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -18,7 +21,7 @@ LOG_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "WARNING": 30, "E
 LOG_LEVELS |= {"FATAL": 50, "CRITICAL": 50, "OFF": 100}
 _log_lock = threading.Lock()
 # The run's last log line counts these (0 when none), then any other count it made.
-SUMMARY_COUNTS = ("created", "copied", "deferred", "deleted", "kept", "skipped")
+SUMMARY_COUNTS: tuple[str, ...] = ("created", "copied", "deferred", "deleted", "kept", "skipped")
 SUMMARY_COUNTS += ("warnings", "failures")
 # CloudWatch Embedded Metric Format: the summary line is also these metrics, dimensions job
 # and region, at no API cost. Metric: (the count it reports, jobs that always report it;
@@ -98,9 +101,9 @@ class JobFailed(Exception):
     """Some items failed; all others were done. ``summary`` is the full result. The message
     names every failed item, those with the same error together."""
 
-    def __init__(self, summary):
+    def __init__(self, summary: dict[str, Any]) -> None:
         self.summary = summary
-        by_error = {}
+        by_error: dict[str, list[str]] = {}
         for failure in summary["failures"]:
             by_error.setdefault(failure["error"], []).append(failure["id"])
         names = "; ".join(f"{', '.join(ids)}: {error}" for error, ids in by_error.items())
@@ -109,7 +112,7 @@ class JobFailed(Exception):
         )
 
 
-def log(level, job, region, action, /, **fields):
+def log(level: str, job: str, region: str, action: str, /, **fields: Any) -> None:
     """One JSON object per line on stdout, where Lambda and CloudWatch's metric extraction
     read it. LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL, sets the threshold (default INFO)."""
     wanted = os.environ.get("LOG_LEVEL") or os.environ.get("AWS_LAMBDA_LOG_LEVEL") or "INFO"
@@ -122,7 +125,7 @@ def log(level, job, region, action, /, **fields):
         sys.stdout.flush()
 
 
-def metrics(job, counts):
+def metrics(job: str, counts: Mapping[str, int]) -> dict[str, Any]:
     """The summary line's Embedded Metric Format fields: CloudWatch makes them metrics."""
     values = {
         name: counts.get(count, 0)
@@ -143,12 +146,14 @@ class Summary:
     """What a run did, item by item: created/copied/deleted/tagged, or in a dry run
     would_create/would_copy/would_delete/would_tag; skipped, warnings and failures."""
 
-    def __init__(self, job, region, today, dry_run, event_id=None):
+    def __init__(
+        self, job: str, region: str, today: date, dry_run: bool, event_id: str | None = None
+    ) -> None:
         self.job, self.region, self.dry_run = job, region, dry_run
         self.started = time.monotonic()
-        self.probed = set()
+        self.probed: set[tuple[str, str]] = set()
         self._lock = threading.Lock()  # items arrive from several threads
-        self.data = {
+        self.data: dict[str, Any] = {
             "job": job,
             "region": region,
             "date": today.isoformat(),
@@ -160,26 +165,26 @@ class Summary:
             "failures": [],
         }
 
-    def add(self, kind, level="INFO", /, **item):
+    def add(self, kind: str, level: str = "INFO", /, **item: Any) -> None:
         with self._lock:
             self.data.setdefault(kind, []).append(item)
             self.data["counts"][kind] = self.data["counts"].get(kind, 0) + 1
         log(level, self.job, self.region, kind, **item)
 
-    def did(self, action, **item):
+    def did(self, action: str, **item: Any) -> None:
         self.add(f"would_{action}" if self.dry_run else DONE[action], **item)
 
-    def count(self, kind, n=1):
+    def count(self, kind: str, n: int = 1) -> None:
         with self._lock:
             self.data["counts"][kind] = self.data["counts"].get(kind, 0) + n
 
-    def skip(self, id, reason, **item):
+    def skip(self, id: str, reason: str, **item: Any) -> None:
         self.add("skipped", id=id, reason=reason, **item)
 
-    def warn(self, id, reason, **item):
+    def warn(self, id: str, reason: str, **item: Any) -> None:
         self.add("warnings", "WARN", id=id, reason=reason, **item)
 
-    def tag_error(self, id, tag, value, reason, **item):
+    def tag_error(self, id: str, tag: str, value: object, reason: str, **item: Any) -> None:
         """A tag the jobs cannot honour (a typo in Copy_Dest, a key of another account): a
         warning that names the tag and its value, and the resource listed in tag_errors,
         whose count of distinct ids is the TagErrors metric (and its alarm)."""
@@ -190,10 +195,10 @@ class Summary:
             errors.append({"id": id, "tag": tag, "value": value, **item})
             self.data["counts"]["tag_errors"] = len({error["id"] for error in errors})
 
-    def fail(self, id, error, **item):
+    def fail(self, id: str, error: str, **item: Any) -> None:
         self.add("failures", "ERROR", id=id, error=error, **item)
 
-    def error(self, id, exc, what=None, **item):
+    def error(self, id: str, exc: BaseException, what: str | None = None, **item: Any) -> None:
         """A failure from an exception, in one line; for a bug of ours, its traceback is
         logged too (not in the summary), so that it can be fixed."""
         text = describe_error(exc)
@@ -202,7 +207,7 @@ class Summary:
             where = "".join(traceback.format_exception(exc)[-4:])
             log("ERROR", self.job, self.region, "traceback", id=id, traceback=where)
 
-    def probe(self, action, scope, call, **params):
+    def probe(self, action: str, scope: str, call: Callable[..., object], **params: Any) -> None:
         """Dry run: ask AWS once per action and scope whether the real call would be allowed."""
         with self._lock:
             if (action, scope) in self.probed:
@@ -216,7 +221,7 @@ class Summary:
                 return
         self.add("permitted", permission=action, id=scope)
 
-    def finish(self):
+    def finish(self) -> None:
         """The run's last log line: its counts and duration and, unless it was a dry run,
         the same counts as metrics. Its level is the run's worst."""
         counts = self.data["counts"]
@@ -229,7 +234,7 @@ class Summary:
         level = "ERROR" if counts.get("failures") else level
         log(level, self.job, self.region, "summary", **line)
 
-    def result(self):
+    def result(self) -> dict[str, Any]:
         """The summary, once the summary line is written; raises JobFailed after the fact
         if any item failed."""
         self.finish()
@@ -238,7 +243,7 @@ class Summary:
         return self.data
 
 
-def report(summary):
+def report(summary: Mapping[str, Any]) -> str:
     """The summary as short aligned lines for a person: one small table per kind of item."""
     dry = " (dry run: nothing was changed)" if summary["dry_run"] else ""
     event = f", event {summary['event_id']}" if summary.get("event_id") else ""
@@ -261,5 +266,5 @@ def report(summary):
     return "\n".join(lines)
 
 
-def cell(value):
+def cell(value: object) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)

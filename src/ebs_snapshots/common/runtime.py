@@ -4,11 +4,20 @@ import functools
 import json
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
-from ebs_snapshots.common.aws import make_client
-from ebs_snapshots.common.budget import MIN_START_S, Budget, OutOfTime, too_short
+from ebs_snapshots.common.aws import Item, make_client
+from ebs_snapshots.common.budget import (
+    MIN_START_S,
+    Budget,
+    Client,
+    LambdaContext,
+    OutOfTime,
+    too_short,
+)
 from ebs_snapshots.common.events import (
     event_dry_run,
     event_key,
@@ -22,7 +31,7 @@ from ebs_snapshots.common.reporting import Summary
 # operation -> (bucket, its size, refill per second). A run spends PACE_SHARE of a bucket's
 # size and refill, so that it neither meets RequestLimitExceeded nor empties a bucket the
 # account's other callers share.
-BUCKETS = {
+BUCKETS: dict[str, tuple[str, float, float]] = {
     "CreateSnapshot": ("snapshots", 100, 5),
     "CreateSnapshots": ("snapshots", 100, 5),
     "DeleteSnapshot": ("snapshots", 100, 5),
@@ -46,11 +55,13 @@ class Pacer:
     means the account's bucket is emptier than ours thinks (other callers), so ours empties.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buckets = {}  # (region, bucket) -> [tokens, time of last refill]
+        self._buckets: dict[
+            tuple[str, str], list[float]
+        ] = {}  # (region, bucket) -> [tokens, time of last refill]
 
-    def guard(self, client):
+    def guard(self, client: Client) -> Client:
         region = client.meta.region_name
         for operation in BUCKETS:
             client.meta.events.register_first(
@@ -59,7 +70,7 @@ class Pacer:
         client.meta.events.register("needs-retry.ec2", functools.partial(self._throttled, region))
         return client
 
-    def _bucket(self, region, operation):
+    def _bucket(self, region: str, operation: str) -> tuple[list[float], float]:
         name, size, rate = BUCKETS[operation]
         size, rate = size * PACE_SHARE, rate * PACE_SHARE
         bucket = self._buckets.setdefault((region, name), [size, time.monotonic()])
@@ -68,7 +79,7 @@ class Pacer:
         bucket[1] = now
         return bucket, rate
 
-    def _take(self, region, operation, **kwargs):
+    def _take(self, region: str, operation: str, **kwargs: Any) -> None:
         with self._lock:
             bucket, rate = self._bucket(region, operation)
             bucket[0] -= 1  # a reservation: whoever drives the bucket below zero waits its turn
@@ -76,7 +87,13 @@ class Pacer:
         if wait > 0:
             time.sleep(wait)
 
-    def _throttled(self, region, response=None, operation=None, **kwargs):
+    def _throttled(
+        self,
+        region: str,
+        response: tuple[Any, dict[str, Any]] | None = None,
+        operation: Any = None,
+        **kwargs: Any,
+    ) -> None:
         code = (response or (None, {}))[1].get("Error", {}).get("Code")
         if code == "RequestLimitExceeded" and operation.name in BUCKETS:
             with self._lock:
@@ -84,7 +101,12 @@ class Pacer:
                 bucket[0] = min(bucket[0], 0)
 
 
-def in_parallel(items, work, budget, failed):
+def in_parallel(
+    items: Iterable[Item],
+    work: Callable[[Item], object],
+    budget: Budget,
+    failed: Callable[[Item, Exception], object],
+) -> tuple[int, int]:
     """work(item) for each item, WORKERS at a time, until Lambda time runs short.
 
     Any exception but OutOfTime from work(item), a bug of ours included, is that item's
@@ -96,36 +118,19 @@ def in_parallel(items, work, budget, failed):
     started, and how many of those OutOfTime stopped.
     """
     slots, lock = threading.Semaphore(WORKERS), threading.Lock()
-    tally, unrecorded = {"started": 0, "stopped": 0}, []
+    tally = {"started": 0, "stopped": 0}
+    unrecorded: list[Exception] = []  # what failed() itself raised
 
-    def task(item):
+    def task(item: Item) -> None:
         try:
-            work(item)
-        except OutOfTime:
-            with lock:
-                tally["stopped"] += 1
-        except Exception as exc:
-            try:
-                failed(item, exc)
-            except Exception as lost:
-                unrecorded.append(lost)
+            if stopped_by_time(item, work, failed, unrecorded):
+                with lock:
+                    tally["stopped"] += 1
         finally:
             slots.release()
 
-    items = iter(items)
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        while True:
-            slots.acquire()
-            try:
-                if budget.low():
-                    raise OutOfTime("stop starting")
-                item = next(items)
-            except (OutOfTime, StopIteration):
-                slots.release()
-                break
-            except BaseException:
-                slots.release()
-                raise
+        for item in while_time_left(iter(items), budget, slots):
             tally["started"] += 1
             pool.submit(task, item)
     if unrecorded:
@@ -133,7 +138,57 @@ def in_parallel(items, work, budget, failed):
     return tally["started"], tally["stopped"]
 
 
-def hand_off(context, event, summary, done_here, left=None, carry=None):
+def stopped_by_time(
+    item: Item,
+    work: Callable[[Item], object],
+    failed: Callable[[Item, Exception], object],
+    unrecorded: list[Exception],
+) -> bool:
+    """in_parallel's work(item), on a worker: whether OutOfTime stopped it. Any other
+    exception is the item's failure, failed(item, exception); one from failed() itself is
+    added to ``unrecorded``."""
+    try:
+        work(item)
+    except OutOfTime:
+        return True
+    except Exception as exc:
+        try:
+            failed(item, exc)
+        except Exception as lost:
+            unrecorded.append(lost)
+    return False
+
+
+def while_time_left(
+    items: Iterator[Item], budget: Budget, slots: threading.Semaphore
+) -> Iterator[Item]:
+    """in_parallel's items, each once a worker slot is free (taken for it), until the budget
+    runs low or the items end (OutOfTime or StopIteration from reading them: the slot is
+    given back, and no more). Any other exception from reading gives the slot back and is
+    raised."""
+    while True:
+        slots.acquire()
+        try:
+            if budget.low():
+                raise OutOfTime("stop starting")
+            item = next(items)
+        except (OutOfTime, StopIteration):
+            slots.release()
+            return
+        except BaseException:
+            slots.release()
+            raise
+        yield item
+
+
+def hand_off(
+    context: LambdaContext,
+    event: Mapping[str, Any],
+    summary: Summary,
+    done_here: int,
+    left: int | None = None,
+    carry: Mapping[str, Any] | None = None,
+) -> None:
     """Out of time: invoke this same function again, asynchronously, on the same event id,
     so the rest (``left`` items, when known) is done there; ``carry``, added to the event,
     tells it what is done (Describe calls are eventually consistent: what this invocation
@@ -162,7 +217,15 @@ def hand_off(context, event, summary, done_here, left=None, carry=None):
     )
 
 
-def run_job(job, body, event, context, region=None, now=None, check=None):
+def run_job(
+    job: str,
+    body: Callable[[dict[str, Any], LambdaContext, Summary, Budget, datetime], object],
+    event: object,
+    context: LambdaContext,
+    region: str | None = None,
+    now: datetime | None = None,
+    check: Callable[[dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
     """The frame of every run: read the event, then body(event, context, summary, budget, now).
 
     An event that cannot be read (not a JSON object, a dry_run that is not yes/no, what
@@ -174,16 +237,7 @@ def run_job(job, body, event, context, region=None, now=None, check=None):
     """
     region = resolve_region(region)
     now = now or datetime.now(UTC)
-    try:
-        event = read_event(event)
-        dry_run = event_dry_run(event)
-        if check:
-            check(event)
-    except ValueError as exc:
-        refused = Summary(job, region, utc_today(now), False)
-        refused.fail("event", f"event refused: {exc}")
-        refused.finish()
-        raise
+    event, dry_run = read_or_refuse(job, event, check, region, now)
     summary = Summary(job, region, utc_today(now), dry_run, event_key(event, context))
     budget = Budget(context)
     if budget.left() < MIN_START_S:
@@ -195,3 +249,25 @@ def run_job(job, body, event, context, region=None, now=None, check=None):
     except Exception as exc:  # listing the region failed, or a bug: the summary says which
         summary.error(region, exc, "the run stopped")
     return summary.result()
+
+
+def read_or_refuse(
+    job: str,
+    event: object,
+    check: Callable[[dict[str, Any]], object] | None,
+    region: str,
+    now: datetime,
+) -> tuple[dict[str, Any], bool]:
+    """run_job's event, read: (the event, its dry_run). One it cannot read raises ValueError
+    once the run's summary line (one failure: the event refused) has said why."""
+    try:
+        read = read_event(event)
+        dry_run = event_dry_run(read)
+        if check:
+            check(read)
+    except ValueError as exc:
+        refused = Summary(job, region, utc_today(now), False)
+        refused.fail("event", f"event refused: {exc}")
+        refused.finish()
+        raise
+    return read, dry_run

@@ -3,7 +3,9 @@
 import math
 import os
 import re
+from collections.abc import Collection, Mapping
 from datetime import date, timedelta
+from typing import Any
 
 TAG_BACKUP = "Backup"
 TAG_RETENTION = "Retention"
@@ -50,7 +52,7 @@ FALSE_WORDS = frozenset({"no", "false", "0", "off"})
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
-def parse_bool(value):
+def parse_bool(value: object) -> bool | None:
     """True or False for a recognised word (any case, or a JSON bool); None for anything else."""
     if isinstance(value, bool):
         return value
@@ -58,7 +60,7 @@ def parse_bool(value):
     return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
 
 
-def parse_date(value):
+def parse_date(value: object) -> date | None:
     """A strict YYYY-MM-DD date, or None: never guess at other formats."""
     if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
         return None
@@ -68,7 +70,7 @@ def parse_date(value):
         return None
 
 
-def parse_count(value, what, cap):
+def parse_count(value: str, what: str, cap: int) -> tuple[int | None, str | None]:
     """(whole number, None) for a tag value of 1 or more; (None, warning) for anything
     else; (cap, warning) above ``cap``."""
     text = value.strip()
@@ -79,7 +81,7 @@ def parse_count(value, what, cap):
     return int(text), None
 
 
-def count_or(value, what, cap, default):
+def count_or(value: str | None, what: str, cap: int, default: int) -> tuple[int, str | None]:
     """(whole number, warning or None) for a setting of 1 or more, ``default`` when it is
     absent (None) or unreadable (with a warning); above ``cap``, ``cap`` (a warning)."""
     if value is None:
@@ -90,7 +92,7 @@ def count_or(value, what, cap, default):
     return number, problem
 
 
-def env_hours(name, default):
+def env_hours(name: str, default: float) -> tuple[timedelta, str | None]:
     """(timedelta, warning or None) for a setting in hours from the environment: a positive
     number up to a year; anything else warns and uses the default."""
     value = os.environ.get(name)
@@ -107,22 +109,22 @@ def env_hours(name, default):
     return timedelta(hours=hours), None
 
 
-def tag_map(resource):
+def tag_map(resource: Mapping[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
 
 
-def backup_enabled(tags):
+def backup_enabled(tags: Mapping[str, str]) -> bool | None:
     """An instance's Backup tag: True, False, or None when it cannot be read."""
     return parse_bool(tags.get(TAG_BACKUP, "no"))
 
 
-def opted_out(value):
+def opted_out(value: str | None) -> bool:
     """A volume's own Backup tag leaves it out only when it clearly says no. An unreadable
     value keeps it in: a backup too many costs little, one too few can cost the data."""
     return value is not None and parse_bool(value) is False
 
 
-def keep_forever_key(tags):
+def keep_forever_key(tags: Mapping[str, str]) -> str | None:
     """The tag key that keeps a snapshot forever, or None. KeepForever, or a key that is
     KeepForever but for case or surrounding spaces (a typo must never cost a backup), keeps
     it unless its value is exactly a no-word, any case: as the IAM policy's Deny reads it."""
@@ -133,11 +135,13 @@ def keep_forever_key(tags):
     return None
 
 
-def is_kept_forever(tags):
+def is_kept_forever(tags: Mapping[str, str]) -> bool:
     return keep_forever_key(tags) is not None
 
 
-def clean_regions(value, enabled, home):
+def clean_regions(
+    value: str, enabled: Collection[str], home: str
+) -> tuple[list[str], list[tuple[str, str]]]:
     """Split a Copy_Dest value; return (regions to copy to, [(entry, why dropped)])."""
     keep, dropped = [], []
     for entry in re.split(r"[\s,]+", value.strip()):
@@ -152,7 +156,9 @@ def clean_regions(value, enabled, home):
     return keep, dropped
 
 
-def copy_delete_on(tags, created, retention_key):
+def copy_delete_on(
+    tags: Mapping[str, str], created: date, retention_key: str
+) -> tuple[date | None, str | None]:
     """(the copies' own DeleteOn, or None for their primary's; warning or None), from the
     primary's ``retention_key`` tag (Copy_Retention for regions, Vault_Retention for
     vaults): that many days from the primary's creation date."""
@@ -164,7 +170,7 @@ def copy_delete_on(tags, created, retention_key):
     return created + timedelta(days=days), problem
 
 
-def copy_until(tags, created, retention_key):
+def copy_until(tags: Mapping[str, str], created: date, retention_key: str) -> date | None:
     """The DeleteOn the copier gives a primary's copies: their own (copy_delete_on), else
     the primary's. None when that cannot be read: no copy is made. The copier makes no copy
     once this date has come; the manager's archive stops waiting for one."""

@@ -2,11 +2,13 @@
 
 import os
 import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 import boto3
 
-from ebs_snapshots.common.aws import make_client, paginate
-from ebs_snapshots.common.budget import OutOfTime
+from ebs_snapshots.common.aws import Guard, make_client, paginate
+from ebs_snapshots.common.budget import Budget, Client, LambdaContext, OutOfTime
 from ebs_snapshots.common.locks import TAG_LOCK
 from ebs_snapshots.common.tags import (
     KMS_KEY,
@@ -31,7 +33,9 @@ VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
 KMS_ACCOUNTS_ENV = "COPY_KMS_ACCOUNT_IDS"
 
 
-def vault_target(tags, enabled, home):
+def vault_target(
+    tags: Mapping[str, str], enabled: Collection[str], home: str
+) -> tuple[str | None, list[str], list[tuple[str, str]]]:
     """(vault account or None, its regions, tag errors) from the Vault_Account and
     Vault_Region tags of an instance or a primary. The account is 12 digits; regions are
     read as in Copy_Dest, this region included (the default); none left: this region."""
@@ -48,7 +52,8 @@ def vault_target(tags, enabled, home):
             [],
             [(TAG_VAULT_ACCOUNT, f"{TAG_VAULT_ACCOUNT} {shown!r} {why}; no vault copy")],
         )
-    regions, problems = [], []
+    regions: list[str] = []
+    problems: list[tuple[str, str]] = []
     for entry in re.split(r"[\s,]+", tags.get(TAG_VAULT_REGION, "").strip()):
         if entry and entry not in regions and (entry in enabled or entry == home):
             regions.append(entry)
@@ -58,7 +63,7 @@ def vault_target(tags, enabled, home):
     return account, regions or [home], problems
 
 
-def vault_retention(tags):
+def vault_retention(tags: Mapping[str, str]) -> tuple[int | None, list[tuple[str, str]]]:
     """(Vault_Retention's days or None, tag errors): None, vault copies keep the DeleteOn."""
     if TAG_VAULT_RETENTION not in tags:
         return None, []
@@ -71,20 +76,20 @@ def vault_retention(tags):
     ]
 
 
-def env_accounts(name):
+def env_accounts(name: str) -> set[str]:
     """The 12-digit account ids in the environment variable ``name``, separated by commas
     or spaces (anything else in it is ignored)."""
     ids = re.split(r"[\s,]+", os.environ.get(name, "").strip())
     return {i for i in ids if re.fullmatch(r"[0-9]{12}", i)}
 
 
-def vault_accounts():
+def vault_accounts() -> set[str]:
     """The vault accounts this stack may copy into: VAULT_ACCOUNT_IDS (template parameter
     VaultAccountIds; none: no vault copies at all)."""
     return env_accounts(VAULT_ACCOUNTS_ENV)
 
 
-def key_refusal(key, own):
+def key_refusal(key: str, own: Callable[[], str | None]) -> str | None:
     """Why copies may not be encrypted under the KMS key ``key`` (a Copy_KmsKeyId), or None.
     A key of another account could be disabled by whoever holds it, leaving the copies
     unreadable: a key ARN must name this account (``own()``, asked only then) or one of
@@ -95,15 +100,15 @@ def key_refusal(key, own):
     named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
     if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV):
         return None
-    own = own()
-    if named[1] == own:
+    account = own()
+    if named[1] == account:
         return None
     allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
-    this = "this one" if own else "this one (whose id could not be read)"
+    this = "this one" if account else "this one (whose id could not be read)"
     return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not {this} nor {allowed}"
 
 
-def own_account(context, region, budget=None):
+def own_account(context: LambdaContext, region: str, budget: Budget | None = None) -> str | None:
     """This account's id: from the Lambda's own ARN (arn:aws:lambda:region:account:...),
     else sts:GetCallerIdentity (the command line); None when neither can tell, so that what
     needs it refuses (a key ARN) rather than fails (never the backup)."""
@@ -118,12 +123,14 @@ def own_account(context, region, budget=None):
         return None
 
 
-def caller_account(region, budget=None):
+def caller_account(region: str, budget: Budget | None = None) -> str:
     """This account's id (sts:GetCallerIdentity, which needs no permission)."""
     return make_client("sts", region, budget).get_caller_identity()["Account"]
 
 
-def vault_client(account, region, budget=None, pacer=None):
+def vault_client(
+    account: str, region: str, budget: Budget | None = None, pacer: Guard | None = None
+) -> Client:
     """An EC2 client of the vault account ``account`` in ``region``, through its writer role
     (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer).
     The session is tagged Source_Account=<this account> (sts:GetCallerIdentity, which needs
@@ -146,7 +153,9 @@ def vault_client(account, region, budget=None, pacer=None):
     return make_client("ec2", region, budget, pacer, keys)
 
 
-def vault_copy_states(vault_ec2, region, account, ids=None):
+def vault_copy_states(
+    vault_ec2: Client, region: str, account: str, ids: list[str] | None = None
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """({primary id: the state of its copy there (completed wins)}, the copies tagged Lock):
     what a vault holds of ``account``'s primaries of ``region`` (all, or ``ids``). Another
     source sharing the vault could tag a copy with one of our snapshot ids: only copies
@@ -157,7 +166,8 @@ def vault_copy_states(vault_ec2, region, account, ids=None):
     ]
     if ids:
         filters.append({"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids})
-    states, lockable = {}, []
+    states: dict[str, str] = {}
+    lockable: list[dict[str, Any]] = []
     for snap in paginate(
         vault_ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters
     ):
