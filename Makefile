@@ -46,6 +46,7 @@ build:
 	$(PYTHON) -m scripts.build
 
 # `sam build` (template.yaml, BuildMethod: makefile): each function gets its one job file.
+# SAM runs them here in the checkout (WorkingDirectory), having copied only CodeUri (src/).
 build-CreatorFunction:
 	cp ebs_snapshot_creator.py $(ARTIFACTS_DIR)/
 build-CopierFunction:

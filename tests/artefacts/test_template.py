@@ -1,7 +1,10 @@
 """template.yaml (AWS SAM) and the StackSet template rendered from it."""
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import types
 from pathlib import Path
 
@@ -150,11 +153,52 @@ def test_each_function_runs_its_own_file(job):
     props = FUNCTIONS[job]["Properties"]
     assert props["Handler"] == f"ebs_snapshot_{job}.lambda_handler"
     assert props["FunctionName"] == f"ebs-snapshot-{job}"  # the names the policy allows
-    assert FUNCTIONS[job]["Metadata"] == {"BuildMethod": "makefile"}
+    assert FUNCTIONS[job]["Metadata"]["BuildMethod"] == "makefile"
     target = re.search(
         rf"^build-{job.title()}Function:\n\t(.*)$", (ROOT / "Makefile").read_text(), re.M
     )
     assert target.group(1) == f"cp ebs_snapshot_{job}.py $(ARTIFACTS_DIR)/"
+
+
+@pytest.mark.parametrize("job", list(FUNCTIONS))
+def test_sam_build_copies_a_small_directory_not_the_checkout(job):
+    """Issue 27. `sam build` copies a makefile function's CodeUri to a scratch directory
+    (all of it but .git and .aws-sam), then runs make. With CodeUri `.` that was the
+    checkout, .venv included: 5 minutes. CodeUri is src/ (milliseconds); make runs in the
+    checkout (WorkingDirectory, outside CodeUri, so SAM leaves it there) with the root
+    Makefile (ContextPath), and the job file stays at the root."""
+    metadata = FUNCTIONS[job]["Metadata"]
+    # No ProjectRootDirectory: it would replace CodeUri as what is copied.
+    assert metadata == {"BuildMethod": "makefile", "ContextPath": ".", "WorkingDirectory": "."}
+    copied = (ROOT / FUNCTIONS[job]["Properties"]["CodeUri"]).resolve()
+    assert copied.is_dir() and ROOT in copied.parents
+    assert sum(f.stat().st_size for f in copied.rglob("*") if f.is_file()) < 1_000_000
+    working = (ROOT / metadata["WorkingDirectory"]).resolve()
+    assert working == ROOT and copied not in (working, *working.parents)
+    assert (working / f"ebs_snapshot_{job}.py").is_file()
+    assert ((ROOT / metadata["ContextPath"]).resolve() / "Makefile").is_file()
+
+
+@pytest.mark.skipif(not shutil.which("sam"), reason="no AWS SAM CLI (not a dev dependency)")
+def test_sam_build_gives_each_function_its_one_job_file_in_seconds(tmp_path):
+    """The real `sam build`, where the SAM CLI is installed. It took 5 minutes with .venv in
+    the checkout it copied; now about 3 s, so a minute is plenty."""
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    build = ["sam", "build", "--template-file", str(ROOT / "template.yaml")]
+    subprocess.run(
+        [*build, "--build-dir", str(tmp_path / "build")],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    for job in FUNCTIONS:
+        artifact = tmp_path / "build" / f"{job.title()}Function"
+        assert [f.name for f in artifact.iterdir()] == [f"ebs_snapshot_{job}.py"]
+        assert (artifact / f"ebs_snapshot_{job}.py").read_bytes() == (
+            ROOT / f"ebs_snapshot_{job}.py"
+        ).read_bytes()
 
 
 @pytest.mark.parametrize("job", list(FUNCTIONS))
