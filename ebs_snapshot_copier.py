@@ -417,7 +417,6 @@ LOOKUP_BATCH = 200
 # reference), so a request sent again after its answer was lost would make a second snapshot
 # or copy. made_once looks for what such a request made before sending it again.
 NOT_IDEMPOTENT = ("CreateSnapshot", "CreateSnapshots", "CopySnapshot")
-SEND_TRIES, FIND_TRIES, FIND_WAIT_S = 3, 3, 5
 Item = TypeVar("Item")  # in type hints: what a batch, or in_parallel's work, is made of
 
 
@@ -489,64 +488,6 @@ def answer_lost(
         raise AnswerLost(ClientError(response[1], operation.name))
 
 
-class Lookup:
-    """What a NOT_IDEMPOTENT call may have made: ``find(final)`` gives the response the call
-    would have given, from the tags it sets (None when nothing is found; ``final``, at the
-    last look, may settle for a part). ``lost`` once an answer was lost (or a hand-off was
-    in doubt): every later send of the call looks first, retries of a busy volume included."""
-
-    def __init__(
-        self,
-        find: Callable[[bool], dict[str, Any] | None],
-        budget: Budget | None = None,
-        lost: bool = False,
-    ) -> None:
-        self.find, self.budget, self.lost = find, budget, lost
-
-    def look(self) -> dict[str, Any] | None:
-        """Listings are eventually consistent: FIND_TRIES looks, FIND_WAIT_S apart."""
-        for looks in range(1, FIND_TRIES + 1):
-            found = self.find(looks == FIND_TRIES)
-            if found is not None or looks == FIND_TRIES:
-                return found
-            if self.budget and self.budget.left() - FIND_WAIT_S < STOP_MARGIN_S:
-                raise OutOfTime("no time left to look for what a lost answer made")
-            time.sleep(FIND_WAIT_S)
-        return None
-
-
-def made_once(
-    call: Callable[..., dict[str, Any]], params: dict[str, Any], lookup: Lookup
-) -> dict[str, Any]:
-    """call(**params), one of NOT_IDEMPOTENT. Once an answer was lost after EC2 may have
-    carried the call out, what it made is looked for (lookup) before it is sent again, up to
-    SEND_TRIES sends in all: a second snapshot or copy costs money and a copy slot."""
-    error: Exception | None = None
-    for _ in range(SEND_TRIES):
-        found = lookup.look() if lookup.lost else None
-        if found is not None:
-            return found
-        try:
-            return call(**params)
-        except AnswerLost as lost:
-            lookup.lost, error = True, lost.error
-    found = lookup.look()
-    if found is None:
-        assert error is not None  # every send lost its answer
-        raise error
-    return found
-
-
-def tagged(ec2: Client, tags: Mapping[str, str], *filters: dict[str, Any]) -> list[dict[str, Any]]:
-    """This account's snapshots carrying all of ``tags`` (and passing ``filters``)."""
-    wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
-    return list(
-        paginate(
-            ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=[*wanted, *filters]
-        )
-    )
-
-
 def enabled_regions(ec2: Client) -> set[str]:
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
@@ -605,6 +546,73 @@ def describe_error(exc: BaseException) -> str:
         return f"out of Lambda time: {exc}"
     kind = type(exc).__name__ if from_botocore(exc) else f"unexpected {type(exc).__name__}"
     return f"{kind}: {exc}"
+
+
+def caller_account(region: str, budget: Budget | None = None) -> str:
+    """This account's id (sts:GetCallerIdentity, which needs no permission)."""
+    return make_client("sts", region, budget).get_caller_identity()["Account"]
+
+
+# ---- src/ebs_snapshots/common/made_once.py ----
+SEND_TRIES, FIND_TRIES, FIND_WAIT_S = 3, 3, 5
+
+
+class Lookup:
+    """What a NOT_IDEMPOTENT call may have made: ``find(final)`` gives the response the call
+    would have given, from the tags it sets (None when nothing is found; ``final``, at the
+    last look, may settle for a part). ``lost`` once an answer was lost (or a hand-off was
+    in doubt): every later send of the call looks first, retries of a busy volume included."""
+
+    def __init__(
+        self,
+        find: Callable[[bool], dict[str, Any] | None],
+        budget: Budget | None = None,
+        lost: bool = False,
+    ) -> None:
+        self.find, self.budget, self.lost = find, budget, lost
+
+    def look(self) -> dict[str, Any] | None:
+        """Listings are eventually consistent: FIND_TRIES looks, FIND_WAIT_S apart."""
+        for looks in range(1, FIND_TRIES + 1):
+            found = self.find(looks == FIND_TRIES)
+            if found is not None or looks == FIND_TRIES:
+                return found
+            if self.budget and self.budget.left() - FIND_WAIT_S < STOP_MARGIN_S:
+                raise OutOfTime("no time left to look for what a lost answer made")
+            time.sleep(FIND_WAIT_S)
+        return None
+
+
+def made_once(
+    call: Callable[..., dict[str, Any]], params: dict[str, Any], lookup: Lookup
+) -> dict[str, Any]:
+    """call(**params), one of NOT_IDEMPOTENT. Once an answer was lost after EC2 may have
+    carried the call out, what it made is looked for (lookup) before it is sent again, up to
+    SEND_TRIES sends in all: a second snapshot or copy costs money and a copy slot."""
+    error: Exception | None = None
+    for _ in range(SEND_TRIES):
+        found = lookup.look() if lookup.lost else None
+        if found is not None:
+            return found
+        try:
+            return call(**params)
+        except AnswerLost as lost:
+            lookup.lost, error = True, lost.error
+    found = lookup.look()
+    if found is None:
+        assert error is not None  # every send lost its answer
+        raise error
+    return found
+
+
+def tagged(ec2: Client, tags: Mapping[str, str], *filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """This account's snapshots carrying all of ``tags`` (and passing ``filters``)."""
+    wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+    return list(
+        paginate(
+            ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=[*wanted, *filters]
+        )
+    )
 
 
 # ---- src/ebs_snapshots/common/reporting.py ----
@@ -915,7 +923,6 @@ TAG_LOCK, TAG_LOCK_COOL_OFF = "Lock", "Lock_CoolOffHours"
 LOCK_MODES = ("governance", "compliance")
 COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
 LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
-RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 
 
 def lock_mode(value: object) -> tuple[str | None, str | None]:
@@ -934,25 +941,6 @@ def cool_off_hours(value: str | None) -> tuple[int, str | None]:
     return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
 
 
-def lock_request(
-    tags: Mapping[str, str], delete_on: date | None, today: date
-) -> dict[str, Any] | None:
-    """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
-    or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
-    expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
-    mode = lock_mode(tags.get(TAG_LOCK))[0]
-    if mode is None or delete_on is None or delete_on <= today:
-        return None
-    until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
-    request: dict[str, Any] = {
-        "LockMode": mode,
-        "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
-    }
-    if mode == "compliance":
-        request["CoolOffPeriod"] = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))[0]
-    return request
-
-
 def locks_in_force(ec2: Client, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
     filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
@@ -965,6 +953,10 @@ def locks_in_force(ec2: Client, ids: list[str] | None = None) -> dict[str, dict[
         if not page.get("NextToken"):
             return found
         params["NextToken"] = page["NextToken"]
+
+
+# ---- src/ebs_snapshots/common/locking.py ----
+RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 
 
 def lock_snapshot(
@@ -1027,14 +1019,29 @@ def probe_lock(
     summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)
 
 
+def lock_request(
+    tags: Mapping[str, str], delete_on: date | None, today: date
+) -> dict[str, Any] | None:
+    """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
+    or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
+    expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
+    mode = lock_mode(tags.get(TAG_LOCK))[0]
+    if mode is None or delete_on is None or delete_on <= today:
+        return None
+    until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
+    request: dict[str, Any] = {
+        "LockMode": mode,
+        "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
+    }
+    if mode == "compliance":
+        request["CoolOffPeriod"] = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))[0]
+    return request
+
+
 # ---- src/ebs_snapshots/common/vault.py ----
-VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 # The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
 # who can tag an instance could otherwise send its snapshots to an account of their own.
 VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
-# The accounts, besides this one, whose KMS keys a Copy_KmsKeyId may name (template parameter
-# CopyKmsKeyAccountIds): an organisation's central key account.
-KMS_ACCOUNTS_ENV = "COPY_KMS_ACCOUNT_IDS"
 
 
 def vault_target(
@@ -1093,6 +1100,12 @@ def vault_accounts() -> set[str]:
     return env_accounts(VAULT_ACCOUNTS_ENV)
 
 
+# ---- src/ebs_snapshots/common/keys.py ----
+# The accounts, besides this one, whose KMS keys a Copy_KmsKeyId may name (template parameter
+# CopyKmsKeyAccountIds): an organisation's central key account.
+KMS_ACCOUNTS_ENV = "COPY_KMS_ACCOUNT_IDS"
+
+
 def key_refusal(key: str, own: Callable[[], str | None]) -> str | None:
     """Why copies may not be encrypted under the KMS key ``key`` (a Copy_KmsKeyId), or None.
     A key of another account could be disabled by whoever holds it, leaving the copies
@@ -1127,9 +1140,8 @@ def own_account(context: LambdaContext, region: str, budget: Budget | None = Non
         return None
 
 
-def caller_account(region: str, budget: Budget | None = None) -> str:
-    """This account's id (sts:GetCallerIdentity, which needs no permission)."""
-    return make_client("sts", region, budget).get_caller_identity()["Account"]
+# ---- src/ebs_snapshots/common/vault_access.py ----
+VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 
 
 def vault_client(

@@ -442,7 +442,6 @@ LOOKUP_BATCH = 200
 # reference), so a request sent again after its answer was lost would make a second snapshot
 # or copy. made_once looks for what such a request made before sending it again.
 NOT_IDEMPOTENT = ("CreateSnapshot", "CreateSnapshots", "CopySnapshot")
-SEND_TRIES, FIND_TRIES, FIND_WAIT_S = 3, 3, 5
 Item = TypeVar("Item")  # in type hints: what a batch, or in_parallel's work, is made of
 
 
@@ -514,64 +513,6 @@ def answer_lost(
         raise AnswerLost(ClientError(response[1], operation.name))
 
 
-class Lookup:
-    """What a NOT_IDEMPOTENT call may have made: ``find(final)`` gives the response the call
-    would have given, from the tags it sets (None when nothing is found; ``final``, at the
-    last look, may settle for a part). ``lost`` once an answer was lost (or a hand-off was
-    in doubt): every later send of the call looks first, retries of a busy volume included."""
-
-    def __init__(
-        self,
-        find: Callable[[bool], dict[str, Any] | None],
-        budget: Budget | None = None,
-        lost: bool = False,
-    ) -> None:
-        self.find, self.budget, self.lost = find, budget, lost
-
-    def look(self) -> dict[str, Any] | None:
-        """Listings are eventually consistent: FIND_TRIES looks, FIND_WAIT_S apart."""
-        for looks in range(1, FIND_TRIES + 1):
-            found = self.find(looks == FIND_TRIES)
-            if found is not None or looks == FIND_TRIES:
-                return found
-            if self.budget and self.budget.left() - FIND_WAIT_S < STOP_MARGIN_S:
-                raise OutOfTime("no time left to look for what a lost answer made")
-            time.sleep(FIND_WAIT_S)
-        return None
-
-
-def made_once(
-    call: Callable[..., dict[str, Any]], params: dict[str, Any], lookup: Lookup
-) -> dict[str, Any]:
-    """call(**params), one of NOT_IDEMPOTENT. Once an answer was lost after EC2 may have
-    carried the call out, what it made is looked for (lookup) before it is sent again, up to
-    SEND_TRIES sends in all: a second snapshot or copy costs money and a copy slot."""
-    error: Exception | None = None
-    for _ in range(SEND_TRIES):
-        found = lookup.look() if lookup.lost else None
-        if found is not None:
-            return found
-        try:
-            return call(**params)
-        except AnswerLost as lost:
-            lookup.lost, error = True, lost.error
-    found = lookup.look()
-    if found is None:
-        assert error is not None  # every send lost its answer
-        raise error
-    return found
-
-
-def tagged(ec2: Client, tags: Mapping[str, str], *filters: dict[str, Any]) -> list[dict[str, Any]]:
-    """This account's snapshots carrying all of ``tags`` (and passing ``filters``)."""
-    wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
-    return list(
-        paginate(
-            ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=[*wanted, *filters]
-        )
-    )
-
-
 def enabled_regions(ec2: Client) -> set[str]:
     """Regions enabled for this account (opt-in regions only once opted in)."""
     return {r["RegionName"] for r in ec2.describe_regions()["Regions"]}
@@ -630,6 +571,11 @@ def describe_error(exc: BaseException) -> str:
         return f"out of Lambda time: {exc}"
     kind = type(exc).__name__ if from_botocore(exc) else f"unexpected {type(exc).__name__}"
     return f"{kind}: {exc}"
+
+
+def caller_account(region: str, budget: Budget | None = None) -> str:
+    """This account's id (sts:GetCallerIdentity, which needs no permission)."""
+    return make_client("sts", region, budget).get_caller_identity()["Account"]
 
 
 # ---- src/ebs_snapshots/common/reporting.py ----
@@ -940,7 +886,6 @@ TAG_LOCK, TAG_LOCK_COOL_OFF = "Lock", "Lock_CoolOffHours"
 LOCK_MODES = ("governance", "compliance")
 COOL_OFF_HOURS, MAX_COOL_OFF_HOURS = 24, 72
 LOCKS_IN_FORCE = ("governance", "compliance-cooloff", "compliance")  # not "expired"
-RELOCK = "tagged Lock but not locked (an earlier lock failed, or was removed)"
 
 
 def lock_mode(value: object) -> tuple[str | None, str | None]:
@@ -959,25 +904,6 @@ def cool_off_hours(value: str | None) -> tuple[int, str | None]:
     return count_or(value, TAG_LOCK_COOL_OFF, MAX_COOL_OFF_HOURS, COOL_OFF_HOURS)
 
 
-def lock_request(
-    tags: Mapping[str, str], delete_on: date | None, today: date
-) -> dict[str, Any] | None:
-    """LockSnapshot's parameters for a snapshot with these tags and this DeleteOn (a date),
-    or None when it is not to be locked (no Lock tag, or its DeleteOn has come). The lock
-    expires at DeleteOn 00:00 UTC, within LockSnapshot's 36500 days."""
-    mode = lock_mode(tags.get(TAG_LOCK))[0]
-    if mode is None or delete_on is None or delete_on <= today:
-        return None
-    until = min(delete_on, today + timedelta(days=MAX_RETENTION_DAYS))
-    request: dict[str, Any] = {
-        "LockMode": mode,
-        "ExpirationDate": datetime(until.year, until.month, until.day, tzinfo=UTC),
-    }
-    if mode == "compliance":
-        request["CoolOffPeriod"] = cool_off_hours(tags.get(TAG_LOCK_COOL_OFF))[0]
-    return request
-
-
 def locks_in_force(ec2: Client, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """{snapshot id: its lock} for this region's snapshots locked now (DescribeLockedSnapshots,
     filtered on the lock state; botocore has no paginator for it, so NextToken by hand)."""
@@ -992,74 +918,10 @@ def locks_in_force(ec2: Client, ids: list[str] | None = None) -> dict[str, dict[
         params["NextToken"] = page["NextToken"]
 
 
-def lock_snapshot(
-    ec2: Client,
-    snapshot_id: str | None,
-    request: Mapping[str, Any],
-    summary: Summary,
-    **item: Any,
-) -> None:
-    """Lock one snapshot. A lock that fails (throttled, refused, a state AWS cannot lock,
-    the network) never costs the snapshot: a warning, and a later run's sweep locks it."""
-    until = request["ExpirationDate"].date().isoformat()
-    record = {"snapshot_id": snapshot_id} if snapshot_id else {}
-    record |= {"lock": request["LockMode"], "until": until, **item}
-    if summary.dry_run:
-        summary.did("lock", **record)
-        return
-    try:
-        ec2.lock_snapshot(SnapshotId=snapshot_id, **request)
-    except Exception as exc:  # out of time too: a sweep (this run's, or the next) locks it
-        where = {k: v for k, v in item.items() if k != "reason"}
-        said = [w for w in summary.data["warnings"] if w["id"] == snapshot_id]
-        if not any(w["reason"].startswith("not locked (") for w in said):  # once a run
-            why = f"not locked ({describe_error(exc)}); a later sweep locks it"
-            summary.warn(snapshot_id or "?", why, **where)
-        return
-    summary.did("lock", **record)
-
-
-def unlocked(
-    snapshots: Iterable[Mapping[str, Any]], locked: Mapping[str, Mapping[str, Any]], today: date
-) -> list[tuple[str, dict[str, Any]]]:
-    """[(snapshot id, LockSnapshot's parameters)] for the snapshots tagged for a lock, their
-    DeleteOn ahead, whose lock is not in force (it failed, or was removed while the Lock tag
-    stayed) or ends before DeleteOn (shortened): locking again extends it, in any state."""
-    todo = []
-    for snapshot in snapshots:
-        tags, sid = tag_map(snapshot), snapshot["SnapshotId"]
-        request = lock_request(tags, parse_date(tags.get(TAG_DELETE_ON)), today)
-        if not request or snapshot.get("State") not in ("pending", "completed"):
-            continue
-        ends = (locked.get(sid) or {}).get("LockExpiresOn")
-        if sid not in locked or (ends is not None and ends < request["ExpirationDate"]):
-            todo.append((sid, request))
-    return todo
-
-
-def probe_lock(
-    ec2: Client, todo: Sequence[tuple[str, Mapping[str, Any]]], summary: Summary
-) -> None:
-    """Dry run: ask AWS whether LockSnapshot would be allowed here, with the lock a snapshot
-    of ours needs (IAM allows it only on Type=Automated ones, so a made-up id cannot tell,
-    and a snapshot already locked in compliance mode refuses any other lock); with none
-    that needs a lock, say it could not be asked."""
-    region = ec2.meta.region_name
-    if not todo:
-        summary.skip(region, "ec2:LockSnapshot not probed: no snapshot here needs a lock now")
-        return
-    sid, request = todo[0]
-    summary.probe("ec2:LockSnapshot", region, ec2.lock_snapshot, SnapshotId=sid, **request)
-
-
 # ---- src/ebs_snapshots/common/vault.py ----
-VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 # The only accounts a Vault_Account tag may name (template parameter VaultAccountIds): anyone
 # who can tag an instance could otherwise send its snapshots to an account of their own.
 VAULT_ACCOUNTS_ENV = "VAULT_ACCOUNT_IDS"
-# The accounts, besides this one, whose KMS keys a Copy_KmsKeyId may name (template parameter
-# CopyKmsKeyAccountIds): an organisation's central key account.
-KMS_ACCOUNTS_ENV = "COPY_KMS_ACCOUNT_IDS"
 
 
 def vault_target(
@@ -1118,43 +980,8 @@ def vault_accounts() -> set[str]:
     return env_accounts(VAULT_ACCOUNTS_ENV)
 
 
-def key_refusal(key: str, own: Callable[[], str | None]) -> str | None:
-    """Why copies may not be encrypted under the KMS key ``key`` (a Copy_KmsKeyId), or None.
-    A key of another account could be disabled by whoever holds it, leaving the copies
-    unreadable: a key ARN must name this account (``own()``, asked only then) or one of
-    COPY_KMS_ACCOUNT_IDS (template parameter CopyKmsKeyAccountIds, for a central key
-    account). A key id or alias without an ARN is this account's."""
-    if not KMS_KEY.fullmatch(key):
-        return f"{TAG_COPY_KMS_KEY} {key!r} is not a KMS key id, alias or ARN"
-    named = re.match(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:([0-9]{12}):", key)
-    if named is None or named[1] in env_accounts(KMS_ACCOUNTS_ENV):
-        return None
-    account = own()
-    if named[1] == account:
-        return None
-    allowed = f"{KMS_ACCOUNTS_ENV} (template parameter CopyKmsKeyAccountIds)"
-    this = "this one" if account else "this one (whose id could not be read)"
-    return f"{TAG_COPY_KMS_KEY} {key!r} is a key of account {named[1]}, not {this} nor {allowed}"
-
-
-def own_account(context: LambdaContext, region: str, budget: Budget | None = None) -> str | None:
-    """This account's id: from the Lambda's own ARN (arn:aws:lambda:region:account:...),
-    else sts:GetCallerIdentity (the command line); None when neither can tell, so that what
-    needs it refuses (a key ARN) rather than fails (never the backup)."""
-    arn = getattr(context, "invoked_function_arn", None) or ""
-    if re.fullmatch(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:.+", arn):
-        return arn.split(":")[4]
-    try:
-        return caller_account(region, budget)
-    except OutOfTime:
-        raise
-    except Exception:
-        return None
-
-
-def caller_account(region: str, budget: Budget | None = None) -> str:
-    """This account's id (sts:GetCallerIdentity, which needs no permission)."""
-    return make_client("sts", region, budget).get_caller_identity()["Account"]
+# ---- src/ebs_snapshots/common/vault_access.py ----
+VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 
 
 def vault_client(

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 PACKAGE = "ebs_snapshots"
 ALLOWED = {"boto3", "botocore"}  # beyond the standard library: what Lambda's runtime has
-COMMON = ["tags", "budget", "aws", "reporting", "events", "locks", "vault", "runtime", "cli"]
+COMMON = ["tags", "budget", "aws", "made_once", "reporting", "events", "locks", "locking"]
+COMMON += ["vault", "keys", "vault_access", "runtime", "cli"]
 # Each job's modules in dependency order: a module imports only from those before it.
 JOBS = {
     "creator": ["retention", "plan", "snapshots", "consistency", "handler"],

@@ -426,7 +426,8 @@ def test_freeze_script_freezes_data_filesystems_and_thaws_by_itself(box):
     done = sh(document_script("freeze", VOLUMES, thaw_after="1"), env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "FROZEN: /data /logs"
-    assert log.read_text().splitlines() == ["-f /data", "-f /logs"]  # never "/" nor swap
+    # never "/" nor swap; the self-thaw may already have begun on a loaded machine
+    assert log.read_text().splitlines()[:2] == ["-f /data", "-f /logs"]
     for _ in range(50):  # its own thaw, a second later, though nobody asked
         if len(log.read_text().splitlines()) == 4:
             break

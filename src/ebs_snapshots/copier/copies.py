@@ -2,8 +2,9 @@
 
 from botocore.exceptions import ClientError
 
-from ebs_snapshots.common.aws import Lookup, error_code, made_once, tagged
-from ebs_snapshots.common.locks import lock_snapshot
+from ebs_snapshots.common.aws import error_code
+from ebs_snapshots.common.locking import lock_snapshot
+from ebs_snapshots.common.made_once import Lookup, made_once, tagged
 from ebs_snapshots.common.tags import (
     TAG_DELETE_ON,
     TAG_KEEP_FOREVER,

@@ -14,15 +14,9 @@ from ebs_snapshots.common.aws import (
     paginate,
 )
 from ebs_snapshots.common.budget import OutOfTime
-from ebs_snapshots.common.locks import (
-    TAG_LOCK,
-    TAG_LOCK_COOL_OFF,
-    lock_mode,
-    lock_request,
-    locks_in_force,
-    probe_lock,
-    unlocked,
-)
+from ebs_snapshots.common.keys import key_refusal
+from ebs_snapshots.common.locking import lock_request, probe_lock, unlocked
+from ebs_snapshots.common.locks import TAG_LOCK, TAG_LOCK_COOL_OFF, lock_mode, locks_in_force
 from ebs_snapshots.common.reporting import log
 from ebs_snapshots.common.tags import (
     AUTOMATED,
@@ -49,7 +43,6 @@ from ebs_snapshots.common.tags import (
     parse_date,
     tag_map,
 )
-from ebs_snapshots.common.vault import key_refusal
 from ebs_snapshots.copier import JOB
 
 COPIES_IN_FLIGHT = 20  # concurrent copies AWS allows into one destination region

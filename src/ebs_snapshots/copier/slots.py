@@ -8,7 +8,7 @@ from datetime import timedelta
 from ebs_snapshots.common.aws import describe_error, make_client
 from ebs_snapshots.common.budget import STOP_MARGIN_S, OutOfTime
 from ebs_snapshots.common.events import clock_of
-from ebs_snapshots.common.locks import RELOCK, lock_snapshot
+from ebs_snapshots.common.locking import RELOCK, lock_snapshot
 from ebs_snapshots.common.runtime import Pacer, in_parallel
 from ebs_snapshots.common.tags import COPY_LAG_ENV, COPY_LAG_HOURS, count_or, env_hours
 from ebs_snapshots.copier.copies import copy_snapshot, keep_forever

@@ -15,14 +15,8 @@ from ebs_snapshots.common.aws import (
     paginate,
 )
 from ebs_snapshots.common.budget import OutOfTime
-from ebs_snapshots.common.locks import (
-    RELOCK,
-    TAG_LOCK,
-    TAG_LOCK_COOL_OFF,
-    lock_request,
-    lock_snapshot,
-    unlocked,
-)
+from ebs_snapshots.common.locking import RELOCK, lock_request, lock_snapshot, unlocked
+from ebs_snapshots.common.locks import TAG_LOCK, TAG_LOCK_COOL_OFF
 from ebs_snapshots.common.tags import (
     AUTOMATED,
     TAG_COPY_STATE,
@@ -39,13 +33,8 @@ from ebs_snapshots.common.tags import (
     parse_date,
     tag_map,
 )
-from ebs_snapshots.common.vault import (
-    vault_accounts,
-    vault_client,
-    vault_copy_states,
-    vault_retention,
-    vault_target,
-)
+from ebs_snapshots.common.vault import vault_accounts, vault_retention, vault_target
+from ebs_snapshots.common.vault_access import vault_client, vault_copy_states
 from ebs_snapshots.copier.copies import COPY_LIMIT_CODE, copy_once
 from ebs_snapshots.copier.plan import (
     COPIES_IN_FLIGHT,

@@ -11,8 +11,8 @@ from ebs_snapshots.common.aws import make_client
 from ebs_snapshots.common.budget import OutOfTime
 from ebs_snapshots.common.cli import cli, cli_parser
 from ebs_snapshots.common.events import utc_today
+from ebs_snapshots.common.keys import own_account
 from ebs_snapshots.common.runtime import Pacer, hand_off, in_parallel, run_job
-from ebs_snapshots.common.vault import own_account
 from ebs_snapshots.creator import JOB
 from ebs_snapshots.creator.consistency import built_once, take
 from ebs_snapshots.creator.plan import Where, plans_of_region

@@ -14,13 +14,9 @@ from ebs_snapshots.common.aws import (
     paginate,
     volume_backup_tags,
 )
-from ebs_snapshots.common.locks import (
-    TAG_LOCK,
-    TAG_LOCK_COOL_OFF,
-    cool_off_hours,
-    lock_mode,
-    lock_request,
-)
+from ebs_snapshots.common.keys import key_refusal
+from ebs_snapshots.common.locking import lock_request
+from ebs_snapshots.common.locks import TAG_LOCK, TAG_LOCK_COOL_OFF, cool_off_hours, lock_mode
 from ebs_snapshots.common.tags import (
     AUTOMATED,
     LIVE_STATES,
@@ -46,7 +42,7 @@ from ebs_snapshots.common.tags import (
     parse_date,
     tag_map,
 )
-from ebs_snapshots.common.vault import key_refusal, vault_retention, vault_target
+from ebs_snapshots.common.vault import vault_retention, vault_target
 from ebs_snapshots.creator.retention import archive_tiers, retention_plan
 
 SKIPPED_STATES = ("terminated", "shutting-down")

@@ -5,23 +5,11 @@ from datetime import UTC, datetime, timedelta
 
 from botocore.exceptions import ClientError
 
-from ebs_snapshots.common.aws import (
-    Lookup,
-    automated_snapshots,
-    describe_error,
-    error_code,
-    made_once,
-    tagged,
-)
+from ebs_snapshots.common.aws import automated_snapshots, describe_error, error_code
 from ebs_snapshots.common.budget import STOP_MARGIN_S, OutOfTime
-from ebs_snapshots.common.locks import (
-    RELOCK,
-    TAG_LOCK,
-    lock_snapshot,
-    locks_in_force,
-    probe_lock,
-    unlocked,
-)
+from ebs_snapshots.common.locking import RELOCK, lock_snapshot, probe_lock, unlocked
+from ebs_snapshots.common.locks import TAG_LOCK, locks_in_force
+from ebs_snapshots.common.made_once import Lookup, made_once, tagged
 from ebs_snapshots.common.runtime import in_parallel
 from ebs_snapshots.common.tags import (
     AUTOMATED,

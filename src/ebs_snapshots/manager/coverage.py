@@ -17,7 +17,8 @@ from ebs_snapshots.common.tags import (
     parse_date,
     tag_map,
 )
-from ebs_snapshots.common.vault import vault_client, vault_copy_states, vault_target
+from ebs_snapshots.common.vault import vault_target
+from ebs_snapshots.common.vault_access import vault_client, vault_copy_states
 from ebs_snapshots.manager.archive import in_archive
 from ebs_snapshots.manager.last_backups import backed_up_volumes
 

@@ -8,7 +8,7 @@ from ebs_snapshots.common.cli import cli, cli_parser
 from ebs_snapshots.common.events import utc_today
 from ebs_snapshots.common.runtime import Pacer, hand_off, run_job
 from ebs_snapshots.common.tags import COPY_LAG_ENV, COPY_LAG_HOURS, env_hours
-from ebs_snapshots.common.vault import vault_client
+from ebs_snapshots.common.vault_access import vault_client
 from ebs_snapshots.manager import JOB
 from ebs_snapshots.manager.archive import Tiers
 from ebs_snapshots.manager.coverage import (
