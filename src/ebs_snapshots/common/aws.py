@@ -1,4 +1,4 @@
-"""AWS calls: clients and their retries, pages, batches, error codes, creates made once."""
+"""AWS calls: clients and their retries, a lost answer, pages, batches, error codes."""
 
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, TypeVar

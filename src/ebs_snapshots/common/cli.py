@@ -1,4 +1,4 @@
-"""The command line: the parser, a thin layer over lambda_handler, one-line errors."""
+"""The command line: the parser, a thin layer over the job's handler, one-line errors."""
 
 import argparse
 import contextlib

@@ -1,4 +1,4 @@
-"""Snapshot Lock: the Lock tags, locks in force, locking a snapshot."""
+"""Snapshot Lock, read: the Lock tags' words and the locks in force on snapshots."""
 
 from typing import Any
 

@@ -1,4 +1,4 @@
-"""Other accounts: vaults, the writer role's client, the KMS key accounts allowed."""
+"""Vaults, as tags and settings ask: the vault account and regions, the accounts allowed."""
 
 import os
 import re

@@ -1,4 +1,4 @@
-"""Staging copies: an encrypted primary re-encrypted here under a key the vault may use."""
+"""Staging copies: a primary copied here under a key the vault may use, shared in its stead."""
 
 from datetime import timedelta
 
