@@ -3,9 +3,17 @@
 StackSets deploy one template to many accounts and regions, but Lambda code kept in S3
 must sit in the function's own region. So this renders template.yaml as plain
 CloudFormation (no SAM transform left) with each job file inline (Python functions may be
-given inline; the result is about 100 KB, well under the 1 MB CloudFormation accepts for
-a template in S3). The handler becomes index.lambda_handler, CloudFormation's file name
-for inline code.
+given inline). The handler becomes index.lambda_handler, CloudFormation's file name for
+inline code.
+
+Its size (KB: 1,000 bytes; about: within 5%; tests/artefacts/test_template.py fails when
+these numbers stop being true): build/stackset.json is about 470 KB, less than half of the
+1 MB CloudFormation takes for a template given by URL (TemplateURL, CreateStackSet's too:
+the CloudFormation quotas), and most of it is the three job files. The largest, the
+manager's, is about 140 KB of source, under 50 KB zipped, far below the 4 MB zip
+CloudFormation allows for a function's inline code (AWS::Lambda::Function, Code.ZipFile):
+the template's 1 MB binds first. Past it, the code would have to go to S3, a bucket in
+each region.
 """
 
 import json
@@ -47,11 +55,17 @@ def render():
     return transform(inline_code(template), {}, NoManagedPolicies())
 
 
+def dump(template):
+    """The text main writes: what CloudFormation reads, and what its 1 MB limit counts."""
+    return json.dumps(template, indent=1) + "\n"
+
+
 def main(out=ROOT / "build" / "stackset.json"):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(render(), indent=1) + "\n")
-    print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size // 1024} KB)")
+    out.write_text(dump(render()))
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 1000:.0f} KB of the 1 MB CloudFormation takes from S3)")
     return 0
 
 
