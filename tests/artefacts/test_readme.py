@@ -1,6 +1,7 @@
 """The README's numbers that come from the code: a changed constant fails here until the
 README says the same."""
 
+import re
 from pathlib import Path
 
 import ebs_snapshot_copier as copier
@@ -42,3 +43,20 @@ def test_the_archive_example_is_what_make_cost_prints_now():
     )
     assert manager.ARCHIVE_AFTER.days == 1 and "once it is a day old" in README
     assert cost.PRICES["archive"][0] * 4 == cost.PRICES["snapshot"][0]  # "a quarter"
+
+
+def test_the_layout_map_names_every_module_and_folder():
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "README.md").read_text()
+    tree = text[text.index("src/ebs_snapshots/          the source") :]
+    tree = tree[: tree.index("```")]
+    named = set(re.findall(r"[\w.]+\.py|[\w]+/", tree))
+    package = root / "src" / "ebs_snapshots"
+    for path in package.rglob("*.py"):
+        assert path.name == "__init__.py" or path.name in named, path
+    for folder in ("common/", "creator/", "copier/", "manager/", "unit/", "jobs/"):
+        assert folder in named
+    for folder in (root / "tests").iterdir():
+        assert not folder.is_dir() or folder.name == "__pycache__" or f"{folder.name}/" in named
+    for tool in [*(root / "testkit").glob("*.py"), *(root / "scripts").glob("*.py")]:
+        assert tool.name == "__init__.py" or tool.name in named, tool
