@@ -55,4 +55,4 @@ build-ManagerFunction:
 	cp ebs_snapshot_manager.py $(ARTIFACTS_DIR)/
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -56,11 +56,16 @@ def test_a_traceback_line_leads_back_to_its_module():
     assert marker == "# ---- src/ebs_snapshots/manager/drills.py ----"
 
 
-def test_a_name_defined_in_two_modules_of_a_job_is_refused(tmp_path, monkeypatch):
+def copy_of_the_package(tmp_path):
     copy = tmp_path / "ebs_snapshots"
     for path in PACKAGE.rglob("*.py"):
         (copy / path.relative_to(PACKAGE)).parent.mkdir(parents=True, exist_ok=True)
         (copy / path.relative_to(PACKAGE)).write_text(path.read_text())
+    return copy
+
+
+def test_a_name_defined_in_two_modules_of_a_job_is_refused(tmp_path, monkeypatch):
+    copy = copy_of_the_package(tmp_path)
     drills = copy / "manager" / "drills.py"
     drills.write_text(drills.read_text() + "\n\ndef write_tag():\n    pass\n")
     monkeypatch.setattr(build, "SRC", tmp_path)
@@ -79,10 +84,7 @@ def test_an_import_from_a_later_module_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_third_party_import_is_refused(tmp_path, monkeypatch):
-    copy = tmp_path / "ebs_snapshots"
-    for path in PACKAGE.rglob("*.py"):
-        (copy / path.relative_to(PACKAGE)).parent.mkdir(parents=True, exist_ok=True)
-        (copy / path.relative_to(PACKAGE)).write_text(path.read_text())
+    copy = copy_of_the_package(tmp_path)
     tags = copy / "common" / "tags.py"
     tags.write_text(tags.read_text().replace("import re\n", "import re\n\nimport requests\n", 1))
     monkeypatch.setattr(build, "SRC", tmp_path)
