@@ -824,13 +824,123 @@ def report(summary: Mapping[str, Any]) -> str:
             "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
             for row in rows
         ]
-    counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in summary["counts"].items())
-    lines.append(f"totals: {counts or 'nothing to do'}")
-    return "\n".join(lines)
+    return "\n".join(lines + totals(summary["counts"]))
 
 
 def cell(value: object) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+# The report's totals in words, one line per thing counted: {its label: {count: its words,
+# or (for one, for several)}}, "{n}" the number. A volume is "checked" by the manager's
+# coverage check once attached for COVERAGE_MAX_AGE_HOURS; before that, "not yet due".
+# restore_seconds is no count (the slowest drill's time); drilled is drills_passed again.
+TOTALS: dict[str, dict[str, str | tuple[str, str]]] = {
+    "snapshots": {
+        "created": "{n} created",
+        "would_create": "{n} would be created",
+        "deleted": "{n} deleted",
+        "would_delete": "{n} would be deleted",
+        "kept": ("{n} kept until its DeleteOn", "{n} kept until their DeleteOn"),
+        "kept_forever": "{n} kept forever (KeepForever)",
+        "last_kept": (
+            "{n} kept past its DeleteOn (a volume's newest)",
+            "{n} kept past their DeleteOn (each a volume's newest)",
+        ),
+        "locked": "{n} locked",
+        "would_lock": "{n} would be locked",
+        "lock_missing": "{n} tagged Lock, still unlocked a day on",
+        "shared": "{n} shared with a vault account",
+        "would_share": "{n} would be shared with a vault account",
+        "unshared": "{n} no longer shared",
+        "would_unshare": "{n} would be unshared",
+    },
+    "copies": {
+        "copied": "{n} started",
+        "would_copy": "{n} would be started",
+        "deferred": "{n} waiting for a copy slot",
+        "tagged": (
+            "{n} tagged KeepForever, as its source is",
+            "{n} tagged KeepForever, as their sources are",
+        ),
+        "would_tag": "{n} would be tagged KeepForever",
+        "expired_copies_left": (
+            "{n} left past its DeleteOn in a region no manager runs in",
+            "{n} left past their DeleteOn in regions no manager runs in",
+        ),
+    },
+    "volumes": {},  # volume_totals
+    "archive tier": {
+        "sent_to_archive": ("{n} snapshot sent to it", "{n} snapshots sent to it"),
+        "would_archive": ("{n} snapshot would be sent to it", "{n} snapshots would be sent to it"),
+        "archived": ("{n} snapshot in it", "{n} snapshots in it"),
+        "restore_started": ("{n} restore from it started", "{n} restores from it started"),
+        "would_restore": ("{n} restore would be started", "{n} restores would be started"),
+        "restoring": ("{n} snapshot on its way back", "{n} snapshots on their way back"),
+        "restored": ("{n} snapshot back from it", "{n} snapshots back from it"),
+    },
+    "restore drills": {
+        "drills_passed": "{n} passed",
+        "drills_failed": "{n} failed",
+        "would_drill": "{n} would be run",
+        "restore_seconds": "the slowest {n} s to an available volume",
+        "drills_overdue": "{n} put off a week (over the cap a run)",
+        "drill_volumes_deleted": (
+            "{n} leftover drill volume deleted",
+            "{n} leftover drill volumes deleted",
+        ),
+    },
+    "this run": {
+        "stopped_early": "stopped early: the next run does the rest",
+        "handed_off": "handed the rest over to a new invocation",
+        "permitted": (
+            "{n} kind of action AWS would permit (DryRun)",
+            "{n} kinds of action AWS would permit (DryRun)",
+        ),
+        "skipped": ("{n} item skipped", "{n} items skipped"),
+        "tag_errors": (
+            "{n} resource with a tag it cannot honour",
+            "{n} resources with a tag it cannot honour",
+        ),
+        "warnings": ("{n} warning", "{n} warnings"),
+        "failures": ("{n} failure", "{n} failures"),
+    },
+}
+SAID_OTHERWISE = ("drilled", "protected", "unprotected", "not_yet_due")
+
+
+def totals(counts: Mapping[str, int]) -> list[str]:
+    """The report's last lines: each count in words, under what it counts (a count of 0,
+    a metric's, is left out; the volumes checked are said even when 0)."""
+    lines = []
+    for label, words in TOTALS.items():
+        said = [in_words(n, words[kind]) for kind in words if (n := counts.get(kind))]
+        said = [volume_totals(counts)] if label == "volumes" else said
+        lines += [f"  {label}: {', '.join(said)}"] if any(said) else []
+    named = {kind for words in TOTALS.values() for kind in words} | set(SAID_OTHERWISE)
+    rest = [f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items() if kind not in named]
+    lines += [f"  other: {', '.join(rest)}"] if rest else []
+    return ["totals:", *lines] if lines else ["totals: nothing to do"]
+
+
+def in_words(n: int, words: str | tuple[str, str]) -> str:
+    one, many = (words, words) if isinstance(words, str) else words
+    return (one if n == 1 else many).format(n=n)
+
+
+def volume_totals(counts: Mapping[str, int]) -> str:
+    """The coverage counts in words: volumes checked (protected or unprotected), and those
+    not yet due for a check (attached too recently: each has its "expected by" above)."""
+    said = []
+    if "protected" in counts:  # the manager's check: protected is checked, not unprotected
+        checked = counts["protected"] + counts.get("unprotected", 0)
+        detail = f": {counts['protected']} protected, {counts.get('unprotected', 0)} unprotected"
+        said.append(f"{checked} checked{detail if checked else ''}")
+    elif "unprotected" in counts:  # the copier's: volumes whose copies lag
+        said.append(f"{counts['unprotected']} unprotected")
+    if counts.get("not_yet_due"):
+        said.append(f"{counts['not_yet_due']} not yet due for a check (see expected by)")
+    return ", ".join(said)
 
 
 # ---- src/ebs_snapshots/common/events.py ----

@@ -244,7 +244,7 @@ def test_the_manager_counts_the_volumes_not_yet_due_and_says_when(capsys):
     assert manager.main([]) == 0
     out = capsys.readouterr().out
     assert "not yet due (1):" in out and "expected by" in out and "fresh" in out
-    assert "0 unprotected, 0 protected, 1 not yet due" in out
+    assert "volumes: 0 checked, 1 not yet due for a check (see expected by)" in out
 
 
 def test_the_managers_help_says_it_checks_coverage(bare_env):

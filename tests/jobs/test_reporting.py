@@ -3,7 +3,9 @@ Format metrics, and the manager's coverage check (volumes that should be backed 
 not)."""
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from conftest import DEST, NOW, REGION, ec2, launch, make_snapshot, moto_snapshot, tag_list
@@ -13,6 +15,7 @@ import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
 JOBS = {"creator": creator, "copier": copier, "manager": manager}
+ROOT = Path(__file__).resolve().parents[2]
 LATER = "2099-01-01"  # a DeleteOn that has not come
 
 
@@ -360,3 +363,74 @@ def test_coverage_is_not_claimed_when_the_sweep_stopped_early(monkeypatch, capsy
     assert any("coverage not checked" in w["reason"] for w in result["warnings"])
     line = summary_line(capsys)
     assert "UnprotectedVolumes" not in line and line["StoppedEarly"] == 1
+
+
+# ---- the report: its totals in words ----
+
+
+def totals_of(report):
+    return report.split("totals:", 1)[1]
+
+
+def test_right_after_a_first_backup_the_totals_say_what_was_kept_and_checked(capsys):
+    """Issue 28: "totals: 4 kept, 0 unprotected, 0 protected, 4 not yet due" alarmed a
+    newcomer; the totals now say what each count is, and no "0 protected"."""
+    launch({"Backup": "Yes", "Name": "web"}, devices=("/dev/sda1", "/dev/sdf"))
+    creator.run({}, None)
+    summary = manager.run({}, None)
+    assert summary["counts"] | {"expired_copies_left": 0} == {
+        "kept": 2,
+        "unprotected": 0,
+        "protected": 0,
+        "not_yet_due": 2,
+        "expired_copies_left": 0,
+    }
+    assert totals_of(manager.report(summary)).splitlines()[1:] == [
+        "  snapshots: 2 kept until their DeleteOn",
+        "  volumes: 0 checked, 2 not yet due for a check (see expected by)",
+    ]
+
+
+def test_the_volumes_checked_are_the_protected_and_the_unprotected():
+    counts = {"deleted": 1, "kept": 1, "unprotected": 1, "protected": 4, "not_yet_due": 1}
+    lines = manager.totals(counts)
+    assert lines[0] == "totals:"
+    assert lines[1:] == [
+        "  snapshots: 1 deleted, 1 kept until its DeleteOn",
+        "  volumes: 5 checked: 4 protected, 1 unprotected, 1 not yet due for a check (see "
+        "expected by)",
+    ]
+
+
+def report_of(counts):
+    summary = {"job": "j", "region": REGION, "date": "2026-12-01", "dry_run": False}
+    return totals_of(creator.report(summary | {"counts": counts}))
+
+
+def test_every_count_of_one_is_singular_and_every_count_of_two_plural():
+    kinds = {kind for words in creator.TOTALS.values() for kind in words}
+    one = report_of(dict.fromkeys(kinds, 1))
+    two = report_of(dict.fromkeys(kinds, 2))
+    plurals = r"\b1 (copies|snapshots|restores|items|kinds|resources|warnings|failures|volumes)\b"
+    assert not re.search(plurals, one), one
+    assert not re.search(r"\b1 [a-z ]*\b(their|are)\b", one), one
+    for words in ("1 warning", "1 failure", "1 item skipped", "copies: 1 started"):
+        assert words in one
+    for words in ("2 warnings", "2 failures", "2 items skipped", "copies: 2 started"):
+        assert words in two
+    assert "other" not in one  # every count the jobs make has its words
+
+
+def test_a_count_of_zero_is_left_out_and_a_count_without_words_still_shown():
+    assert report_of({"expired_copies_left": 0, "warnings": 1}) == "\n  this run: 1 warning"
+    assert report_of({"new_kind": 3}) == "\n  other: 3 new kind"
+    assert report_of({}) == " nothing to do"
+
+
+def test_every_count_the_jobs_make_has_its_words_in_the_report():
+    source = "\n".join(p.read_text() for p in (ROOT / "src" / "ebs_snapshots").rglob("*.py"))
+    made = set(re.findall(r'\.(?:add|count)\(\s*"([a-z_]+)"', source))
+    made |= set(re.findall(r'counts\["([a-z_]+)"\] =', source))
+    done = {f"would_{action}" for action in creator.DONE} | set(creator.DONE.values())
+    worded = {kind for words in creator.TOTALS.values() for kind in words}
+    assert made and made | done <= worded | set(creator.SAID_OTHERWISE)
