@@ -256,3 +256,16 @@ def test_ctrl_c_is_one_line_and_exit_130(api, capsys):
     api.network(lambda url: KeyboardInterrupt(), "DescribeInstances")
     assert creator.main([]) == 130
     assert one_line(capsys.readouterr().err).endswith("interrupted")
+
+
+def test_a_dry_run_that_fails_suggests_no_real_runs_recovery(capsys):
+    """Issue 28: a dry run of an unknown instance ended with "run it again with --event-id
+    cli-...", a real run's recovery (its snapshots are tagged with the id; a dry run's none)."""
+    missing = "i-0123456789abcdef0"
+    assert creator.main(["--dry-run", "--instance-id", missing]) == 1
+    out, err = capsys.readouterr()
+    assert missing in one_line(err) and "instance not found" in err
+    assert "--event-id" not in err and "--event-id" not in out
+    assert "dry run: nothing was changed" in out
+    assert creator.main(["--instance-id", missing]) == 1  # a real run still says how
+    assert "run it again with --event-id cli-" in one_line(capsys.readouterr().err)

@@ -68,8 +68,10 @@ def cli(
             summary, code = handler(event, None), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
-        again = f"; run it again with --event-id {event['id']}" if "id" in event else ""
-        print(f"{parser.prog}: {exc}{again}", file=sys.stderr)
+        # A dry run tagged nothing with its id: running it again with the id adds nothing.
+        again = "id" in event and not args.dry_run
+        again_text = f"; run it again with --event-id {event['id']}" if again else ""
+        print(f"{parser.prog}: {exc}{again_text}", file=sys.stderr)
     except SETUP_ERRORS as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
