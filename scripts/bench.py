@@ -21,7 +21,8 @@ answering 503 RequestLimitExceeded when one is empty, and a latency a call). Sec
               copier's run for one snapshot's completion event: calls, Lambda seconds, CPU,
               memory;
   copies      a day of copies through AWS's 20 slots (testkit/copysim.py).
-Everything is also written as JSON (--json); --markdown prints the README's tables from it.
+Everything is also written as JSON (--json); --markdown prints docs/performance.md's tables
+from it.
 
 What counts as time. The jobs run on a virtual clock (ec2sim.VirtualClock): their
 time.monotonic, time.time and time.sleep, botocore's retry back-off, the Lambda context's
@@ -798,11 +799,11 @@ def print_rows(rows):
         )
 
 
-# ---- the README's tables, from the JSON ----
+# ---- docs/performance.md's tables, from the JSON ----
 
 
 def markdown(saved):
-    """The README's "Measured" tables from bench.json files' numbers (``--markdown``): each
+    """docs/performance.md's measured tables from bench.json files' numbers (``--markdown``): each
     section from the last file that has it."""
     results, sizes = {}, {}
     for found in saved:
@@ -1042,7 +1043,7 @@ def main(argv=None):
     parser.add_argument(
         "--markdown",
         action="store_true",
-        help="run nothing: print the README's tables from --json (or the files named)",
+        help="run nothing: print docs/performance.md's tables from --json (or the files named)",
     )
     parser.add_argument(
         "markdown_from",

@@ -1,4 +1,4 @@
-"""`make cost`: what one region costs a month, for the example the README states.
+"""`make cost`: what one region costs a month, for the example docs/cost-and-archive.md states.
 
 The tool's own share (metrics, alarms, Lambda, logs) is counted from what it really has: the
 metrics each job writes (the jobs' METRICS) and the alarms in template.yaml. Prices are US
@@ -144,7 +144,7 @@ def table():
     return "\n".join(lines)
 
 
-# The archive tier's worked example (README, "Cheaper long keeps"): one volume of 100 GB
+# The archive tier's worked example (docs/cost-and-archive.md): one volume of 100 GB
 # written, 3% of its blocks changed a day, twelve monthly snapshots kept, 30 days apart.
 # In the standard tier a monthly is billed for the blocks no later kept snapshot shares: once
 # the dailies after it expire, those overwritten before the next monthly. Archived, it is a

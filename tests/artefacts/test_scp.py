@@ -4,7 +4,8 @@ no IAM, nor AWS Organizations).
 An SCP grants nothing: a request in a member account needs an Allow in the SCPs (the
 FullAWSAccess policy AWS Organizations attaches by default) and in the caller's own policies,
 and any Deny wins (AWS Organizations user guide, "Service control policies (SCPs)"). SCPs do
-not affect the management account, nor service-linked roles: what the README says.
+not affect the management account, nor service-linked roles: what docs/immutable-backups.md
+says.
 """
 
 import json
@@ -212,9 +213,9 @@ def test_nobody_in_a_member_account_unlocks_a_recycle_bin_rule(principal):
     assert org("rbin:ListRules", {}, principal, "*") == "allowed"
 
 
-def test_the_readme_says_what_each_statement_refuses_and_what_it_does_not_cover():
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### The Service Control Policy") : text.index("### Vault copies")]
+def test_the_docs_say_what_each_statement_refuses_and_what_it_does_not_cover():
+    text = (ROOT / "docs" / "immutable-backups.md").read_text()
+    section = text[text.index("## The Service Control Policy") : text.index("## Whose keys")]
     rows = {
         cell
         for line in section.splitlines()

@@ -31,9 +31,9 @@ FUNCTIONS = {
 }
 
 
-# iam-policy.json stands for VaultAccountIds with this placeholder (README: replace it).
+# iam-policy.json stands for VaultAccountIds with this placeholder (docs/deploy.md: replace it).
 VAULT_ACCOUNTS_PLACEHOLDER = ["111122223333"]
-OWN_ACCOUNT_PLACEHOLDER = "123456789012"  # iam-policy.json's "this account" (README)
+OWN_ACCOUNT_PLACEHOLDER = "123456789012"  # iam-policy.json's "this account" (docs/deploy.md)
 
 
 def resolve(node, partition="aws", suffix="amazonaws.com"):
@@ -502,9 +502,9 @@ SIZE_CLAIMS = re.compile(
 )
 
 
-@pytest.mark.parametrize("where", ["README.md", "scripts/stackset_template.py"])
+@pytest.mark.parametrize("where", ["docs/deploy.md", "scripts/stackset_template.py"])
 def test_the_stackset_template_is_the_size_the_docs_say(stackset, where):
-    """Issue 27: the docstring said about 100 KB when it was 390. The sizes the README and
+    """Issue 27: the docstring said about 100 KB when it was 390. The sizes the docs and
     the script's docstring give, checked on build/stackset.json as make writes it."""
     written = len(stackset_template.dump(stackset).encode())
     code = {
@@ -980,9 +980,9 @@ def test_the_dashboard_can_be_left_out(value, made):
     assert output["Value"] == {"Ref": "JobsDashboard"}
 
 
-def test_the_readme_shows_what_is_on_the_dashboard():
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("**Dashboard**") : text.index("## Reliability")]
+def test_the_operations_page_shows_what_is_on_the_dashboard():
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text[text.index("## Dashboard") : text.index("## The bad day")]
     _, body = dashboard(Jobs="all")
     for _, _, metric, _, _, _ in graphed(body):
         assert f"`{metric}`" in section, metric

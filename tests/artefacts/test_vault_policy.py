@@ -353,7 +353,7 @@ def assume_role_calls():
 def test_the_jobs_open_each_writer_session_in_their_own_accounts_name():
     """The contract with the code: every AssumeRole of the writer role passes the session tag
     Source_Account (the caller's own id, read from sts:GetCallerIdentity, which needs no
-    permission: STS API reference, GetCallerIdentity), the session name the README names,
+    permission: STS API reference, GetCallerIdentity), the session name the docs name,
     and no TransitiveTagKeys."""
     calls = assume_role_calls()
     assert {job for job, _ in calls} >= {"copier", "manager"}
@@ -472,8 +472,8 @@ SHARED_KEY_ACTIONS = ["DescribeKey", "CreateGrant", "GenerateDataKey"]
 SHARED_KEY_ACTIONS += ["GenerateDataKeyWithoutPlaintext", "ReEncrypt", "Decrypt"]
 
 
-def test_the_readmes_share_key_statement_grants_what_the_ebs_guide_lists():
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_share_key_statement_grants_what_the_ebs_guide_lists():
+    readme = (ROOT / "docs" / "immutable-backups.md").read_text()
     statement = readme.split('"Sid": "VaultAccountCopiesSharedSnapshots"')[1].split("\n}")[0]
     grants = readme.split('"Sid": "VaultAccountGrantsToEBS"')[1].split("\n}")[0]
     for action in SHARED_KEY_ACTIONS:
@@ -491,8 +491,8 @@ def test_the_writer_may_use_each_listed_action_on_the_vaults_own_key():
 
 
 def test_the_writer_locks_only_automated_copies_of_the_calling_source():
-    # what it can lock, in any mode and for any time, is documented in the README (what
-    # remains to the source): IAM offers no key to tie a lock to the copy's DeleteOn
+    # what it can lock, in any mode and for any time, is documented in docs/immutable-backups.md
+    # (what remains to the source): IAM offers no key to tie a lock to the copy's DeleteOn
     own = {"ec2:resourcetag/type": "Automated", "ec2:resourcetag/source_account": SOURCE_A}
     assert decision("ec2:LockSnapshot", SNAPSHOT, own) == "allowed"
     manual = own | {"ec2:resourcetag/type": "Manual"}

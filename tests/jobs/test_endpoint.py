@@ -1,7 +1,7 @@
 """The jobs run against any EC2 endpoint (issue 26): moto's server and LocalStack do not
 implement DescribeVolumes' multi-attach-enabled filter (HTTP 500); the creator then reads
-every volume's flag instead, with one warning. And the README's third way to try the jobs,
-AWS_ENDPOINT_URL pointing at moto's server on 127.0.0.1, end to end."""
+every volume's flag instead, with one warning. And the third way to try the jobs
+(docs/operations.md), AWS_ENDPOINT_URL pointing at moto's server on 127.0.0.1, end to end."""
 
 import json
 import os

@@ -524,8 +524,9 @@ def test_a_dry_run_asks_aws_whether_each_vault_action_is_permitted(api):
     assert [p.get("DryRun") for p in api.ops("CopySnapshot")] == [True]
 
 
-def test_the_readme_quotes_the_staging_copies_life():
-    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+def test_the_docs_quote_the_staging_copies_life():
+    page = Path(__file__).resolve().parents[2] / "docs" / "immutable-backups.md"
+    readme = " ".join(page.read_text().split())
     assert f"`DeleteOn` at most {copier.STAGING_DAYS} days on" in readme
     assert "`VAULT_ROLE_NAME` changes the name" in readme and copier.VAULT_ROLE in readme
 
