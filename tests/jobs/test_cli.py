@@ -3,15 +3,17 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 from botocore.parsers import ResponseParserError
 from conftest import DEST, REGION, launch, snapshot_details, snapshots
+from moto.core.botocore_stubber import BotocoreStubber
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
@@ -269,3 +271,104 @@ def test_a_dry_run_that_fails_suggests_no_real_runs_recovery(capsys):
     assert "dry run: nothing was changed" in out
     assert creator.main(["--instance-id", missing]) == 1  # a real run still says how
     assert "run it again with --event-id cli-" in one_line(capsys.readouterr().err)
+
+
+# ---- AWS unreachable: one line, at once (issue 28: 43.6 s and five messages before) ----
+
+
+def no_connection(url):
+    return EndpointConnectionError(endpoint_url=url)
+
+
+def no_connection_in_time(url):
+    return ConnectTimeoutError(endpoint_url=url)
+
+
+@pytest.fixture
+def unreachable(monkeypatch):
+    """Every HTTP attempt fails as botocore fails to connect, raised from moto's before-send
+    handler; unlike the api fixture's, botocore's backoff really sleeps."""
+    attempts = []
+
+    def before_send(stubber, event_name, request, **kwargs):
+        attempts.append(event_name)
+        raise EndpointConnectionError(endpoint_url=request.url)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", before_send)
+    return attempts
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_an_unreachable_endpoint_ends_the_run_in_one_line_within_seconds(name, unreachable, capsys):
+    started = time.monotonic()
+    assert JOBS[name].main([]) == 1
+    assert time.monotonic() - started < 5  # 10 attempts with backoff, 13 to 55 s, before
+    out, err = capsys.readouterr()
+    assert out == "" and len(unreachable) == 1  # the first attempt, not retried
+    line = one_line(err)
+    assert line.startswith(f"ebs_snapshot_{name}.py: AWS unreachable, nothing done: ")
+    assert 'EndpointConnectionError: Could not connect to the endpoint URL: "https://' in line
+
+
+@pytest.mark.parametrize("error", [no_connection, no_connection_in_time])
+def test_an_unreachable_endpoint_in_a_dry_run_or_verbose(error, api, capsys):
+    api.network(error)
+    assert manager.main(["--dry-run"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and api.attempts == 1 and api.slept == []
+    assert "--event-id" not in one_line(err) and "AWS unreachable" in err
+    assert creator.main(["--verbose"]) == 1  # the log too, its summary line last
+    *log, line = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ebs_snapshot_creator.py: AWS unreachable, nothing done: ")
+    summary = json.loads(log[-1])
+    assert summary["action"] == "summary" and summary["failures"] == 1
+    assert "--event-id" not in line  # nothing done: a new run is as good
+
+
+def test_once_aws_has_answered_a_connection_error_is_retried_as_ever(api, capsys):
+    launch({"Backup": "Yes"})
+    api.network(no_connection, "CreateSnapshot", times=2)
+    assert creator.main([]) == 0
+    assert len(api.ops("CreateSnapshot")) == 1 and len(api.slept) == 2  # two retries
+    assert "created (1):" in capsys.readouterr().out
+
+
+def test_lambda_keeps_its_retries_and_its_summary_line_when_aws_is_unreachable(api, capsys):
+    """Nobody waits on a scheduled run: a network blip at its start is retried, and the
+    run's summary line and metrics are written whatever happened."""
+
+    class Context:
+        aws_request_id = "req-1"
+
+        def get_remaining_time_in_millis(self):
+            return 900_000
+
+    api.network(no_connection)
+    with pytest.raises(manager.JobFailed, match="EndpointConnectionError"):
+        manager.lambda_handler({}, Context())
+    assert api.attempts > 10  # each step's first call, each with botocore's 10 attempts
+    (summary,) = [
+        r for r in map(json.loads, capsys.readouterr().out.splitlines()) if r["action"] == "summary"
+    ]
+    assert summary["failures"] >= 1 and summary["Failures"] == summary["failures"]
+
+
+def test_a_closed_port_as_aws_endpoint_url_is_one_line_within_seconds(bare_env):
+    with socket.socket() as sock:  # a port nobody listens on: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = bare_env | {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_REGION": REGION,
+    }
+    started = time.monotonic()
+    done = script("manager", env=env)
+    assert time.monotonic() - started < 10  # the interpreter's start included; 55 s before
+    assert done.returncode == 1 and done.stdout == ""
+    url = f"http://127.0.0.1:{port}/"
+    assert one_line(done.stderr) == (
+        "ebs_snapshot_manager.py: AWS unreachable, nothing done: EndpointConnectionError: "
+        f'Could not connect to the endpoint URL: "{url}"'
+    )

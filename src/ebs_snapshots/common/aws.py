@@ -52,6 +52,7 @@ def make_client(
         user_agent_extra="ebs-snapshot-lifecycle",
     )
     client = boto3.client(service, region_name=region, config=config, **(credentials or {}))
+    FIRST_CONTACT.guard(client)
     for operation in NOT_IDEMPOTENT if service == "ec2" else ():
         client.meta.events.register_first(f"needs-retry.ec2.{operation}", answer_lost)
     if budget:
@@ -59,6 +60,50 @@ def make_client(
     if pacer:  # registered last, so it runs first: wait for a token, then check the time
         pacer.guard(client)
     return client
+
+
+class Unreachable(BaseException):
+    """AWS could not be reached at all: the command line's first attempt made no connection
+    (refused, no route, no DNS name, a connect timeout, TLS). A BaseException, as
+    KeyboardInterrupt is, so that no step turns it into one more warning: the run stops at
+    once, with one failure, and the command line prints one line."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"AWS unreachable, nothing done: {describe_error(error)}")
+        self.error = error
+
+
+class FirstContact:
+    """The command line's fail-fast, armed by cli for its one run: until AWS has answered an
+    attempt (any answer, an error too), an attempt that cannot connect raises Unreachable
+    instead of being retried (10 attempts with backoff: 40 s and more, then the same error
+    from every step). Once AWS has answered, a connection error is a blip and is retried as
+    ever. Lambda never arms it: there nobody waits, a network blip at the start of a
+    scheduled run is worth the retries, and its summary line says the rest."""
+
+    def __init__(self) -> None:
+        self.armed = self.answered = False
+
+    def arm(self, armed: bool) -> None:
+        self.armed, self.answered = armed, False
+
+    def guard(self, client: Client) -> Client:
+        if self.armed:
+            client.meta.events.register_first("needs-retry", self._after_attempt)
+        return client
+
+    def _after_attempt(
+        self, response: object = None, caught_exception: Exception | None = None, **kw: Any
+    ) -> None:
+        if response is not None:
+            self.answered = True
+        elif not self.answered and isinstance(
+            caught_exception, botocore.exceptions.ConnectionError
+        ):
+            raise Unreachable(caught_exception)
+
+
+FIRST_CONTACT = FirstContact()
 
 
 class AnswerLost(Exception):
@@ -141,14 +186,14 @@ def error_code(exc: ClientError) -> str:
 
 def from_botocore(exc: BaseException) -> bool:
     """AWS's answer or botocore's own failure (network, parsing), as opposed to a bug of ours."""
-    exc = exc.error if isinstance(exc, AnswerLost) else exc
+    exc = exc.error if isinstance(exc, AnswerLost | Unreachable) else exc
     return type(exc).__module__.split(".")[0] == "botocore"
 
 
 def describe_error(exc: BaseException) -> str:
     """One line naming what failed: AWS's error code and message; botocore's failure, whose
     message names the endpoint (EndpointConnectionError, ReadTimeoutError ...); or a bug."""
-    if isinstance(exc, AnswerLost):
+    if isinstance(exc, AnswerLost | Unreachable):
         return describe_error(exc.error)
     if isinstance(exc, ClientError):
         return f"{error_code(exc)}: {exc}"

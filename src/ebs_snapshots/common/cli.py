@@ -17,7 +17,7 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 
-from ebs_snapshots.common.aws import describe_error
+from ebs_snapshots.common.aws import FIRST_CONTACT, Unreachable, describe_error
 from ebs_snapshots.common.events import resolve_region
 from ebs_snapshots.common.reporting import JobFailed, report
 
@@ -26,9 +26,10 @@ def cli_parser(job: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"ebs_snapshot_{job}.py",
         description=description,
-        epilog="Exit codes: 0 all done; 1 the run failed: some items failed (each named), or "
-        "the region could not be read at all; 2 bad usage, or no credentials, region or "
-        "profile; 130 interrupted (Ctrl-C). Errors are one line on stderr, never a traceback.",
+        epilog="Exit codes: 0 all done; 1 the run failed: some items failed (each named), "
+        "the region could not be read at all, or AWS could not be reached (at once, nothing "
+        "done); 2 bad usage, or no credentials, region or profile; 130 interrupted "
+        "(Ctrl-C). Errors are one line on stderr, never a traceback.",
     )
     parser.add_argument(
         "--region",
@@ -55,17 +56,12 @@ def cli(
     """Command line: a thin layer over the job's handler. Returns the exit code."""
     args = parser.parse_args(argv)  # bad usage exits 2
     os.environ["LOG_LEVEL"] = "DEBUG" if args.verbose else "OFF"
-    event: dict[str, Any] = {"dry_run": args.dry_run}
-    if getattr(args, "instance_ids", None):
-        event["instance_ids"] = args.instance_ids
-    if getattr(args, "event_id", None):
-        event["id"] = args.event_id
+    event = cli_event(args)
     try:
         if args.region is not None:  # given, even empty: never replaced by a default
             os.environ["AWS_REGION"] = region_name(args.region)
         check_setup()
-        with contextlib.redirect_stdout(sys.stderr):  # the log; stdout is for the report
-            summary, code = handler(event, None), 0
+        summary, code = cli_run(handler, event), 0
     except JobFailed as exc:
         summary, code = exc.summary, 1
         # A dry run tagged nothing with its id: running it again with the id adds nothing.
@@ -75,6 +71,9 @@ def cli(
     except SETUP_ERRORS as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
+    except Unreachable as exc:  # nothing was done: its one line is all there is to say
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # never a traceback: one line, naming what failed
         print(f"{parser.prog}: {describe_error(exc)}", file=sys.stderr)
         return 1
@@ -83,6 +82,30 @@ def cli(
         return 130
     print(json.dumps(summary, indent=2, default=str) if args.json else report(summary))
     return code
+
+
+def cli_event(args: argparse.Namespace) -> dict[str, Any]:
+    """The event the command line's options make."""
+    event: dict[str, Any] = {"dry_run": args.dry_run}
+    if getattr(args, "instance_ids", None):
+        event["instance_ids"] = args.instance_ids
+    if getattr(args, "event_id", None):
+        event["id"] = args.event_id
+    return event
+
+
+def cli_run(
+    handler: Callable[[dict[str, Any], None], dict[str, Any]], event: dict[str, Any]
+) -> dict[str, Any]:
+    """The handler's run, its log on stderr (stdout is the report's), with AWS's first
+    contact watched: an endpoint that cannot be reached at all stops the run at once
+    (Unreachable), instead of 40 s of retries and a failure or warning from each step."""
+    FIRST_CONTACT.arm(True)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return handler(event, None)
+    finally:
+        FIRST_CONTACT.arm(False)
 
 
 # What stops a command-line run before it starts: exit 2, one line.

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from ebs_snapshots.common.aws import Item, make_client
+from ebs_snapshots.common.aws import Item, Unreachable, make_client
 from ebs_snapshots.common.budget import (
     MIN_START_S,
     Budget,
@@ -233,7 +233,8 @@ def run_job(
     line and its metrics are written whatever happens: a body that raises (it could not
     list the region's resources, or a bug of ours) is one failure saying why, and a run
     that starts with too little Lambda time does nothing and fails at once. Returns the
-    summary, or raises JobFailed once it is written if anything failed.
+    summary, or raises JobFailed once it is written if anything failed (or, on the command
+    line, Unreachable: AWS could not be reached at all).
     """
     region = resolve_region(region)
     now = now or datetime.now(UTC)
@@ -246,6 +247,10 @@ def run_job(
         return summary.result()
     try:
         body(event, context, summary, budget, now)
+    except Unreachable as exc:  # the command line's: its summary line, then its one line
+        summary.error(region, exc, "AWS unreachable, the run stopped")
+        summary.finish()
+        raise
     except Exception as exc:  # listing the region failed, or a bug: the summary says which
         summary.error(region, exc, "the run stopped")
     return summary.result()
