@@ -249,6 +249,7 @@ def copy_until(tags: Mapping[str, str], created: date, retention_key: str) -> da
 # ---- src/ebs_snapshots/common/budget.py ----
 # Set explicitly: the boto3 in Lambda's runtime may be older and default to "legacy" retries.
 # Standard mode retries RequestLimitExceeded and 5xx with jittered backoff of at most 20 s.
+# On the command line, a first attempt that cannot connect is not retried (aws.FirstContact).
 RETRIES = {"mode": "standard", "total_max_attempts": 10}
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 20  # so that one HTTP attempt has a known bound
 ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S + 2
