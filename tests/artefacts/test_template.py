@@ -989,3 +989,69 @@ def test_the_operations_page_shows_what_is_on_the_dashboard():
     timeout = TEMPLATE["Globals"]["Function"]["Timeout"]
     assert f"{timeout} s timeout" in section
     assert "`<stack name>-<region>`" in section and "`Dashboard=off`" in section
+
+
+# ---- what the defaults cost, said where they are set (issue 28) ----------------------------
+
+COSTLY_DEFAULTS = (
+    "RestoreDrill",
+    "RestoreDrillsPerRun",
+    "RecycleBinRetentionDays",
+    "RecycleBinScope",
+    "Dashboard",
+    "CopierStayMinutes",
+    "AlarmEmail",  # the alarms and metrics: no switch, said next to their topic
+    "LogRetentionDays",
+)
+
+
+def described(name):
+    return " ".join(TEMPLATE["Parameters"][name]["Description"].split())
+
+
+@pytest.mark.parametrize("name", COSTLY_DEFAULTS)
+def test_a_default_that_costs_money_says_what_it_costs_where_it_is_set(name):
+    cost = described(name).split("Cost: ", 1)[-1]
+    assert "Cost: " in described(name) and (re.search(r"\$\d", cost) or "under a cent" in cost)
+
+
+def test_the_costs_the_parameters_state_are_what_make_cost_counts():
+    from scripts import cost
+
+    usd = {item.split(" (")[0]: u for item, _, u in cost.rows()}
+    total, price = sum(usd.values()), {k: v[0] for k, v in cost.PRICES.items()}
+    binned = f"at {cost.recycle_bin_days()}, ${usd['Recycle Bin']:.2f} of the ${total:,.2f} a month"
+    assert binned in described("RecycleBinRetentionDays")
+    assert f"(${price['snapshot']:.2f} a GB-month)" in described("RecycleBinRetentionDays")
+    assert f"at ${price['snapshot']:.2f} a GB-month;" in described("RecycleBinScope")
+    drills = f"${usd['restore drills']:.2f} a month"
+    assert drills in described("RestoreDrill") and drills in described("RestoreDrillsPerRun")
+    assert f"(${price['gp3']:.2f} a GB-month, billed by the second)" in described("RestoreDrill")
+    alarms = f"${usd['CloudWatch alarms']:.2f} a month ({cost.alarm_metrics()} alarm metrics"
+    metrics = (
+        f"${usd['CloudWatch metrics']:.2f} ({cost.custom_metrics()} at ${price['metric']:.2f})"
+    )
+    assert alarms in described("AlarmEmail") and metrics in described("AlarmEmail")
+    assert f"at ${price['alarm']:.2f})" in described("AlarmEmail")
+    stays = 96 * cost.STAY_S
+    worst = (
+        f"${stays * cost.MEMORY_GB * price['lambda']:.2f} a day at {cost.MEMORY_GB * 1024:.0f} MB"
+    )
+    assert f"at most {stays:,} Lambda-seconds a day, {worst}" in described("CopierStayMinutes")
+    logs = cost.LOG_BYTES_A_DAY * 30 / 1e9
+    assert f"writes {logs:.3f} GB of logs a month, under a cent" in described("LogRetentionDays")
+    assert logs * price["logs"] < 0.01
+
+
+@pytest.mark.parametrize(
+    "name, off",
+    [
+        ("RestoreDrill", "off: no drills, and no such cost"),
+        ("Dashboard", "off: none, and no such cost"),
+        ("RecycleBinRetentionDays", "0: no Recycle Bin rule, and no such cost"),
+        ("CopierStayMinutes", "0: no stay"),
+        ("AlarmEmail", "no parameter turns them off"),
+    ],
+)
+def test_a_costly_default_says_how_to_turn_it_off(name, off):
+    assert off in described(name)
