@@ -4,9 +4,13 @@ No AWS account, credentials or network: moto answers every call inside this proc
 jobs are the real modules, given each day's date through their ``now`` parameter. It ends
 with a picture of the snapshots left, one bar per snapshot from creation to DeleteOn: in
 the terminal, and as build/demo.png (the README shows a copy, docs/demo.png).
+
+Every run prints the same story: moto's ids come from a fixed seed (a volume's restore
+drill day is a hash of its id), and the demo prints names, never ids (Names).
 """
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -18,6 +22,7 @@ from unittest.mock import patch
 import boto3
 from moto import mock_aws
 from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.moto_api._internal import mock_random
 
 import ebs_snapshot_copier
 import ebs_snapshot_creator
@@ -28,6 +33,7 @@ from testkit.moto_gaps import install as fill_moto_gaps
 
 fill_moto_gaps()  # moto's missing EC2 filters, as EC2 documents them
 
+ROOT = Path(__file__).resolve().parent.parent
 EAST, WEST = "us-east-1", "eu-west-1"
 REGIONS = (EAST, WEST)
 START = date(2026, 12, 1)
@@ -35,7 +41,10 @@ DAYS = 10
 KEEP_DAY = 2  # the day an operator marks one snapshot KeepForever
 KEEP_INSTANCE, KEEP_RETENTION = "web-1", 3  # its primary lives in EAST, its copy in WEST
 MISSED = (WEST, 3)  # the creator does not run there that day: the manager says so next day
-DAMAGED = (EAST, 4)  # from that day, the next drill's volume goes to error (days 4-10: a week)
+# From day 4, this volume's snapshots in EAST do not restore: its next restore drill fails.
+# Each volume is drilled once a week, so once in days 4-10 (day 5, from SEED's ids).
+DAMAGED, FAILING = (EAST, 4), ("db-1", "/dev/xvda")
+SEED = 2  # moto's ids, so each volume's drill day: 2 puts the first drills on day 2
 
 # (region, Name, instance tags, {device: volume tags}, stopped?) — what each one shows:
 FLEET = [
@@ -98,9 +107,36 @@ SCHEDULE = [
     (2, "creator", ebs_snapshot_creator),
     (6, "copier", ebs_snapshot_copier),
 ]
+# The words of the story a newcomer cannot know: each said once, under its first line.
+NOTES = {
+    "created": "each snapshot is tagged DeleteOn: its day + Retention days; longer if weekly or "
+    "monthly",
+    "locked": "locked: EC2 refuses to delete it before DeleteOn; in governance mode an allowed "
+    "admin may unlock",
+    "copied": "copied: to the Copy_Dest region; a copy keeps its primary's DeleteOn, or "
+    "Copy_Retention's",
+    "protected": "protected: a volume with a completed snapshot, and copy if Copy_Dest, from the "
+    "last 26 h",
+    "expired": "expired: past its DeleteOn; but a volume's last snapshot is never deleted",
+    "KeepForever": "KeepForever: the manager never deletes a snapshot so tagged; the copier tags "
+    "its copies",
+    "UNPROTECTED": "UNPROTECTED: no completed snapshot in 26 h: the UnprotectedVolumesAlarm fires",
+    "lock expired": "a lock ends at its snapshot's DeleteOn, 00:00; the manager runs at 01:00",
+    "archive": "archive tier: a quarter of the price; 90 days billed at least; 72 h to restore",
+    "restore drill": "restore drill: weekly, a new volume from the newest backup, timed, then "
+    "deleted: proof it restores",
+    "RestoreDrillsFailed": "the alarm asks a person to look: this backup would not have restored",
+}
 
 
+def plural(n, one, many=None):
+    """'1 copy', '2 copies': ``many`` when the plural is not ``one`` + s."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+@functools.cache
 def ec2(region):
+    """The demo's own client in ``region`` (each job run makes its own)."""
     return boto3.client("ec2", region_name=region)
 
 
@@ -112,14 +148,52 @@ def clock(now):
         yield
 
 
-def build_fleet():
-    """Launch the fleet (the day before the demo starts); returns {instance id: Name}."""
+class Names:
+    """Readable names for moto's ids: an instance's Name, a volume's "Name device", a
+    snapshot's "Name device Dec 2" (its volume's name and day), a copy's "copy of" its
+    primary's name. ``names(text)`` puts them in place of the ids in ``text``."""
+
+    ID = re.compile(r"\b(?:i|vol|snap)-[0-9a-f]{8,17}\b")
+
+    def __init__(self):
+        self.of = {}
+
+    def get(self, key, default=None):
+        return self.of.get(key, default)
+
+    def learn(self, summary):
+        """Name the snapshots a run made, from its summary (a name stays once the snapshot
+        is deleted, so that its deletion can be told)."""
+        day = date.fromisoformat(summary["date"])
+        for item in summary.get("created", []):
+            if item.get("snapshot_id"):
+                volume = self.of.get(item["volume_id"], item["volume_id"])
+                self.of[item["snapshot_id"]] = f"{volume} {day:%b %-d}"
+        for item in summary.get("copied", []):
+            if item.get("snapshot_id"):
+                kind = (
+                    "staging copy"
+                    if item.get("staging")
+                    else "vault copy"
+                    if item.get("vault_account")
+                    else "copy"
+                )
+                source = self.of.get(item["source_snapshot_id"], item["source_snapshot_id"])
+                self.of[item["snapshot_id"]] = f"{kind} of {source.split(' of ')[-1]}"
+
+    def __call__(self, text):
+        return self.ID.sub(lambda m: self.of.get(m.group(0), m.group(0)), text)
+
+
+def build_fleet(names):
+    """Launch the fleet (the day before the demo starts), its instances and volumes named
+    in ``names``; moto's ids are drawn from SEED, the same on every run."""
+    mock_random.seed(SEED)
     with clock(datetime(START.year, START.month, START.day, tzinfo=UTC) - timedelta(hours=12)):
-        return launch_fleet()
+        launch_fleet(names)
 
 
-def launch_fleet():
-    names = {}
+def launch_fleet(names):
     for region, name, tags, devices, stopped in FLEET:
         client = ec2(region)
         instance = client.run_instances(
@@ -136,6 +210,7 @@ def launch_fleet():
         )["Instances"][0]
         volumes = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]}
         for device, vtags in devices.items():
+            names.of[volumes[device]] = f"{name} {device}"
             if vtags:
                 client.create_tags(
                     Resources=[volumes[device]],
@@ -143,8 +218,7 @@ def launch_fleet():
                 )
         if stopped:
             client.stop_instances(InstanceIds=[instance["InstanceId"]])
-        names[instance["InstanceId"]] = name
-    return names
+        names.of[instance["InstanceId"]] = name
 
 
 def day_header(n, today):
@@ -155,68 +229,101 @@ def day_header(n, today):
     return f"\nDay {n}  {today:%a %Y-%m-%d}{note}"
 
 
-def describe_run(hour, job, summary, seen_warnings, names, locks):
-    """One short line per run, then any warning not shown before. ``locks`` gathers the
-    locks the runs made, {snapshot id: until}."""
-    counts = summary["counts"]
+class Story:
+    """What the days remember: the warnings shown, the locks made ({snapshot id: until}),
+    the words explained, the names, and the drill volume the demo broke."""
+
+    def __init__(self):
+        self.names, self.warnings, self.locks = Names(), set(), {}
+        self.told, self.broken = set(), []
+
+    def note(self, lines, *terms):
+        """Explain each of ``terms`` not explained yet, a line each, under ``lines``."""
+        for term in terms:
+            if term not in self.told:
+                self.told.add(term)
+                lines.append(f"{'':9}({NOTES[term]})")
+
+
+def what_was_done(summary, story):
+    """[(words, terms to explain)] for one run's counts, in the order of the line."""
+    counts, names = summary["counts"], story.names
     done = []
-    for item in summary.get("locked", []):
-        locks[item["snapshot_id"]] = item["until"]
     if counts.get("created"):
         longer = sorted(
             {f"{c['tier']} for {names.get(c['instance_id'])}" for c in summary["created"]}
             - {f"daily for {names.get(c['instance_id'])}" for c in summary["created"]}
         )
-        done.append(f"created {counts['created']}" + "".join(f", {t}" for t in longer))
+        done.append((f"created {counts['created']}" + "".join(f", {t}" for t in longer), "created"))
     copied = {}
     for item in summary.get("copied", []):
         copied[item["dest_region"]] = copied.get(item["dest_region"], 0) + 1
-    done += [f"copied {n} to {region}" for region, n in copied.items()]
+    done += [(f"copied {n} to {region}", "copied") for region, n in sorted(copied.items())]
     if counts.get("tagged"):
-        done.append(f"carried KeepForever to {counts['tagged']} copy")
+        done.append((f"carried KeepForever to {plural(counts['tagged'], 'copy', 'copies')}", None))
     if counts.get("locked"):
         modes = sorted({item["lock"] for item in summary["locked"]})
-        done.append(f"locked {counts['locked']} until DeleteOn ({', '.join(modes)})")
+        done.append((f"locked {counts['locked']} until DeleteOn ({', '.join(modes)})", "locked"))
     if counts.get("deleted"):
-        done.append(f"deleted {counts['deleted']} expired")
-
+        done.append((f"deleted {counts['deleted']} expired", "expired"))
     held = [s for s in summary.get("skipped", []) if "kept although due" in s["reason"]]
     if held:  # reported on the day it would have been deleted, not before
-        done.append(f"kept {len(held)} past its DeleteOn (KeepForever)")
+        its = "its" if len(held) == 1 else "their"
+        done.append((f"kept {len(held)} past {its} DeleteOn (KeepForever)", "KeepForever"))
     if counts.get("protected"):
-        done.append(f"{counts['protected']} volumes protected")
+        done.append((f"{plural(counts['protected'], 'volume')} protected", "protected"))
     if counts.get("unprotected"):
-        done.append(f"{counts['unprotected']} UNPROTECTED")
-    lines = [
-        f"  {hour:02d}:00  {job:<8} {summary['region']:<10} {', '.join(done) or 'nothing to do'}"
-    ]
-    unlocked = [d for d in summary.get("deleted", []) if d["snapshot_id"] in locks]
+        done.append((f"{counts['unprotected']} UNPROTECTED", "UNPROTECTED"))
+    new = summary.get("not_yet_due", [])
+    if new:
+        by = max(item["expected_by"] for item in new)[11:]
+        done.append(
+            (f"{plural(len(new), 'new volume')}, not yet due: a first backup by {by}", None)
+        )
+    return done
+
+
+def describe_run(hour, job, summary, story):
+    """One short line per run, then its details and any warning not shown before; the
+    first time a word appears, a line under it says what it means. Names, not ids."""
+    for item in summary.get("locked", []):
+        story.locks[item["snapshot_id"]] = item["until"]
+    done = what_was_done(summary, story)
+    head = f"  {hour:02d}:00  {job:<8} {summary['region']:<10} "
+    lines = [head + (", ".join(words for words, _ in done) or "nothing to do")]
+    story.note(lines, *(term for _, term in done if term))
+    unlocked = [d for d in summary.get("deleted", []) if d["snapshot_id"] in story.locks]
     if unlocked:  # the lock ran until DeleteOn 00:00: the manager runs after it
-        lines.append(f"{'':9}{len(unlocked)} of them locked until 00:00 today: the lock expired")
+        deleted, n = summary["counts"]["deleted"], len(unlocked)
+        who = "it" if deleted == 1 else f"{n} of the {deleted}"
+        was = "was" if n == 1 else "were"
+        lines.append(f"{'':9}{who} {was} locked until 00:00 today: the lock expired")
+        story.note(lines, "lock expired")
     for item in summary.get("sent_to_archive", []):
         lines.append(f"{'':9}to the archive tier: {item['snapshot_id']} ({item['reason']})")
+        story.note(lines, "archive")
     if summary.get("drilled"):  # moto makes volumes at once: 0 s each
-        lines.append(f"{'':9}restore drills: {len(summary['drilled'])} ok")
-    for failure in summary.get("failures", []):
+        drills = plural(len(summary["drilled"]), "restore drill")
+        lines.append(f"{'':9}{drills} passed")
+        story.note(lines, "restore drill")
+    for failure in sorted(summary.get("failures", []), key=lambda f: story.names(f["id"])):
         lines.append(f"{'':9}FAILED  {failure['id']}: {failure['error']}")
-    if counts.get("drills_failed"):
+    if counts_failed := summary["counts"].get("drills_failed"):
         lines.append(
-            f"{'':9}metric RestoreDrillsFailed={counts['drills_failed']}: "
-            "RestoreDrillsFailedAlarm fires"
+            f"{'':9}metric RestoreDrillsFailed={counts_failed}: RestoreDrillsFailedAlarm fires"
         )
-    for item in summary.get("unprotected", []):
+        story.note(lines, "RestoreDrillsFailed")
+    for item in sorted(summary.get("unprotected", []), key=lambda u: u["name"]):
         lines.append(f"{'':9}unprotected  {item['name']}: {item['reason']}")
     failed = {failure["id"] for failure in summary.get("failures", [])}
+    shown = []
     for warning in summary["warnings"]:
         key = (summary["region"], warning["id"], warning["reason"])
-        if key not in seen_warnings and warning["id"] not in failed:  # shown as FAILED
-            seen_warnings.add(key)
-            who = names.get(warning["id"], warning["id"])
-            lines.append(f"{'':9}warning  {who}: {warning['reason']}")
-    return lines
-
-
-broken = []  # the drill volume the demo sent to error, once it has
+        if key not in story.warnings and warning["id"] not in failed:  # shown as FAILED
+            story.warnings.add(key)
+            shown.append(f"{'':9}warning  {warning['id']}: {warning['reason']}")
+    lines += sorted(story.names(line) for line in shown)
+    return [story.names(line) for line in lines]
 
 
 def run_job(module, region, now):
@@ -228,19 +335,22 @@ def run_job(module, region, now):
 
 
 @contextlib.contextmanager
-def first_drill_fails(damaged):
-    """From the DAMAGED day, the next volume a restore drill makes goes to error, as a
-    volume restored from a broken snapshot (or with a KMS key it cannot use) does."""
-    if not damaged:
+def failing_drill(story):
+    """The next restore drill of FAILING's snapshots in DAMAGED's region makes a volume that
+    goes to error, as a volume restored from a broken snapshot (or with a KMS key it cannot
+    use) does; once, then no more (``story.broken``)."""
+    if story.broken:
         yield
         return
     create = EBSBackend.create_volume
+    failing = next(v for v, name in story.names.of.items() if name == " ".join(FAILING))
 
     def create_volume(self, *args, **kwargs):
         volume = create(self, *args, **kwargs)
-        if not broken and kwargs.get("snapshot_id", args[2] if len(args) > 2 else None):
+        sid = kwargs.get("snapshot_id", args[2] if len(args) > 2 else None)
+        if sid and not story.broken and self.get_snapshot(sid).volume.id == failing:
             force_volume_state(volume, "error")
-            broken.append(volume.id)
+            story.broken.append(volume.id)
         return volume
 
     with patch.object(EBSBackend, "create_volume", create_volume):
@@ -263,9 +373,31 @@ def keep_one_forever(today):
     return snap["SnapshotId"]
 
 
-def inventory(region):
+def locked_now(day):
+    """{snapshot id: the lock} of the snapshots locked at the end of ``day``, in all regions
+    (DescribeLockedSnapshots)."""
+    with clock(datetime(day.year, day.month, day.day, 23, tzinfo=UTC)):
+        return {
+            lock["SnapshotId"]: lock
+            for region in REGIONS
+            for lock in ec2(region).describe_locked_snapshots()["Snapshots"]
+        }
+
+
+def archived_since(region, snap):
+    """The day a snapshot went to the archive tier (DescribeSnapshotTierStatus), or None."""
+    if snap.get("StorageTier") != "archive":
+        return None
+    (status,) = ec2(region).describe_snapshot_tier_status(
+        Filters=[{"Name": "snapshot-id", "Values": [snap["SnapshotId"]]}]
+    )["SnapshotTierStatuses"]
+    return status["ArchivalCompleteTime"].date().isoformat()
+
+
+def inventory(region, locked=()):
     """A region's snapshots as rows: id, volume, instance, device, created, DeleteOn, tier
-    (for a copy with its own date, Copy_Retention), copy of, Keep."""
+    (for a copy with its own date, Copy_Retention), copy of, Keep, Lock (the tag), locked
+    (among ``locked``, the snapshots locked now), archived (the day it was, or None)."""
     rows = []
     for snap in ec2(region).describe_snapshots(OwnerIds=["self"])["Snapshots"]:
         tags = {t["Key"]: t["Value"] for t in snap.get("Tags", [])}
@@ -284,6 +416,8 @@ def inventory(region):
                 "copy of": source or "-",
                 "Keep": tags.get("KeepForever", "-"),
                 "Lock": tags.get("Lock", "-"),
+                "locked": snap["SnapshotId"] in locked,
+                "archived": archived_since(region, snap),
             }
         )
     return sorted(rows, key=lambda r: (r["instance"], r["copy of"] != "-", r["DeleteOn"]))
@@ -391,36 +525,54 @@ def png_picture(drawn, path):
     plt.close(fig)
 
 
-def play(out=print, picture=None):
-    """Build the fleet, play the days, print as it goes, draw the snapshots left (and write
-    them to ``picture``, a PNG path, if given); returns the final inventories."""
-    names = build_fleet()
+def show_fleet(out):
     out(f"Fleet: {len(FLEET)} instances in {EAST} and {WEST} (moto, in this process).")
     for region, name, tags, devices, stopped in FLEET:
         shown = ", ".join(f"{k}={v}" for k, v in tags.items()) or "no Backup tag"
         extra = [f"{d} Backup=No" for d, v in devices.items() if v.get("Backup") == "No"]
         extra += ["stopped"] if stopped else []
         out(f"  {region:<10} {name:<9} {shown}" + (f"  [{'; '.join(extra)}]" if extra else ""))
-    seen_warnings, locks = set(), {}
-    for n in range(DAYS):
-        today = START + timedelta(days=n)
-        out(day_header(n + 1, today))
-        for hour, job, module in SCHEDULE:
-            for region in REGIONS:
-                if job == "creator" and (region, n + 1) == MISSED:
-                    out(f"  {hour:02d}:00  {job:<8} {region:<10} did not run (an outage)")
-                    continue
-                now = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
-                damaged = job == "manager" and region == DAMAGED[0] and n + 1 >= DAMAGED[1]
-                with clock(now), first_drill_fails(damaged and not broken):
-                    summary = run_job(module, region, now)
-                for line in describe_run(hour, job, summary, seen_warnings, names, locks):
-                    out(line)
-        if n + 1 == KEEP_DAY:
-            kept = keep_one_forever(today)
-            out(f"  09:00  operator tags {kept} ({KEEP_INSTANCE}) KeepForever=audit")
-    final = {region: inventory(region) for region in REGIONS}
+    out(
+        "Each day: the manager deletes what is due and checks every volume, the creator takes "
+        "a snapshot\nof each volume tagged Backup, the copier copies them to Copy_Dest."
+    )
+
+
+def play_day(n, story, out):
+    """Day ``n`` (from 1): each job at its hour in each region, and what an operator does."""
+    today = START + timedelta(days=n - 1)
+    out(day_header(n, today))
+    for hour, job, module in SCHEDULE:
+        for region in REGIONS:
+            if job == "creator" and (region, n) == MISSED:
+                out(f"  {hour:02d}:00  {job:<8} {region:<10} did not run (an outage)")
+                continue
+            now = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
+            damaged = job == "manager" and region == DAMAGED[0] and n >= DAMAGED[1]
+            with clock(now), failing_drill(story) if damaged else contextlib.nullcontext():
+                summary = run_job(module, region, now)
+            story.names.learn(summary)
+            for line in describe_run(hour, job, summary, story):
+                out(line)
+    if n == KEEP_DAY:
+        kept = story.names(keep_one_forever(today))
+        lines = [f"  09:00  operator tags {kept} KeepForever=audit, by hand"]
+        story.note(lines, "KeepForever")
+        for line in lines:
+            out(line)
+
+
+def play(out=print, picture=None):
+    """Build the fleet, play the days, print as it goes, draw the snapshots left (and write
+    them to ``picture``, a PNG path, if given); returns the final inventories."""
+    story = Story()
+    build_fleet(story.names)
+    show_fleet(out)
+    for n in range(1, DAYS + 1):
+        play_day(n, story, out)
     last = START + timedelta(days=DAYS - 1)
+    locked = locked_now(last)
+    final = {region: inventory(region, locked) for region in REGIONS}
     total = sum(len(rows) for rows in final.values())
     out(f"\n{total} snapshots after {last}, one bar each from its creation to its DeleteOn:")
     drawn = bars(final)
@@ -428,13 +580,12 @@ def play(out=print, picture=None):
         out(line)
     if picture:
         png_picture(drawn, Path(picture))
-        out(f"(the same picture: {picture})")
-    out(f"\nLocks in {WEST} now (DescribeLockedSnapshots), each until its snapshot's DeleteOn:")
-    with clock(datetime(last.year, last.month, last.day, 23, tzinfo=UTC)):
-        locked = ec2(WEST).describe_locked_snapshots()["Snapshots"]
-    for lock in sorted(locked, key=lambda lock: lock["LockExpiresOn"]):
+        shown = Path(os.path.relpath(picture, ROOT))
+        out(f"(the same picture: {picture if shown.parts[0] == '..' else shown})")
+    out("\nLocks now (DescribeLockedSnapshots), each until its snapshot's DeleteOn:")
+    for sid, lock in sorted(locked.items(), key=lambda item: item[1]["LockExpiresOn"]):
         until = f"{lock['LockExpiresOn']:%Y-%m-%d %H:%M} UTC"
-        out(f"  {lock['SnapshotId']}  {lock['LockState']} until {until}")
+        out(f"  {story.names(sid):<26} {lock['LockState']} until {until}")
     out(
         "\nEach volume keeps its last <Retention> days of snapshots; web-1 also keeps its "
         "Sunday (weekly)\nsnapshot two weeks and its 1 December (monthly) one a month. Copies "
@@ -443,10 +594,10 @@ def play(out=print, picture=None):
         "and deleted the morning the lock has\nexpired. files-1's 1 December (monthly) one "
         "went to the archive tier on day 3."
     )
-    return final
+    return final, story.names
 
 
-def epilogue(out=print):
+def epilogue(names, out=print):
     """Months on: the archived monthly is deleted on its DeleteOn, like any other."""
     archived = [
         s
@@ -456,11 +607,9 @@ def epilogue(out=print):
     out("\nEpilogue: the archived monthly, months later")
     for snap in archived:
         sid, tags = snap["SnapshotId"], {t["Key"]: t["Value"] for t in snap["Tags"]}
-        (status,) = ec2(EAST).describe_snapshot_tier_status(
-            Filters=[{"Name": "snapshot-id", "Values": [sid]}]
-        )["SnapshotTierStatuses"]
-        since, day = status["ArchivalCompleteTime"].date(), date.fromisoformat(tags["DeleteOn"])
-        out(f"  {sid}  {tags['Name']}  in the archive tier since {since}, DeleteOn {day}")
+        since = date.fromisoformat(archived_since(EAST, snap))
+        day = date.fromisoformat(tags["DeleteOn"])
+        out(f"  {names(sid)}  in the archive tier since {since}, DeleteOn {day}")
         now = datetime(day.year, day.month, day.day, 1, tzinfo=UTC)
         with clock(now):
             summary = run_job(ebs_snapshot_manager, EAST, now)
@@ -470,6 +619,20 @@ def epilogue(out=print):
                 "the archive tier: over AWS's 90-day minimum,\n  so nothing more to pay. "
                 "Nothing left this process."
             )
+
+
+def tell(out=print, picture=None, look=None):
+    """The whole story, each act in a fresh moto: the ten days (their picture written to
+    ``picture``), the epilogue, the vault act. ``look()``, if given, is called at the end of
+    the ten days, in their moto; returns (the final inventories, what look returned)."""
+    with mock_aws():
+        final, names = play(out, picture)
+        seen = look() if look else None
+        epilogue(names, out)
+    with mock_aws():  # a second act, in a fresh moto: a vault account (demo_vault.py)
+        start = datetime(START.year, START.month, START.day, tzinfo=UTC)
+        play_vault(clock, start, Names(), out)
+    return final, seen
 
 
 def main():
@@ -482,11 +645,7 @@ def main():
     )
     for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2", "AWS_SESSION_TOKEN"):
         os.environ.pop(var, None)
-    with mock_aws():
-        play(picture=Path(__file__).resolve().parent.parent / "build" / "demo.png")
-        epilogue()
-    with mock_aws():  # a second act, in a fresh moto: a vault account (demo_vault.py)
-        play_vault(clock, datetime(START.year, START.month, START.day, tzinfo=UTC))
+    tell(picture=ROOT / "build" / "demo.png")
     return 0
 
 

@@ -6,6 +6,7 @@ kept Vault_Retention=2 days). The copier sweeps three times a morning: the stagi
 (the AWS managed key cannot be shared), then the share and the vault copy, then the unshare.
 The vault account's own manager expires the vault copies; the source's managers expire its
 primaries and copies. The jobs are the real modules; the vault is reached through moto's STS.
+Snapshots are named, not shown by id (demo.Names): the act prints the same lines every run.
 """
 
 import contextlib
@@ -14,6 +15,7 @@ from datetime import timedelta
 
 import boto3
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_api._internal import mock_random
 
 import ebs_snapshot_copier
 import ebs_snapshot_creator
@@ -22,6 +24,7 @@ import ebs_snapshot_manager
 SOURCE, VAULT = DEFAULT_ACCOUNT_ID, "222233334444"
 EAST, WEST = "us-east-1", "eu-west-1"
 DAYS = 5
+SEED = 5
 TAGS = {
     "Name": "pay-1",
     "Backup": "Yes",
@@ -56,11 +59,13 @@ def run(module, region, now):
         return failed.summary
 
 
-def setup(clock, start):
-    """The instance (encrypted volume, AWS managed key) and the share key, the day before."""
+def setup(clock, start, names):
+    """The instance (encrypted volume, AWS managed key) and the share key, the day before;
+    moto's ids from a seed, the same on every run. Its one volume is named pay-1."""
+    mock_random.seed(SEED)
     with clock(start - timedelta(hours=12)):
         ec2 = boto3.client("ec2", region_name=EAST)
-        ec2.run_instances(
+        (instance,) = ec2.run_instances(
             ImageId="ami-12345678",
             MinCount=1,
             MaxCount=1,
@@ -73,56 +78,54 @@ def setup(clock, start):
                     "Tags": [{"Key": k, "Value": v} for k, v in TAGS.items()],
                 }
             ],
-        )
+        )["Instances"]
+        names.of[instance["InstanceId"]] = TAGS["Name"]
+        names.of[instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]] = TAGS["Name"]
         key = boto3.client("kms", region_name=EAST).create_key(Description="vault share key")
     return key["KeyMetadata"]["Arn"]
 
 
-def lines_of(hour, job, where, summary):
-    """Short lines for what one run did."""
+def lines_of(hour, job, where, summary, names):
+    """Short lines for what one run did, snapshots by their ``names``."""
     head = f"  {hour}  {job:<8} {where:<17} "
     out = []
     for item in summary.get("created", []):
         out.append(f"{head}snapshot {item['snapshot_id']} (DeleteOn {item['delete_on']})")
     for item in summary.get("copied", []):
         if item.get("staging"):
-            what = f"staging copy {item['snapshot_id']}, shareable"
+            what = f"{item['snapshot_id']}, shareable"
         elif item.get("vault_account"):
-            what = f"vault copy {item['snapshot_id']} in the vault's {item['dest_region']}"
+            what = f"{item['snapshot_id']} in the vault's {item['dest_region']}"
         else:
-            what = f"copy {item['snapshot_id']} in {item['dest_region']}"
+            what = f"{item['snapshot_id']} in {item['dest_region']}"
         out.append(f"{head}{what} (DeleteOn {item['delete_on']})")
     for kind in ("shared", "unshared"):
         for item in summary.get(kind, []):
             out.append(f"{head}{kind} {item['snapshot_id']} with the vault")
     for item in summary.get("deleted", []):
-        reason = item.get("reason", "").replace("no longer needed", "done")
+        reason = item.get("reason", "")
+        reason = "done" if reason.startswith("staging copy of") else reason
         out.append(f"{head}deleted {item['snapshot_id']} ({reason})")
     for item in summary.get("failures", []):
         out.append(f"{head}FAILED {item['id']}: {item['error']}")
-    return out
+    return [names(line) for line in out]
 
 
-def inventory(account_id, region):
+def inventory(account_id, region, names):
     with account(account_id, contextlib.nullcontext, None):
         snaps = boto3.client("ec2", region_name=region).describe_snapshots(OwnerIds=["self"])
     rows = []
     for snap in sorted(snaps["Snapshots"], key=lambda s: s["StartTime"]):
-        tags = {t["Key"]: t["Value"] for t in snap.get("Tags", [])}
-        kind = (
-            "vault copy"
-            if "Source_Account" in tags
-            else "copy"
-            if "Source_SnapshotId" in tags
-            else "primary"
-        )
-        delete_on = tags.get("DeleteOn")
-        where = f"{account_id}/{region}"
-        rows.append(f"  {where:<24} {snap['SnapshotId']}  {kind:<10} DeleteOn {delete_on}")
+        delete_on = {t["Key"]: t["Value"] for t in snap.get("Tags", [])}.get("DeleteOn")
+        where, name = f"{account_id}/{region}", names(snap["SnapshotId"])
+        rows.append(f"  {where:<24} {name:<26} DeleteOn {delete_on}")
     return rows
 
 
-def play_days(plan, clock, start, out):
+PLACES = ((SOURCE, EAST), (SOURCE, WEST), (VAULT, EAST))
+
+
+def play_days(plan, clock, start, names, out):
     """Each day of the act, each job of ``plan`` at its hour, in its account and region."""
     for n in range(DAYS):
         today = start + timedelta(days=n)
@@ -132,16 +135,17 @@ def play_days(plan, clock, start, out):
             now = today + timedelta(hours=h, minutes=m)
             with account(account_id, clock, now):
                 summary = run(module, region, now)
-            for line in lines_of(hour, job, f"{who} {region}", summary):
+            names.learn(summary)
+            for line in lines_of(hour, job, f"{who} {region}", summary, names):
                 out(line)
 
 
-def play_vault(clock, start, out=print):
-    """Five days of the vault act; returns the final vault copies' ids."""
+def play_vault(clock, start, names, out=print):
+    """Five days of the vault act, snapshots named by ``names`` (a demo.Names)."""
     out(f"\nVault copies: source account {SOURCE}, vault account {VAULT} (moto, two accounts).")
     out("  pay-1 in us-east-1: " + ", ".join(f"{k}={v}" for k, v in TAGS.items() if k != "Name"))
     out("  its volume encrypted with the AWS managed key (aws/ebs)")
-    os.environ["VAULT_SHARE_KMS_KEY"] = setup(clock, start)
+    os.environ["VAULT_SHARE_KMS_KEY"] = setup(clock, start, names)
     os.environ["RESTORE_DRILL"] = "off"  # the first act shows the drills
     os.environ["VAULT_ACCOUNT_IDS"] = VAULT  # the template's VaultAccountIds
     plan = [
@@ -154,13 +158,13 @@ def play_vault(clock, start, out=print):
         ("06:30", "copier", ebs_snapshot_copier, SOURCE, EAST, "source"),
     ]
     try:
-        play_days(plan, clock, start, out)
+        play_days(plan, clock, start, names, out)
     finally:
         for name in ("VAULT_SHARE_KMS_KEY", "RESTORE_DRILL", "VAULT_ACCOUNT_IDS"):
             os.environ.pop(name, None)
     out(f"\nSnapshots after day {DAYS}, in both accounts:")
-    for account_id, region in ((SOURCE, EAST), (SOURCE, WEST), (VAULT, EAST)):
-        for line in inventory(account_id, region):
+    for account_id, region in PLACES:
+        for line in inventory(account_id, region, names):
             out(line)
     out(
         "\nThe vault keeps each copy Vault_Retention=2 days from its primary's creation; its own"

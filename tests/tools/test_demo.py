@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import boto3
@@ -69,25 +69,23 @@ def expected_inventory():
 
 @pytest.fixture(scope="module")
 def played(tmp_path_factory):
-    """One play of the demo for the module's tests: its lines, final inventories, picture,
-    and each region's snapshots as AWS holds them at the end."""
-    from moto import mock_aws
-
+    """One telling of the whole demo for the module's tests: its lines, final inventories,
+    picture, and each region's snapshots and volumes as AWS holds them after the ten days."""
     lines, picture = [], tmp_path_factory.mktemp("demo") / "demo.png"
-    with mock_aws():
-        final = demo.play(out=lines.append, picture=picture)
-        state = {
-            region: boto3.client("ec2", region_name=region).describe_snapshots(OwnerIds=["self"])[
-                "Snapshots"
-            ]
-            for region in demo.REGIONS
-        }
-        volumes = {
-            region: boto3.client("ec2", region_name=region).describe_volumes()["Volumes"]
-            for region in demo.REGIONS
-        }
-        demo.epilogue(out=lines.append)  # months on: after the state above is taken
+
+    def look():
+        ec2 = {region: boto3.client("ec2", region_name=region) for region in demo.REGIONS}
+        state = {r: c.describe_snapshots(OwnerIds=["self"])["Snapshots"] for r, c in ec2.items()}
+        volumes = {r: c.describe_volumes()["Volumes"] for r, c in ec2.items()}
+        return state, volumes
+
+    final, (state, volumes) = demo.tell(out=lines.append, picture=picture, look=look)
     return lines, final, picture, state, volumes
+
+
+def first_act(lines):
+    """The ten days, the picture and the epilogue: the lines before the vault act."""
+    return "\n".join(lines).split("\nVault copies:")[0]
 
 
 def drawn(path):
@@ -103,7 +101,7 @@ def test_final_inventory_is_what_the_tags_say(played):
         for r in rows
     )
     assert found == expected_inventory()
-    text = "\n".join(lines)
+    text = first_act(lines)
     for shown in (
         "warning  legacy-1: Backup 'Yse'",
         "warning  db-1: Copy_Dest entry 'mars-east-1'",
@@ -122,7 +120,9 @@ def test_final_inventory_is_what_the_tags_say(played):
     assert max(len(line) for line in text.splitlines()) <= 110
 
 
-def test_make_demo_script_exits_0_quietly():
+def test_make_demo_prints_the_same_story_every_run(played):
+    """`make demo` in a fresh process (another hash seed, other thread timings) prints what
+    the run in this one printed, line for line: the same days, counts, names and drills."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     done = subprocess.run(
         [sys.executable, "-m", "scripts.demo"],
@@ -130,11 +130,47 @@ def test_make_demo_script_exits_0_quietly():
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        timeout=180,
     )
     assert done.returncode == 0
     assert done.stderr == ""
-    assert "Day 10" in done.stdout and "Traceback" not in done.stdout
+    here = "".join(f"{line}\n" for line in played[0]).replace(str(played[2]), "build/demo.png")
+    assert done.stdout.splitlines() == here.splitlines()
+    assert "Day 10" in done.stdout and "Vault copies" in done.stdout
+
+
+def test_the_story_names_instances_volumes_and_snapshots_never_ids(played):
+    text = "\n".join(played[0])
+    assert not re.findall(r"\b(?:i|vol|snap)-[0-9a-f]{8,17}\b", text)
+    assert "FAILED  db-1 /dev/xvda Dec 4: restore drill failed" in text
+    assert "operator tags web-1 /dev/xvda Dec 2 KeepForever=audit" in text
+
+
+def test_each_word_a_newcomer_cannot_know_is_explained_once_where_it_first_appears(played):
+    lines = first_act(played[0]).splitlines()
+    notes = {term: f"{'':9}({note})" for term, note in demo.NOTES.items()}
+    for term, note in notes.items():
+        assert lines.count(note) == 1, term
+        shown = lines.index(note)
+        # The first line that shows the word is the one above the note, or its run's line.
+        first = next(i for i, line in enumerate(lines) if term in line and line != note)
+        assert first < shown and all(
+            line.startswith(f"{'':9}") for line in lines[first + 1 : shown]
+        )
+    # Restore drills: introduced on the day they first appear, under their first line.
+    days = first_act(played[0]).split("\nDay ")[1:]
+    first_day = next(n for n, day in enumerate(days, 1) if "restore drill" in day)
+    assert first_day == 2 and notes["restore drill"] in days[1]
+    # New volumes, before their first backup: the manager's "not yet due", said in full.
+    assert "5 new volumes, not yet due: a first backup by 14:00 UTC" in days[0]
+
+
+def test_plurals(played):
+    text = "\n".join(played[0])
+    assert not re.findall(r"\b1 (?:copies|volumes|snapshots|restore drills|new volumes)\b", text)
+    assert not re.findall(r"\b1 of the \d+ were\b|\bkept [2-9]\d* past its\b", text)
+    assert "1 restore drill passed" in text and "2 restore drills passed" in text
+    assert "kept 1 past its DeleteOn (KeepForever)" in text
 
 
 def test_each_day_shows_its_weekday_and_why_it_is_weekly_or_monthly(played):
@@ -197,22 +233,29 @@ def test_locked_snapshots_stay_locked_until_delete_on_and_go_that_morning(played
     # Retention=3: day 1's snapshot is due on day 4, its lock expired at 00:00 that day.
     day_4 = text.split("\nDay ")[4]
     assert "manager  eu-west-1  deleted 1 expired" in day_4
-    assert "1 of them locked until 00:00 today: the lock expired" in day_4
-    vault = {r["snapshot"]: r["DeleteOn"] for r in final[demo.WEST] if r["instance"] == "vault-eu"}
-    listed = {
-        line.split()[0]: line.split()[3]
-        for line in lines
-        if line.startswith("  snap-") and " governance until " in line
+    assert "it was locked until 00:00 today: the lock expired" in day_4
+    vault = {
+        f"vault-eu /dev/xvda {date.fromisoformat(r['created']):%b %-d}": r["DeleteOn"]
+        for r in final[demo.WEST]
+        if r["instance"] == "vault-eu"
     }
+    listed = dict(
+        re.findall(
+            r"^  (vault-eu /dev/xvda \w+ \d+) +governance until (\S+) 00:00 UTC$", text, re.M
+        )
+    )
     assert listed == vault and len(vault) == 3
 
 
 def test_a_week_of_restore_drills_with_one_that_fails_and_its_alarm_metric(played):
-    text = "\n".join(played[0])
-    assert "restore drills: " in text
-    failed = [line for line in played[0] if "FAILED" in line]
+    text = first_act(played[0])
+    assert "restore drills passed" in text
+    failed = [line for line in text.splitlines() if "FAILED" in line]
     assert len(failed) == 1
     assert failed[0].endswith("restore drill failed: the restored volume went to error")
+    # db-1 /dev/xvda's drill day, from its volume id's hash: day 5, the day after DAMAGED.
+    day_5 = text.split("\nDay ")[5]
+    assert f"FAILED  {' '.join(demo.FAILING)} Dec 4: " in day_5
     assert "metric RestoreDrillsFailed=1: RestoreDrillsFailedAlarm fires" in text
     # Every drill volume was deleted, the failed one too: only the instances' own are left.
     volumes = [v for region in played[4].values() for v in region]
@@ -226,10 +269,9 @@ def test_a_monthly_is_archived_a_day_on_and_deleted_on_its_date(played):
     (archived,) = [s for s in state[demo.EAST] if s.get("StorageTier") == "archive"]
     tags = {t["Key"]: t["Value"] for t in archived["Tags"]}
     assert (tags["Name"], tags["Retention_Tier"], tags["Archive"]) == ("files-1", "monthly", "Yes")
-    assert (
-        f"to the archive tier: {archived['SnapshotId']} (119 days to its DeleteOn 2027-04-01)"
-        in (day_3)
-    )
+    assert archived["StartTime"].date() == demo.START
+    name = "files-1 /dev/xvda Dec 1"
+    assert f"to the archive tier: {name} (119 days to its DeleteOn 2027-04-01)" in day_3
     epilogue = text.split("\nEpilogue")[1]
-    assert f"{archived['SnapshotId']}  files-1  in the archive tier since 2026-12-03" in epilogue
+    assert f"{name}  in the archive tier since 2026-12-03" in epilogue
     assert "Thu 2027-04-01 01:00  manager  deleted it, 119 days in the archive tier" in epilogue
