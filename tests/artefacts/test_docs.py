@@ -95,6 +95,14 @@ def test_every_tag_the_code_reads_is_in_the_tag_reference(job):
     assert sorted(t for t in tags if f"`{t}`" not in reference) == []
 
 
+@pytest.mark.parametrize("job", [creator, copier, manager], ids=lambda m: m.__name__)
+def test_the_job_files_point_to_the_tag_reference_instead_of_repeating_it(job):
+    doc = job.__doc__
+    assert "docs/tags.md" in doc and "IAM actions:" in doc and "Event" in doc
+    assert "Retention_Weekly" not in doc and "Lock_CoolOffHours" not in doc
+    assert len(doc.splitlines()) <= 60
+
+
 def test_the_docs_state_the_templates_runtime():
     runtime = TEMPLATE["Globals"]["Function"]["Runtime"]  # python3.14
     version = runtime.removeprefix("python")

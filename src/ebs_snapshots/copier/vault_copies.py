@@ -56,7 +56,8 @@ SHARE_KEY_ENV, VAULT_KEY_ENV = "VAULT_SHARE_KMS_KEY", "VAULT_KMS_KEY"
 NO_SHARE_KEY = (
     "encrypted with the AWS managed key (aws/ebs), which AWS does not let anyone share: set "
     f"{SHARE_KEY_ENV} (template parameter VaultShareKmsKey) to a customer managed key whose "
-    "key policy lets the vault account use it (README, Vault copies); not copied to the vault"
+    "key policy lets the vault account use it (docs/immutable-backups.md, The KMS key "
+    "policies); not copied to the vault"
 )
 
 
