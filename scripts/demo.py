@@ -427,11 +427,21 @@ def inventory(region, locked=()):
 
 MARKS = {"daily": "d", "weekly": "W", "monthly": "M", "yearly": "Y", "Copy_Retention": "R"}
 SPAN = 32  # days shown, from START: the monthly snapshot of 1 December reaches 1 January
+COLORS = {"d": "#9aa5b1", "W": "#3b82f6", "M": "#8b5cf6", "Y": "#0f766e", "R": "#f59e0b"}
+TIERS = {  # the legend's words for each colour: the tier, and the tag that sets its days
+    "d": "daily (Retention)",
+    "W": "weekly (Retention_Weekly)",
+    "M": "monthly (Retention_Monthly)",
+    "Y": "yearly (Retention_Yearly)",
+    "R": "a copy's own (Copy_Retention)",
+}
+ARCHIVE_COLOR = "#bae6fd"
 
 
 def bars(final):
-    """[(row label, lane, snapshot id, created, DeleteOn, mark, kept)]: the snapshots of
-    each volume in each region, in as few lanes as their lifetimes allow."""
+    """[(row label, lane, snapshot id, created, DeleteOn, mark, kept, locked, archived)]:
+    the snapshots of each volume in each region, in as few lanes as their lifetimes allow;
+    archived is the day a snapshot went to the archive tier, or None."""
     groups = {}
     for region, rows in final.items():
         for r in rows:
@@ -446,25 +456,30 @@ def bars(final):
             lane = next((i for i, end in enumerate(lanes) if end <= r["created"]), len(lanes))
             lanes[lane : lane + 1] = ["9999-12-31" if r["Keep"] != "-" else r["DeleteOn"]]
             mark = MARKS.get(r["tier"], "?")
-            out.append(
-                (label, lane, r["snapshot"], r["created"], r["DeleteOn"], mark, r["Keep"] != "-")
-            )
+            kept, dates = r["Keep"] != "-", (r["created"], r["DeleteOn"])
+            out.append((label, lane, r["snapshot"], *dates, mark, kept, r["locked"], r["archived"]))
     return out
+
+
+def days_of(created, delete_on, kept, archived):
+    """(first day, first archived day, end) of a bar, as columns from START, within SPAN."""
+    start = (date.fromisoformat(created) - START).days
+    end = SPAN if kept else min(SPAN, (date.fromisoformat(delete_on) - START).days)
+    cold = (date.fromisoformat(archived) - START).days if archived else end
+    return start, min(cold, end), end
 
 
 def text_picture(drawn):
     """The bars in the terminal, one line per lane, a column per day."""
-    first = START
-    header = "".join(str((first + timedelta(days=i)).day % 10) for i in range(SPAN))
+    header = "".join(str((START + timedelta(days=i)).day % 10) for i in range(SPAN))
     width = max(len(label) for label, *_ in drawn) + 2
-    lines = [f"{'':{width}}{first:%b %-d}, a column a day", f"{'':{width}}{header}"]
+    lines = [f"{'':{width}}{START:%b %-d}, a column a day", f"{'':{width}}{header}"]
     rows = {}
-    for label, lane, _, created, delete_on, mark, kept in drawn:
+    for label, lane, _, created, delete_on, mark, kept, locked, archived in drawn:
         cells = rows.setdefault((label, lane), [" "] * SPAN)
-        start = (date.fromisoformat(created) - first).days
-        end = SPAN if kept else min(SPAN, (date.fromisoformat(delete_on) - first).days)
+        start, cold, end = days_of(created, delete_on, kept, archived)
         for day in range(start, end):
-            cells[day] = "━"
+            cells[day] = "░" if day >= cold else "═" if locked else "━"
         cells[start] = "K" if kept else mark
         if end == SPAN:
             cells[-1] = "▸"
@@ -473,11 +488,44 @@ def text_picture(drawn):
         shown = label if label != previous else ""
         previous = label
         lines.append(f"{shown:<{width}}{''.join(cells).rstrip()}")
-    lines.append(
-        "d daily, W weekly, M monthly, R a copy kept by Copy_Retention, K KeepForever; "
-        "━ until DeleteOn, ▸ beyond"
-    )
+    lines += [
+        "d daily, W weekly, M monthly, R a copy kept by Copy_Retention, K KeepForever (never "
+        "deleted);",
+        "━ until DeleteOn, ═ locked until DeleteOn, ░ in the archive tier, ▸ on past the picture",
+    ]
     return lines
+
+
+LEGEND = {  # each kind of mark a bar may have: (its style, whether a bar has it)
+    "a copy in another region": (
+        {"edgecolor": "#6b7280", "hatch": "///"},
+        lambda b: "copy in" in b[0],
+    ),
+    "KeepForever: no end": ({"edgecolor": "#dc2626", "linewidth": 2}, lambda b: b[6]),
+    "locked until DeleteOn": ({"edgecolor": "#111827", "linewidth": 2}, lambda b: b[7]),
+    "in the archive tier": (
+        {"facecolor": ARCHIVE_COLOR, "edgecolor": "#0369a1", "hatch": ".."},
+        lambda b: b[8],
+    ),
+}
+
+
+def legend_handles(drawn):
+    """What the picture's legend names: the tiers drawn, then each kind of mark drawn."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    marks = {bar[5] for bar in drawn}
+    handles = [Patch(facecolor=COLORS[m], label=TIERS[m]) for m in COLORS if m in marks]
+    handles += [
+        Patch(**({"facecolor": "white"} | style), label=label)
+        for label, (style, has) in LEGEND.items()
+        if any(has(bar) for bar in drawn)
+    ]
+    if any(days_of(*bar[3:5], bar[6], bar[8])[2] == SPAN for bar in drawn):
+        past = f"goes on past {START + timedelta(days=SPAN - 1):%b %-d}"
+        handles.append(Line2D([], [], color="#111827", marker=">", linestyle="none", label=past))
+    return handles
 
 
 def png_picture(drawn, path):
@@ -488,21 +536,32 @@ def png_picture(drawn, path):
     import matplotlib.pyplot as plt
 
     lanes = list(dict.fromkeys((label, lane) for label, lane, *_ in drawn))
-    colors = {"d": "#9aa5b1", "W": "#3b82f6", "M": "#8b5cf6", "Y": "#0f766e", "R": "#f59e0b"}
-    fig, ax = plt.subplots(figsize=(12, 0.28 * len(lanes) + 1.4))
-    for label, lane, _, created, delete_on, mark, kept in drawn:
+    height = 0.28 * len(lanes) + 2.2  # inches: a lane each, then the title and legend on top
+    fig, ax = plt.subplots(figsize=(12, height))
+    for label, lane, _, created, delete_on, mark, kept, locked, archived in drawn:
         y = len(lanes) - 1 - lanes.index((label, lane))
-        start = (date.fromisoformat(created) - START).days
-        end = SPAN if kept else min(SPAN, (date.fromisoformat(delete_on) - START).days)
-        copy = "copy in" in label
+        start, cold, end = days_of(created, delete_on, kept, archived)
+        hatch = "///" if "copy in" in label else None
+        edge = "#dc2626" if kept else "#111827" if locked else "none"
         ax.broken_barh(
-            [(start, max(end - start, 0.3))],
+            [(start, max(cold - start, 0.3))],
             (y + 0.15, 0.7),
-            facecolors=colors.get(mark, "#999999"),
-            edgecolors="#dc2626" if kept else "none",
-            linewidth=2 if kept else 0,
-            hatch="///" if copy else None,
+            facecolors=COLORS.get(mark, "#999999"),
+            edgecolors=edge,
+            linewidth=2 if kept or locked else 0,
+            hatch=hatch,
         )
+        if cold < end:  # from the day it moved: in the archive tier
+            ax.broken_barh(
+                [(cold, end - cold)],
+                (y + 0.15, 0.7),
+                facecolors=ARCHIVE_COLOR,
+                edgecolors="#0369a1",
+                linewidth=1,
+                hatch="..",
+            )
+        if end == SPAN:  # it goes on past the picture
+            ax.plot([SPAN - 0.35], [y + 0.5], marker=">", color="#111827", markersize=6)
         if kept:
             ax.text(start + 0.2, y + 0.5, "KeepForever", va="center", fontsize=7)
     ax.set_yticks([len(lanes) - 1 - i + 0.5 for i, (_, lane) in enumerate(lanes) if lane == 0])
@@ -514,12 +573,21 @@ def png_picture(drawn, path):
     ax.text(DAYS + 0.2, len(lanes) - 0.3, "end of the demo", fontsize=8)
     ax.set_xlim(0, SPAN)
     ax.set_ylim(0, len(lanes))
-    ax.set_title(
-        "Snapshots left after the demo: a bar from creation to DeleteOn (grey daily, blue "
-        "weekly, purple monthly, orange Copy_Retention; hatched: a copy)",
-        fontsize=9,
+    fig.suptitle(
+        f"The {len(drawn)} snapshots left after the demo's {DAYS} days: "
+        "a bar each, from its creation to its DeleteOn",
+        fontsize=11,
+        y=1 - 0.12 / height,
     )
-    fig.tight_layout()
+    fig.legend(
+        handles=legend_handles(drawn),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.4 / height),
+        ncol=5,
+        fontsize=8,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / height))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Description": json.dumps(drawn)})
     plt.close(fig)

@@ -209,13 +209,42 @@ def test_the_picture_is_written_and_shows_exactly_the_snapshots_left(played):
     assert set(bars) == set(snapshots)  # one bar per snapshot AWS holds, no other
     for sid, s in snapshots.items():
         tags = {t["Key"]: t["Value"] for t in s["Tags"]}
-        _, _, _, created, delete_on, mark, kept = bars[sid]
+        _, _, _, created, delete_on, mark, kept, locked, archived = bars[sid]
         assert (created, delete_on) == (s["StartTime"].date().isoformat(), tags["DeleteOn"])
         assert kept == ("KeepForever" in tags)
         assert mark == demo.MARKS[tags.get("Retention_Tier", "Copy_Retention")]
-    # The terminal shows the same bars: a line per lane.
-    lanes = [line for line in lines if "━" in line and not line.startswith("d daily")]
+        # A lock lasts until DeleteOn, and a snapshot goes that morning: what is left of
+        # vault-eu's (Lock=governance) is locked, and nothing else.
+        assert locked == (tags["Name"] == "vault-eu")
+        assert (archived is not None) == (s.get("StorageTier") == "archive")
+    assert [bar[8] for bar in bars.values() if bar[8]] == ["2026-12-03"]  # files-1's, day 3
+    # The terminal shows the same bars: a line per lane; locked and archived days apart.
+    lanes = [line for line in lines if {*"━═░"} & {*line} and "until DeleteOn" not in line]
     assert len(lanes) == len({(b[0], b[1]) for b in bars.values()})
+    assert sum("═" in line for line in lanes) == sum(bar[7] for bar in bars.values()) == 3
+    assert sum("░" in line for line in lanes) == 1
+
+
+def test_the_pictures_legend_names_each_colour_and_mark_it_draws(played):
+    bars = drawn(played[2])
+    labels = [handle.get_label() for handle in demo.legend_handles(bars)]
+    assert labels == [
+        "daily (Retention)",
+        "weekly (Retention_Weekly)",
+        "monthly (Retention_Monthly)",
+        "a copy's own (Copy_Retention)",
+        "a copy in another region",
+        "KeepForever: no end",
+        "locked until DeleteOn",
+        "in the archive tier",
+        "goes on past Jan 1",
+    ]
+    # Only what is drawn: without the archived monthly, no archive entry.
+    assert "in the archive tier" not in [
+        handle.get_label() for handle in demo.legend_handles([b for b in bars if not b[8]])
+    ]
+    text = "\n".join(played[0])
+    assert "═ locked until DeleteOn, ░ in the archive tier" in text
 
 
 def test_the_readmes_picture_is_the_demos(played):
