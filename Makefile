@@ -48,10 +48,13 @@ build:
 # `sam build` (template.yaml, BuildMethod: makefile): each function gets its one job file.
 # SAM runs them here in the checkout (WorkingDirectory), having copied only CodeUri (src/).
 build-CreatorFunction:
+	$(PYTHON) -m scripts.build --check
 	cp ebs_snapshot_creator.py $(ARTIFACTS_DIR)/
 build-CopierFunction:
+	$(PYTHON) -m scripts.build --check
 	cp ebs_snapshot_copier.py $(ARTIFACTS_DIR)/
 build-ManagerFunction:
+	$(PYTHON) -m scripts.build --check
 	cp ebs_snapshot_manager.py $(ARTIFACTS_DIR)/
 
 clean:

@@ -403,6 +403,8 @@ class FirstContact:
     def _after_attempt(
         self, response: object = None, caught_exception: Exception | None = None, **kw: Any
     ) -> None:
+        if not self.armed:  # a client that outlived its command-line run: retried as ever
+            return
         if response is not None:
             self.answered = True
         elif not self.answered and isinstance(

@@ -93,30 +93,71 @@ def part(path):
 
 
 def defined_names(tree):
+    """Every name a module binds at its top level, inside blocks too (if, try, for, with)."""
     names = set()
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
-        elif isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif not isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {n.id for n in walk_top(node)}
     return names
 
 
+def walk_top(node):
+    """The names a top-level statement stores, not looking into functions or classes."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+        return
+    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+        yield node
+    for child in ast.iter_child_nodes(node):
+        yield from walk_top(child)
+
+
+def imported_names(tree):
+    """{name: what it is bound to} for each top-level import from outside the package."""
+    bound = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                bound[alias.asname or alias.name.split(".")[0]] = alias.name
+        elif isinstance(node, ast.ImportFrom) and not (node.module or "").startswith(PACKAGE):
+            for alias in node.names:
+                bound[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return bound
+
+
 def check_order(job, paths):
-    """Each module imports only names defined by a module before it; no name is defined by
-    two modules (in the built file they share one namespace)."""
-    owner = {}
+    """Each module imports only names defined by a module before it; no name is bound twice
+    in the built file's one namespace: by two modules, or by a module and an import of
+    another thing (``import datetime`` here, ``from datetime import datetime`` there)."""
+    owner, imported = {}, {}
     for path in paths:
         tree = parse(path)
+        refuse_nested_imports(tree, path)
         for src, names in internal_imports(tree):
             for name in names:
                 if owner.get(name) != src:
                     raise BuildError(f"{job}: {path} imports {name} from {src}, not before it")
+        for name, what in imported_names(tree).items():
+            if imported.setdefault(name, what) != what or name in owner:
+                raise BuildError(f"{job}: {name} in {path} is bound to two things")
         for name in defined_names(tree):
-            if name in owner:
-                raise BuildError(f"{job}: {name} defined in {owner[name]} and in {path}")
+            if name in owner or name in imported:
+                first = owner.get(name, "an import")
+                raise BuildError(f"{job}: {name} defined in {first} and in {path}")
             owner[name] = path
+
+
+def refuse_nested_imports(tree, path):
+    """An import the build cannot hoist: relative, or from the package below the top level
+    (inside a function, ``if TYPE_CHECKING:``, ``try:``), which would stay in the built file
+    and fail there."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            raise BuildError(f"{path}: a relative import; import from {PACKAGE}.<module>")
+        nested = node not in tree.body and isinstance(node, ast.ImportFrom)
+        if nested and (node.module or "").startswith(PACKAGE):
+            raise BuildError(f"{path}:{node.lineno}: an import from {PACKAGE} below the top level")
 
 
 def import_block(nodes):
@@ -175,7 +216,9 @@ def build(job):
     # isort's blank lines after the imports: two before a def or class, else one
     first = ast.parse(bodies[0]).body[0]
     gap = "\n" if isinstance(first, ast.FunctionDef | ast.ClassDef) else ""
-    return head + gap + "".join(f"\n{body}\n\n" for body in bodies).rstrip("\n") + "\n"
+    text = head + gap + "".join(f"\n{body}\n\n" for body in bodies).rstrip("\n") + "\n"
+    compile(text, f"ebs_snapshot_{job}.py", "exec")  # a syntax error here, not in Lambda
+    return text
 
 
 def main(argv=None):

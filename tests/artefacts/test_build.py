@@ -1,6 +1,8 @@
 """The three job files at the root are a fresh build of src/ebs_snapshots (scripts/build.py)."""
 
 import ast
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -101,3 +103,40 @@ def test_the_check_mode_fails_on_a_file_edited_by_hand(tmp_path, monkeypatch, ca
     edited.write_text(edited.read_text() + "# a fix made by hand\n")
     assert build.main(["--check"]) == 1
     assert "ebs_snapshot_copier.py" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("module", "added", "refusal"),
+    [
+        # runtime.py has `from datetime import UTC, datetime`: one name, two things
+        ("common/tags.py", "import datetime\n", "datetime in .* bound to two things"),
+        ("manager/archive.py", "Config = {}\n", "Config defined in an import"),
+        ("common/tags.py", "from . import aws\n", "a relative import"),
+        (
+            "common/tags.py",
+            "def later():\n    from ebs_snapshots.common.aws import paginate\n",
+            "below the top level",
+        ),
+    ],
+)
+def test_what_would_break_the_one_namespace_is_refused(
+    tmp_path, monkeypatch, module, added, refusal
+):
+    source = copy_of_the_package(tmp_path) / module
+    source.write_text(source.read_text() + "\n\n" + added)
+    monkeypatch.setattr(build, "SRC", tmp_path)
+    with pytest.raises(build.BuildError, match=refusal):
+        for job in build.JOBS:
+            build.build(job)
+
+
+def test_two_processes_with_other_hash_seeds_build_the_same_files():
+    for seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-m", "scripts.build", "--check"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr

@@ -157,9 +157,11 @@ def test_each_function_runs_its_own_file(job):
     assert props["FunctionName"] == f"ebs-snapshot-{job}"  # the names the policy allows
     assert FUNCTIONS[job]["Metadata"]["BuildMethod"] == "makefile"
     target = re.search(
-        rf"^build-{job.title()}Function:\n\t(.*)$", (ROOT / "Makefile").read_text(), re.M
+        rf"^build-{job.title()}Function:\n\t(.*)\n\t(.*)$", (ROOT / "Makefile").read_text(), re.M
     )
-    assert target.group(1) == f"cp ebs_snapshot_{job}.py $(ARTIFACTS_DIR)/"
+    # a stale job file (src edited, make build not run) is refused, never deployed
+    assert target.group(1) == "$(PYTHON) -m scripts.build --check"
+    assert target.group(2) == f"cp ebs_snapshot_{job}.py $(ARTIFACTS_DIR)/"
 
 
 @pytest.mark.parametrize("job", list(FUNCTIONS))

@@ -409,6 +409,7 @@ def report_of(counts):
 
 def test_every_count_of_one_is_singular_and_every_count_of_two_plural():
     kinds = {kind for words in creator.TOTALS.values() for kind in words}
+    kinds |= {"protected", "unprotected", "not_yet_due"}  # the volumes' line
     one = report_of(dict.fromkeys(kinds, 1))
     two = report_of(dict.fromkeys(kinds, 2))
     plurals = r"\b1 (copies|snapshots|restores|items|kinds|resources|warnings|failures|volumes)\b"
@@ -418,7 +419,7 @@ def test_every_count_of_one_is_singular_and_every_count_of_two_plural():
         assert words in one
     for words in ("2 warnings", "2 failures", "2 items skipped", "copies: 2 started"):
         assert words in two
-    assert "other" not in one  # every count the jobs make has its words
+    assert "1 protected, 1 unprotected, 1 not yet due" in one
 
 
 def test_a_count_of_zero_is_left_out_and_a_count_without_words_still_shown():
