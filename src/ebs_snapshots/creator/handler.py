@@ -110,8 +110,8 @@ def create_items(ec2, ssm, items, invocation, summary, budget, now):
         point = resume_point(todo, done, event.get(HANDOFF))
         point["maybe"] = sorted(work_key(i) for i in todo if i.get("lookup") and i["lookup"].lost)
         hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
-    else:
-        lock_sweep(ec2, summary, budget, utc_today(now))
+    elif not (schedule and schedule.scheduled) or summary.data["counts"].get("created"):
+        lock_sweep(ec2, summary, budget, utc_today(now))  # not in an hour that made nothing
     if schedule and schedule.scheduled:
         slot_coverage(todo, schedule, summary)
 
