@@ -3776,14 +3776,13 @@ def dry_run(ec2, args, instance, specs):
         iid = args.instance
         checks.append(("ec2:StopInstances", ec2.stop_instances, {"InstanceIds": [iid]}))
         checks.append(("ec2:StartInstances", ec2.start_instances, {"InstanceIds": [iid]}))
-        for device, vid in attached_devices(instance).items():
-            params = {"VolumeId": vid, "InstanceId": iid, "Device": device}
-            checks.append((f"ec2:DetachVolume {device}", ec2.detach_volume, params))
     refused = [(what, why) for what, call, params in checks if (why := probe(call, **params))]
     for what, _, _ in checks:
         print(f"  {'refused' if any(w == what for w, _ in refused) else 'permitted'}: {what}")
     for what, why in refused:
         print(f"  {what}: {why}")
+    if args.in_place:  # iam-policy-restore.json: only on volumes the restore has tagged
+        print("  not asked: ec2:DetachVolume, ec2:AttachVolume (they need the restore's tags)")
     print("Dry run: nothing was changed.")
     return 1 if refused else 0
 

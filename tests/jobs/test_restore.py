@@ -1,6 +1,8 @@
 """The manager's restore command on moto: points, side by side, in place, undo, copies."""
 
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import boto3
 import pytest
@@ -11,6 +13,7 @@ import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
 
+ROOT = Path(__file__).resolve().parents[2]
 ATTRIBUTES = ("VolumeType", "Size", "Iops", "Throughput", "Encrypted", "KmsKeyId")
 MUTATING = {"CreateVolume", "CreateTags", "StopInstances", "DetachVolume", "AttachVolume"}
 MUTATING |= {"StartInstances"}
@@ -282,3 +285,22 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_every_call_a_restore_makes_is_granted_by_the_restore_policy(api, capsys):
+    iid, _ = fleet()
+    point = yesterday_point(iid, capsys)
+    api.calls.clear()
+    for args in (
+        ["restore-points", "--instance", iid],
+        ["restore", "--instance", iid, "--at", point, "--dry-run", "--in-place"],
+        ["restore", "--instance", iid, "--at", point, "--in-place", "--yes"],
+        ["restore", "--instance", iid, "--undo", "--yes"],
+    ):
+        assert manager.main(args) == 0
+    policy = json.loads((ROOT / "iam-policy-restore.json").read_text())["Statement"]
+    actions = [[s["Action"]] if isinstance(s["Action"], str) else s["Action"] for s in policy]
+    granted = {a for listed in actions for a in listed}
+    made = {f"{'kms' if op == 'DescribeKey' else 'ec2'}:{op}" for _, op, _ in api.calls}
+    assert {"ec2:CreateVolume", "ec2:AttachVolume", "kms:DescribeKey"} <= made
+    assert made - granted == set()
