@@ -304,3 +304,12 @@ def test_a_monthly_is_archived_a_day_on_and_deleted_on_its_date(played):
     epilogue = text.split("\nEpilogue")[1]
     assert f"{name}  in the archive tier since 2026-12-03" in epilogue
     assert "Thu 2027-04-01 01:00  manager  deleted it, 119 days in the archive tier" in epilogue
+
+
+def test_the_restore_act_goes_side_by_side_then_in_place_then_undoes_it(played):
+    act = "\n".join(played[0]).split("\nRestores:")[1]
+    commands = re.findall(r"^\$ ebs_snapshot_manager\.py (\S+).*\(exit (\d)\)$", act, re.M)
+    assert commands == [("restore-points", "0")] + [("restore", "0")] * 3
+    assert act.count("(side by side) available") == 3 and act.count("(in place) attached") == 3
+    for device in ("/dev/xvda", "/dev/sdf", "/dev/sdg"):
+        assert f"{device}: shop-1 {device} attached" in act  # the undo put each one back
