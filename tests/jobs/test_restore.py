@@ -1,12 +1,15 @@
 """The manager's restore command on moto: points, side by side, in place, undo, copies."""
 
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import boto3
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 from conftest import AMI, DEST, NOW, REGION, clock, ec2, moto_snapshot
 
 import ebs_snapshot_copier as copier
@@ -304,3 +307,59 @@ def test_every_call_a_restore_makes_is_granted_by_the_restore_policy(api, capsys
     made = {f"{'kms' if op == 'DescribeKey' else 'ec2'}:{op}" for _, op, _ in api.calls}
     assert {"ec2:CreateVolume", "ec2:AttachVolume", "kms:DescribeKey"} <= made
     assert made - granted == set()
+
+
+def test_a_key_the_caller_cannot_use_stops_the_restore_before_anything_is_made(api, capsys):
+    iid, _ = fleet()
+    refused = {"Code": "AccessDeniedException", "Message": "not allowed to use the key"}
+    api.stub("DescribeKey", ClientError({"Error": refused}, "DescribeKey"))
+    assert manager.main(["restore", "--instance", iid, "--at", NOW.isoformat()]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be used: AccessDeniedException" in err and err.count("\n") == 1
+    assert len(volumes()) == 3
+
+
+def test_a_restored_volume_in_use_elsewhere_is_refused(capsys):
+    iid, _ = fleet()
+    args = ["restore", "--instance", iid, "--at", NOW.isoformat()]
+    assert manager.main(args) == 0
+    other = ec2().run_instances(
+        ImageId=AMI, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": REGION + "b"}
+    )["Instances"][0]["InstanceId"]
+    (made, *_) = volumes(Restore_Instance=iid)
+    ec2().attach_volume(VolumeId=made, InstanceId=other, Device="/dev/sdz")
+    capsys.readouterr()
+    assert manager.main(args) == 1
+    assert f"{made} is in use by {other}" in capsys.readouterr().err
+
+
+def script(*args, env):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "ebs_snapshot_manager.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("command", ["restore-points", "restore"])
+def test_the_subcommands_help_and_refuse_without_a_region_in_one_line(command, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {"HOME": str(tmp_path), "AWS_CONFIG_FILE": str(tmp_path / "none")}
+    done = script(command, "--help", env=env)
+    assert done.returncode == 0 and "--instance" in done.stdout
+    at = ["--at", "rp-1"] if command == "restore" else []
+    done = script(command, "--instance", "i-0123456789abcdef0", *at, env=env)
+    assert done.returncode == 2 and "no region" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_lost_create_volume_answer_makes_no_second_volume(api, capsys):
+    iid, _ = fleet()
+    api.lose_answer("CreateVolume", when=lambda params, region: "SnapshotId" in params, times=3)
+    assert manager.main(["restore", "--instance", iid, "--at", NOW.isoformat()]) == 0
+    made = [p for p in api.ops("CreateVolume") if "SnapshotId" in p]
+    assert len(volumes(Restore_Instance=iid)) == 3 and len(made) == 3  # botocore sent again
+    assert sum(op == "CreateVolume" for op, _ in api.sent) >= 6
