@@ -313,3 +313,10 @@ def test_the_restore_act_goes_side_by_side_then_in_place_then_undoes_it(played):
     assert act.count("(side by side) available") == 3 and act.count("(in place) attached") == 3
     for device in ("/dev/xvda", "/dev/sdf", "/dev/sdg"):
         assert f"{device}: shop-1 {device} attached" in act  # the undo put each one back
+
+
+def test_the_restore_page_shows_the_demos_lines(played):
+    page = (ROOT / "docs" / "restore.md").read_text()
+    block = page.split("In `make demo`")[1].split("```")[1]
+    shown = [line for line in block.splitlines() if line]
+    assert len(shown) == 4 and all(line in played[0] for line in shown)
