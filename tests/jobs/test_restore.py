@@ -26,9 +26,10 @@ def key_arn(region=REGION):
     return boto3.client("kms", region_name=region).create_key()["KeyMetadata"]["Arn"]
 
 
-def fleet(tags=None):
-    """An instance with three volumes, root included, each of another kind; two points:
-    yesterday's (a multi-volume set) and today's. Returns (instance id, {device: volume})."""
+def fleet(tags=None, days=2):
+    """An instance with three volumes, root included, each of another kind; a point (a
+    multi-volume set) each day: today's, and yesterday's. Returns (instance id, {device:
+    volume})."""
     client, key = ec2(), key_arn()
     root = {"VolumeSize": 8, "VolumeType": "gp3", "Iops": 3000, "Throughput": 125}
     root |= {"Encrypted": True, "KmsKeyId": key}
@@ -57,9 +58,10 @@ def fleet(tags=None):
     ):
         vid = client.create_volume(AvailabilityZone=REGION + "b", **spec)["VolumeId"]
         client.attach_volume(VolumeId=vid, InstanceId=iid, Device=device)
-    with clock(NOW - timedelta(days=1)):
-        assert creator.main(["--event-id", "yesterday"]) == 0
-    assert creator.main(["--event-id", "today"]) == 0
+    if days == 2:
+        with clock(NOW - timedelta(days=1)):
+            assert creator.run({"id": "yesterday"}, None, region=REGION)["counts"]["created"] == 3
+    assert creator.run({"id": "today"}, None, region=REGION)["counts"]["created"] == 3
     return iid, devices_of(iid)
 
 
@@ -146,8 +148,8 @@ def check_restored(made, source, iid, point):
 
 @pytest.mark.parametrize("step", range(1, 15))
 def test_an_in_place_restore_interrupted_after_any_step_finishes_when_run_again(step, api, capsys):
-    iid, before = fleet()
-    point = yesterday_point(iid, capsys)
+    iid, before = fleet(days=1)
+    point = NOW.isoformat()
     sent = []
 
     def interrupt(operation, region):
@@ -220,7 +222,7 @@ def test_an_archived_snapshot_stops_the_restore_before_anything_is_made(capsys):
 
 
 def test_an_incomplete_point_needs_partial(capsys):
-    iid, _ = fleet()
+    iid, _ = fleet(days=1)
     extra = ec2().create_volume(AvailabilityZone=REGION + "b", Size=1)["VolumeId"]
     ec2().attach_volume(VolumeId=extra, InstanceId=iid, Device="/dev/sdh")
     args = ["restore", "--instance", iid, "--at", NOW.isoformat()]
@@ -231,7 +233,7 @@ def test_an_incomplete_point_needs_partial(capsys):
 
 
 def test_dry_run_asks_aws_and_changes_nothing(api, capsys):
-    iid, _ = fleet()
+    iid, _ = fleet(days=1)
     api.fail("StopInstances", "UnauthorizedOperation")
     args = ["restore", "--instance", iid, "--at", NOW.isoformat(), "--in-place", "--dry-run"]
     assert manager.main(args) == 1
@@ -241,7 +243,7 @@ def test_dry_run_asks_aws_and_changes_nothing(api, capsys):
 
 
 def test_init_rate_is_checked_and_its_time_printed(api, capsys):
-    iid, _ = fleet()
+    iid, _ = fleet(days=1)
     args = ["restore", "--instance", iid, "--at", NOW.isoformat()]
     assert manager.main([*args, "--init-rate", "99"]) == 1
     assert "100 to 300 MiB/s" in capsys.readouterr().err
@@ -270,7 +272,7 @@ def test_bad_usage_and_errors_are_one_line(args, code, words, capsys):
 
 
 def test_a_stopped_instance_that_is_terminated_is_refused(capsys):
-    iid, _ = fleet()
+    iid, _ = fleet(days=1)
     ec2().terminate_instances(InstanceIds=[iid])
     args = ["restore", "--instance", iid, "--at", NOW.isoformat(), "--in-place", "--yes"]
     assert manager.main(args) == 1
@@ -310,7 +312,7 @@ def test_every_call_a_restore_makes_is_granted_by_the_restore_policy(api, capsys
 
 
 def test_a_key_the_caller_cannot_use_stops_the_restore_before_anything_is_made(api, capsys):
-    iid, _ = fleet()
+    iid, _ = fleet(days=1)
     refused = {"Code": "AccessDeniedException", "Message": "not allowed to use the key"}
     api.stub("DescribeKey", ClientError({"Error": refused}, "DescribeKey"))
     assert manager.main(["restore", "--instance", iid, "--at", NOW.isoformat()]) == 1
@@ -320,7 +322,7 @@ def test_a_key_the_caller_cannot_use_stops_the_restore_before_anything_is_made(a
 
 
 def test_a_restored_volume_in_use_elsewhere_is_refused(capsys):
-    iid, _ = fleet()
+    iid, _ = fleet(days=1)
     args = ["restore", "--instance", iid, "--at", NOW.isoformat()]
     assert manager.main(args) == 0
     other = ec2().run_instances(
@@ -357,9 +359,21 @@ def test_the_subcommands_help_and_refuse_without_a_region_in_one_line(command, t
 
 
 def test_a_lost_create_volume_answer_makes_no_second_volume(api, capsys):
-    iid, _ = fleet()
+    iid, _ = fleet(days=1)
     api.lose_answer("CreateVolume", when=lambda params, region: "SnapshotId" in params, times=3)
     assert manager.main(["restore", "--instance", iid, "--at", NOW.isoformat()]) == 0
     made = [p for p in api.ops("CreateVolume") if "SnapshotId" in p]
     assert len(volumes(Restore_Instance=iid)) == 3 and len(made) == 3  # botocore sent again
     assert sum(op == "CreateVolume" for op, _ in api.sent) >= 6
+
+
+def test_an_instance_that_no_longer_exists_still_has_its_points(capsys):
+    iid, _ = fleet(days=1)
+    ec2().terminate_instances(InstanceIds=[iid])
+    assert manager.main(["restore-points", "--instance", iid]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  rp-") == 1 and "the instance no longer exists" in out
+    args = ["restore", "--instance", iid, "--at", NOW.isoformat(), "--az", REGION + "c"]
+    assert manager.main(args) == 0
+    made = volumes(Restore_Instance=iid)
+    assert len(made) == 3 and {v["AvailabilityZone"] for v in made.values()} == {REGION + "c"}
