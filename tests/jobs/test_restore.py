@@ -18,6 +18,7 @@ import ebs_snapshot_manager as manager
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTRIBUTES = ("VolumeType", "Size", "Iops", "Throughput", "Encrypted", "KmsKeyId")
+LATER = (NOW + timedelta(hours=1)).isoformat()  # after today's backups, whenever they ran
 MUTATING = {"CreateVolume", "CreateTags", "StopInstances", "DetachVolume", "AttachVolume"}
 MUTATING |= {"StartInstances"}
 
@@ -149,7 +150,7 @@ def check_restored(made, source, iid, point):
 @pytest.mark.parametrize("step", range(1, 15))
 def test_an_in_place_restore_interrupted_after_any_step_finishes_when_run_again(step, api, capsys):
     iid, before = fleet(days=1)
-    point = NOW.isoformat()
+    point = LATER
     sent = []
 
     def interrupt(operation, region):
@@ -225,7 +226,7 @@ def test_an_incomplete_point_needs_partial(capsys):
     iid, _ = fleet(days=1)
     extra = ec2().create_volume(AvailabilityZone=REGION + "b", Size=1)["VolumeId"]
     ec2().attach_volume(VolumeId=extra, InstanceId=iid, Device="/dev/sdh")
-    args = ["restore", "--instance", iid, "--at", NOW.isoformat()]
+    args = ["restore", "--instance", iid, "--at", LATER]
     assert manager.main(args) == 1
     assert "incomplete point: no snapshot of /dev/sdh" in capsys.readouterr().err
     assert manager.main([*args, "--partial"]) == 0
@@ -235,7 +236,7 @@ def test_an_incomplete_point_needs_partial(capsys):
 def test_dry_run_asks_aws_and_changes_nothing(api, capsys):
     iid, _ = fleet(days=1)
     api.fail("StopInstances", "UnauthorizedOperation")
-    args = ["restore", "--instance", iid, "--at", NOW.isoformat(), "--in-place", "--dry-run"]
+    args = ["restore", "--instance", iid, "--at", LATER, "--in-place", "--dry-run"]
     assert manager.main(args) == 1
     out = capsys.readouterr().out
     assert "permitted: ec2:CreateVolume /dev/sda1" in out and "refused: ec2:StopInstances" in out
@@ -244,7 +245,7 @@ def test_dry_run_asks_aws_and_changes_nothing(api, capsys):
 
 def test_init_rate_is_checked_and_its_time_printed(api, capsys):
     iid, _ = fleet(days=1)
-    args = ["restore", "--instance", iid, "--at", NOW.isoformat()]
+    args = ["restore", "--instance", iid, "--at", LATER]
     assert manager.main([*args, "--init-rate", "99"]) == 1
     assert "100 to 300 MiB/s" in capsys.readouterr().err
     assert manager.main([*args, "--init-rate", "200"]) == 0
@@ -274,7 +275,7 @@ def test_bad_usage_and_errors_are_one_line(args, code, words, capsys):
 def test_a_stopped_instance_that_is_terminated_is_refused(capsys):
     iid, _ = fleet(days=1)
     ec2().terminate_instances(InstanceIds=[iid])
-    args = ["restore", "--instance", iid, "--at", NOW.isoformat(), "--in-place", "--yes"]
+    args = ["restore", "--instance", iid, "--at", LATER, "--in-place", "--yes"]
     assert manager.main(args) == 1
     assert "is not in this region" in capsys.readouterr().err
 
@@ -315,7 +316,7 @@ def test_a_key_the_caller_cannot_use_stops_the_restore_before_anything_is_made(a
     iid, _ = fleet(days=1)
     refused = {"Code": "AccessDeniedException", "Message": "not allowed to use the key"}
     api.stub("DescribeKey", ClientError({"Error": refused}, "DescribeKey"))
-    assert manager.main(["restore", "--instance", iid, "--at", NOW.isoformat()]) == 1
+    assert manager.main(["restore", "--instance", iid, "--at", LATER]) == 1
     err = capsys.readouterr().err
     assert "cannot be used: AccessDeniedException" in err and err.count("\n") == 1
     assert len(volumes()) == 3
@@ -323,7 +324,7 @@ def test_a_key_the_caller_cannot_use_stops_the_restore_before_anything_is_made(a
 
 def test_a_restored_volume_in_use_elsewhere_is_refused(capsys):
     iid, _ = fleet(days=1)
-    args = ["restore", "--instance", iid, "--at", NOW.isoformat()]
+    args = ["restore", "--instance", iid, "--at", LATER]
     assert manager.main(args) == 0
     other = ec2().run_instances(
         ImageId=AMI, MinCount=1, MaxCount=1, Placement={"AvailabilityZone": REGION + "b"}
@@ -361,7 +362,7 @@ def test_the_subcommands_help_and_refuse_without_a_region_in_one_line(command, t
 def test_a_lost_create_volume_answer_makes_no_second_volume(api, capsys):
     iid, _ = fleet(days=1)
     api.lose_answer("CreateVolume", when=lambda params, region: "SnapshotId" in params, times=3)
-    assert manager.main(["restore", "--instance", iid, "--at", NOW.isoformat()]) == 0
+    assert manager.main(["restore", "--instance", iid, "--at", LATER]) == 0
     made = [p for p in api.ops("CreateVolume") if "SnapshotId" in p]
     assert len(volumes(Restore_Instance=iid)) == 3 and len(made) == 3  # botocore sent again
     assert sum(op == "CreateVolume" for op, _ in api.sent) >= 6
@@ -373,7 +374,7 @@ def test_an_instance_that_no_longer_exists_still_has_its_points(capsys):
     assert manager.main(["restore-points", "--instance", iid]) == 0
     out = capsys.readouterr().out
     assert out.count("  rp-") == 1 and "the instance no longer exists" in out
-    args = ["restore", "--instance", iid, "--at", NOW.isoformat(), "--az", REGION + "c"]
+    args = ["restore", "--instance", iid, "--at", LATER, "--az", REGION + "c"]
     assert manager.main(args) == 0
     made = volumes(Restore_Instance=iid)
     assert len(made) == 3 and {v["AvailabilityZone"] for v in made.values()} == {REGION + "c"}
