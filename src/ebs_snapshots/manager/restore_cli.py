@@ -313,7 +313,7 @@ def start_archive_restore(ec2, point, days, dry_run):
             ec2.create_tags(Resources=archived, Tags=[{"Key": TAG_RESTORE, "Value": str(days)}])
         except ClientError as exc:
             raise RestoreError(f"Restore tag not written: {describe_error(exc)}") from None
-    print(f"Tagged {TAG_RESTORE}={days}: {', '.join(archived)}.")
+    print(f"{'Would tag' if dry_run else 'Tagged'} {TAG_RESTORE}={days}: {', '.join(archived)}.")
     print(
         f"The manager's next run starts the restore; it takes up to {ARCHIVE_RESTORE_HOURS} "
         "hours. Then run this restore again."
