@@ -290,12 +290,20 @@ class Budget:
         self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
         # botocore's own rules for what standard mode retries (throttling, 5xx, network)
         self._retried = botocore_retries.StandardRetryConditions(RETRIES["total_max_attempts"])
+        self._until: float | None = None  # time.monotonic() after which no item starts
 
     def left(self) -> float:
         return self._left_ms() / 1000 if self._left_ms else float("inf")
 
     def low(self) -> bool:
-        return self.left() < STOP_MARGIN_S
+        return self.left() < STOP_MARGIN_S or self.closed()
+
+    def close_in(self, seconds: float) -> None:
+        """Start no new item after ``seconds`` from now (a scheduled run's own hour)."""
+        self._until = time.monotonic() + seconds
+
+    def closed(self) -> bool:
+        return self._until is not None and time.monotonic() >= self._until
 
     def guard(self, client: Client) -> Client:
         if self._left_ms:
@@ -613,6 +621,10 @@ METRICS = {
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
     "SnapshotsArchived": ("archived", ("manager",)),  # in the archive tier now
     "SnapshotsRestoring": ("restoring", ("manager",)),  # on their way back from it
+    # The creator's schedule (hourly runs): the tagged fleet against EC2's limits.
+    "SnapshotCallsPeakHour": ("peak_hour_calls", ()),  # CreateSnapshot(s) calls due in one hour
+    "SnapshotsProjected": ("projected_snapshots", ()),  # the retention's count, once a day
+    "FleetOverLimits": ("over_limits", ()),  # limits the fleet's tags would pass: 0, 1 or 2
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {
@@ -872,6 +884,17 @@ TOTALS: dict[str, dict[str, str | tuple[str, str]]] = {
         ),
     },
     "volumes": {},  # volume_totals
+    "schedule": {
+        "peak_hour_calls": (
+            "{n} snapshot call due in its busiest hour",
+            "{n} snapshot calls due in its busiest hour",
+        ),
+        "projected_snapshots": (
+            "{n} snapshot kept once the retention fills",
+            "{n} snapshots kept once the retention fills",
+        ),
+        "over_limits": ("{n} EC2 limit the tags would pass", "{n} EC2 limits the tags would pass"),
+    },
     "archive tier": {
         "sent_to_archive": ("{n} snapshot sent to it", "{n} snapshots sent to it"),
         "would_archive": ("{n} snapshot would be sent to it", "{n} snapshots would be sent to it"),
@@ -978,6 +1001,21 @@ def resolve_region(region: str | None = None) -> str:
     if not region:
         raise ValueError("no region: set AWS_REGION (or AWS_DEFAULT_REGION, or --region)")
     return region
+
+
+SCHEDULED = "Scheduled Event"  # EventBridge's detail-type of a scheduled event
+
+
+def scheduled_time(event: Mapping[str, Any]) -> datetime | None:
+    """The time a scheduled event was scheduled for, or None (not a scheduled event, no
+    time, one that cannot be read, or one without a zone: not trusted)."""
+    if event.get("detail-type") != SCHEDULED:
+        return None
+    try:
+        when = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else None
 
 
 def utc_today(now: datetime | None = None) -> date:
@@ -1654,7 +1692,6 @@ COPIES_IN_FLIGHT = 20  # concurrent copies AWS allows into one destination regio
 # those first (oldest first); the notified one waits its turn in the next sweep.
 NOTIFIED_MAX_IN_FLIGHT = COPIES_IN_FLIGHT // 2
 NOTIFICATION = "EBS Snapshot Notification"  # EventBridge detail-type when a snapshot is done
-SCHEDULED = "Scheduled Event"  # EventBridge detail-type of a scheduled sweep
 # Which primaries a run reads. "notified": the one snapshot of a completion event. "pending":
 # those tagged Copy_State=pending, in every scheduled sweep but the day's first, so that a
 # sweep's cost follows the copies still to make, not the snapshots kept. "full": every
@@ -1745,20 +1782,10 @@ def copy_tags(primary, region):
     return tags
 
 
-def scheduled_time(event):
-    """The time a scheduled event was scheduled for, or None (absent, unreadable, or
-    without a zone: not trusted)."""
-    try:
-        when = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else None
-
-
 def sweep_scope(event):
     """ "pending" for a scheduled sweep, except the day's first; "full" for that one, and for
     any run not scheduled, or whose time cannot be read (a full sweep is always safe)."""
-    when = scheduled_time(event) if event.get("detail-type") == SCHEDULED else None
+    when = scheduled_time(event)
     if when is None:
         return "full"
     when = when.astimezone(UTC)

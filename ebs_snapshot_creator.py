@@ -2,8 +2,8 @@
 # named in the "# ---- src/... ----" line above the code, then run `make build`.
 """EBS snapshot creator: snapshot every EBS volume of each instance tagged Backup=Yes.
 
-Runs as an AWS Lambda function (handler ``ebs_snapshot_creator.lambda_handler``), once a
-day per region, or from the command line (``--help``). The tags it reads, the tags it
+Runs as an AWS Lambda function (handler ``ebs_snapshot_creator.lambda_handler``), every
+hour per region, or from the command line (``--help``). The tags it reads, the tags it
 writes on each snapshot (in the CreateSnapshot call itself, never later), and what it does
 with a value it cannot read: docs/tags.md. How it runs, logs and fails: docs/operations.md.
 
@@ -16,8 +16,17 @@ lock is missing. A Multi-Attach volume is snapshotted once. A run that sees the 
 again (EventId) skips the volumes it already did. Calls are paced at 90% of EC2's rate;
 with under 60 s of Lambda time left it hands the rest to a new invocation of itself.
 
+The schedule (BACKUP_DAILY_HOUR set). A scheduled run takes the instances whose
+Backup_Every slot starts at its hour, or started up to two hours before (catch-up), and
+skips each volume whose slot already has a snapshot (Backup_Slot); it creates only in the
+first 55 minutes of its hour. An hour with nothing due costs one listing of the tagged
+instances. It warns when the tags ask for more than EC2's snapshot rate or the region's
+snapshot quota allow. docs/tags.md, "More than once a day".
+
 Event
-    {}  or an EventBridge scheduled event     every enabled instance in the region
+    {}                                        every enabled instance in the region
+    an EventBridge scheduled event            the instances whose slot is due (without
+                                              BACKUP_DAILY_HOUR: every enabled instance)
     {"instance_ids": ["i-...", ...]}          only these (still only if Backup enables them);
                                               an id that does not exist is a failure
     {"dry_run": true}                         change nothing; report what would be created
@@ -33,13 +42,15 @@ Environment
     LOG_LEVEL, else AWS_LAMBDA_LOG_LEVEL      the lowest level of the JSON log lines
     VAULT_ACCOUNT_IDS                         the accounts a Vault_Account tag may name
     COPY_KMS_ACCOUNT_IDS                      other accounts whose keys Copy_KmsKeyId may name
+    BACKUP_DAILY_HOUR                         the daily snapshot's hour (UTC): hourly slots
 
 IAM actions: ec2:DescribeInstances, ec2:DescribeVolumes, ec2:DescribeRegions,
 ec2:DescribeSnapshots, ec2:CreateSnapshot, ec2:CreateSnapshots, ec2:CreateTags (only as
 part of those), ec2:LockSnapshot (Type=Automated only), ec2:DescribeLockedSnapshots,
 lambda:InvokeFunction (on itself, to hand over the rest of a long run);
 for fsfreeze and vss: ssm:DescribeInstanceInformation, ssm:SendCommand (the two documents,
-on instances tagged Consistency=fsfreeze or vss), ssm:GetCommandInvocation.
+on instances tagged Consistency=fsfreeze or vss), ssm:GetCommandInvocation;
+servicequotas:GetServiceQuota (the snapshot quota, once a day).
 """
 
 import argparse
@@ -63,6 +74,7 @@ import boto3
 import botocore
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     NoCredentialsError,
     NoRegionError,
@@ -280,12 +292,20 @@ class Budget:
         self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
         # botocore's own rules for what standard mode retries (throttling, 5xx, network)
         self._retried = botocore_retries.StandardRetryConditions(RETRIES["total_max_attempts"])
+        self._until: float | None = None  # time.monotonic() after which no item starts
 
     def left(self) -> float:
         return self._left_ms() / 1000 if self._left_ms else float("inf")
 
     def low(self) -> bool:
-        return self.left() < STOP_MARGIN_S
+        return self.left() < STOP_MARGIN_S or self.closed()
+
+    def close_in(self, seconds: float) -> None:
+        """Start no new item after ``seconds`` from now (a scheduled run's own hour)."""
+        self._until = time.monotonic() + seconds
+
+    def closed(self) -> bool:
+        return self._until is not None and time.monotonic() >= self._until
 
     def guard(self, client: Client) -> Client:
         if self._left_ms:
@@ -603,6 +623,10 @@ METRICS = {
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
     "SnapshotsArchived": ("archived", ("manager",)),  # in the archive tier now
     "SnapshotsRestoring": ("restoring", ("manager",)),  # on their way back from it
+    # The creator's schedule (hourly runs): the tagged fleet against EC2's limits.
+    "SnapshotCallsPeakHour": ("peak_hour_calls", ()),  # CreateSnapshot(s) calls due in one hour
+    "SnapshotsProjected": ("projected_snapshots", ()),  # the retention's count, once a day
+    "FleetOverLimits": ("over_limits", ()),  # limits the fleet's tags would pass: 0, 1 or 2
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {
@@ -862,6 +886,17 @@ TOTALS: dict[str, dict[str, str | tuple[str, str]]] = {
         ),
     },
     "volumes": {},  # volume_totals
+    "schedule": {
+        "peak_hour_calls": (
+            "{n} snapshot call due in its busiest hour",
+            "{n} snapshot calls due in its busiest hour",
+        ),
+        "projected_snapshots": (
+            "{n} snapshot kept once the retention fills",
+            "{n} snapshots kept once the retention fills",
+        ),
+        "over_limits": ("{n} EC2 limit the tags would pass", "{n} EC2 limits the tags would pass"),
+    },
     "archive tier": {
         "sent_to_archive": ("{n} snapshot sent to it", "{n} snapshots sent to it"),
         "would_archive": ("{n} snapshot would be sent to it", "{n} snapshots would be sent to it"),
@@ -968,6 +1003,21 @@ def resolve_region(region: str | None = None) -> str:
     if not region:
         raise ValueError("no region: set AWS_REGION (or AWS_DEFAULT_REGION, or --region)")
     return region
+
+
+SCHEDULED = "Scheduled Event"  # EventBridge's detail-type of a scheduled event
+
+
+def scheduled_time(event: Mapping[str, Any]) -> datetime | None:
+    """The time a scheduled event was scheduled for, or None (not a scheduled event, no
+    time, one that cannot be read, or one without a zone: not trusted)."""
+    if event.get("detail-type") != SCHEDULED:
+        return None
+    try:
+        when = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else None
 
 
 def utc_today(now: datetime | None = None) -> date:
@@ -1678,6 +1728,146 @@ def archive_tiers(tags):
     return frozenset(words), warnings
 
 
+# ---- src/ebs_snapshots/creator/schedule.py ----
+TAG_BACKUP_EVERY = "Backup_Every"  # hours between snapshots: one of INTERVALS
+TAG_RETENTION_HOURLY = "Retention_Hourly"  # hours to keep the snapshots between dailies
+TAG_COPY_HOURLY = "Copy_Hourly"  # Yes: copy them too (else only the daily is copied)
+TAG_BACKUP_SLOT = "Backup_Slot"  # on a snapshot: the start of the slot it was taken for
+INTERVALS = (1, 2, 3, 4, 6, 8, 12, 24)  # DLM's: each divides a day, so slots align daily
+DAILY = 24
+HOURLY_TIER = "hourly"  # Retention_Tier of a snapshot between two dailies
+DAILY_HOUR_ENV = "BACKUP_DAILY_HOUR"  # the hour (UTC) of the daily snapshot; unset: no slots
+CATCH_UP_HOURS = 2  # a slot is tried by the run at its start and by the next two
+# A run creates only until this long after its scheduled hour: the next run's listing,
+# five minutes later, sees all it made (Describe calls are eventually consistent).
+RUN_WINDOW = timedelta(minutes=55)
+SLOT_FORMAT = "%Y-%m-%dT%H:%MZ"
+
+
+def parse_every(value):
+    """(hours, warning or None) for a Backup_Every value: 4, 4h or 4 hours; absent: daily."""
+    if value is None:
+        return DAILY, None
+    match = re.fullmatch(r"\s*([0-9]+)\s*(h|hours?)?\s*", value.lower())
+    if match and int(match.group(1)) in INTERVALS:
+        return int(match.group(1)), None
+    allowed = ", ".join(map(str, INTERVALS))
+    return DAILY, f"{TAG_BACKUP_EVERY} {value!r} is not one of {allowed} (hours); daily"
+
+
+def daily_hour():
+    """(the daily hour from BACKUP_DAILY_HOUR, or None; warning or None). Unset, a run
+    takes every instance, as before slots (a job file deployed by hand, the tests)."""
+    value = os.environ.get(DAILY_HOUR_ENV, "").strip()
+    if not value:
+        return None, None
+    if re.fullmatch(r"[0-9]{1,2}", value) and int(value) < 24:
+        return int(value), None
+    return None, f"{DAILY_HOUR_ENV} {value!r} is not an hour, 0 to 23; no slots: every instance"
+
+
+class Slot(NamedTuple):
+    """The slot a snapshot is taken for: its start (UTC), the interval, and whether it is
+    the day's daily (the slot that starts at the daily hour)."""
+
+    start: datetime
+    every: int
+    daily: bool
+
+    @property
+    def tag(self):
+        return f"{self.start:{SLOT_FORMAT}}"
+
+
+def slot_of(when, every, hour):
+    """The slot of an ``every``-hour schedule aligned to ``hour`` that holds ``when``."""
+    base = when.astimezone(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    if base > when:
+        base -= timedelta(days=1)
+    steps = (when - base) // timedelta(hours=every)
+    start = base + steps * timedelta(hours=every)
+    return Slot(start, every, start == base)
+
+
+class Schedule(NamedTuple):
+    """A run's place in the schedule: its hour (the scheduled time, or the hour now for a
+    run that is not scheduled), the daily hour, and whether it was scheduled (a run on
+    demand takes every instance it is asked for, in the slot it falls in)."""
+
+    hour: datetime
+    daily_hour: int
+    scheduled: bool = True
+
+    def slot(self, every):
+        return slot_of(self.hour, every, self.daily_hour)
+
+    def due(self, every):
+        """The slot this run takes for an ``every``-hour instance, or None: a scheduled run
+        takes a slot that started at its hour or up to CATCH_UP_HOURS before."""
+        slot = self.slot(every)
+        if not self.scheduled:
+            return slot
+        return slot if self.hour - slot.start <= timedelta(hours=CATCH_UP_HOURS) else None
+
+    def last_chance(self, slot):
+        """Whether no later run will try ``slot``: its catch-up ends, or the slot does."""
+        next_slot = slot.start + timedelta(hours=slot.every)
+        last = min(slot.start + timedelta(hours=CATCH_UP_HOURS), next_slot - timedelta(hours=1))
+        return self.scheduled and self.hour >= last
+
+    @property
+    def until(self):
+        return self.hour + RUN_WINDOW
+
+
+def run_schedule(when, scheduled, hour):
+    """The run's Schedule (None without a daily hour): ``when``, its scheduled time (a
+    scheduled event's) or now, cut to the hour."""
+    if hour is None:
+        return None
+    start = when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return Schedule(start, hour, scheduled)
+
+
+def hourly_delete_on(tags, start, days):
+    """(DeleteOn, warning or None) of a snapshot between dailies taken for the slot that
+    starts at ``start``: Retention_Hourly hours on (default: ``days``, the daily retention),
+    rounded up to a whole day. DeleteOn is a date and the manager runs daily: a snapshot is
+    kept at least its hours, and up to a day more, never less."""
+    hours, problem = count_or(
+        tags.get(TAG_RETENTION_HOURLY), TAG_RETENTION_HOURLY, MAX_RETENTION_DAYS * 24, days * 24
+    )
+    expiry = start + timedelta(hours=hours)
+    return ceil_date(expiry), problem
+
+
+def ceil_date(when):
+    """The first date whose midnight (UTC) is not before ``when``."""
+    day = when.date()
+    return day if when == datetime.combine(day, datetime.min.time(), UTC) else day + timedelta(1)
+
+
+def copies_every_snapshot(tags):
+    """(Copy_Hourly: copy the snapshots between dailies too?, warning or None)."""
+    value = tags.get(TAG_COPY_HOURLY)
+    if value is None:
+        return False, None
+    flag = parse_bool(value)
+    if flag is None:
+        return False, f"{TAG_COPY_HOURLY} {value!r} is not yes/no; only the daily is copied"
+    return flag, None
+
+
+def every_of(instance):
+    """An instance's interval in hours (a bad Backup_Every is daily; its plan says so)."""
+    return parse_every(tag_map(instance).get(TAG_BACKUP_EVERY))[0]
+
+
+def due_slot(instance, schedule):
+    """The slot ``schedule``'s run takes for ``instance``, or None: not due."""
+    return schedule.due(every_of(instance))
+
+
 # ---- src/ebs_snapshots/creator/plan.py ----
 SKIPPED_STATES = ("terminated", "shutting-down")
 TAG_CONSISTENCY = "Consistency"  # how to take an instance's snapshots; and how they were taken
@@ -1813,31 +2003,54 @@ def tag_note(rid, tags, tag, why):
 
 class Where(NamedTuple):
     """What each instance's plan reads of its run: the regions a Copy_Dest may name, this
-    region, today, the event's key, and this account's id (a function: asked only when a
-    Copy_KmsKeyId names an account)."""
+    region, today, the event's key, this account's id (a function: asked only when a
+    Copy_KmsKeyId names an account), and the run's Schedule (None: no slots)."""
 
     enabled: frozenset
     region: str
     today: date
     key: str | None = None
     own: Callable[[], str | None] = lambda: None
+    schedule: Schedule | None = None
+
+
+def slot_settings(tags, where):
+    """(DeleteOn, tier, the Slot or None, copies too?, tag errors) of the instance's
+    snapshot in this run: a daily (or any snapshot outside the schedule) takes the tiers
+    from its slot's day; one between dailies keeps Retention_Hourly and is copied only
+    when Copy_Hourly says so."""
+    every, problem = parse_every(tags.get(TAG_BACKUP_EVERY))
+    problems = [(TAG_BACKUP_EVERY, problem)] if problem else []
+    slot = (where.schedule.due(every) or where.schedule.slot(every)) if where.schedule else None
+    delete_on, tier, more = retention_plan(tags, slot.start.date() if slot else where.today)
+    copy_all, problem = copies_every_snapshot(tags)
+    problems += more + ([(TAG_COPY_HOURLY, problem)] if problem else [])
+    start = slot.start if slot else datetime.combine(where.today, datetime.min.time(), UTC)
+    hourly, problem = hourly_delete_on(tags, start, parse_retention(tags.get(TAG_RETENTION))[0])
+    problems += [(TAG_RETENTION_HOURLY, problem)] if problem else []
+    if slot and not slot.daily:
+        return hourly, HOURLY_TIER, slot, copy_all, problems
+    return delete_on, tier, slot, True, problems
 
 
 def instance_settings(tags, where):
     """(what each snapshot of the instance gets, tag errors as (tag, why)) from its tags."""
-    delete_on, tier, problems = retention_plan(tags, where.today)
+    delete_on, tier, slot, copied, problems = slot_settings(tags, where)
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), where.enabled, where.region)
     problems += [(TAG_COPY_DEST, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
+    dests = dests if copied else []
     copy_with, more = copy_settings(tags, where.own) if dests else ({}, [])
     mode, problem = parse_mode(tags.get(TAG_CONSISTENCY))
     more += [(TAG_CONSISTENCY, problem)] if problem else []
     lock, lock_problems = lock_tags(tags)
     archive, archive_problems = archive_tiers(tags)
     vault, vault_problems = vault_settings(tags, where.enabled, where.region)
+    vault = vault if copied else {}
     name = tags.get(TAG_NAME, "")
     extra = lock | ({TAG_ARCHIVE: "Yes"} if tier in archive else {})
+    extra |= {TAG_BACKUP_SLOT: slot.tag} if slot else {}
     snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, where.key, extra) | vault
-    settings = {"name": name, "tags": snap_tags, "copy_dest": dests, "mode": mode}
+    settings = {"name": name, "tags": snap_tags, "copy_dest": dests, "mode": mode, "slot": slot}
     settings["lock"] = lock_request(snap_tags, delete_on, where.today)
     return settings, problems + more + lock_problems + archive_problems + vault_problems
 
@@ -1869,7 +2082,7 @@ def plan_instance(instance, volume_backup, where):
                     "device": device,
                     "description": describe(name, iid, vid, device, region),
                     "set_description": set_description,
-                    **{k: settings[k] for k in ("tags", "copy_dest", "mode", "lock")},
+                    **{k: settings[k] for k in ("tags", "copy_dest", "mode", "lock", "slot")},
                 }
             )
     if not plans and not any(k == "skip" for k, _, _ in notes):
@@ -1937,30 +2150,46 @@ def done_for_event(ec2, key):
     """{volume id: snapshot id} of snapshots this event already made (a retried event)."""
     if not key:
         return {}
-    snaps = paginate(
-        ec2,
-        "describe_snapshots",
-        "Snapshots",
-        OwnerIds=["self"],
-        Filters=[{"Name": "tag:" + TAG_EVENT_ID, "Values": [key]}],
-    )
-    return {s["VolumeId"]: s["SnapshotId"] for s in snaps}
+    return {s["VolumeId"]: s["SnapshotId"] for s in tagged_with(ec2, TAG_EVENT_ID, [key])}
 
 
-def plans_of_region(ec2, ids, where, summary):
+def tagged_with(ec2, tag, values):
+    """This account's snapshots whose ``tag`` is one of ``values`` (a server-side filter)."""
+    where = [{"Name": "tag:" + tag, "Values": values}]
+    return paginate(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=where)
+
+
+def done_before(ec2, where, instances):
+    """{(volume id, slot or None): snapshot id} of what need not be made again: in a
+    scheduled run, the snapshots of the slots it takes (made by an earlier try of the
+    slot: a retried event, an earlier run, a hand-off); otherwise those of this event."""
+    if not slotted(where):
+        return {(vid, None): sid for vid, sid in done_for_event(ec2, where.key).items()}
+    slots = sorted({due_slot(instance, where.schedule).tag for instance in instances})
+    found = tagged_with(ec2, TAG_BACKUP_SLOT, slots) if slots else []
+    return {(s["VolumeId"], tag_map(s).get(TAG_BACKUP_SLOT)): s["SnapshotId"] for s in found}
+
+
+def slotted(where):
+    return bool(where.schedule and where.schedule.scheduled)
+
+
+def plans_of_region(ec2, ids, where, summary, instances=None):
     """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
     to the summary. An instance with a Multi-Attach volume waits for the last page, so that
     a volume several instances ask for is taken once. ``where``: a Where without the
-    enabled regions (read here)."""
+    enabled regions (read here). ``instances``: those to plan, if already listed (a
+    scheduled run's due ones), else every one listed."""
     where = where._replace(enabled=enabled_regions(ec2))
     volume_backup = volume_backup_tags(ec2)
     multi = multi_attach_volumes(ec2, summary)
-    done = done_for_event(ec2, where.key)
-    seen, held = set(), []
-    for instance in list_instances(ec2, ids):
+    instances = list_instances(ec2, ids) if instances is None else instances
+    done = done_before(ec2, where, instances)
+    seen, held, in_slot = set(), [], []
+    for instance in instances:
         seen.add(instance.get("InstanceId"))
         try:  # an odd answer, or a bug of ours, costs this instance only
-            todo = plan_one(instance, volume_backup, where, summary, done)
+            todo = plan_one(instance, volume_backup, where, summary, (done, in_slot))
         except Exception as exc:
             summary.error(instance.get("InstanceId", "?"), exc, "instance not planned")
             continue
@@ -1969,6 +2198,8 @@ def plans_of_region(ec2, ids, where, summary):
         else:
             yield from work_of(todo, ebs_volumes(instance))
     yield from shared_work(held, summary, where.today)
+    if in_slot:  # said once: a catch-up run finds most of its slots done
+        summary.skip(summary.region, f"{len(in_slot)} volumes already snapshotted in their slot")
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
 
@@ -1980,7 +2211,9 @@ def work_of(todo, ebs):
 
 def plan_one(instance, volume_backup, where, summary, done):
     """The snapshots to create for one instance, its notes in the summary; volumes that
-    already have a snapshot for this event are skipped."""
+    already have a snapshot for this event (or, scheduled, for this slot) are skipped:
+    ``done`` is (done_before's answer, the list of volumes found done in their slot)."""
+    done, in_slot = done
     found, notes = plan_instance(instance, volume_backup, where)
     for kind, rid, detail in notes:
         if kind == "tag":
@@ -1989,12 +2222,15 @@ def plan_one(instance, volume_backup, where, summary, done):
             (summary.warn if kind == "warn" else summary.skip)(rid, detail)
     todo = []
     for plan in found:
-        if plan["volume_id"] in done:
-            snapshot_id = done[plan["volume_id"]]
+        slot = plan["tags"].get(TAG_BACKUP_SLOT) if slotted(where) else None
+        snapshot_id = done.get((plan["volume_id"], slot))
+        if snapshot_id is None:
+            todo.append(plan)
+        elif slot:
+            in_slot.append(plan["volume_id"])
+        else:
             why = f"already snapshotted for event {where.key}"
             summary.skip(plan["volume_id"], why, snapshot_id=snapshot_id)
-        else:
-            todo.append(plan)
     return todo
 
 
@@ -2069,6 +2305,99 @@ def merge_shared(plans, summary, today):
     lock = lock_request(tags, parse_date(tags[TAG_DELETE_ON]), today)  # until its own DeleteOn
     merged = {"tags": tags, "copy_dest": dests, "mode": "volume", "instance_ids": ids}
     return {**winner, **merged, "lock": lock}
+
+
+# ---- src/ebs_snapshots/creator/limits.py ----
+# EC2 refills the CreateSnapshot(s) bucket at 5 calls a second, per account and region (EC2
+# developer guide, "Request throttling": docs.aws.amazon.com/ec2/latest/devguide/
+# ec2-api-throttling.html). The jobs take 90% of it (PACE_SHARE): 16,200 calls an hour.
+CALLS_PER_HOUR = int(BUCKETS["CreateSnapshot"][2] * PACE_SHARE * 3600)
+# "Snapshots per Region": 100,000 by default, adjustable (EBS user guide, "Amazon EBS
+# quotas": docs.aws.amazon.com/ebs/latest/userguide/ebs-resource-quotas.html). Service
+# Quotas names it ebs / L-309BACF6; the documented default stands in when it cannot be read.
+QUOTA_SERVICE, QUOTA_CODE, DEFAULT_SNAPSHOT_QUOTA = "ebs", "L-309BACF6", 100_000
+QUOTA_SHARE = 0.9  # warned of at 90%: the account has other snapshots (AMIs, by hand)
+
+
+def instance_asks(instance, daily_hour):
+    """(snapshot calls due at each hour of the day, snapshots kept once the retention
+    fills) of one instance, or None when it is not backed up. Every EBS volume counts (a
+    volume's own Backup=No is not listed here): an upper bound."""
+    tags = tag_map(instance)
+    if backup_enabled(tags) is not True:
+        return None
+    if instance.get("State", {}).get("Name") not in LIVE_STATES:
+        return None
+    volumes = len(ebs_volumes(instance))
+    every = every_of(instance)
+    calls = volumes if parse_mode(tags.get(TAG_CONSISTENCY))[0] == "volume" else min(volumes, 1)
+    by_hour = [calls if (hour - daily_hour) % every == 0 else 0 for hour in range(24)]
+    return by_hour, volumes * kept_per_volume(tags, every)
+
+
+def kept_per_volume(tags, every):
+    """Snapshots a volume keeps once its retention fills: the dailies, each longer tier's
+    count, and the snapshots between dailies that Retention_Hourly keeps."""
+    days = parse_retention(tags.get(TAG_RETENTION))[0]
+    kept = days
+    for _, tag, cap in TIERS:
+        if tag in tags:
+            kept += parse_count(tags[tag], tag, cap)[0] or 0
+    if every < DAILY:
+        hours = count_or(
+            tags.get(TAG_RETENTION_HOURLY), TAG_RETENTION_HOURLY, MAX_RETENTION_DAYS * 24, days * 24
+        )[0]
+        kept += math.ceil((DAILY // every - 1) * hours / DAILY)
+    return kept
+
+
+def check_fleet(instances, schedule, summary, read_quota):
+    """Say, in a warning and the FleetOverLimits metric, when the tags ask for more than
+    EC2 allows: more snapshot calls in one hour than the bucket refills (every run), or
+    more snapshots kept than 90% of the region's quota (the daily run: one quota read)."""
+    asks = [a for a in (instance_asks(i, schedule.daily_hour) for i in instances) if a]
+    by_hour = [sum(calls[hour] for calls, _ in asks) for hour in range(24)]
+    peak = max(by_hour)
+    summary.count("peak_hour_calls", peak)
+    over = 0
+    if peak > CALLS_PER_HOUR:
+        over += 1
+        busiest = by_hour.index(peak)
+        summary.warn(
+            summary.region,
+            f"the tags ask for {peak:,} snapshot calls at {busiest:02d}:00 UTC; EC2 refills "
+            f"about {CALLS_PER_HOUR:,} an hour (5 a second, 90% of it ours): the rest waits "
+            "for the next runs. Spread the load: a longer Backup_Every, or Consistency sets",
+        )
+    if schedule.hour.hour == schedule.daily_hour:
+        over += over_quota(sum(kept for _, kept in asks), read_quota(), summary)
+    summary.count("over_limits", over)
+
+
+def over_quota(kept, quota, summary):
+    """1, with a warning, when ``kept`` passes 90% of the snapshot quota; else 0."""
+    summary.count("projected_snapshots", kept)
+    if kept <= quota * QUOTA_SHARE:
+        return 0
+    summary.warn(
+        summary.region,
+        f"the tags' retention keeps about {kept:,} snapshots here, over 90% of the region's "
+        f"quota of {quota:,} (Snapshots per Region): new snapshots would be refused. Ask "
+        "for a higher quota (Service Quotas, ebs L-309BACF6) or keep fewer",
+    )
+    return 1
+
+
+def snapshot_quota(client, summary):
+    """The region's snapshot quota from Service Quotas, or the documented default when it
+    cannot be read (no permission, an endpoint without it): a debug line says why."""
+    try:
+        answer = client().get_service_quota(ServiceCode=QUOTA_SERVICE, QuotaCode=QUOTA_CODE)
+        return int(answer["Quota"]["Value"])
+    except (ClientError, BotoCoreError, KeyError, TypeError, ValueError) as exc:
+        why = describe_error(exc).splitlines()[0][:200]
+        log("DEBUG", summary.job, summary.region, "quota_default", reason=why)
+        return DEFAULT_SNAPSHOT_QUOTA
 
 
 # ---- src/ebs_snapshots/creator/snapshots.py ----
@@ -2469,17 +2798,32 @@ def run(event=None, context=None, *, region=None, now=None):
 def create_all(event, context, summary, budget, now):
     """Every instance is listed and planned first; the work then goes in the order of its
     keys (work_key), so that a hand-off can say in its event what is done (resume_point):
-    the next invocation does not rest on a listing of what this one made."""
+    the next invocation does not rest on a listing of what this one made. A scheduled run
+    (BACKUP_DAILY_HOUR set) takes only the instances whose slot is due, in its own hour."""
     ids, key, region = requested_ids(event), summary.data["event_id"], summary.region
     ec2 = make_client("ec2", region, budget, Pacer())
     ssm = built_once(lambda: make_client("ssm", region, budget))
     own = functools.cache(lambda: own_account(context, region, budget))
-    where = Where(frozenset(), region, utc_today(now), key, own)
+    schedule = schedule_of(event, now, summary)
+    where = Where(frozenset(), region, utc_today(now), key, own, schedule)
+    if schedule and schedule.scheduled and not open_hour(schedule, now, budget, summary):
+        return
     try:
-        items = sorted(plans_of_region(ec2, ids, where, summary), key=work_key)
+        due = due_instances(ec2, ids, schedule, summary, budget) if where.schedule else None
+        if due == []:
+            return  # an idle hour: the listing was all it cost
+        items = plans_of_region(ec2, None if due else ids, where, summary, due)
+        items = sorted(items, key=work_key)
     except OutOfTime:  # the listing alone took the time: nothing done, a failure
         hand_off(context, event, summary, done_here=0)
         return
+    create_items(ec2, ssm, items, (event, context, schedule), summary, budget, now)
+
+
+def create_items(ec2, ssm, items, invocation, summary, budget, now):
+    """Take each item, WORKERS at a time, until done or the time runs out: then hand the
+    rest over to a new invocation, or, past the run's hour, to the next scheduled run."""
+    event, context, schedule = invocation
     todo, done = resumed(items, event.get(HANDOFF), summary), set()
 
     def work(item):
@@ -2491,13 +2835,86 @@ def create_all(event, context, summary, budget, now):
         done.add(work_key(item))
 
     started, stopped = in_parallel(todo, work, budget, failed)
-    if len(done) < len(todo):
+    left = len(todo) - len(done)
+    if left and budget.closed():
+        why = f"{left} snapshots or sets not started in this run's hour"
+        summary.warn(summary.region, f"{why}; the next hourly runs catch them up (Backup_Slot)")
+    elif left:
         point = resume_point(todo, done, event.get(HANDOFF))
         point["maybe"] = sorted(work_key(i) for i in todo if i.get("lookup") and i["lookup"].lost)
-        left = len(todo) - len(done)
         hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
-    else:
-        lock_sweep(ec2, summary, budget, utc_today(now))
+    elif not (schedule and schedule.scheduled) or summary.data["counts"].get("created"):
+        lock_sweep(ec2, summary, budget, utc_today(now))  # not in an hour that made nothing
+    if schedule and schedule.scheduled:
+        slot_coverage(todo, schedule, summary)
+
+
+def slot_coverage(items, schedule, summary):
+    """The volumes of a sub-daily schedule whose slot has had its last run (this one)
+    without a snapshot: unprotected, within their interval and the catch-up, not a day
+    later (the UnprotectedVolumes metric, job creator; its alarm looks every hour)."""
+    made = {c.get("volume_id") for c in summary.data.get("created", [])}
+    plans = [plan for item in items for plan in item.get("plans", [item])]
+    if any(plan["slot"].every < DAILY for plan in plans):
+        summary.count("unprotected", 0)  # the metric: 0 is news too
+    for plan in plans:
+        slot = plan["slot"]
+        if slot.every < DAILY and schedule.last_chance(slot) and plan["volume_id"] not in made:
+            why = f"no snapshot for its {slot.every}-hour slot of {slot.start:%Y-%m-%d %H:%M}"
+            summary.add(
+                "unprotected",
+                "WARN",
+                volume_id=plan["volume_id"],
+                instance_id=plan["instance_id"],
+                reason=f"{why} UTC, and no later run tries it",
+            )
+
+
+def schedule_of(event, now, summary):
+    """The run's Schedule, or None without BACKUP_DAILY_HOUR (a bad one warns)."""
+    hour, problem = daily_hour()
+    if problem:
+        summary.warn(DAILY_HOUR_ENV, problem)
+    when = scheduled_time(event)
+    return run_schedule(when or now, when is not None, hour)
+
+
+def open_hour(schedule, now, budget, summary):
+    """Whether a scheduled run is still in its hour (RUN_WINDOW); the budget closes then.
+    An event that comes later (Lambda's queue held it) does nothing: the next run takes
+    its slots, and two runs never take the same slot at once."""
+    left = (schedule.until - now).total_seconds()
+    if left <= 0:
+        why = f"the run of {schedule.hour:%H:%M} UTC came at {now:%H:%M}, after its hour"
+        summary.warn(summary.region, f"{why}; the next hourly runs take its slots")
+        return False
+    budget.close_in(left)
+    return True
+
+
+def due_instances(ec2, ids, schedule, summary, budget):
+    """The instances whose slot this run takes (all those asked for, on demand), after the
+    fleet's check against EC2's limits. Past a slot's first hour, only those backed up are
+    taken again: a skipped instance is said once, at its slot's start."""
+    listed = list(list_instances(ec2, ids))
+    if schedule.scheduled:
+        quotas = lambda: make_client("service-quotas", summary.region, budget)  # noqa: E731
+        check_fleet(listed, schedule, summary, lambda: snapshot_quota(quotas, summary))
+    due = []
+    for instance in listed:
+        slot = due_slot(instance, schedule)
+        again = schedule.scheduled and slot and slot.start < schedule.hour
+        if slot and not (again and not_backed_up_now(instance)):
+            due.append(instance)
+    for missing in sorted(set(ids or ()) - {i.get("InstanceId") for i in listed}):
+        summary.fail(missing, "instance not found in this region")
+    return due
+
+
+def not_backed_up_now(instance):
+    tags = tag_map(instance)
+    state = instance.get("State", {}).get("Name")
+    return backup_enabled(tags) is not True or state in SKIPPED_STATES
 
 
 def work_key(item):

@@ -19,7 +19,9 @@ answering 503 RequestLimitExceeded when one is empty, and a latency a call). Sec
               moto in;
   idle        each job's run in a region of 10,000 volumes with nothing to do, and the
               copier's run for one snapshot's completion event: calls, Lambda seconds, CPU,
-              memory;
+              memory; then the creator every hour (BACKUP_DAILY_HOUR) over the same
+              number of daily volumes: its daily run, a catch-up hour, an idle hour and
+              the day's total, against today's once-a-day run;
   copies      a day of copies through AWS's 20 slots (testkit/copysim.py).
 Everything is also written as JSON (--json); --markdown prints docs/performance.md's tables
 from it.
@@ -739,6 +741,102 @@ def bench_idle(volumes, latency):
     return rows
 
 
+# ---- the creator every hour: what a day of scheduled runs costs ----
+
+
+def bench_hourly(volumes, latency):
+    """The creator scheduled every hour (BACKUP_DAILY_HOUR) over a region of `volumes`
+    volumes, all daily (no Backup_Every), against today's once-a-day run (no
+    BACKUP_DAILY_HOUR): each daily run chained through its hand-offs (900 s of Lambda time
+    an invocation), then the hour after the daily's (a catch-up: every slot found done) and
+    an hour with nothing due, and the day's total: the daily run, CATCH_UP_HOURS catch-up
+    runs and the other hours idle. Calls, Lambda seconds (virtual clock) and CPU."""
+    daily = NOW.hour
+    rows = []
+    with fresh_aws():
+        build_fleet(volumes)
+        once = "once a day (no BACKUP_DAILY_HOUR): every volume"
+        rows.append(chained_run(once, volumes, latency, NOW) | {"hourly": "once"})
+    with fresh_aws(), patch.dict(os.environ, {creator.DAILY_HOUR_ENV: str(daily)}):
+        build_fleet(volumes)
+        what = f"hourly, {NOW:%H}:00 (the daily hour): every volume"
+        rows.append(chained_run(what, volumes, latency, NOW) | {"hourly": "daily"})
+        runs = [
+            (1, "catch_up", f"hourly, {NOW.hour + 1:02}:00: catch-up, every slot done"),
+            (5, "idle", f"hourly, {NOW.hour + 5:02}:00: nothing due"),
+        ]
+        for hours, kind, what in runs:
+            at = NOW + timedelta(hours=hours)
+            event = {**SCHEDULED, "id": f"hourly-{hours}", "time": f"{at:%Y-%m-%dT%H:%M:%SZ}"}
+            with timed("virtual", latency, epoch=at.timestamp()) as timer, moto_clock(at):
+                result = creator.run(event, None, now=at)
+                wall, cpu, sim = timer.wall(), timer.cpu(), timer.sim
+            with moto_clock(at):
+                peak = peak_memory(lambda event=event, at=at: creator.run(event, None, now=at))
+            row = idle_row("creator", what, volumes, sim.calls, wall, cpu, peak, result)
+            rows.append(row | {"hourly": kind})
+            print_idle(rows[-1])
+    catch_up = creator.CATCH_UP_HOURS
+    rows.append(day_total(rows[1], rows[2], rows[3], catch_up, 24 - 1 - catch_up))
+    print_idle(rows[-1])
+    return rows
+
+
+def chained_run(what, volumes, latency, now):
+    """One scheduled creator run at `now` in the region as it is, chained through its
+    hand-offs on a virtual clock: a row of the idle table (its peak memory not measured:
+    a second run would find the work done)."""
+    event = {**SCHEDULED, "id": f"daily-{len(what)}", "time": f"{now:%Y-%m-%dT%H:%M:%SZ}"}
+    clock = VirtualClock(epoch=now.timestamp())
+    lam = Lambda(creator, 900, clock)
+    with (
+        simulated_ec2(latency, clock=clock) as sim,
+        moto_clock(now),
+        virtual(clock),
+    ):
+        results = lam.run(event, now)
+    lambda_s = sum(r["lambda_s"] for r in results)
+    row = idle_row("creator", what, volumes, sim.calls, lambda_s, clock.cpu, None)
+    row |= {"did": merged_counts(results), "invocations": len(results)}
+    row["failures"] = sum(len(r["failures"]) for r in results)
+    print_idle(row)
+    return row
+
+
+def idle_row(job, what, volumes, calls, lambda_s, cpu_s, peak, result=None):
+    return {
+        "job": job,
+        "run": what,
+        "volumes": volumes,
+        "calls": dict(sorted(calls.items())),
+        "lambda_s": lambda_s,
+        "cpu_ms": 1000 * cpu_s,
+        "peak_mb": peak,
+        "did": {k: v for k, v in result["counts"].items() if v} if result else {},
+    }
+
+
+def day_total(daily, catch_up, idle, catch_ups, idles):
+    """The day's total of the hourly schedule: one daily run, `catch_ups` catch-up runs and
+    `idles` idle ones (computed from their rows, not run)."""
+    calls = Counter(daily["calls"])
+    for row, times in ((catch_up, catch_ups), (idle, idles)):
+        for op, n in row["calls"].items():
+            calls[op] += n * times
+    runs = f"1 daily + {catch_ups} catch-up + {idles} idle"
+    return {
+        "job": "creator",
+        "run": f"hourly, the day's total: {runs} runs",
+        "volumes": daily["volumes"],
+        "calls": dict(sorted(calls.items())),
+        "lambda_s": daily["lambda_s"] + catch_ups * catch_up["lambda_s"] + idles * idle["lambda_s"],
+        "cpu_ms": daily["cpu_ms"] + catch_ups * catch_up["cpu_ms"] + idles * idle["cpu_ms"],
+        "peak_mb": None,
+        "did": {},
+        "hourly": "day",
+    }
+
+
 def copy_everything():
     """A completed copy in DEST of every primary, and the primary tagged Copy_State=done, as
     the copier would have left them; returns one primary's id."""
@@ -755,9 +853,10 @@ def copy_everything():
 
 def print_idle(r):
     calls = ", ".join(f"{op} {n}" for op, n in r["calls"].items())
+    peak = f"{r['peak_mb']:>5.1f}" if r["peak_mb"] is not None else "    -"
     print(
         f"{r['job']:<8} {r['run']:<42} {r['lambda_s']:>6.1f} s  CPU {r['cpu_ms']:>7.0f} ms  "
-        f"peak {r['peak_mb']:>5.1f} MB  {sum(r['calls'].values())} calls: {calls}"
+        f"peak {peak} MB  {sum(r['calls'].values())} calls: {calls}"
     )
     sys.stdout.flush()
 
@@ -955,7 +1054,17 @@ def md_memory(found):
 
 def md_idle(rows):
     header = ["job", "run", "volumes", "API calls", "Lambda s", "CPU ms", "peak MB"]
-    return md_rows([*header, "calls by operation"], [md_idle_row(r) for r in rows])
+    table = md_rows([*header, "calls by operation"], [md_idle_row(r) for r in rows])
+    hourly = {r["hourly"]: r for r in rows if "hourly" in r}
+    if not {"once", "day"} <= set(hourly):
+        return table
+    once, day = hourly["once"], hourly["day"]
+    calls = [sum(r["calls"].values()) for r in (day, once)]
+    return table + (
+        f"\n\nThe creator's day every hour against once a day: {calls[0]:,} calls against "
+        f"{calls[1]:,} ({calls[0] - calls[1]:+,}), {day['lambda_s']:.1f} Lambda s against "
+        f"{once['lambda_s']:.1f} ({day['lambda_s'] / once['lambda_s'] - 1:+.1%})."
+    )
 
 
 def md_idle_row(r):
@@ -966,7 +1075,7 @@ def md_idle_row(r):
         sum(r["calls"].values()),
         f"{r['lambda_s']:.1f}",
         f"{r['cpu_ms']:.0f}",
-        f"{r['peak_mb']:.1f}",
+        f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-",
         ", ".join(f"{op} {n}" for op, n in r["calls"].items()),
     ]
 
@@ -1025,6 +1134,12 @@ def main(argv=None):
         "(1000,4000,10000: 10,000, 40,000 and 100,000 snapshots)",
     )
     parser.add_argument("--idle-volumes", type=int, default=10000, help="idle: volumes")
+    parser.add_argument(
+        "--idle-runs",
+        choices=["all", "jobs", "hourly"],
+        default="all",
+        help="idle: each job's idle runs, the creator every hour, or both (default)",
+    )
     parser.add_argument("--copies", type=int, default=2000, help="copies: primaries a day")
     parser.add_argument(
         "--strategy",
@@ -1142,8 +1257,13 @@ def run_benchmarks(args):
         sizes = [int(v) for v in args.memory_volumes.split(",") if v]
         results["memory100k"] = bench_manager_memory(sizes)
     if "idle" in sections:
-        print(f"\na region of {args.idle_volumes} volumes with nothing to do (virtual clock):")
-        results["idle"] = bench_idle(args.idle_volumes, args.latency)
+        results["idle"] = []
+        if args.idle_runs in ("all", "jobs"):
+            print(f"\na region of {args.idle_volumes} volumes with nothing to do (virtual clock):")
+            results["idle"] += bench_idle(args.idle_volumes, args.latency)
+        if args.idle_runs in ("all", "hourly"):
+            print(f"\nthe creator every hour, {args.idle_volumes} daily volumes (virtual clock):")
+            results["idle"] += bench_hourly(args.idle_volumes, args.latency)
     if "copies" in sections:
         print(f"\na day of {args.copies} copies (testkit/copysim.py):")
         results["copies"] = bench_copies(args)

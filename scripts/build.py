@@ -24,7 +24,7 @@ COMMON = ["tags", "budget", "aws", "made_once", "reporting", "events", "locks", 
 COMMON += ["vault", "keys", "vault_access", "runtime", "cli"]
 # Each job's modules in dependency order: a module imports only from those before it.
 JOBS = {
-    "creator": ["retention", "plan", "snapshots", "consistency", "handler"],
+    "creator": ["retention", "schedule", "plan", "limits", "snapshots", "consistency", "handler"],
     "copier": ["plan", "copies", "slots", "staging", "vault_copies", "handler"],
     "manager": [
         *["last_backups", "archive", "coverage", "expire", "drills"],

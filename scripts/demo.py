@@ -101,6 +101,14 @@ FLEET = [
         {"/dev/xvda": {}},
         False,
     ),  # each snapshot locked until its DeleteOn; deleted that morning, the lock expired
+    (
+        EAST,
+        "queue-1",
+        {"Backup": "Yes", "Retention": "3", "Backup_Every": "4", "Retention_Hourly": "24"},
+        {"/dev/xvda": {}},
+        False,
+    ),  # every 4 hours: the 02:00 one is its daily, the other five of the day are kept 24 h
+    # (to the next whole day); last, so that the others' moto ids stay as they were
 ]
 # When each job runs on a day (UTC): manager first, creator, then the copier hours later.
 SCHEDULE = [
@@ -108,6 +116,14 @@ SCHEDULE = [
     (2, "creator", ebs_snapshot_creator),
     (6, "copier", ebs_snapshot_copier),
 ]
+# The creator runs every hour, scheduled (BACKUP_DAILY_HOUR: its daily hour). The demo plays
+# the hours where a slot starts (queue-1's, every 4 hours from the daily one); in the others,
+# it would find nothing due, or every slot done. Between the daily runs, only in the regions
+# with such an instance: elsewhere nothing is due (a listing of the instances, then nothing).
+DAILY_HOUR = 2
+EVERY_HOURS = 4
+CREATOR_HOURS = range(DAILY_HOUR, 24, EVERY_HOURS)
+SUB_DAILY = {region for region, _, tags, *_ in FLEET if "Backup_Every" in tags}
 # The words of the story a newcomer cannot know: each said once, under its first line.
 NOTES = {
     "created": "each snapshot is tagged DeleteOn: its day + Retention days; longer if weekly or "
@@ -124,6 +140,8 @@ NOTES = {
     "UNPROTECTED": "UNPROTECTED: no completed snapshot in 26 h: the UnprotectedVolumesAlarm fires",
     "lock expired": "a lock ends at its snapshot's DeleteOn, 00:00; the manager runs at 01:00",
     "archive": "archive tier: a quarter of the price; 90 days billed at least; 72 h to restore",
+    "hourly": "hourly: between two dailies (Backup_Every); kept Retention_Hourly hours, to "
+    "the next whole day",
     "restore drill": "restore drill: weekly, a new volume from the newest backup, timed, then "
     "deleted: proof it restores",
     "RestoreDrillsFailed": "the alarm asks a person to look: this backup would not have restored",
@@ -162,14 +180,16 @@ class Names:
     def get(self, key, default=None):
         return self.of.get(key, default)
 
-    def learn(self, summary):
+    def learn(self, summary, hour=None):
         """Name the snapshots a run made, from its summary (a name stays once the snapshot
-        is deleted, so that its deletion can be told)."""
+        is deleted, so that its deletion can be told); one between dailies (hourly), taken
+        at ``hour``, has its hour too."""
         day = date.fromisoformat(summary["date"])
         for item in summary.get("created", []):
             if item.get("snapshot_id"):
                 volume = self.of.get(item["volume_id"], item["volume_id"])
-                self.of[item["snapshot_id"]] = f"{volume} {day:%b %-d}"
+                at = f" {hour:02d}:00" if item.get("tier") == "hourly" and hour is not None else ""
+                self.of[item["snapshot_id"]] = f"{volume} {day:%b %-d}{at}"
         for item in summary.get("copied", []):
             if item.get("snapshot_id"):
                 kind = (
@@ -256,6 +276,8 @@ def what_was_done(summary, story):
             - {f"daily for {names.get(c['instance_id'])}" for c in summary["created"]}
         )
         done.append((f"created {counts['created']}" + "".join(f", {t}" for t in longer), "created"))
+        if any(c["tier"] == "hourly" for c in summary["created"]):
+            done.append(("", "hourly"))
     copied = {}
     for item in summary.get("copied", []):
         copied[item["dest_region"]] = copied.get(item["dest_region"], 0) + 1
@@ -291,7 +313,7 @@ def describe_run(hour, job, summary, story):
         story.locks[item["snapshot_id"]] = item["until"]
     done = what_was_done(summary, story)
     head = f"  {hour:02d}:00  {job:<8} {summary['region']:<10} "
-    lines = [head + (", ".join(words for words, _ in done) or "nothing to do")]
+    lines = [head + (", ".join(words for words, _ in done if words) or "nothing to do")]
     story.note(lines, *(term for _, term in done if term))
     unlocked = [d for d in summary.get("deleted", []) if d["snapshot_id"] in story.locks]
     if unlocked:  # the lock ran until DeleteOn 00:00: the manager runs after it
@@ -327,10 +349,10 @@ def describe_run(hour, job, summary, story):
     return [story.names(line) for line in lines]
 
 
-def run_job(module, region, now):
+def run_job(module, region, now, event=None):
     """One run; a run with failures raises JobFailed after its summary: the demo shows it."""
     try:
-        return module.run({}, None, region=region, now=now)
+        return module.run(event or {}, None, region=region, now=now)
     except module.JobFailed as failed:
         return failed.summary
 
@@ -426,10 +448,13 @@ def inventory(region, locked=()):
 
 # ---- the picture: one bar per snapshot, from creation to DeleteOn ----------------------
 
-MARKS = {"daily": "d", "weekly": "W", "monthly": "M", "yearly": "Y", "Copy_Retention": "R"}
+MARKS = {"hourly": "h", "daily": "d", "weekly": "W", "monthly": "M", "yearly": "Y"}
+MARKS["Copy_Retention"] = "R"
 SPAN = 32  # days shown, from START: the monthly snapshot of 1 December reaches 1 January
-COLORS = {"d": "#9aa5b1", "W": "#3b82f6", "M": "#8b5cf6", "Y": "#0f766e", "R": "#f59e0b"}
+COLORS = {"h": "#84cc16", "d": "#9aa5b1", "W": "#3b82f6", "M": "#8b5cf6", "Y": "#0f766e"}
+COLORS["R"] = "#f59e0b"
 TIERS = {  # the legend's words for each colour: the tier, and the tag that sets its days
+    "h": "hourly (Retention_Hourly, in hours)",
     "d": "daily (Retention)",
     "W": "weekly (Retention_Weekly)",
     "M": "monthly (Retention_Monthly)",
@@ -490,8 +515,8 @@ def text_picture(drawn):
         previous = label
         lines.append(f"{shown:<{width}}{''.join(cells).rstrip()}")
     lines += [
-        "d daily, W weekly, M monthly, R a copy kept by Copy_Retention, K KeepForever (never "
-        "deleted);",
+        "h hourly, d daily, W weekly, M monthly, R a copy kept by Copy_Retention, K KeepForever "
+        "(never deleted);",
         "━ until DeleteOn, ═ locked until DeleteOn, ░ in the archive tier, ▸ on past the picture",
     ]
     return lines
@@ -603,25 +628,54 @@ def show_fleet(out):
         out(f"  {region:<10} {name:<9} {shown}" + (f"  [{'; '.join(extra)}]" if extra else ""))
     out(
         "Each day: the manager deletes what is due and checks every volume, the creator takes "
-        "a snapshot\nof each volume tagged Backup, the copier copies them to Copy_Dest."
+        "a snapshot\nof each volume tagged Backup, the copier copies them to Copy_Dest. The "
+        f"creator runs every hour,\nits daily run at {DAILY_HOUR:02d}:00 (BACKUP_DAILY_HOUR); "
+        "shown: its daily runs, and the others that do something."
     )
 
 
+def runs_of_day():
+    """[(hour, job, module)] of a day, in order: SCHEDULE's, the creator at CREATOR_HOURS."""
+    runs = [(hour, job, module) for hour, job, module in SCHEDULE if job != "creator"]
+    runs += [(hour, "creator", ebs_snapshot_creator) for hour in CREATOR_HOURS]
+    return sorted(runs, key=lambda run: run[0])  # at 06:00 the copier, then the creator
+
+
+def scheduled(region, now):
+    """The creator's hourly event from EventBridge Scheduler, for ``now``'s hour."""
+    return {
+        "id": f"demo-{region}-{now:%Y%m%dT%H}",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "time": f"{now:%Y-%m-%dT%H:%M:%SZ}",
+        "detail": {},
+    }
+
+
 def play_day(n, story, out):
-    """Day ``n`` (from 1): each job at its hour in each region, and what an operator does."""
+    """Day ``n`` (from 1): each job at its hour in each region, and what an operator does.
+    The creator's runs between its daily ones are shown only when they do something."""
     today = START + timedelta(days=n - 1)
     out(day_header(n, today))
-    for hour, job, module in SCHEDULE:
+    for hour, job, module in runs_of_day():
+        between = job == "creator" and hour != DAILY_HOUR
         for region in REGIONS:
+            if between and region not in SUB_DAILY:
+                continue
             if job == "creator" and (region, n) == MISSED:
-                out(f"  {hour:02d}:00  {job:<8} {region:<10} did not run (an outage)")
+                if not between:
+                    out(f"  {hour:02d}:00  {job:<8} {region:<10} did not run (an outage)")
                 continue
             now = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
+            event = scheduled(region, now) if job == "creator" else None
             damaged = job == "manager" and region == DAMAGED[0] and n >= DAMAGED[1]
             with clock(now), failing_drill(story) if damaged else contextlib.nullcontext():
-                summary = run_job(module, region, now)
-            story.names.learn(summary)
-            for line in describe_run(hour, job, summary, story):
+                summary = run_job(module, region, now, event)
+            story.names.learn(summary, hour)
+            lines = describe_run(hour, job, summary, story)
+            if between and lines == [lines[0]] and lines[0].endswith("nothing to do"):
+                continue
+            for line in lines:
                 out(line)
     if n == KEEP_DAY:
         kept = story.names(keep_one_forever(today))
@@ -661,7 +715,9 @@ def play(out=print, picture=None):
         "expire with their\nprimaries, but api-eu's, kept 7 days (Copy_Retention). The "
         "KeepForever snapshot and its copy\nstay. vault-eu's are locked until their DeleteOn, "
         "and deleted the morning the lock has\nexpired. files-1's 1 December (monthly) one "
-        "went to the archive tier on day 3."
+        "went to the archive tier on day 3.\nqueue-1, every 4 hours, keeps its dailies 3 days "
+        "and the five snapshots a day between\nthem 24 hours, to the next whole day (DeleteOn "
+        "is a date): the last two days' ten."
     )
     return final, story.names
 
@@ -694,7 +750,7 @@ def tell(out=print, picture=None, look=None):
     """The whole story, each act in a fresh moto: the ten days (their picture written to
     ``picture``), the epilogue, the vault act. ``look()``, if given, is called at the end of
     the ten days, in their moto; returns (the final inventories, what look returned)."""
-    with mock_aws():
+    with mock_aws(), patch.dict(os.environ, {ebs_snapshot_creator.DAILY_HOUR_ENV: f"{DAILY_HOUR}"}):
         final, names = play(out, picture)
         seen = look() if look else None
         epilogue(names, out)

@@ -19,7 +19,10 @@ TEXT = (ROOT / "iam-policy.json").read_text()
 POLICY = json.loads(TEXT)
 JOBS = [ROOT / f"ebs_snapshot_{job}.py" for job in ("creator", "copier", "manager")]
 # IAM names the permission for a few API operations differently from the operation.
-IAM_NAME = {"lambda:Invoke": "lambda:InvokeFunction"}
+IAM_NAME = {
+    "lambda:Invoke": "lambda:InvokeFunction",
+    "service-quotas:GetServiceQuota": "servicequotas:GetServiceQuota",
+}
 RESTORE_PART = "# ---- src/ebs_snapshots/manager/restore_"
 
 
@@ -53,7 +56,7 @@ def api_calls_in_code():
     references (the dry-run probe) on clients, and operation names given to paginate."""
     session = botocore.session.get_session()
     operations = {}
-    for service in ("ec2", "lambda", "ssm"):
+    for service in ("ec2", "lambda", "ssm", "service-quotas"):
         for name in session.get_service_model(service).operation_names:
             operations[xform_name(name)] = f"{service}:{name}"
     used = set()
@@ -95,10 +98,10 @@ def test_parliament_finds_nothing_above_low():
     assert above_low == []
 
 
-def test_the_policy_grants_exactly_the_ec2_lambda_and_ssm_actions_the_code_calls():
+def test_the_policy_grants_exactly_the_ec2_lambda_ssm_and_quota_actions_the_code_calls():
     used = api_calls_in_code()
     assert "ec2:DeleteSnapshot" in used and "ssm:SendCommand" in used  # the scan works
-    assert granted({"ec2", "lambda", "ssm"}) == used
+    assert granted({"ec2", "lambda", "ssm", "servicequotas"}) == used
 
 
 def test_kms_and_logs_are_exactly_what_encrypted_copies_and_lambda_logging_need():

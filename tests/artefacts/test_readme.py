@@ -8,6 +8,7 @@ from pathlib import Path
 
 from test_docs import PAGES, sentences
 
+import ebs_snapshot_creator as creator
 from scripts import cost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +70,9 @@ def test_the_comparison_comes_first_and_is_honest():
         "cost beyond the snapshots",
     ):
         assert row in rows, row
-    assert "daily only, for now" in rows["schedule"]
+    # what the creator's INTERVALS offer, as DLM does
+    assert "every 1 to 24 hours by tag (`Backup_Every=4`)" in rows["schedule"].split("|")[2]
+    assert creator.INTERVALS == (1, 2, 3, 4, 6, 8, 12, 24)
     assert "code you own" in rows["managed service, or code you own"].split("|")[2]
 
 

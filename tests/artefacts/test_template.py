@@ -221,12 +221,17 @@ def test_runtime_timeout_and_memory_suit_thousands_of_volumes():
 
 
 def test_schedules_in_utc_keep_the_order_the_jobs_need():
-    hours = {}
-    for job in ("creator", "manager"):
-        schedule = FUNCTIONS[job]["Properties"]["Events"]["Daily"]["Properties"]["Schedule"]
-        default = TEMPLATE["Parameters"][schedule["Ref"]]["Default"]
-        hours[job] = int(re.fullmatch(r"cron\(0 (\d+) \* \* \? \*\)", default).group(1))
-    assert hours["manager"] != hours["creator"]
+    creator = FUNCTIONS["creator"]["Properties"]
+    assert creator["Events"]["Hourly"]["Properties"]["Schedule"] == "cron(0 * * * ? *)"
+    assert creator["Environment"]["Variables"]["BACKUP_DAILY_HOUR"] == {"Ref": "DailyHour"}
+    daily = TEMPLATE["Parameters"]["DailyHour"]
+    assert (daily["MinValue"], daily["MaxValue"]) == (0, 23)
+    schedule = FUNCTIONS["manager"]["Properties"]["Events"]["Daily"]["Properties"]["Schedule"]
+    default = TEMPLATE["Parameters"][schedule["Ref"]]["Default"]
+    manager = int(re.fullmatch(r"cron\(0 (\d+) \* \* \? \*\)", default).group(1))
+    assert manager != daily["Default"]
+    # An event older than its hour does nothing (the creator's RUN_WINDOW): Lambda drops it.
+    assert creator["EventInvokeConfig"]["MaximumEventAgeInSeconds"] == 3600
 
 
 def test_the_copier_sweeps_often_enough_to_keep_the_copy_slots_busy():
@@ -278,7 +283,8 @@ def test_a_dr_region_can_have_just_the_manager():
     assert TEMPLATE["Conditions"]["AllJobs"] == {"Fn::Equals": [{"Ref": "Jobs"}, "all"]}
     conditional = {n for n, r in RESOURCES.items() if r.get("Condition") == "AllJobs"}
     assert conditional == {n for n in RESOURCES if n.startswith(("Creator", "Copier"))}
-    assert len(conditional) == 11  # two functions, their logs and three alarms each; fsfreeze
+    # two functions, their logs and three alarms each; fsfreeze; the creator's schedule alarms
+    assert len(conditional) == 13
     for name in conditional - {"CreatorLogs", "CopierLogs"}:
         assert {"ManagerFunction", "ManagerLogs"}.isdisjoint(references(RESOURCES[name])), name
     for name in set(RESOURCES) - conditional:  # nothing else may need the two functions
@@ -634,7 +640,8 @@ def test_each_job_has_an_errors_a_failures_and_a_did_not_run_alarm(job):
         "LessThanThreshold",
         1,
     )
-    assert props["Period"] * props["EvaluationPeriods"] == 86400  # "in the last day"
+    hours = 2 if job == "creator" else 24  # the creator runs every hour, the others daily
+    assert props["Period"] * props["EvaluationPeriods"] == hours * 3600
     assert props["TreatMissingData"] == "breaching"  # no data is exactly "did not run"
 
 
@@ -727,7 +734,10 @@ def test_make_cost_counts_every_alarm_metric():
 JOBS = {"creator": creator, "copier": copier, "manager": manager}
 # The metrics no job writes on every run (METRICS names no job): the jobs that count them.
 COUNTED_BY = {
-    "unprotected": ("manager", "copier"),
+    "unprotected": ("manager", "copier", "creator"),  # the creator's: sub-daily slots missed
+    "peak_hour_calls": ("creator",),  # the creator's scheduled runs
+    "projected_snapshots": ("creator",),
+    "over_limits": ("creator",),
     "expired_copies_left": ("manager",),
     "locked": ("creator", "copier"),
     "restore_seconds": ("manager",),

@@ -161,6 +161,32 @@ def test_a_region_with_nothing_to_do_costs_listings_only():
     assert sum(rows[3]["calls"].values()) <= 4  # one event: its snapshot, not a sweep
 
 
+def test_the_creator_every_hour_costs_a_listing_in_an_hour_with_nothing_due():
+    rows = bench.bench_hourly(20, 0.0)
+    assert [r["hourly"] for r in rows] == ["once", "daily", "catch_up", "idle", "day"]
+    once, daily, catch_up, idle, day = rows
+    for run in (once, daily):  # chained runs: every volume, once
+        assert run["did"]["created"] == 20 and run["failures"] == 0
+        assert run["calls"]["CreateSnapshot"] == 20 and run["peak_mb"] is None
+    # Only the scheduled run checks the fleet against EC2's limits (from its listing).
+    assert "peak_hour_calls" not in once["did"] and daily["did"]["peak_hour_calls"] == 20
+    writes = {"CreateSnapshot", "CreateSnapshots", "CreateTags"}
+    assert not writes & set(catch_up["calls"]) and catch_up["calls"]["DescribeSnapshots"] >= 1
+    assert catch_up["did"].get("skipped") == 1  # the day's slots, found done: said once
+    assert idle["calls"] == {"DescribeInstances": 1} and idle["did"].get("created") is None
+    # The day: the daily run, 2 catch-up hours, 21 idle ones.
+    ops = set(daily["calls"]) | set(catch_up["calls"]) | set(idle["calls"])
+    for op in ops:
+        counts = [r["calls"].get(op, 0) for r in (daily, catch_up, idle)]
+        assert day["calls"][op] == counts[0] + 2 * counts[1] + 21 * counts[2]
+    expected = daily["lambda_s"] + 2 * catch_up["lambda_s"] + 21 * idle["lambda_s"]
+    assert abs(day["lambda_s"] - expected) < 1e-9 and day["run"].endswith("21 idle runs")
+    page = bench.md_idle(rows)
+    assert "| creator | hourly, the day's total: 1 daily + 2 catch-up + 21 idle runs | 20 |" in page
+    assert "The creator's day every hour against once a day:" in page
+    assert page.splitlines()[:2] == bench.md_idle([]).splitlines()[:2]  # the same header
+
+
 def test_the_tables_are_printed_and_saved(tmp_path, capsys):
     out, numbers = tmp_path / "bench.txt", tmp_path / "bench.json"
     argv = ["--sections", "table", "--sizes", "4", "--out", str(out), "--json", str(numbers)]

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -36,6 +36,19 @@ def delete_on_of(day, tags):
     return max(dates)
 
 
+def hourly_delete_ons(day, tags):
+    """The DeleteOn of each snapshot between dailies an every-N-hours instance takes on
+    ``day``: its slot's start + Retention_Hourly hours, rounded up to a whole day."""
+    every = number(tags, "Backup_Every", 24)
+    hours = number(tags, "Retention_Hourly", 24 * number(tags, "Retention", 7))
+    found = []
+    for hour in range(demo.DAILY_HOUR + every, 24, every):
+        expiry = datetime(day.year, day.month, day.day, hour, tzinfo=UTC) + timedelta(hours=hours)
+        midnight = expiry.replace(hour=0, minute=0, second=0, microsecond=0)
+        found.append((midnight + timedelta(days=0 if expiry == midnight else 1)).date())
+    return found
+
+
 def expected_inventory():
     """(region, instance, DeleteOn, is a copy, KeepForever) -> count, from the tags alone."""
     last = demo.START + timedelta(days=demo.DAYS - 1)
@@ -61,6 +74,9 @@ def expected_inventory():
             for _ in volumes:
                 if delete_on > last or kept:  # else the manager deleted it on its day
                     rows[(region, name, delete_on.isoformat(), False, kept)] += 1
+                for hourly in hourly_delete_ons(day, tags):  # not copied: no Copy_Hourly
+                    if hourly > last:
+                        rows[(region, name, hourly.isoformat(), False, False)] += 1
                 for dest in dests:
                     if copy_delete_on > last or kept:
                         rows[(dest, name, copy_delete_on.isoformat(), True, kept)] += 1
@@ -110,8 +126,8 @@ def test_final_inventory_is_what_the_tags_say(played):
         "carried KeepForever to 1 copy",
         "deleted",
         "volumes protected",
-        "created 5, monthly for files-1, monthly for web-1",
-        "created 5, weekly for web-1",
+        "created 6, monthly for files-1, monthly for web-1",
+        "created 6, weekly for web-1",
         # The day after the missed run, the manager names each volume it left unprotected.
         "unprotected  api-eu: no completed snapshot in the last 26 h",
         "unprotected  cache-eu: no completed snapshot in the last 26 h",
@@ -162,7 +178,7 @@ def test_each_word_a_newcomer_cannot_know_is_explained_once_where_it_first_appea
     first_day = next(n for n, day in enumerate(days, 1) if "restore drill" in day)
     assert first_day == 2 and notes["restore drill"] in days[1]
     # New volumes, before their first backup: the manager's "not yet due", said in full.
-    assert "5 new volumes, not yet due: a first backup by 14:00 UTC" in days[0]
+    assert "6 new volumes, not yet due: a first backup by 14:00 UTC" in days[0]
 
 
 def test_plurals(played):
@@ -229,6 +245,7 @@ def test_the_pictures_legend_names_each_colour_and_mark_it_draws(played):
     bars = drawn(played[2])
     labels = [handle.get_label() for handle in demo.legend_handles(bars)]
     assert labels == [
+        "hourly (Retention_Hourly, in hours)",
         "daily (Retention)",
         "weekly (Retention_Weekly)",
         "monthly (Retention_Monthly)",
@@ -320,3 +337,32 @@ def test_the_restore_page_shows_the_demos_lines(played):
     block = page.split("In `make demo`")[1].split("```")[1]
     shown = [line for line in block.splitlines() if line]
     assert len(shown) == 4 and all(line in played[0] for line in shown)
+
+
+def test_every_4_hours_six_snapshots_a_day_the_daily_with_its_tiers_the_others_hourly(played):
+    lines, _, picture, state, _ = played
+    days = first_act(lines).split("\nDay ")[1:]
+    between = [f"{hour:02d}:00" for hour in range(6, 24, 4)]
+    for day in days:  # one at 02:00 with the dailies, then one each 4 hours: six a day
+        shown = re.findall(
+            r"^  (\d\d:00)  creator  us-east-1  created 1, hourly for queue-1$", day, re.M
+        )
+        assert shown == between
+        assert "02:00  creator  us-east-1  created 6" in day
+    # Left after day 10: the dailies of the last 3 days (Retention=3), and the hourly ones of
+    # the last two days, kept 24 h, to the next whole day.
+    snaps = [s for s in state[demo.EAST] if {"Key": "Name", "Value": "queue-1"} in s["Tags"]]
+    by_day = Counter(s["StartTime"].date().isoformat() for s in snaps)
+    assert by_day == {"2026-12-08": 1, "2026-12-09": 6, "2026-12-10": 6}
+    for snap in snaps:
+        tags = {t["Key"]: t["Value"] for t in snap["Tags"]}
+        start = snap["StartTime"].astimezone(UTC)
+        assert tags["Backup_Slot"] == f"{start:%Y-%m-%dT%H:00Z}"
+        daily = start.hour == demo.DAILY_HOUR
+        assert tags["Retention_Tier"] == ("daily" if daily else "hourly")
+        kept = timedelta(days=3) if daily else timedelta(days=2)  # 24 h, to a whole day
+        assert tags["DeleteOn"] == (start.date() + kept).isoformat()
+    # The picture draws them in their own colour, and says so.
+    marks = Counter(bar[5] for bar in drawn(picture) if bar[0].startswith("queue-1"))
+    assert marks == {"d": 3, "h": 10}
+    assert "h hourly, d daily" in "\n".join(lines)

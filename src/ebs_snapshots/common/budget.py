@@ -1,5 +1,6 @@
 """Lambda's time: the run's budget, how long one AWS attempt may take, when to stop."""
 
+import time
 from typing import Any
 
 from botocore.retries import standard as botocore_retries
@@ -37,12 +38,20 @@ class Budget:
         self._left_ms = getattr(context, "get_remaining_time_in_millis", None)
         # botocore's own rules for what standard mode retries (throttling, 5xx, network)
         self._retried = botocore_retries.StandardRetryConditions(RETRIES["total_max_attempts"])
+        self._until: float | None = None  # time.monotonic() after which no item starts
 
     def left(self) -> float:
         return self._left_ms() / 1000 if self._left_ms else float("inf")
 
     def low(self) -> bool:
-        return self.left() < STOP_MARGIN_S
+        return self.left() < STOP_MARGIN_S or self.closed()
+
+    def close_in(self, seconds: float) -> None:
+        """Start no new item after ``seconds`` from now (a scheduled run's own hour)."""
+        self._until = time.monotonic() + seconds
+
+    def closed(self) -> bool:
+        return self._until is not None and time.monotonic() >= self._until
 
     def guard(self, client: Client) -> Client:
         if self._left_ms:

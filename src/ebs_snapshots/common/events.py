@@ -47,6 +47,21 @@ def resolve_region(region: str | None = None) -> str:
     return region
 
 
+SCHEDULED = "Scheduled Event"  # EventBridge's detail-type of a scheduled event
+
+
+def scheduled_time(event: Mapping[str, Any]) -> datetime | None:
+    """The time a scheduled event was scheduled for, or None (not a scheduled event, no
+    time, one that cannot be read, or one without a zone: not trusted)."""
+    if event.get("detail-type") != SCHEDULED:
+        return None
+    try:
+        when = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else None
+
+
 def utc_today(now: datetime | None = None) -> date:
     return (now or datetime.now(UTC)).astimezone(UTC).date()
 

@@ -48,6 +48,10 @@ METRICS = {
     "RestoreSeconds": ("restore_seconds", ()),  # the slowest drill's time to "available"
     "SnapshotsArchived": ("archived", ("manager",)),  # in the archive tier now
     "SnapshotsRestoring": ("restoring", ("manager",)),  # on their way back from it
+    # The creator's schedule (hourly runs): the tagged fleet against EC2's limits.
+    "SnapshotCallsPeakHour": ("peak_hour_calls", ()),  # CreateSnapshot(s) calls due in one hour
+    "SnapshotsProjected": ("projected_snapshots", ()),  # the retention's count, once a day
+    "FleetOverLimits": ("over_limits", ()),  # limits the fleet's tags would pass: 0, 1 or 2
 }
 METRIC_UNITS = {"RestoreSeconds": "Seconds"}  # the others count things
 DONE = {
@@ -307,6 +311,17 @@ TOTALS: dict[str, dict[str, str | tuple[str, str]]] = {
         ),
     },
     "volumes": {},  # volume_totals
+    "schedule": {
+        "peak_hour_calls": (
+            "{n} snapshot call due in its busiest hour",
+            "{n} snapshot calls due in its busiest hour",
+        ),
+        "projected_snapshots": (
+            "{n} snapshot kept once the retention fills",
+            "{n} snapshots kept once the retention fills",
+        ),
+        "over_limits": ("{n} EC2 limit the tags would pass", "{n} EC2 limits the tags would pass"),
+    },
     "archive tier": {
         "sent_to_archive": ("{n} snapshot sent to it", "{n} snapshots sent to it"),
         "would_archive": ("{n} snapshot would be sent to it", "{n} snapshots would be sent to it"),

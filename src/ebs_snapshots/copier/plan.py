@@ -1,6 +1,6 @@
 """What to copy where: primaries, their copies in each destination, Copy_State."""
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 from botocore.exceptions import ClientError
 
@@ -14,6 +14,7 @@ from ebs_snapshots.common.aws import (
     paginate,
 )
 from ebs_snapshots.common.budget import OutOfTime
+from ebs_snapshots.common.events import scheduled_time
 from ebs_snapshots.common.keys import key_refusal
 from ebs_snapshots.common.locking import lock_request, probe_lock, unlocked
 from ebs_snapshots.common.locks import TAG_LOCK, TAG_LOCK_COOL_OFF, lock_mode, locks_in_force
@@ -51,7 +52,6 @@ COPIES_IN_FLIGHT = 20  # concurrent copies AWS allows into one destination regio
 # those first (oldest first); the notified one waits its turn in the next sweep.
 NOTIFIED_MAX_IN_FLIGHT = COPIES_IN_FLIGHT // 2
 NOTIFICATION = "EBS Snapshot Notification"  # EventBridge detail-type when a snapshot is done
-SCHEDULED = "Scheduled Event"  # EventBridge detail-type of a scheduled sweep
 # Which primaries a run reads. "notified": the one snapshot of a completion event. "pending":
 # those tagged Copy_State=pending, in every scheduled sweep but the day's first, so that a
 # sweep's cost follows the copies still to make, not the snapshots kept. "full": every
@@ -142,20 +142,10 @@ def copy_tags(primary, region):
     return tags
 
 
-def scheduled_time(event):
-    """The time a scheduled event was scheduled for, or None (absent, unreadable, or
-    without a zone: not trusted)."""
-    try:
-        when = datetime.fromisoformat(str(event.get("time")).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else None
-
-
 def sweep_scope(event):
     """ "pending" for a scheduled sweep, except the day's first; "full" for that one, and for
     any run not scheduled, or whose time cannot be read (a full sweep is always safe)."""
-    when = scheduled_time(event) if event.get("detail-type") == SCHEDULED else None
+    when = scheduled_time(event)
     if when is None:
         return "full"
     when = when.astimezone(UTC)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from ebs_snapshots.common.aws import describe_error, make_client
 from ebs_snapshots.common.budget import STOP_MARGIN_S, OutOfTime
-from ebs_snapshots.common.events import clock_of
+from ebs_snapshots.common.events import SCHEDULED, clock_of, scheduled_time
 from ebs_snapshots.common.locking import RELOCK, lock_snapshot
 from ebs_snapshots.common.runtime import Pacer, in_parallel
 from ebs_snapshots.common.tags import COPY_LAG_ENV, COPY_LAG_HOURS, count_or, env_hours
@@ -15,9 +15,7 @@ from ebs_snapshots.copier.copies import copy_snapshot, keep_forever
 from ebs_snapshots.copier.plan import (
     COPIES_IN_FLIGHT,
     NOTIFICATION,
-    SCHEDULED,
     existing_copies,
-    scheduled_time,
 )
 
 # A scheduled sweep that had to defer copies stays until this long after the time it was

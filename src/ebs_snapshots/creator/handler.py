@@ -10,12 +10,21 @@ from datetime import UTC, datetime
 from ebs_snapshots.common.aws import make_client
 from ebs_snapshots.common.budget import OutOfTime
 from ebs_snapshots.common.cli import cli, cli_parser
-from ebs_snapshots.common.events import utc_today
+from ebs_snapshots.common.events import scheduled_time, utc_today
 from ebs_snapshots.common.keys import own_account
 from ebs_snapshots.common.runtime import Pacer, hand_off, in_parallel, run_job
+from ebs_snapshots.common.tags import backup_enabled, tag_map
 from ebs_snapshots.creator import JOB
 from ebs_snapshots.creator.consistency import built_once, take
-from ebs_snapshots.creator.plan import Where, plans_of_region
+from ebs_snapshots.creator.limits import check_fleet, snapshot_quota
+from ebs_snapshots.creator.plan import SKIPPED_STATES, Where, list_instances, plans_of_region
+from ebs_snapshots.creator.schedule import (
+    DAILY,
+    DAILY_HOUR_ENV,
+    daily_hour,
+    due_slot,
+    run_schedule,
+)
 from ebs_snapshots.creator.snapshots import lock_sweep
 
 HANDOFF = "handoff"  # in a handed-over event: what the invocations before it did (resumed)
@@ -56,17 +65,32 @@ def run(event=None, context=None, *, region=None, now=None):
 def create_all(event, context, summary, budget, now):
     """Every instance is listed and planned first; the work then goes in the order of its
     keys (work_key), so that a hand-off can say in its event what is done (resume_point):
-    the next invocation does not rest on a listing of what this one made."""
+    the next invocation does not rest on a listing of what this one made. A scheduled run
+    (BACKUP_DAILY_HOUR set) takes only the instances whose slot is due, in its own hour."""
     ids, key, region = requested_ids(event), summary.data["event_id"], summary.region
     ec2 = make_client("ec2", region, budget, Pacer())
     ssm = built_once(lambda: make_client("ssm", region, budget))
     own = functools.cache(lambda: own_account(context, region, budget))
-    where = Where(frozenset(), region, utc_today(now), key, own)
+    schedule = schedule_of(event, now, summary)
+    where = Where(frozenset(), region, utc_today(now), key, own, schedule)
+    if schedule and schedule.scheduled and not open_hour(schedule, now, budget, summary):
+        return
     try:
-        items = sorted(plans_of_region(ec2, ids, where, summary), key=work_key)
+        due = due_instances(ec2, ids, schedule, summary, budget) if where.schedule else None
+        if due == []:
+            return  # an idle hour: the listing was all it cost
+        items = plans_of_region(ec2, None if due else ids, where, summary, due)
+        items = sorted(items, key=work_key)
     except OutOfTime:  # the listing alone took the time: nothing done, a failure
         hand_off(context, event, summary, done_here=0)
         return
+    create_items(ec2, ssm, items, (event, context, schedule), summary, budget, now)
+
+
+def create_items(ec2, ssm, items, invocation, summary, budget, now):
+    """Take each item, WORKERS at a time, until done or the time runs out: then hand the
+    rest over to a new invocation, or, past the run's hour, to the next scheduled run."""
+    event, context, schedule = invocation
     todo, done = resumed(items, event.get(HANDOFF), summary), set()
 
     def work(item):
@@ -78,13 +102,86 @@ def create_all(event, context, summary, budget, now):
         done.add(work_key(item))
 
     started, stopped = in_parallel(todo, work, budget, failed)
-    if len(done) < len(todo):
+    left = len(todo) - len(done)
+    if left and budget.closed():
+        why = f"{left} snapshots or sets not started in this run's hour"
+        summary.warn(summary.region, f"{why}; the next hourly runs catch them up (Backup_Slot)")
+    elif left:
         point = resume_point(todo, done, event.get(HANDOFF))
         point["maybe"] = sorted(work_key(i) for i in todo if i.get("lookup") and i["lookup"].lost)
-        left = len(todo) - len(done)
         hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
-    else:
-        lock_sweep(ec2, summary, budget, utc_today(now))
+    elif not (schedule and schedule.scheduled) or summary.data["counts"].get("created"):
+        lock_sweep(ec2, summary, budget, utc_today(now))  # not in an hour that made nothing
+    if schedule and schedule.scheduled:
+        slot_coverage(todo, schedule, summary)
+
+
+def slot_coverage(items, schedule, summary):
+    """The volumes of a sub-daily schedule whose slot has had its last run (this one)
+    without a snapshot: unprotected, within their interval and the catch-up, not a day
+    later (the UnprotectedVolumes metric, job creator; its alarm looks every hour)."""
+    made = {c.get("volume_id") for c in summary.data.get("created", [])}
+    plans = [plan for item in items for plan in item.get("plans", [item])]
+    if any(plan["slot"].every < DAILY for plan in plans):
+        summary.count("unprotected", 0)  # the metric: 0 is news too
+    for plan in plans:
+        slot = plan["slot"]
+        if slot.every < DAILY and schedule.last_chance(slot) and plan["volume_id"] not in made:
+            why = f"no snapshot for its {slot.every}-hour slot of {slot.start:%Y-%m-%d %H:%M}"
+            summary.add(
+                "unprotected",
+                "WARN",
+                volume_id=plan["volume_id"],
+                instance_id=plan["instance_id"],
+                reason=f"{why} UTC, and no later run tries it",
+            )
+
+
+def schedule_of(event, now, summary):
+    """The run's Schedule, or None without BACKUP_DAILY_HOUR (a bad one warns)."""
+    hour, problem = daily_hour()
+    if problem:
+        summary.warn(DAILY_HOUR_ENV, problem)
+    when = scheduled_time(event)
+    return run_schedule(when or now, when is not None, hour)
+
+
+def open_hour(schedule, now, budget, summary):
+    """Whether a scheduled run is still in its hour (RUN_WINDOW); the budget closes then.
+    An event that comes later (Lambda's queue held it) does nothing: the next run takes
+    its slots, and two runs never take the same slot at once."""
+    left = (schedule.until - now).total_seconds()
+    if left <= 0:
+        why = f"the run of {schedule.hour:%H:%M} UTC came at {now:%H:%M}, after its hour"
+        summary.warn(summary.region, f"{why}; the next hourly runs take its slots")
+        return False
+    budget.close_in(left)
+    return True
+
+
+def due_instances(ec2, ids, schedule, summary, budget):
+    """The instances whose slot this run takes (all those asked for, on demand), after the
+    fleet's check against EC2's limits. Past a slot's first hour, only those backed up are
+    taken again: a skipped instance is said once, at its slot's start."""
+    listed = list(list_instances(ec2, ids))
+    if schedule.scheduled:
+        quotas = lambda: make_client("service-quotas", summary.region, budget)  # noqa: E731
+        check_fleet(listed, schedule, summary, lambda: snapshot_quota(quotas, summary))
+    due = []
+    for instance in listed:
+        slot = due_slot(instance, schedule)
+        again = schedule.scheduled and slot and slot.start < schedule.hour
+        if slot and not (again and not_backed_up_now(instance)):
+            due.append(instance)
+    for missing in sorted(set(ids or ()) - {i.get("InstanceId") for i in listed}):
+        summary.fail(missing, "instance not found in this region")
+    return due
+
+
+def not_backed_up_now(instance):
+    tags = tag_map(instance)
+    state = instance.get("State", {}).get("Name")
+    return backup_enabled(tags) is not True or state in SKIPPED_STATES
 
 
 def work_key(item):

@@ -1,7 +1,7 @@
 """What to snapshot: an instance's settings and volumes, the tags each snapshot gets."""
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import NamedTuple
 
 from botocore.exceptions import ClientError
@@ -29,6 +29,7 @@ from ebs_snapshots.common.tags import (
     TAG_COPY_RETENTION,
     TAG_DELETE_ON,
     TAG_NAME,
+    TAG_RETENTION,
     TAG_RETENTION_TIER,
     TAG_TYPE,
     TAG_VAULT_ACCOUNT,
@@ -43,7 +44,19 @@ from ebs_snapshots.common.tags import (
     tag_map,
 )
 from ebs_snapshots.common.vault import vault_retention, vault_target
-from ebs_snapshots.creator.retention import archive_tiers, retention_plan
+from ebs_snapshots.creator.retention import archive_tiers, parse_retention, retention_plan
+from ebs_snapshots.creator.schedule import (
+    HOURLY_TIER,
+    TAG_BACKUP_EVERY,
+    TAG_BACKUP_SLOT,
+    TAG_COPY_HOURLY,
+    TAG_RETENTION_HOURLY,
+    Schedule,
+    copies_every_snapshot,
+    due_slot,
+    hourly_delete_on,
+    parse_every,
+)
 
 SKIPPED_STATES = ("terminated", "shutting-down")
 TAG_CONSISTENCY = "Consistency"  # how to take an instance's snapshots; and how they were taken
@@ -179,31 +192,54 @@ def tag_note(rid, tags, tag, why):
 
 class Where(NamedTuple):
     """What each instance's plan reads of its run: the regions a Copy_Dest may name, this
-    region, today, the event's key, and this account's id (a function: asked only when a
-    Copy_KmsKeyId names an account)."""
+    region, today, the event's key, this account's id (a function: asked only when a
+    Copy_KmsKeyId names an account), and the run's Schedule (None: no slots)."""
 
     enabled: frozenset
     region: str
     today: date
     key: str | None = None
     own: Callable[[], str | None] = lambda: None
+    schedule: Schedule | None = None
+
+
+def slot_settings(tags, where):
+    """(DeleteOn, tier, the Slot or None, copies too?, tag errors) of the instance's
+    snapshot in this run: a daily (or any snapshot outside the schedule) takes the tiers
+    from its slot's day; one between dailies keeps Retention_Hourly and is copied only
+    when Copy_Hourly says so."""
+    every, problem = parse_every(tags.get(TAG_BACKUP_EVERY))
+    problems = [(TAG_BACKUP_EVERY, problem)] if problem else []
+    slot = (where.schedule.due(every) or where.schedule.slot(every)) if where.schedule else None
+    delete_on, tier, more = retention_plan(tags, slot.start.date() if slot else where.today)
+    copy_all, problem = copies_every_snapshot(tags)
+    problems += more + ([(TAG_COPY_HOURLY, problem)] if problem else [])
+    start = slot.start if slot else datetime.combine(where.today, datetime.min.time(), UTC)
+    hourly, problem = hourly_delete_on(tags, start, parse_retention(tags.get(TAG_RETENTION))[0])
+    problems += [(TAG_RETENTION_HOURLY, problem)] if problem else []
+    if slot and not slot.daily:
+        return hourly, HOURLY_TIER, slot, copy_all, problems
+    return delete_on, tier, slot, True, problems
 
 
 def instance_settings(tags, where):
     """(what each snapshot of the instance gets, tag errors as (tag, why)) from its tags."""
-    delete_on, tier, problems = retention_plan(tags, where.today)
+    delete_on, tier, slot, copied, problems = slot_settings(tags, where)
     dests, dropped = clean_regions(tags.get(TAG_COPY_DEST, ""), where.enabled, where.region)
     problems += [(TAG_COPY_DEST, f"Copy_Dest entry {r!r} {why}; dropped") for r, why in dropped]
+    dests = dests if copied else []
     copy_with, more = copy_settings(tags, where.own) if dests else ({}, [])
     mode, problem = parse_mode(tags.get(TAG_CONSISTENCY))
     more += [(TAG_CONSISTENCY, problem)] if problem else []
     lock, lock_problems = lock_tags(tags)
     archive, archive_problems = archive_tiers(tags)
     vault, vault_problems = vault_settings(tags, where.enabled, where.region)
+    vault = vault if copied else {}
     name = tags.get(TAG_NAME, "")
     extra = lock | ({TAG_ARCHIVE: "Yes"} if tier in archive else {})
+    extra |= {TAG_BACKUP_SLOT: slot.tag} if slot else {}
     snap_tags = snapshot_tags(name, delete_on, tier, dests, copy_with, where.key, extra) | vault
-    settings = {"name": name, "tags": snap_tags, "copy_dest": dests, "mode": mode}
+    settings = {"name": name, "tags": snap_tags, "copy_dest": dests, "mode": mode, "slot": slot}
     settings["lock"] = lock_request(snap_tags, delete_on, where.today)
     return settings, problems + more + lock_problems + archive_problems + vault_problems
 
@@ -235,7 +271,7 @@ def plan_instance(instance, volume_backup, where):
                     "device": device,
                     "description": describe(name, iid, vid, device, region),
                     "set_description": set_description,
-                    **{k: settings[k] for k in ("tags", "copy_dest", "mode", "lock")},
+                    **{k: settings[k] for k in ("tags", "copy_dest", "mode", "lock", "slot")},
                 }
             )
     if not plans and not any(k == "skip" for k, _, _ in notes):
@@ -303,30 +339,46 @@ def done_for_event(ec2, key):
     """{volume id: snapshot id} of snapshots this event already made (a retried event)."""
     if not key:
         return {}
-    snaps = paginate(
-        ec2,
-        "describe_snapshots",
-        "Snapshots",
-        OwnerIds=["self"],
-        Filters=[{"Name": "tag:" + TAG_EVENT_ID, "Values": [key]}],
-    )
-    return {s["VolumeId"]: s["SnapshotId"] for s in snaps}
+    return {s["VolumeId"]: s["SnapshotId"] for s in tagged_with(ec2, TAG_EVENT_ID, [key])}
 
 
-def plans_of_region(ec2, ids, where, summary):
+def tagged_with(ec2, tag, values):
+    """This account's snapshots whose ``tag`` is one of ``values`` (a server-side filter)."""
+    where = [{"Name": "tag:" + tag, "Values": values}]
+    return paginate(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=where)
+
+
+def done_before(ec2, where, instances):
+    """{(volume id, slot or None): snapshot id} of what need not be made again: in a
+    scheduled run, the snapshots of the slots it takes (made by an earlier try of the
+    slot: a retried event, an earlier run, a hand-off); otherwise those of this event."""
+    if not slotted(where):
+        return {(vid, None): sid for vid, sid in done_for_event(ec2, where.key).items()}
+    slots = sorted({due_slot(instance, where.schedule).tag for instance in instances})
+    found = tagged_with(ec2, TAG_BACKUP_SLOT, slots) if slots else []
+    return {(s["VolumeId"], tag_map(s).get(TAG_BACKUP_SLOT)): s["SnapshotId"] for s in found}
+
+
+def slotted(where):
+    return bool(where.schedule and where.schedule.scheduled)
+
+
+def plans_of_region(ec2, ids, where, summary, instances=None):
     """Each snapshot to create, as the instance pages arrive; what is skipped, and why, goes
     to the summary. An instance with a Multi-Attach volume waits for the last page, so that
     a volume several instances ask for is taken once. ``where``: a Where without the
-    enabled regions (read here)."""
+    enabled regions (read here). ``instances``: those to plan, if already listed (a
+    scheduled run's due ones), else every one listed."""
     where = where._replace(enabled=enabled_regions(ec2))
     volume_backup = volume_backup_tags(ec2)
     multi = multi_attach_volumes(ec2, summary)
-    done = done_for_event(ec2, where.key)
-    seen, held = set(), []
-    for instance in list_instances(ec2, ids):
+    instances = list_instances(ec2, ids) if instances is None else instances
+    done = done_before(ec2, where, instances)
+    seen, held, in_slot = set(), [], []
+    for instance in instances:
         seen.add(instance.get("InstanceId"))
         try:  # an odd answer, or a bug of ours, costs this instance only
-            todo = plan_one(instance, volume_backup, where, summary, done)
+            todo = plan_one(instance, volume_backup, where, summary, (done, in_slot))
         except Exception as exc:
             summary.error(instance.get("InstanceId", "?"), exc, "instance not planned")
             continue
@@ -335,6 +387,8 @@ def plans_of_region(ec2, ids, where, summary):
         else:
             yield from work_of(todo, ebs_volumes(instance))
     yield from shared_work(held, summary, where.today)
+    if in_slot:  # said once: a catch-up run finds most of its slots done
+        summary.skip(summary.region, f"{len(in_slot)} volumes already snapshotted in their slot")
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
 
@@ -346,7 +400,9 @@ def work_of(todo, ebs):
 
 def plan_one(instance, volume_backup, where, summary, done):
     """The snapshots to create for one instance, its notes in the summary; volumes that
-    already have a snapshot for this event are skipped."""
+    already have a snapshot for this event (or, scheduled, for this slot) are skipped:
+    ``done`` is (done_before's answer, the list of volumes found done in their slot)."""
+    done, in_slot = done
     found, notes = plan_instance(instance, volume_backup, where)
     for kind, rid, detail in notes:
         if kind == "tag":
@@ -355,12 +411,15 @@ def plan_one(instance, volume_backup, where, summary, done):
             (summary.warn if kind == "warn" else summary.skip)(rid, detail)
     todo = []
     for plan in found:
-        if plan["volume_id"] in done:
-            snapshot_id = done[plan["volume_id"]]
+        slot = plan["tags"].get(TAG_BACKUP_SLOT) if slotted(where) else None
+        snapshot_id = done.get((plan["volume_id"], slot))
+        if snapshot_id is None:
+            todo.append(plan)
+        elif slot:
+            in_slot.append(plan["volume_id"])
+        else:
             why = f"already snapshotted for event {where.key}"
             summary.skip(plan["volume_id"], why, snapshot_id=snapshot_id)
-        else:
-            todo.append(plan)
     return todo
 
 
