@@ -1702,6 +1702,9 @@ FULL_SWEEP_HOUR, FULL_SWEEP_MINUTES = 0, 15
 # Beyond MAX_LOOKUP primaries, one listing of a destination's copies costs fewer calls than
 # lookups by id, LOOKUP_BATCH at a time.
 MAX_LOOKUP = 1000
+# The creator's run (EventId) and how it was taken (Consistency), carried onto copies so that
+# a copy region's restore points group as the source's do (manager/restore_points.py).
+RUN_TAGS = ("EventId", "Consistency")
 CARRIED = "copies_started"  # in a handed-over event: the copies started before it, by region
 
 
@@ -1766,7 +1769,8 @@ def copy_tags(primary, region):
     }
     if primary["volume_id"]:
         tags[TAG_SOURCE_VOLUME] = primary["volume_id"]
-    carried = (TAG_NAME, TAG_ARCHIVE) + (() if primary["own_date"] else (TAG_RETENTION_TIER,))
+    carried = (TAG_NAME, TAG_ARCHIVE, *RUN_TAGS)
+    carried += () if primary["own_date"] else (TAG_RETENTION_TIER,)
     tags |= {key: primary["tags"][key] for key in carried if key in primary["tags"]}
     kept = keep_forever_key(primary["tags"])
     if kept:  # a near-miss key (keepforever) arrives as KeepForever

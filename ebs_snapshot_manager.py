@@ -2993,6 +2993,880 @@ def record_drill(ec2, target, volume_id, summary, now, reason, seconds=None):
     counts["restore_seconds"] = max(counts.get("restore_seconds", 0), seconds)
 
 
+# ---- src/ebs_snapshots/manager/restore_points.py ----
+# What the creator writes on each snapshot (creator/plan.py): the run's EventId, how it was
+# taken (Consistency), and a Description naming the instance, and the volume and device
+# ("Name (i-...) - vol-... (/dev/...) - region") or, for a multi-volume set, "all volumes
+# (mode)". Newer snapshots may also carry InstanceId and Device: read when present.
+TAG_RUN, TAG_HOW = "EventId", "Consistency"
+TAG_SNAP_INSTANCE, TAG_SNAP_DEVICE = "InstanceId", "Device"
+# On a restored volume, and on a volume an in-place restore took off: instance and device.
+TAG_RESTORE_INSTANCE, TAG_RESTORE_DEVICE = "Restore_Instance", "Restore_Device"
+TAG_LAST_DRILL = "RestoreDrill"  # manager/drills.py: "<date> ok <n>s" or "<date> failed: ..."
+DESCRIBED = re.compile(
+    r"^(?:.* \()?(?P<iid>i-[0-9a-f]+)\)? - (?P<what>vol-[0-9a-f]+|all volumes)"
+    r" \((?P<detail>[^)]*)\) - "
+)
+HOW = {
+    "volume": "crash-consistent, one volume at a time",
+    "instance": "multi-volume set (crash-consistent, one instant)",
+    "fsfreeze": "multi-volume set, fsfreeze (application-consistent)",
+    "vss": "multi-volume set, VSS (application-consistent)",
+    "crash-fallback": "multi-volume set, crash-consistent (the freeze failed)",
+}
+
+
+def parse_description(text):
+    """(instance id, volume id or None for a set, device or the set's mode) of a
+    description the creator wrote (a copy carries its primary's), or None."""
+    found = DESCRIBED.match(text or "")
+    if not found:
+        return None
+    vid = found["what"] if found["what"].startswith("vol-") else None
+    return found["iid"], vid, found["detail"]
+
+
+def point_key(snapshot, tags):
+    """The run a snapshot belongs to: its EventId; a copy carries none, so its primary's day
+    (the DeleteOn and tier it inherits); else the minute it started."""
+    if tags.get(TAG_RUN):
+        return "run:" + tags[TAG_RUN]
+    if TAG_SOURCE_SNAPSHOT in tags:
+        return f"day:{tags.get(TAG_DELETE_ON)}:{tags.get(TAG_RETENTION_TIER)}"
+    return "at:" + snapshot["StartTime"].strftime("%Y-%m-%dT%H:%M")
+
+
+def point_id(key):
+    return "rp-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def snapshot_entry(snapshot, iid, devices):
+    """What a point says of one snapshot, or None when it is not of instance ``iid``.
+    ``devices``: {volume id: device} from the instance or the volumes' attachments."""
+    tags = tag_map(snapshot)
+    parsed = parse_description(snapshot.get("Description")) or (None, None, None)
+    if tags.get(TAG_SNAP_INSTANCE, parsed[0]) != iid:
+        return None
+    copy = TAG_SOURCE_SNAPSHOT in tags
+    vid = tags.get(TAG_SOURCE_VOLUME) if copy else snapshot.get("VolumeId")
+    mode = tags.get(TAG_HOW) or ("volume" if parsed[1] else parsed[2] or "volume")
+    device = tags.get(TAG_SNAP_DEVICE) or (parsed[2] if parsed[1] else devices.get(vid))
+    return {
+        "snapshot_id": snapshot["SnapshotId"],
+        "volume_id": vid,
+        "device": device or f"? ({vid})",
+        "how": HOW.get(mode, mode),
+        "time": snapshot["StartTime"],
+        "state": snapshot.get("State"),
+        "size": snapshot.get("VolumeSize"),
+        "encrypted": snapshot.get("Encrypted", False),
+        "kms_key_id": snapshot.get("KmsKeyId"),
+        "archived": snapshot.get("StorageTier") == "archive",
+        "tags": tags,
+        "copy_of": tags.get(TAG_SOURCE_SNAPSHOT),
+        "source_region": tags.get(TAG_SOURCE_REGION),
+    }
+
+
+def group_points(entries):
+    """The points, newest first: each a dict(id, key, time, devices {device: entry})."""
+    points = {}
+    for entry in entries:
+        key = point_key({"StartTime": entry["time"]}, entry["tags"])
+        point = points.setdefault(key, {"id": point_id(key), "key": key, "devices": {}})
+        held = point["devices"].get(entry["device"])
+        if held is None or entry["time"] > held["time"]:  # a rerun's newer one wins
+            point["devices"][entry["device"]] = entry
+    for point in points.values():
+        point["time"] = min(e["time"] for e in point["devices"].values())
+    return sorted(points.values(), key=lambda p: (p["time"], p["id"]), reverse=True)
+
+
+def compare(point, current, volume_tags):
+    """(notes, devices with no snapshot in the point): the point against the instance's
+    volumes now (``current`` {device: volume id}; None when the instance is gone).
+    A volume opted out with its own Backup tag is not missing."""
+    if current is None:
+        return ["the instance no longer exists"], []
+    notes, missing = [], []
+    for device, entry in sorted(point["devices"].items()):
+        now = current.get(device)
+        if now is None:
+            notes.append(f"{device}: removed since (no volume at the device now)")
+        elif now != entry["volume_id"]:
+            notes.append(f"{device}: {entry['volume_id']} replaced since by {now}")
+    for device, vid in sorted(current.items()):
+        if device not in point["devices"] and not opted_out(volume_tags.get(vid)):
+            notes.append(f"{device}: {vid} added since: no snapshot in this point")
+            missing.append(device)
+    return notes, missing
+
+
+def instance_of(ec2, iid):
+    """The instance (DescribeInstances filtered by id: a gone one is no error), or None."""
+    filters = [{"Name": "instance-id", "Values": [iid]}]
+    for reservation in paginate(ec2, "describe_instances", "Reservations", Filters=filters):
+        for instance in reservation["Instances"]:
+            if instance.get("State", {}).get("Name") != "terminated":
+                return instance
+    return None
+
+
+def attached_devices(instance):
+    """{device: volume id} of an instance's EBS volumes now."""
+    return {
+        m["DeviceName"]: m["Ebs"]["VolumeId"]
+        for m in (instance or {}).get("BlockDeviceMappings", [])
+        if "Ebs" in m
+    }
+
+
+def snapshots_of(ec2, iid):
+    """The automated snapshots (and copies) naming instance ``iid``: by description (what
+    every creator wrote), and by an InstanceId tag (what newer ones also write)."""
+    base = {"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]}
+    found = {}
+    for wanted in (
+        {"Name": "description", "Values": [f"*{iid}*"]},
+        {"Name": "tag:" + TAG_SNAP_INSTANCE, "Values": [iid]},
+    ):
+        params = {"OwnerIds": ["self"], "Filters": [base, wanted]}
+        for snap in paginate(ec2, "describe_snapshots", "Snapshots", **params):
+            found[snap["SnapshotId"]] = snap
+    return sorted(found.values(), key=lambda s: s["SnapshotId"])
+
+
+def volumes_by_id(ec2, ids):
+    """{volume id: volume} of those that still exist (a filter: a gone one is no error)."""
+    if not ids:
+        return {}
+    filters = [{"Name": "volume-id", "Values": sorted(ids)}]
+    return {v["VolumeId"]: v for v in paginate(ec2, "describe_volumes", "Volumes", Filters=filters)}
+
+
+def read_points(ec2, iid):
+    """(points newest first, the instance or None, {volume id: volume} of the volumes the
+    points and the instance name that still exist)."""
+    instance = instance_of(ec2, iid)
+    current = attached_devices(instance)
+    snaps = snapshots_of(ec2, iid)
+    sources = {tag_map(s).get(TAG_SOURCE_VOLUME) or s.get("VolumeId") for s in snaps}
+    volumes = volumes_by_id(ec2, ({v for v in sources if v} | set(current.values())))
+    devices = {vid: dev for dev, vid in current.items()}
+    for vid, volume in volumes.items():
+        for attachment in volume.get("Attachments", []):
+            if attachment.get("InstanceId") == iid:
+                devices.setdefault(vid, attachment["Device"])
+        tags = tag_map(volume)  # taken off by an in-place restore: where it was
+        if tags.get(TAG_RESTORE_INSTANCE) == iid and tags.get(TAG_RESTORE_DEVICE):
+            devices.setdefault(vid, tags[TAG_RESTORE_DEVICE])
+    entries = [e for e in (snapshot_entry(s, iid, devices) for s in snaps) if e]
+    return group_points(entries), instance, volumes
+
+
+def choose_point(points, at):
+    """The point ``at`` names: its id, or a time (ISO, UTC unless it says): the newest point
+    taken at or before it. Raises ValueError naming what there is."""
+    if not points:
+        raise ValueError("no restore point: no automated snapshot names this instance here")
+    for point in points:
+        if point["id"] == at:
+            return point
+    try:
+        when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--at {at!r} is neither a point id (rp-...) nor a time") from None
+    when = when if when.tzinfo else when.replace(tzinfo=points[0]["time"].tzinfo)
+    for point in points:
+        if point["time"] <= when:
+            return point
+    raise ValueError(f"no restore point at or before {at} (the oldest: {points[-1]['id']})")
+
+
+def point_details(ec2, point, client_of):
+    """Per snapshot of the point: locks in force, and the Copy_Dest regions holding a copy
+    (``client_of(region)``; a region that cannot be read is said, not fatal)."""
+    ids = [e["snapshot_id"] for e in point["devices"].values()]
+    try:
+        locks = locks_in_force(ec2, ids)
+    except Exception as exc:  # shown as not known: the listing goes on
+        locks = {sid: {"LockExpiresOn": f"unknown ({type(exc).__name__})"} for sid in ids}
+    dests = {r for e in point["devices"].values() for r in dest_regions(e["tags"])}
+    copies = {}
+    for region in sorted(dests):
+        try:
+            filters = [{"Name": "tag:" + TAG_SOURCE_SNAPSHOT, "Values": ids}]
+            dest = client_of(region)
+            params = {"OwnerIds": ["self"], "Filters": filters}
+            for snap in paginate(dest, "describe_snapshots", "Snapshots", **params):
+                copies.setdefault(tag_map(snap)[TAG_SOURCE_SNAPSHOT], []).append(
+                    f"{region} ({snap['State']})"
+                )
+        except Exception as exc:  # a region that cannot be read is said
+            why = error_code(exc) if hasattr(exc, "response") else type(exc).__name__
+            for sid in ids:
+                copies.setdefault(sid, []).append(f"{region} (not read: {why})")
+    return locks, copies
+
+
+def dest_regions(tags):
+    return [r.strip() for r in tags.get(TAG_COPY_DEST, "").split(",") if r.strip()]
+
+
+def entry_lines(entry, locks, copies):
+    """The lines a listing shows of one device of a point."""
+    tags, sid = entry["tags"], entry["snapshot_id"]
+    tier = (
+        "archived (restore it first: see --start-archive-restore)"
+        if entry["archived"]
+        else ("standard")
+    )
+    lines = [f"    {entry['device']}: {entry['volume_id']} -> {sid} ({entry['state']}, {tier})"]
+    lock = locks.get(sid)
+    if lock:
+        lines.append(f"      locked until {lock.get('LockExpiresOn')}")
+    kept = keep_forever_key(tags)
+    if kept:
+        lines.append(f"      {kept}={tags[kept]}")
+    if tags.get(TAG_LAST_DRILL):
+        lines.append(f"      last drill: {tags[TAG_LAST_DRILL]}")
+    where = copies.get(sid, [])
+    if entry["copy_of"]:
+        where = [f"a copy of {entry['copy_of']} from {entry['source_region']}"]
+    if tags.get(TAG_VAULT_ACCOUNT):
+        where.append(f"vault {tags[TAG_VAULT_ACCOUNT]} in {tags.get(TAG_VAULT_REGION, '?')}")
+    if where or tags.get(TAG_COPY_STATE):
+        state = f" (Copy_State {tags[TAG_COPY_STATE]})" if tags.get(TAG_COPY_STATE) else ""
+        lines.append(f"      copies: {', '.join(where) or 'none yet'}{state}")
+    return lines
+
+
+# ---- src/ebs_snapshots/manager/restore_volumes.py ----
+# The restored volumes' tags: where each came from, and (in place) what it replaced.
+TAG_RESTORE_POINT, TAG_RESTORE_PURPOSE = "Restore_Point", "Restore_Purpose"
+TAG_RESTORE_SNAPSHOT, TAG_RESTORE_SOURCE = "Restore_Snapshot", "Restore_SourceVolume"
+SIDE_BY_SIDE, IN_PLACE = "side-by-side", "in-place"
+# A volume of a snapshot whose source volume cannot be read (deleted, or its region
+# unreachable: a copy) gets the snapshot's size and key and this type, unless overridden.
+FALLBACK_TYPE = "gp3"
+WITH_IOPS, WITH_THROUGHPUT = ("io1", "io2", "gp3"), ("gp3",)
+# EC2 API reference, CreateVolume: VolumeInitializationRate "Valid range: 100 - 300 MiB/s";
+# ClientToken: at most 64 ASCII characters ("Ensuring idempotency in Amazon EC2 API requests").
+INIT_RATE_MIN, INIT_RATE_MAX = 100, 300
+POLL_S, WAIT_POLLS = 5, 360  # up to 30 minutes for a volume or an instance to settle
+ARCHIVE_RESTORE_HOURS = 72  # EBS user guide, "Archive Amazon EBS snapshots": up to 72 hours
+
+
+class RestoreError(Exception):
+    """A restore that cannot go on: one line saying why and what to do."""
+
+
+def client_token(region, iid, point, device, purpose, day):
+    """CreateVolume's ClientToken: the same for a rerun of the same restore on the same day
+    (a lost answer or Ctrl-C makes no second volume); a restore asked again another day
+    after its volume was deleted gets a new one."""
+    text = "|".join((region, iid, point, device, purpose, day))
+    return "ebs-restore-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def volume_spec(entry, source, options):
+    """CreateVolume's attributes: the source volume's type, size, IOPS, throughput and key
+    (else the snapshot's size and key, FALLBACK_TYPE), then the options' overrides."""
+    spec = {"SnapshotId": entry["snapshot_id"]}
+    if source:
+        spec["VolumeType"] = source["VolumeType"]
+        spec["Size"] = max(source["Size"], entry["size"] or 0)
+        spec |= {"Iops": source["Iops"]} if source.get("Iops") else {}
+        spec |= {"Throughput": source["Throughput"]} if source.get("Throughput") else {}
+        key = source.get("KmsKeyId") if source.get("Encrypted") else None
+    else:
+        spec |= {"VolumeType": FALLBACK_TYPE, "Size": entry["size"]}
+        key = entry["kms_key_id"] if entry["encrypted"] else None
+    if options.get("type"):
+        spec["VolumeType"] = options["type"]
+    spec |= {
+        k: options[o] for k, o in (("Iops", "iops"), ("Throughput", "throughput")) if options.get(o)
+    }
+    key = options.get("kms_key") or key
+    spec |= {"Encrypted": True, "KmsKeyId": key} if key else {}
+    if spec["VolumeType"] not in WITH_IOPS:
+        spec.pop("Iops", None)
+    if spec["VolumeType"] not in WITH_THROUGHPUT:
+        spec.pop("Throughput", None)
+    if options.get("init_rate"):
+        spec["VolumeInitializationRate"] = options["init_rate"]
+    return spec
+
+
+def restore_tags(point, entry, iid, purpose, name):
+    tags = {
+        TAG_NAME: f"{name or iid} {entry['device']} restored from {point['id']}"[:256],
+        TAG_RESTORE_INSTANCE: iid,
+        TAG_RESTORE_DEVICE: entry["device"],
+        TAG_RESTORE_POINT: point["id"],
+        TAG_RESTORE_PURPOSE: purpose,
+        TAG_RESTORE_SNAPSHOT: entry["snapshot_id"],
+    }
+    return tags | ({TAG_RESTORE_SOURCE: entry["volume_id"]} if entry["volume_id"] else {})
+
+
+def init_rate(rate):
+    """The --init-rate, checked against the API reference's range and this botocore's
+    model (a botocore older than the parameter would refuse it only at the call)."""
+    if rate is None:
+        return None
+    if not INIT_RATE_MIN <= rate <= INIT_RATE_MAX:
+        raise RestoreError(
+            f"--init-rate {rate}: CreateVolume takes {INIT_RATE_MIN} to {INIT_RATE_MAX} MiB/s"
+        )
+    model = boto3.session.Session()._session.get_service_model("ec2")
+    if "VolumeInitializationRate" not in model.operation_model("CreateVolume").input_shape.members:
+        raise RestoreError("this botocore has no VolumeInitializationRate: upgrade boto3")
+    return rate
+
+
+def init_minutes(size_gib, rate):
+    """The expected time to read a whole volume at a provisioned initialisation rate."""
+    return round(size_gib * 1024 / rate / 60, 1)
+
+
+def source_client(region):
+    """A client of the snapshots' source region that gives up after one more attempt: when
+    a copy is restored because that region is down, its volumes are only nice to have."""
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 2},
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+    )
+    return boto3.client("ec2", region_name=region, config=config)
+
+
+def source_volumes(ec2, point, volumes, notes):
+    """{device: the volume the snapshot was taken of, or None}. A copy's source volume is
+    read in its source region; that region not answering is a note, not a failure."""
+    found = {}
+    for device, entry in point["devices"].items():
+        vid, region = entry["volume_id"], entry["source_region"]
+        if entry["copy_of"] and region and vid:
+            try:
+                hits = source_client(region).describe_volumes(
+                    Filters=[{"Name": "volume-id", "Values": [vid]}]
+                )["Volumes"]
+            except Exception as exc:  # the region is down: the snapshot's attributes
+                notes.append(f"{device}: {region} not read ({describe_error(exc)})")
+                hits = []
+            found[device] = hits[0] if hits else None
+        else:
+            found[device] = volumes.get(vid)
+    for device, volume in found.items():
+        if volume is None:
+            notes.append(f"{device}: source volume not read: snapshot size and key, type gp3")
+    return found
+
+
+def check_point(point, devices, partial):
+    """Refuse, before anything is made: a snapshot not completed or archived, or a device
+    with no snapshot (unless ``partial``)."""
+    entries = [point["devices"][d] for d in devices]
+    pending = [e["snapshot_id"] for e in entries if e["state"] != "completed"]
+    if pending:
+        raise RestoreError(f"not completed yet: {', '.join(pending)}; nothing was made")
+    archived = [e["snapshot_id"] for e in entries if e["archived"]]
+    if archived:
+        raise RestoreError(
+            f"archived: {', '.join(archived)}; nothing was made. Run again with "
+            f"--start-archive-restore (ready in up to {ARCHIVE_RESTORE_HOURS} hours)"
+        )
+    if point.get("missing") and not partial:
+        raise RestoreError(
+            f"incomplete point: no snapshot of {', '.join(point['missing'])}; "
+            "--partial restores the rest"
+        )
+
+
+def check_keys(kms, specs):
+    """Each KMS key the volumes use must exist, be enabled and visible to the caller."""
+    for key in sorted({s["KmsKeyId"] for s in specs.values() if s.get("KmsKeyId")}):
+        try:
+            state = kms.describe_key(KeyId=key)["KeyMetadata"].get("KeyState", "Enabled")
+        except ClientError as exc:
+            raise RestoreError(f"KMS key {key} cannot be used: {describe_error(exc)}") from None
+        if state != "Enabled":
+            raise RestoreError(f"KMS key {key} is {state}: give --kms-key")
+
+
+def find_restored(ec2, tags):
+    """The volume a run of this restore made already (its tags), not deleted, or None."""
+    keys = (TAG_RESTORE_INSTANCE, TAG_RESTORE_DEVICE, TAG_RESTORE_POINT, TAG_RESTORE_PURPOSE)
+    filters = [{"Name": f"tag:{k}", "Values": [tags[k]]} for k in keys]
+    filters.append({"Name": "status", "Values": ["creating", "available", "in-use"]})
+    found = sorted(
+        paginate(ec2, "describe_volumes", "Volumes", Filters=filters),
+        key=lambda v: (v["CreateTime"], v["VolumeId"]),
+    )
+    return found[0] if found else None
+
+
+def make_volume(ec2, spec, tags, token, say):
+    """The restored volume: found by its tags, else CreateVolume with ``token``; waited for."""
+    made = find_restored(ec2, tags)
+    if made is None:
+        pairs = [{"Key": k, "Value": v} for k, v in tags.items()]
+        made = ec2.create_volume(
+            **spec,
+            ClientToken=token,
+            TagSpecifications=[{"ResourceType": "volume", "Tags": pairs}],
+        )
+        say(f"  {tags[TAG_RESTORE_DEVICE]}: {made['VolumeId']} from {spec['SnapshotId']}: creating")
+    else:
+        say(f"  {tags[TAG_RESTORE_DEVICE]}: {made['VolumeId']} made already")
+    volume = wait_volume(ec2, made["VolumeId"], ("available", "in-use"))
+    say(f"  {tags[TAG_RESTORE_DEVICE]}: {made['VolumeId']} {volume['State']}")
+    return volume
+
+
+def wait_volume(ec2, vid, states):
+    """The volume once in one of ``states``; a volume in error, or too long, is an error."""
+    for _ in range(WAIT_POLLS):
+        volume = ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]
+        if volume["State"] in states:
+            return volume
+        if volume["State"] == "error":
+            raise RestoreError(f"{vid} went to state error")
+        time.sleep(POLL_S)
+    raise RestoreError(f"{vid} is still {volume['State']}; run the same command again")
+
+
+def probe(call, **params):
+    """A DryRun of one call: None when permitted, else AWS's one-line refusal."""
+    try:
+        call(DryRun=True, **params)
+    except ClientError as exc:
+        return None if error_code(exc) == "DryRunOperation" else describe_error(exc)
+    return None
+
+
+def volume_in_use(volume, iid):
+    """Why a volume cannot be attached to instance ``iid`` now, or None."""
+    others = [a["InstanceId"] for a in volume.get("Attachments", []) if a["InstanceId"] != iid]
+    return f"{volume['VolumeId']} is in use by {', '.join(others)}" if others else None
+
+
+def now_text():
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---- src/ebs_snapshots/manager/restore_in_place.py ----
+# On a volume taken off an instance: the volume put in its place, and when. Volumes are
+# never deleted; undo puts back, at each device, the volume most recently replaced there.
+TAG_REPLACED_BY, TAG_REPLACED_ON = "Replaced_By", "Replaced_On"
+TAG_UNDONE_ON = "Restore_UndoneOn"  # on a restored volume that an undo took off again
+SWAPPABLE = ("running", "pending", "stopping", "stopped")
+
+
+def describe_instance(ec2, iid):
+    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+
+
+def check_instance(instance, iid):
+    """The instance an in-place restore or undo may work on: here, in a state it can stop."""
+    if instance is None:
+        raise RestoreError(f"{iid} is not in this region: only a side-by-side restore is possible")
+    state = instance["State"]["Name"]
+    if state not in SWAPPABLE:
+        raise RestoreError(f"{iid} is {state}: an in-place restore needs it running or stopped")
+
+
+def replaced_by(ec2, iid, new_ids):
+    """{volume id put in: the volume it replaced}, from Replaced_By tags."""
+    if not new_ids:
+        return {}
+    filters = [
+        {"Name": "tag:" + TAG_RESTORE_INSTANCE, "Values": [iid]},
+        {"Name": "tag:" + TAG_REPLACED_BY, "Values": sorted(new_ids)},
+    ]
+    volumes = paginate(ec2, "describe_volumes", "Volumes", Filters=filters)
+    return {tag_map(v)[TAG_REPLACED_BY]: v["VolumeId"] for v in volumes}
+
+
+def restore_swaps(ec2, instance, wanted):
+    """[(device, volume to take off or None, volume to put on)] for ``wanted`` {device:
+    restored volume}: what is at the device now, or what a run before took off for it."""
+    current = attached_devices(instance)
+    before = replaced_by(ec2, instance["InstanceId"], set(wanted.values()))
+    swaps = []
+    for device, new in sorted(wanted.items()):
+        now = current.get(device)
+        swaps.append((device, now if now and now != new else before.get(new), new))
+    return swaps
+
+
+def undo_swaps(ec2, iid):
+    """[(device, the restored volume, the volume it replaced)]: at each device, the volume
+    most recently replaced there goes back."""
+    filters = [
+        {"Name": "tag:" + TAG_RESTORE_INSTANCE, "Values": [iid]},
+        {"Name": "tag-key", "Values": [TAG_REPLACED_BY]},
+    ]
+    newest = {}
+    for volume in paginate(ec2, "describe_volumes", "Volumes", Filters=filters):
+        tags = tag_map(volume)
+        device, mark = tags.get(TAG_RESTORE_DEVICE), tags.get(TAG_REPLACED_ON, "")
+        if device and (device not in newest or mark > newest[device][0]):
+            newest[device] = (mark, tags[TAG_REPLACED_BY], volume["VolumeId"])
+    if not newest:
+        raise RestoreError(f"nothing to undo: no volume of {iid} was replaced by a restore")
+    return [(device, out, back) for device, (_, out, back) in sorted(newest.items())]
+
+
+def record_restore(ec2, iid, device, out, new):
+    """Before a volume is taken off: what replaces it, and when (undo reads these)."""
+    tags = {
+        TAG_REPLACED_BY: new,
+        TAG_REPLACED_ON: now_text(),
+        TAG_RESTORE_DEVICE: device,
+        TAG_RESTORE_INSTANCE: iid,
+    }
+    ec2.create_tags(Resources=[out], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def record_undo(ec2, iid, device, out, new):
+    ec2.create_tags(Resources=[out], Tags=[{"Key": TAG_UNDONE_ON, "Value": now_text()}])
+
+
+def swap(ec2, iid, swaps, record, say):
+    """Put each swap's volume on at its device: record, stop, detach, attach, start. Each
+    step looks first, so a run again after an interruption goes on where it stopped."""
+    instance = describe_instance(ec2, iid)
+    todo = [s for s in swaps if attached_devices(instance).get(s[0]) != s[2]]
+    for device, out, new in todo:
+        if out:
+            record(ec2, iid, device, out, new)
+    if todo:
+        stop(ec2, instance, say)
+    for device, out, _ in todo:
+        volume = ec2.describe_volumes(VolumeIds=[out])["Volumes"][0] if out else {}
+        if any(a["InstanceId"] == iid for a in volume.get("Attachments", [])):
+            ec2.detach_volume(VolumeId=out, InstanceId=iid, Device=device)
+            wait_volume(ec2, out, ("available",))
+            say(f"  {device}: {out} detached")
+    for device, _, new in todo:
+        volume = ec2.describe_volumes(VolumeIds=[new])["Volumes"][0]
+        if not any(a["InstanceId"] == iid for a in volume.get("Attachments", [])):
+            ec2.attach_volume(VolumeId=new, InstanceId=iid, Device=device)
+            wait_volume(ec2, new, ("in-use",))
+            say(f"  {device}: {new} attached")
+    start(ec2, iid, say)
+
+
+def stop(ec2, instance, say):
+    iid, state = instance["InstanceId"], instance["State"]["Name"]
+    if state in ("running", "pending"):
+        ec2.stop_instances(InstanceIds=[iid])
+        say(f"  {iid}: stopping")
+    if state != "stopped":
+        wait_instance(ec2, iid, "stopped")
+        say(f"  {iid}: stopped")
+
+
+def start(ec2, iid, say):
+    state = describe_instance(ec2, iid)["State"]["Name"]
+    if state == "running":
+        return
+    if state in ("stopped", "stopping"):
+        wait_instance(ec2, iid, "stopped")
+        ec2.start_instances(InstanceIds=[iid])
+        say(f"  {iid}: starting")
+    wait_instance(ec2, iid, "running")
+    say(f"  {iid}: running")
+
+
+def wait_instance(ec2, iid, wanted):
+    for _ in range(WAIT_POLLS):
+        state = describe_instance(ec2, iid)["State"]["Name"]
+        if state == wanted:
+            return
+        if state in ("shutting-down", "terminated"):
+            raise RestoreError(f"{iid} is {state}")
+        time.sleep(POLL_S)
+    raise RestoreError(f"{iid} is still {state}, not {wanted}; run the same command again")
+
+
+# ---- src/ebs_snapshots/manager/restore_cli.py ----
+RESTORE_COMMANDS = ("restore-points", "restore")
+PROG = "ebs_snapshot_manager.py"
+
+
+def restore_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Find an instance's restore points, and restore its volumes from one: "
+        "side by side (new volumes, not attached), in place (stop, swap, start), or undo.",
+        epilog="Exit codes: 0 done; 1 refused or failed (one line says why; nothing is "
+        "half done: run the same command again to go on); 2 bad usage, or no credentials "
+        "or region; 130 interrupted (Ctrl-C): run the same command again to go on.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    points = commands.add_parser("restore-points", help="list an instance's restore points")
+    restore = commands.add_parser("restore", help="restore an instance's volumes")
+    for sub in (points, restore):
+        sub.add_argument("--instance", required=True, help="the instance id (i-...)")
+        sub.add_argument("--region", help="where to read (a Copy_Dest region: its copies)")
+    restore.add_argument("--at", help="a point id (rp-...) or a time: the newest point before")
+    restore.add_argument("--az", help="the zone of the new volumes (default: the instance's)")
+    restore.add_argument("--in-place", action="store_true", help="swap them onto the instance")
+    restore.add_argument("--undo", action="store_true", help="put the replaced volumes back")
+    restore.add_argument("--yes", action="store_true", help="do not ask before an in-place swap")
+    restore.add_argument("--dry-run", action="store_true", help="check permissions, show plan")
+    restore.add_argument("--partial", action="store_true", help="restore an incomplete point")
+    restore.add_argument("--type", help="volume type instead of the source volume's")
+    restore.add_argument("--iops", type=int, help="IOPS instead of the source volume's")
+    restore.add_argument("--throughput", type=int, help="MiB/s instead of the source's")
+    restore.add_argument("--kms-key", help="KMS key instead of the source volume's")
+    restore.add_argument("--init-rate", type=int, help="VolumeInitializationRate, MiB/s")
+    restore.add_argument(
+        "--start-archive-restore",
+        type=int,
+        nargs="?",
+        const=7,
+        metavar="DAYS",
+        help="tag the point's archived snapshots Restore=DAYS (default 7) for the manager",
+    )
+    return parser
+
+
+def restore_main(argv):
+    """The restore subcommands; returns the exit code. Errors are one line, never a traceback."""
+    parser = restore_parser()
+    args = parser.parse_args(argv)  # bad usage exits 2
+    if args.command == "restore" and not args.undo and not args.at:
+        parser.error("restore needs --at (or --undo)")
+    try:
+        if args.region is not None:
+            os.environ["AWS_REGION"] = region_name(args.region)
+        check_setup()
+    except SETUP_ERRORS as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    FIRST_CONTACT.arm(True)
+    try:
+        ec2 = make_client("ec2", resolve_region())
+        return list_points(ec2, args) if args.command == "restore-points" else restore(ec2, args)
+    except (RestoreError, ValueError, Unreachable) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+    except Exception as exc:  # never a traceback: one line, naming what failed
+        print(f"{PROG}: {describe_error(exc)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to go on", file=sys.stderr)
+        return 130
+    finally:
+        FIRST_CONTACT.arm(False)
+    return 1
+
+
+def list_points(ec2, args):
+    points, instance, volumes = read_points(ec2, args.instance)
+    region = ec2.meta.region_name
+    name = tag_map(instance or {}).get(TAG_NAME)
+    print(f"Restore points of {args.instance}{f' ({name})' if name else ''} in {region}:")
+    if not points:
+        print("  none: no automated snapshot here names this instance")
+    clients = {}
+    client_of = lambda r: clients.setdefault(r, make_client("ec2", r))  # noqa: E731
+    for point in points:
+        print(point_header(point))
+        locks, copies = point_details(ec2, point, client_of)
+        for _, entry in sorted(point["devices"].items()):
+            print("\n".join(entry_lines(entry, locks, copies)))
+        for note in point_notes(point, instance, volumes):
+            print(f"    note: {note}")
+    return 0
+
+
+def point_header(point):
+    hows = sorted({e["how"] for e in point["devices"].values()})
+    copies = " (copies)" if any(e["copy_of"] for e in point["devices"].values()) else ""
+    return f"  {point['id']}  {point['time']:%Y-%m-%d %H:%M} UTC{copies}  {'; '.join(hows)}"
+
+
+def point_notes(point, instance, volumes):
+    """The point against the instance now; sets point["missing"]."""
+    if instance is None and any(e["copy_of"] for e in point["devices"].values()):
+        point["missing"] = []
+        return ["copies: the instance is in their source region"]
+    current = attached_devices(instance) if instance else None
+    backup = {vid: tag_map(v).get(TAG_BACKUP) for vid, v in volumes.items()}
+    notes, point["missing"] = compare(point, current, backup)
+    return notes
+
+
+def restore(ec2, args):
+    if args.undo:
+        return undo(ec2, args)
+    points, instance, volumes = read_points(ec2, args.instance)
+    point = choose_point(points, args.at)
+    notes = point_notes(point, instance, volumes)
+    if args.start_archive_restore is not None:
+        return start_archive_restore(ec2, point, args.start_archive_restore, args.dry_run)
+    devices = sorted(point["devices"])
+    check_point(point, devices, args.partial)
+    if args.in_place:
+        check_instance(instance, args.instance)
+        unknown = [d for d in devices if d.startswith("?")]
+        if unknown:
+            raise RestoreError(f"device not known for {', '.join(unknown)}: restore side by side")
+    zone = args.az or (instance or {}).get("Placement", {}).get("AvailabilityZone")
+    if not zone:
+        raise RestoreError(f"{args.instance} is not in this region: give --az")
+    specs = plan_volumes(ec2, args, point, volumes, zone, notes)
+    print_plan(args, point, specs, notes)
+    if args.dry_run:
+        return dry_run(ec2, args, instance, specs)
+    if args.in_place and not confirmed(args):
+        raise RestoreError("not confirmed: nothing was done")
+    made = make_volumes(ec2, args, point, specs, instance)
+    if not args.in_place:
+        print_attach_lines(made, args.instance)
+        return 0
+    print(f"In place: {args.instance}")
+    swap(ec2, args.instance, restore_swaps(ec2, instance, made), record_restore, print)
+    print("Done. The replaced volumes are kept; --undo puts them back.")
+    return 0
+
+
+def plan_volumes(ec2, args, point, volumes, zone, notes):
+    """{device: CreateVolume's parameters}, checked: the rate, the keys."""
+    options = {
+        "type": args.type,
+        "iops": args.iops,
+        "throughput": args.throughput,
+        "kms_key": args.kms_key,
+        "init_rate": init_rate(args.init_rate),
+    }
+    sources = source_volumes(ec2, point, volumes, notes)
+    specs = {
+        device: volume_spec(point["devices"][device], sources[device], options)
+        | {"AvailabilityZone": zone}
+        for device in sorted(point["devices"])
+    }
+    check_keys(make_client("kms", ec2.meta.region_name), specs)
+    return specs
+
+
+def print_plan(args, point, specs, notes):
+    how = "in place" if args.in_place else "side by side"
+    print(f"Restore {args.instance} to {point['id']} ({point['time']:%Y-%m-%d %H:%M} UTC), {how}:")
+    for device, spec in specs.items():
+        extra = "".join(
+            f" {k.lower()} {spec[k]}" for k in ("Iops", "Throughput", "KmsKeyId") if k in spec
+        )
+        line = f"  {device}: {spec['SnapshotId']} -> {spec['VolumeType']} {spec['Size']} GiB"
+        print(f"{line} in {spec['AvailabilityZone']}{extra}")
+        rate = spec.get("VolumeInitializationRate")
+        if rate:
+            print(f"    fully readable after about {init_minutes(spec['Size'], rate)} min")
+    for note in notes:
+        print(f"  note: {note}")
+
+
+def make_volumes(ec2, args, point, specs, instance):
+    """{device: restored volume id}, made once each (tags, then the ClientToken)."""
+    purpose = IN_PLACE if args.in_place else SIDE_BY_SIDE
+    name = tag_map(instance or {}).get(TAG_NAME)
+    region, day = ec2.meta.region_name, point_day()
+    made = {}
+    print("Volumes:")
+    for device, spec in specs.items():
+        tags = restore_tags(point, point["devices"][device], args.instance, purpose, name)
+        token = client_token(region, args.instance, point["id"], device, purpose, day)
+        volume = make_volume(ec2, spec, tags, token, print)
+        problem = volume_in_use(volume, args.instance)
+        if problem:
+            raise RestoreError(problem)
+        made[device] = volume["VolumeId"]
+    return made
+
+
+def point_day():
+    return datetime.now(UTC).date().isoformat()
+
+
+def print_attach_lines(made, iid):
+    print("Not attached. To attach one (the device must be free):")
+    for device, vid in made.items():
+        print(f"  aws ec2 attach-volume --volume-id {vid} --instance-id {iid} --device {device}")
+
+
+def confirmed(args):
+    if args.yes:
+        return True
+    print("This stops the instance and swaps its volumes. Type yes to go on: ", end="")
+    try:
+        return input().strip().lower() == "yes"
+    except EOFError:
+        return False
+
+
+def dry_run(ec2, args, instance, specs):
+    """Ask AWS (DryRun) whether each call the restore would make is permitted."""
+    checks = [(f"ec2:CreateVolume {d}", ec2.create_volume, spec) for d, spec in specs.items()]
+    if args.in_place:
+        iid = args.instance
+        checks.append(("ec2:StopInstances", ec2.stop_instances, {"InstanceIds": [iid]}))
+        checks.append(("ec2:StartInstances", ec2.start_instances, {"InstanceIds": [iid]}))
+    refused = [(what, why) for what, call, params in checks if (why := probe(call, **params))]
+    for what, _, _ in checks:
+        print(f"  {'refused' if any(w == what for w, _ in refused) else 'permitted'}: {what}")
+    for what, why in refused:
+        print(f"  {what}: {why}")
+    if args.in_place:  # iam-policy-restore.json: only on volumes the restore has tagged
+        print("  not asked: ec2:DetachVolume, ec2:AttachVolume (they need the restore's tags)")
+    print("Dry run: nothing was changed.")
+    return 1 if refused else 0
+
+
+def undo(ec2, args):
+    instance = instance_of(ec2, args.instance)
+    check_instance(instance, args.instance)
+    swaps = undo_swaps(ec2, args.instance)
+    print(f"Undo on {args.instance}: put back the volumes a restore replaced:")
+    for device, out, back in swaps:
+        print(f"  {device}: {out} -> {back}")
+    back_ids = [back for _, _, back in swaps]
+    for volume in ec2.describe_volumes(VolumeIds=back_ids)["Volumes"]:
+        problem = volume_in_use(volume, args.instance)
+        if problem:
+            raise RestoreError(problem)
+    if args.dry_run:
+        print("Dry run: nothing was changed.")
+        return 0
+    if not confirmed(args):
+        raise RestoreError("not confirmed: nothing was done")
+    swap(ec2, args.instance, swaps, record_undo, print)
+    print("Done. The restored volumes are kept, tagged Restore_UndoneOn.")
+    return 0
+
+
+def start_archive_restore(ec2, point, days, dry_run):
+    """Tag the point's archived snapshots Restore=<days>: the manager's next run starts
+    their restore (manager/archive.py); nothing else is done."""
+    archived = [e["snapshot_id"] for e in point["devices"].values() if e["archived"]]
+    if not archived:
+        print(f"{point['id']}: no snapshot of it is archived")
+        return 0
+    if not dry_run:
+        try:
+            ec2.create_tags(Resources=archived, Tags=[{"Key": TAG_RESTORE, "Value": str(days)}])
+        except ClientError as exc:
+            raise RestoreError(f"Restore tag not written: {describe_error(exc)}") from None
+    print(f"{'Would tag' if dry_run else 'Tagged'} {TAG_RESTORE}={days}: {', '.join(archived)}.")
+    print(
+        f"The manager's next run starts the restore; it takes up to {ARCHIVE_RESTORE_HOURS} "
+        "hours. Then run this restore again."
+    )
+    return 0
+
+
 # ---- src/ebs_snapshots/manager/handler.py ----
 def stopped_early(why, done, context, event, summary):
     """A sweep cut short by Lambda time: a new invocation on the same event does the rest
@@ -3061,10 +3935,14 @@ def lambda_handler(event, context):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in RESTORE_COMMANDS:  # the person who restores; never the Lambda
+        return restore_main(argv)
     description = (
         "Delete automated snapshots whose DeleteOn has come (never a volume's last backup, "
         "nor a KeepForever one), and check coverage: that every volume the tags say must be "
-        "backed up has a recent completed snapshot, and a recent copy in each Copy_Dest region."
+        "backed up has a recent completed snapshot, and a recent copy in each Copy_Dest region. "
+        "Restores: restore-points --help and restore --help (docs/restore.md)."
     )
     return cli(cli_parser(JOB, description), lambda_handler, argv)
 

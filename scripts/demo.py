@@ -27,6 +27,7 @@ from moto.moto_api._internal import mock_random
 import ebs_snapshot_copier
 import ebs_snapshot_creator
 import ebs_snapshot_manager
+from scripts.demo_restore import play_restore
 from scripts.demo_vault import play_vault
 from testkit.moto_gaps import force_volume_state
 from testkit.moto_gaps import install as fill_moto_gaps
@@ -756,6 +757,8 @@ def tell(out=print, picture=None, look=None):
     with mock_aws():  # a second act, in a fresh moto: a vault account (demo_vault.py)
         start = datetime(START.year, START.month, START.day, tzinfo=UTC)
         play_vault(clock, start, Names(), out)
+    with mock_aws():  # a third act: a restore (demo_restore.py)
+        play_restore(clock, start, Names(), out)
     return final, seen
 
 

@@ -7,7 +7,7 @@ Lock, which moto 5 lacks: LockSnapshot, UnlockSnapshot, DescribeLockedSnapshots,
 DeleteSnapshot refusing a locked snapshot (see "Snapshot lock" below; ``locks()`` shows the
 emulated table). And copies across accounts (see "Shared snapshots" below): CopySnapshot of
 a snapshot another account shared, DescribeSnapshots' RestorableByUserIds, sharing refused
-for the AWS managed key, CopySnapshot's Encrypted.
+for the AWS managed key, CopySnapshot's Encrypted. And CreateVolume's ClientToken.
 """
 
 import base64
@@ -715,6 +715,28 @@ for _wrapper, _moto in [
     _wrapper.moto_original = _moto
 
 
+# ---- CreateVolume's ClientToken ------------------------------------------------------------
+# EC2 API reference, CreateVolume: ClientToken, "Unique, case-sensitive identifier that you
+# provide to ensure the idempotency of the request" ("Ensuring idempotency in Amazon EC2 API
+# requests": a request sent again with the same token returns the first one's result and
+# makes nothing). moto ignores it, so a retried CreateVolume would make a second volume.
+_moto_create_volume_response = _original(EC2Response, "create_volume")
+_VOLUME_TOKENS = "_moto_gaps_volume_tokens"
+
+
+def _create_volume_response(self):
+    token = self._get_param("ClientToken")
+    if not token or self._get_bool_param("DryRun", False):
+        return _moto_create_volume_response(self)
+    made = self.ec2_backend.__dict__.setdefault(_VOLUME_TOKENS, {})
+    if token not in made:
+        made[token] = _moto_create_volume_response(self)
+    return made[token]
+
+
+_create_volume_response.moto_original = _moto_create_volume_response
+
+
 def install():
     Volume.get_filter_value = _volume_filter_value
     Volume.status = property(_volume_status)
@@ -730,3 +752,4 @@ def install():
     EC2Response.copy_snapshot = _copy_snapshot_response
     EC2Response.modify_snapshot_attribute = _modify_snapshot_attribute
     EC2Response.describe_snapshots = _describe_snapshots
+    EC2Response.create_volume = _create_volume_response

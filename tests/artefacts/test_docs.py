@@ -25,6 +25,7 @@ PAGES = [
     "cost-and-archive.md",
     "performance.md",
     "development.md",
+    "restore.md",
 ]
 MOST_WORDS = 40  # a sentence a reader in a hurry can take in at once
 TEMPLATE = cfn_yaml.load(str(ROOT / "template.yaml"))
@@ -153,6 +154,11 @@ def test_the_pages_quote_the_constants_the_jobs_use():
         ],
         "immutable-backups.md": [f"the last {window} h"],
         "deploy.md": [f"only {copier.COPIES_IN_FLIGHT} copies into a region"],
+        "restore.md": [
+            f"from {manager.INIT_RATE_MIN} to {manager.INIT_RATE_MAX} MiB/s",
+            f"takes up to {manager.ARCHIVE_RESTORE_HOURS} hours",
+            f"with type {manager.FALLBACK_TYPE}",
+        ],
     }
     missing = [(p, q) for p, qs in quoted.items() for q in qs if q not in flat(p)]
     assert missing == []

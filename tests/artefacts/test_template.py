@@ -504,7 +504,7 @@ def zipped(code):
 
 
 SIZE_CLAIMS = re.compile(
-    r"stackset\.json`? is about (?P<total>\d+) KB, less than half of the 1 MB .*?"
+    r"stackset\.json`? is about (?P<total>\d+) KB, a little over half of the 1 MB .*?"
     r"The largest, the (?P<job>\w+)'s, is about (?P<code>\d+) KB of source, under "
     r"(?P<zipped>\d+) KB zipped, far (?:below|under) the 4 MB zip"
 )
@@ -534,8 +534,9 @@ def test_the_stackset_template_is_the_size_the_docs_say(stackset, where):
     assert abs(int(said["total"]) * 1000 / written - 1) <= ABOUT, wrong
     assert abs(int(said["code"]) * 1000 / len(code[largest].encode()) - 1) <= ABOUT, wrong
     assert zipped(code[largest]) < int(said["zipped"]) * 1000, wrong
-    # The margins stated: less than half the template limit; the inline code, most of it.
-    assert written < TEMPLATE_URL_LIMIT / 2, wrong
+    # The margins stated: a little over half the template limit (the manager's restore
+    # modules, issue 30); the inline code, most of it.
+    assert TEMPLATE_URL_LIMIT / 2 < written < TEMPLATE_URL_LIMIT * 0.6, wrong
     assert sum(len(json.dumps(c).encode()) for c in code.values()) > written / 2
 
 

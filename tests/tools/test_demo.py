@@ -323,6 +323,22 @@ def test_a_monthly_is_archived_a_day_on_and_deleted_on_its_date(played):
     assert "Thu 2027-04-01 01:00  manager  deleted it, 119 days in the archive tier" in epilogue
 
 
+def test_the_restore_act_goes_side_by_side_then_in_place_then_undoes_it(played):
+    act = "\n".join(played[0]).split("\nRestores:")[1]
+    commands = re.findall(r"^\$ ebs_snapshot_manager\.py (\S+).*\(exit (\d)\)$", act, re.M)
+    assert commands == [("restore-points", "0")] + [("restore", "0")] * 3
+    assert act.count("(side by side) available") == 3 and act.count("(in place) attached") == 3
+    for device in ("/dev/xvda", "/dev/sdf", "/dev/sdg"):
+        assert f"{device}: shop-1 {device} attached" in act  # the undo put each one back
+
+
+def test_the_restore_page_shows_the_demos_lines(played):
+    page = (ROOT / "docs" / "restore.md").read_text()
+    block = page.split("In `make demo`")[1].split("```")[1]
+    shown = [line for line in block.splitlines() if line]
+    assert len(shown) == 4 and all(line in played[0] for line in shown)
+
+
 def test_every_4_hours_six_snapshots_a_day_the_daily_with_its_tiers_the_others_hourly(played):
     lines, _, picture, state, _ = played
     days = first_act(lines).split("\nDay ")[1:]

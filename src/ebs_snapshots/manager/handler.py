@@ -25,6 +25,7 @@ from ebs_snapshots.manager.drills import (
 )
 from ebs_snapshots.manager.expire import Judge, SourceLookup, read_locks, sweep
 from ebs_snapshots.manager.last_backups import GRACE_ENV, LastBackups, grace_days
+from ebs_snapshots.manager.restore_cli import RESTORE_COMMANDS, restore_main
 
 
 def stopped_early(why, done, context, event, summary):
@@ -94,10 +95,14 @@ def lambda_handler(event, context):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in RESTORE_COMMANDS:  # the person who restores; never the Lambda
+        return restore_main(argv)
     description = (
         "Delete automated snapshots whose DeleteOn has come (never a volume's last backup, "
         "nor a KeepForever one), and check coverage: that every volume the tags say must be "
-        "backed up has a recent completed snapshot, and a recent copy in each Copy_Dest region."
+        "backed up has a recent completed snapshot, and a recent copy in each Copy_Dest region. "
+        "Restores: restore-points --help and restore --help (docs/restore.md)."
     )
     return cli(cli_parser(JOB, description), lambda_handler, argv)
 
