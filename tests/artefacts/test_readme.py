@@ -93,3 +93,11 @@ def test_the_tools_own_cost_is_what_make_cost_counts():
 def test_the_readme_links_every_docs_page():
     for page in PAGES:
         assert f"](docs/{page})" in README, page
+
+
+def test_the_demo_is_the_fleet_the_readme_says():
+    from scripts import demo
+
+    words = ("eight", "nine", "ten", "eleven", "twelve")
+    said = re.search(r"The demo tags (\w+) instances", README)[1]
+    assert words.index(said) + 8 == len(demo.FLEET)
