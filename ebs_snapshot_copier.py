@@ -1258,15 +1258,20 @@ VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 
 
 def vault_client(
-    account: str, region: str, budget: Budget | None = None, pacer: Guard | None = None
+    account: str,
+    region: str,
+    budget: Budget | None = None,
+    pacer: Guard | None = None,
+    role: str | None = None,
 ) -> Client:
     """An EC2 client of the vault account ``account`` in ``region``, through its writer role
     (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer).
     The session is tagged Source_Account=<this account> (sts:GetCallerIdentity, which needs
     no permission): the writer role's trust policy requires it to be the caller's own
     account, and its policy lets a copy be tagged with no other Source_Account, so that no
-    source sharing the vault can pass its copy off as another's."""
-    role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
+    source sharing the vault can pass its copy off as another's. ``role``: another role of
+    the vault (the restore's ebs-snapshot-vault-restorer), opened the same way."""
+    role = role or os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
     partition = boto3.session.Session().get_partition_for_region(region)
     arn = f"arn:{partition}:iam::{account}:role/{role}"
     creds = make_client("sts", region, budget).assume_role(

@@ -1078,15 +1078,20 @@ VAULT_ROLE_ENV, VAULT_ROLE = "VAULT_ROLE_NAME", "ebs-snapshot-vault-writer"
 
 
 def vault_client(
-    account: str, region: str, budget: Budget | None = None, pacer: Guard | None = None
+    account: str,
+    region: str,
+    budget: Budget | None = None,
+    pacer: Guard | None = None,
+    role: str | None = None,
 ) -> Client:
     """An EC2 client of the vault account ``account`` in ``region``, through its writer role
     (sts:AssumeRole; the role's name is VAULT_ROLE_NAME, default ebs-snapshot-vault-writer).
     The session is tagged Source_Account=<this account> (sts:GetCallerIdentity, which needs
     no permission): the writer role's trust policy requires it to be the caller's own
     account, and its policy lets a copy be tagged with no other Source_Account, so that no
-    source sharing the vault can pass its copy off as another's."""
-    role = os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
+    source sharing the vault can pass its copy off as another's. ``role``: another role of
+    the vault (the restore's ebs-snapshot-vault-restorer), opened the same way."""
+    role = role or os.environ.get(VAULT_ROLE_ENV, "").strip() or VAULT_ROLE
     partition = boto3.session.Session().get_partition_for_region(region)
     arn = f"arn:{partition}:iam::{account}:role/{role}"
     creds = make_client("sts", region, budget).assume_role(
@@ -3592,6 +3597,59 @@ def wait_instance(ec2, iid, wanted):
     raise RestoreError(f"{iid} is still {state}, not {wanted}; run the same command again")
 
 
+# ---- src/ebs_snapshots/manager/vault_restore.py ----
+# The vault's role a person's restore assumes (its session tagged Source_Account=<this
+# account>, as the copier's): it reads the vault's copies and shares one back to the
+# session's own account, and nothing else (vault-role.yaml).
+VAULT_RESTORER = "ebs-snapshot-vault-restorer"
+CREATE_VOLUME_PERMISSION = "createVolumePermission"
+
+
+def vault_snapshots_of(vault, iid, account):
+    """The vault's copies of ``account``'s snapshots naming instance ``iid`` (the primary's
+    Description, which a vault copy carries)."""
+    filters = [
+        {"Name": "tag:" + TAG_TYPE, "Values": [AUTOMATED]},
+        {"Name": "tag:" + TAG_SOURCE_ACCOUNT, "Values": [account]},
+        {"Name": "description", "Values": [f"*{iid}*"]},
+    ]
+    found = paginate(vault, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters)
+    return sorted(found, key=lambda s: s["SnapshotId"])
+
+
+def vault_points(ec2, vault, iid, account):
+    """(points newest first, the instance here or None, {}): read_points for the vault's
+    copies. A copy's device is its Description's, or the instance's volume's here."""
+    instance = instance_of(ec2, iid)
+    devices = {vid: dev for dev, vid in attached_devices(instance).items()}
+    snaps = vault_snapshots_of(vault, iid, account)
+    entries = [e for e in (snapshot_entry(s, iid, devices) for s in snaps) if e]
+    return group_points(entries), instance, {}
+
+
+def shared_already(vault, ids, account):
+    """The snapshots among ``ids`` that ``account`` may create volumes from already."""
+    filters = [{"Name": "snapshot-id", "Values": sorted(ids)}]
+    params = {"OwnerIds": ["self"], "RestorableByUserIds": [account], "Filters": filters}
+    return {s["SnapshotId"] for s in paginate(vault, "describe_snapshots", "Snapshots", **params)}
+
+
+def share_back(vault, ids, account, say):
+    """Share each vault copy in ``ids`` with ``account`` (only it), once: a rerun finds it
+    shared (DescribeSnapshots' RestorableByUserIds) and shares nothing again."""
+    done = shared_already(vault, ids, account) if ids else set()
+    for sid in sorted(set(ids) - done):
+        vault.modify_snapshot_attribute(
+            SnapshotId=sid,
+            Attribute=CREATE_VOLUME_PERMISSION,
+            OperationType="add",
+            UserIds=[account],
+        )
+        say(f"  {sid}: shared with {account}")
+    for sid in sorted(done & set(ids)):
+        say(f"  {sid}: shared with {account} already")
+
+
 # ---- src/ebs_snapshots/manager/restore_cli.py ----
 RESTORE_COMMANDS = ("restore-points", "restore")
 PROG = "ebs_snapshot_manager.py"
@@ -3612,6 +3670,8 @@ def restore_parser():
     for sub in (points, restore):
         sub.add_argument("--instance", required=True, help="the instance id (i-...)")
         sub.add_argument("--region", help="where to read (a Copy_Dest region: its copies)")
+        sub.add_argument("--vault-account", help="read the vault's copies of this account's")
+        sub.add_argument("--vault-role", default=VAULT_RESTORER, help="the vault's role")
     restore.add_argument("--at", help="a point id (rp-...) or a time: the newest point before")
     restore.add_argument("--az", help="the zone of the new volumes (default: the instance's)")
     restore.add_argument("--in-place", action="store_true", help="swap them onto the instance")
@@ -3651,7 +3711,10 @@ def restore_main(argv):
     FIRST_CONTACT.arm(True)
     try:
         ec2 = make_client("ec2", resolve_region())
-        return list_points(ec2, args) if args.command == "restore-points" else restore(ec2, args)
+        vault = open_vault(args, ec2.meta.region_name)
+        if args.command == "restore-points":
+            return list_points(ec2, args, vault)
+        return restore(ec2, args, vault)
     except (RestoreError, ValueError, Unreachable) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
     except Exception as exc:  # never a traceback: one line, naming what failed
@@ -3664,18 +3727,35 @@ def restore_main(argv):
     return 1
 
 
-def list_points(ec2, args):
-    points, instance, volumes = read_points(ec2, args.instance)
+def open_vault(args, region):
+    """(the vault's EC2 client through its restorer role, this account's id), or None."""
+    if not args.vault_account:
+        return None
+    if getattr(args, "in_place", False):
+        raise RestoreError("--vault-account restores side by side only: no --in-place")
+    account = caller_account(region)
+    return vault_client(args.vault_account, region, role=args.vault_role), account
+
+
+def points_of(ec2, args, vault):
+    if vault is None:
+        return read_points(ec2, args.instance)
+    return vault_points(ec2, vault[0], args.instance, vault[1])
+
+
+def list_points(ec2, args, vault=None):
+    points, instance, volumes = points_of(ec2, args, vault)
     region = ec2.meta.region_name
     name = tag_map(instance or {}).get(TAG_NAME)
-    print(f"Restore points of {args.instance}{f' ({name})' if name else ''} in {region}:")
+    where = f"the vault {args.vault_account}, " if vault else ""
+    print(f"Restore points of {args.instance}{f' ({name})' if name else ''} in {where}{region}:")
     if not points:
         print("  none: no automated snapshot here names this instance")
     clients = {}
     client_of = lambda r: clients.setdefault(r, make_client("ec2", r))  # noqa: E731
     for point in points:
         print(point_header(point))
-        locks, copies = point_details(ec2, point, client_of)
+        locks, copies = point_details(vault[0] if vault else ec2, point, client_of)
         for _, entry in sorted(point["devices"].items()):
             print("\n".join(entry_lines(entry, locks, copies)))
         for note in point_notes(point, instance, volumes):
@@ -3700,13 +3780,15 @@ def point_notes(point, instance, volumes):
     return notes
 
 
-def restore(ec2, args):
+def restore(ec2, args, vault=None):
     if args.undo:
         return undo(ec2, args)
-    points, instance, volumes = read_points(ec2, args.instance)
+    points, instance, volumes = points_of(ec2, args, vault)
     point = choose_point(points, args.at)
     notes = point_notes(point, instance, volumes)
     if args.start_archive_restore is not None:
+        if vault:
+            raise RestoreError("--start-archive-restore: the vault's copies are not archived")
         return start_archive_restore(ec2, point, args.start_archive_restore, args.dry_run)
     devices = sorted(point["devices"])
     check_point(point, devices, args.partial)
@@ -3721,9 +3803,12 @@ def restore(ec2, args):
     specs = plan_volumes(ec2, args, point, volumes, zone, notes)
     print_plan(args, point, specs, notes)
     if args.dry_run:
-        return dry_run(ec2, args, instance, specs)
+        return dry_run(ec2, args, instance, specs, vault)
     if args.in_place and not confirmed(args):
         raise RestoreError("not confirmed: nothing was done")
+    if vault:
+        print(f"Shared back from the vault {args.vault_account}:")
+        share_back(vault[0], [s["SnapshotId"] for s in specs.values()], vault[1], print)
     made = make_volumes(ec2, args, point, specs, instance)
     if not args.in_place:
         print_attach_lines(made, args.instance)
@@ -3807,9 +3892,12 @@ def confirmed(args):
         return False
 
 
-def dry_run(ec2, args, instance, specs):
+def dry_run(ec2, args, instance, specs, vault=None):
     """Ask AWS (DryRun) whether each call the restore would make is permitted."""
     checks = [(f"ec2:CreateVolume {d}", ec2.create_volume, spec) for d, spec in specs.items()]
+    if vault:  # a vault copy is visible here only once shared, which a dry run does not do
+        checks = []
+        print("  not asked: sharing the vault copies and ec2:CreateVolume from them")
     if args.in_place:
         iid = args.instance
         checks.append(("ec2:StopInstances", ec2.stop_instances, {"InstanceIds": [iid]}))

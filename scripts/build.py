@@ -28,7 +28,8 @@ JOBS = {
     "copier": ["plan", "copies", "slots", "staging", "vault_copies", "handler"],
     "manager": [
         *["last_backups", "archive", "coverage", "expire", "drills"],
-        *["restore_points", "restore_volumes", "restore_in_place", "restore_cli", "handler"],
+        *["restore_points", "restore_volumes", "restore_in_place", "vault_restore"],
+        *["restore_cli", "handler"],
     ],
 }
 HEADER = (

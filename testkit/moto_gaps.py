@@ -737,7 +737,60 @@ def _create_volume_response(self):
 _create_volume_response.moto_original = _moto_create_volume_response
 
 
+# ---- CreateVolume from a snapshot another account shared ------------------------------------
+# SHARE, USE (above): "Users that you have authorized can use the snapshots that you share to
+# create their own EBS volumes"; CreateVolume's SnapshotId then names the other account's
+# snapshot. moto looks for it in the caller's own account only. Emulated: a snapshot another
+# account shared with the caller (createVolumePermission) is read from that account's backend;
+# one not shared stays InvalidSnapshot.NotFound, "The specified snapshot does not exist."
+# (ERRORS), as EC2 answers for a snapshot the caller may not see.
+_moto_create_volume = _original(EBSBackend, "create_volume")
+
+
+def _create_volume(self, size, zone_name, snapshot_id=None, encrypted=False, *args, **kwargs):
+    try:
+        return _moto_create_volume(self, size, zone_name, snapshot_id, encrypted, *args, **kwargs)
+    except InvalidSnapshotIdError:
+        source = _foreign_snapshot(self.account_id, self.region_name, snapshot_id)
+        if source is None:
+            raise
+    size = size or source.volume.size
+    volume = _moto_create_volume(
+        self, size, zone_name, None, encrypted or source.encrypted, *args, **kwargs
+    )
+    volume.snapshot_id = snapshot_id
+    return volume
+
+
+_create_volume.moto_original = _moto_create_volume
+
+
+# ---- DescribeKey of another account's key ---------------------------------------------------
+# KMS developer guide, "Allowing users in other accounts to use a KMS key": another account's
+# key is named by its key ARN, and DescribeKey is one of the operations allowed across
+# accounts. moto looks for the key in the caller's account only. Emulated without the key
+# policy (moto evaluates none): a key ARN of another account is described from that account.
+def _describe_key_response(self):
+    import json
+
+    from moto.kms.exceptions import NotFoundException
+    from moto.kms.models import kms_backends
+
+    parts = str(self._get_param("KeyId")).split(":")
+    if len(parts) < 6 or parts[4] == self.current_account or not parts[5].startswith("key/"):
+        return _describe_key_response.moto_original(self)
+    keys = kms_backends[parts[4]][parts[3]].keys
+    if parts[5][4:] not in keys:
+        raise NotFoundException(f"Invalid keyId {self._get_param('KeyId')}")
+    return json.dumps(keys[parts[5][4:]].to_dict())
+
+
 def install():
+    from moto.kms.responses import KmsResponse
+
+    _describe_key_response.moto_original = _original(KmsResponse, "describe_key")
+    KmsResponse.describe_key = _describe_key_response
+    EBSBackend.create_volume = _create_volume
     Volume.get_filter_value = _volume_filter_value
     Volume.status = property(_volume_status)
     EBSBackend.delete_volume = _delete_volume

@@ -23,6 +23,10 @@ MUTATING = {"CreateVolume", "CreateTags", "StopInstances", "DetachVolume", "Atta
 MUTATING |= {"StartInstances"}
 
 
+def unreachable(url):
+    return EndpointConnectionError(endpoint_url=url)
+
+
 def key_arn(region=REGION):
     return boto3.client("kms", region_name=region).create_key()["KeyMetadata"]["Arn"]
 
@@ -188,14 +192,14 @@ def test_restore_from_a_copy_region_while_the_source_region_is_unreachable(api, 
     assert copier.main([]) == 0
     sizes = {vid: v["Size"] for vid, v in volumes().items()}
     point = yesterday_point(iid, capsys)  # the same id in the copy region
-    api.network(EndpointConnectionError, when=lambda params, region: region == REGION)
+    api.network(unreachable, when=lambda params, region: region == REGION)
     assert manager.main(["restore-points", "--region", DEST, "--instance", iid]) == 0
     assert point in capsys.readouterr().out
     args = ["restore", "--region", DEST, "--instance", iid, "--az", DEST + "a", "--at", point]
     assert manager.main(args) == 0
     out = capsys.readouterr().out
     made = volumes(DEST, Restore_Instance=iid)
-    assert len(made) == 3 and "not read" in out
+    assert len(made) == 3 and "not read (EndpointConnectionError" in out
     for volume in made.values():
         tags = tags_of(volume)
         assert volume["Size"] == sizes[tags["Restore_SourceVolume"]]
@@ -378,3 +382,62 @@ def test_an_instance_that_no_longer_exists_still_has_its_points(capsys):
     assert manager.main(args) == 0
     made = volumes(Restore_Instance=iid)
     assert len(made) == 3 and {v["AvailabilityZone"] for v in made.values()} == {REGION + "c"}
+
+
+VAULT = "222233334444"
+
+
+def vault_key():
+    """A customer managed key of the vault in DEST (a copy under the vault's AWS managed
+    key cannot be shared back: docs/restore.md, From the vault)."""
+    arn = f"arn:aws:iam::{VAULT}:role/ebs-snapshot-vault-writer"
+    creds = boto3.client("sts").assume_role(RoleArn=arn, RoleSessionName="test")["Credentials"]
+    kms = boto3.client(
+        "kms",
+        region_name=DEST,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    return kms.create_key()["KeyMetadata"]["Arn"]
+
+
+def test_restore_from_the_vault_while_the_source_region_is_unreachable(api, monkeypatch, capsys):
+    """The vault's copies in DEST, shared back through its restorer role (moto's STS hands
+    out the vault's credentials; testkit/moto_gaps.py lets CreateVolume use a snapshot
+    another account shared, and DescribeKey read another account's key)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    monkeypatch.setenv(creator.VAULT_ACCOUNTS_ENV, VAULT)
+    monkeypatch.setenv(copier.VAULT_KEY_ENV, vault_key())  # shareable: not aws/ebs
+    tags = {"Vault_Account": VAULT, "Vault_Region": DEST, "Consistency": "volume"}
+    iid, devices = fleet(tags, days=1)
+    assert copier.main([]) == 0
+    sizes = {vid: v["Size"] for vid, v in volumes().items()}
+    vault = ec2_backends[VAULT][DEST].snapshots
+    assert len(vault) == 3
+    api.network(unreachable, when=lambda params, region: region == REGION)
+    vault_args = ["--region", DEST, "--instance", iid, "--vault-account", VAULT]
+    assert manager.main(["restore-points", *vault_args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  rp-") == 1 and f"the vault {VAULT}" in out
+    args = ["restore", *vault_args, "--az", DEST + "a", "--at", LATER]
+    assert manager.main(args) == 0
+    made = volumes(DEST, Restore_Instance=iid)
+    assert len(made) == 3 and "not read (EndpointConnectionError" in capsys.readouterr().out
+    for volume in made.values():
+        tags = tags_of(volume)
+        copy = vault[tags["Restore_Snapshot"]]
+        assert volume["SnapshotId"] == copy.id and tags["Restore_Device"] in devices
+        assert volume["Size"] == sizes[tags["Restore_SourceVolume"]]
+        assert volume["Encrypted"] and volume["KmsKeyId"] == copy.kms_key_id
+        assert f":{VAULT}:key/" in copy.kms_key_id and volume["AvailabilityZone"] == DEST + "a"
+        assert copy.create_volume_permission_userids == {DEFAULT_ACCOUNT_ID}
+        assert not copy.create_volume_permission_groups
+    api.calls.clear()
+    assert manager.main(args) == 0  # again: nothing shared twice, nothing new
+    assert "shared with" in capsys.readouterr().out
+    done = {op for _, op, _ in api.calls}
+    assert not done & {"ModifySnapshotAttribute", "CreateVolume"}
+    assert len(volumes(DEST, Restore_Instance=iid)) == 3

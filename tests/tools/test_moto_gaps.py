@@ -431,3 +431,43 @@ def test_only_a_key_moto_does_not_know_counts_as_not_aws_managed(monkeypatch):
     monkeypatch.setattr(type(kms), "describe_key", broken)
     with pytest.raises(RuntimeError):
         moto_gaps._aws_managed(backend, made_up)
+
+
+def other_client(service, region=REGION):
+    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/other"
+    creds = boto3.client("sts", region_name=region).assume_role(
+        RoleArn=role, RoleSessionName="test"
+    )["Credentials"]
+    return boto3.client(
+        service,
+        region_name=region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def test_create_volume_from_another_accounts_snapshot_only_once_it_is_shared():
+    other = other_client("ec2")
+    key = other_client("kms").create_key()["KeyMetadata"]["Arn"]
+    volume = other.create_volume(
+        AvailabilityZone=REGION + "a", Size=7, Encrypted=True, KmsKeyId=key
+    )["VolumeId"]
+    theirs = other.create_snapshot(VolumeId=volume)["SnapshotId"]
+    zone = REGION + "b"
+    code = code_of(ec2().create_volume, AvailabilityZone=zone, SnapshotId=theirs)
+    assert code == "InvalidSnapshot.NotFound"  # not shared: as if it did not exist
+    other.modify_snapshot_attribute(
+        SnapshotId=theirs,
+        Attribute="createVolumePermission",
+        OperationType="add",
+        UserIds=[DEFAULT_ACCOUNT_ID],
+    )
+    made = ec2().create_volume(AvailabilityZone=zone, SnapshotId=theirs)
+    assert made["SnapshotId"] == theirs and made["Size"] == 7 and made["Encrypted"]
+    assert theirs not in ec2_backends[DEFAULT_ACCOUNT_ID][REGION].snapshots
+    # the other account's key, by its ARN (no key policy is evaluated); an unknown one is not
+    kms = boto3.client("kms", region_name=REGION)
+    assert kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"] == key
+    unknown = key.rsplit("/", 1)[0] + "/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert code_of(kms.describe_key, KeyId=unknown) == "NotFoundException"

@@ -7,10 +7,17 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
-from ebs_snapshots.common.aws import FIRST_CONTACT, Unreachable, describe_error, make_client
+from ebs_snapshots.common.aws import (
+    FIRST_CONTACT,
+    Unreachable,
+    caller_account,
+    describe_error,
+    make_client,
+)
 from ebs_snapshots.common.cli import SETUP_ERRORS, check_setup, region_name
 from ebs_snapshots.common.events import resolve_region
 from ebs_snapshots.common.tags import TAG_BACKUP, TAG_NAME, tag_map
+from ebs_snapshots.common.vault_access import vault_client
 from ebs_snapshots.manager.archive import TAG_RESTORE
 from ebs_snapshots.manager.restore_in_place import (
     check_instance,
@@ -46,6 +53,7 @@ from ebs_snapshots.manager.restore_volumes import (
     volume_in_use,
     volume_spec,
 )
+from ebs_snapshots.manager.vault_restore import VAULT_RESTORER, share_back, vault_points
 
 RESTORE_COMMANDS = ("restore-points", "restore")
 PROG = "ebs_snapshot_manager.py"
@@ -66,6 +74,8 @@ def restore_parser():
     for sub in (points, restore):
         sub.add_argument("--instance", required=True, help="the instance id (i-...)")
         sub.add_argument("--region", help="where to read (a Copy_Dest region: its copies)")
+        sub.add_argument("--vault-account", help="read the vault's copies of this account's")
+        sub.add_argument("--vault-role", default=VAULT_RESTORER, help="the vault's role")
     restore.add_argument("--at", help="a point id (rp-...) or a time: the newest point before")
     restore.add_argument("--az", help="the zone of the new volumes (default: the instance's)")
     restore.add_argument("--in-place", action="store_true", help="swap them onto the instance")
@@ -105,7 +115,10 @@ def restore_main(argv):
     FIRST_CONTACT.arm(True)
     try:
         ec2 = make_client("ec2", resolve_region())
-        return list_points(ec2, args) if args.command == "restore-points" else restore(ec2, args)
+        vault = open_vault(args, ec2.meta.region_name)
+        if args.command == "restore-points":
+            return list_points(ec2, args, vault)
+        return restore(ec2, args, vault)
     except (RestoreError, ValueError, Unreachable) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
     except Exception as exc:  # never a traceback: one line, naming what failed
@@ -118,18 +131,35 @@ def restore_main(argv):
     return 1
 
 
-def list_points(ec2, args):
-    points, instance, volumes = read_points(ec2, args.instance)
+def open_vault(args, region):
+    """(the vault's EC2 client through its restorer role, this account's id), or None."""
+    if not args.vault_account:
+        return None
+    if getattr(args, "in_place", False):
+        raise RestoreError("--vault-account restores side by side only: no --in-place")
+    account = caller_account(region)
+    return vault_client(args.vault_account, region, role=args.vault_role), account
+
+
+def points_of(ec2, args, vault):
+    if vault is None:
+        return read_points(ec2, args.instance)
+    return vault_points(ec2, vault[0], args.instance, vault[1])
+
+
+def list_points(ec2, args, vault=None):
+    points, instance, volumes = points_of(ec2, args, vault)
     region = ec2.meta.region_name
     name = tag_map(instance or {}).get(TAG_NAME)
-    print(f"Restore points of {args.instance}{f' ({name})' if name else ''} in {region}:")
+    where = f"the vault {args.vault_account}, " if vault else ""
+    print(f"Restore points of {args.instance}{f' ({name})' if name else ''} in {where}{region}:")
     if not points:
         print("  none: no automated snapshot here names this instance")
     clients = {}
     client_of = lambda r: clients.setdefault(r, make_client("ec2", r))  # noqa: E731
     for point in points:
         print(point_header(point))
-        locks, copies = point_details(ec2, point, client_of)
+        locks, copies = point_details(vault[0] if vault else ec2, point, client_of)
         for _, entry in sorted(point["devices"].items()):
             print("\n".join(entry_lines(entry, locks, copies)))
         for note in point_notes(point, instance, volumes):
@@ -154,13 +184,15 @@ def point_notes(point, instance, volumes):
     return notes
 
 
-def restore(ec2, args):
+def restore(ec2, args, vault=None):
     if args.undo:
         return undo(ec2, args)
-    points, instance, volumes = read_points(ec2, args.instance)
+    points, instance, volumes = points_of(ec2, args, vault)
     point = choose_point(points, args.at)
     notes = point_notes(point, instance, volumes)
     if args.start_archive_restore is not None:
+        if vault:
+            raise RestoreError("--start-archive-restore: the vault's copies are not archived")
         return start_archive_restore(ec2, point, args.start_archive_restore, args.dry_run)
     devices = sorted(point["devices"])
     check_point(point, devices, args.partial)
@@ -175,9 +207,12 @@ def restore(ec2, args):
     specs = plan_volumes(ec2, args, point, volumes, zone, notes)
     print_plan(args, point, specs, notes)
     if args.dry_run:
-        return dry_run(ec2, args, instance, specs)
+        return dry_run(ec2, args, instance, specs, vault)
     if args.in_place and not confirmed(args):
         raise RestoreError("not confirmed: nothing was done")
+    if vault:
+        print(f"Shared back from the vault {args.vault_account}:")
+        share_back(vault[0], [s["SnapshotId"] for s in specs.values()], vault[1], print)
     made = make_volumes(ec2, args, point, specs, instance)
     if not args.in_place:
         print_attach_lines(made, args.instance)
@@ -261,9 +296,12 @@ def confirmed(args):
         return False
 
 
-def dry_run(ec2, args, instance, specs):
+def dry_run(ec2, args, instance, specs, vault=None):
     """Ask AWS (DryRun) whether each call the restore would make is permitted."""
     checks = [(f"ec2:CreateVolume {d}", ec2.create_volume, spec) for d, spec in specs.items()]
+    if vault:  # a vault copy is visible here only once shared, which a dry run does not do
+        checks = []
+        print("  not asked: sharing the vault copies and ec2:CreateVolume from them")
     if args.in_place:
         iid = args.instance
         checks.append(("ec2:StopInstances", ec2.stop_instances, {"InstanceIds": [iid]}))
