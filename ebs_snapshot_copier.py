@@ -1709,7 +1709,7 @@ FULL_SWEEP_HOUR, FULL_SWEEP_MINUTES = 0, 15
 MAX_LOOKUP = 1000
 # The creator's run (EventId) and how it was taken (Consistency), carried onto copies so that
 # a copy region's restore points group as the source's do (manager/restore_points.py).
-RUN_TAGS = ("EventId", "Consistency")
+RUN_TAGS = ("EventId", "Consistency", "Backup_Slot")
 CARRIED = "copies_started"  # in a handed-over event: the copies started before it, by region
 
 

@@ -3003,7 +3003,7 @@ def record_drill(ec2, target, volume_id, summary, now, reason, seconds=None):
 # taken (Consistency), and a Description naming the instance, and the volume and device
 # ("Name (i-...) - vol-... (/dev/...) - region") or, for a multi-volume set, "all volumes
 # (mode)". Newer snapshots may also carry InstanceId and Device: read when present.
-TAG_RUN, TAG_HOW = "EventId", "Consistency"
+TAG_RUN, TAG_HOW, TAG_SLOT = "EventId", "Consistency", "Backup_Slot"
 TAG_SNAP_INSTANCE, TAG_SNAP_DEVICE = "InstanceId", "Device"
 # On a restored volume, and on a volume an in-place restore took off: instance and device.
 TAG_RESTORE_INSTANCE, TAG_RESTORE_DEVICE = "Restore_Instance", "Restore_Device"
@@ -3032,8 +3032,11 @@ def parse_description(text):
 
 
 def point_key(snapshot, tags):
-    """The run a snapshot belongs to: its EventId; a copy carries none, so its primary's day
-    (the DeleteOn and tier it inherits); else the minute it started."""
+    """The moment a snapshot belongs to: its slot (Backup_Slot: a slot caught up by a later
+    run is still one point), else its run (EventId); a copy made before copies carried
+    them, its primary's day (the DeleteOn and tier it inherits); else its start minute."""
+    if tags.get(TAG_SLOT):
+        return "slot:" + tags[TAG_SLOT]
     if tags.get(TAG_RUN):
         return "run:" + tags[TAG_RUN]
     if TAG_SOURCE_SNAPSHOT in tags:

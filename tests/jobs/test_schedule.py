@@ -314,3 +314,17 @@ def test_a_run_on_demand_takes_every_instance_in_the_slot_it_falls_in():
     (tags,) = snapshots().values()
     assert tags["Backup_Slot"] == "2026-11-23T06:00Z"
     assert tags["DeleteOn"] == str(date(2026, 12, 1))  # 7 days of hours, rounded up
+
+
+def test_a_slot_caught_up_by_a_later_run_is_one_restore_point(api, capsys):
+    import ebs_snapshot_manager as manager
+
+    iid, volumes = launch({"Backup": "Yes", "Backup_Every": "4"}, devices=("/dev/sda1", "/dev/sdb"))
+    late = volumes["/dev/sdb"]
+    api.fail("CreateSnapshot", "IncorrectState", when=lambda p, r: p["VolumeId"] == late, times=1)
+    run_at(MONDAY + timedelta(hours=4))  # 06:00: /dev/sdb fails
+    run_at(MONDAY + timedelta(hours=5))  # 07:00: caught up, under another EventId
+    capsys.readouterr()
+    assert manager.main(["restore-points", "--instance", iid]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count(" rp-") == 1, shown
