@@ -2199,7 +2199,8 @@ def plans_of_region(ec2, ids, where, summary, instances=None):
             yield from work_of(todo, ebs_volumes(instance))
     yield from shared_work(held, summary, where.today)
     if in_slot:  # said once: a catch-up run finds most of its slots done
-        summary.skip(summary.region, f"{len(in_slot)} volumes already snapshotted in their slot")
+        volumes = f"{len(in_slot)} volume{'' if len(in_slot) == 1 else 's'}"
+        summary.skip(summary.region, f"{volumes} already snapshotted in their slot")
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
 
@@ -2845,7 +2846,7 @@ def create_items(ec2, ssm, items, invocation, summary, budget, now):
         hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
     elif not (schedule and schedule.scheduled) or summary.data["counts"].get("created"):
         lock_sweep(ec2, summary, budget, utc_today(now))  # not in an hour that made nothing
-    if schedule and schedule.scheduled:
+    if schedule and schedule.scheduled and not summary.dry_run:  # a dry run made nothing
         slot_coverage(todo, schedule, summary)
 
 

@@ -170,7 +170,7 @@ def test_a_catch_up_hour_reads_only_its_slots_snapshots_and_makes_none(api):
     (read,) = api.ops("DescribeSnapshots")
     assert read["Filters"] == [{"Name": "tag:Backup_Slot", "Values": ["2026-11-23T02:00Z"]}]
     assert "CreateSnapshot" not in api.names()
-    assert result["skipped"][-1]["reason"] == "1 volumes already snapshotted in their slot"
+    assert result["skipped"][-1]["reason"] == "1 volume already snapshotted in their slot"
     assert len(snapshots()) == 1
 
 
@@ -276,6 +276,10 @@ def test_a_sub_daily_volume_without_its_slots_snapshot_is_unprotected_when_no_ru
     api.faults.clear()
     fine = run_at(MONDAY + timedelta(hours=7))
     assert fine["counts"]["unprotected"] == 0  # the metric says 0 too
+    dry = {**event(MONDAY + timedelta(hours=8)), "dry_run": True}  # makes nothing: no report
+    with clock(MONDAY + timedelta(hours=8, minutes=1)):
+        result = creator.run(dry, None, now=MONDAY + timedelta(hours=8, minutes=1))
+    assert result["counts"]["would_create"] == 2 and "unprotected" not in result["counts"]
 
 
 def test_a_fleet_that_asks_more_than_ec2_allows_is_warned_of_before_snapshots_fail(

@@ -112,7 +112,7 @@ def create_items(ec2, ssm, items, invocation, summary, budget, now):
         hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
     elif not (schedule and schedule.scheduled) or summary.data["counts"].get("created"):
         lock_sweep(ec2, summary, budget, utc_today(now))  # not in an hour that made nothing
-    if schedule and schedule.scheduled:
+    if schedule and schedule.scheduled and not summary.dry_run:  # a dry run made nothing
         slot_coverage(todo, schedule, summary)
 
 

@@ -388,7 +388,8 @@ def plans_of_region(ec2, ids, where, summary, instances=None):
             yield from work_of(todo, ebs_volumes(instance))
     yield from shared_work(held, summary, where.today)
     if in_slot:  # said once: a catch-up run finds most of its slots done
-        summary.skip(summary.region, f"{len(in_slot)} volumes already snapshotted in their slot")
+        volumes = f"{len(in_slot)} volume{'' if len(in_slot) == 1 else 's'}"
+        summary.skip(summary.region, f"{volumes} already snapshotted in their slot")
     for missing in sorted(set(ids or ()) - seen):
         summary.fail(missing, "instance not found in this region")
 
