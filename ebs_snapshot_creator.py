@@ -2846,7 +2846,8 @@ def create_items(ec2, ssm, items, invocation, summary, budget, now):
         hand_off(context, event, summary, started - stopped, left, {HANDOFF: point})
     elif not (schedule and schedule.scheduled) or summary.data["counts"].get("created"):
         lock_sweep(ec2, summary, budget, utc_today(now))  # not in an hour that made nothing
-    if schedule and schedule.scheduled and not summary.dry_run:  # a dry run made nothing
+    handed_over = left and not budget.closed()  # the next invocation judges its slots
+    if schedule and schedule.scheduled and not (summary.dry_run or handed_over):
         slot_coverage(todo, schedule, summary)
 
 

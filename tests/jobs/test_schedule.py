@@ -1,6 +1,7 @@
 """The creator's hourly schedule on moto: slots of Backup_Every hours, catch-up, retries,
 late events, the run's hour, copies and tiers between dailies, coverage, EC2's limits."""
 
+import json
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -332,3 +333,22 @@ def test_a_slot_caught_up_by_a_later_run_is_one_restore_point(api, capsys):
     assert manager.main(["restore-points", "--instance", iid]) == 0
     shown = capsys.readouterr().out
     assert shown.count(" rp-") == 1, shown
+
+
+def test_a_scheduled_run_that_hands_off_leaves_its_slots_to_the_next_invocation(api):
+    from test_faults import Context
+
+    volumes = [launch({"Backup": "Yes", "Backup_Every": "1"})[1]["/dev/sda1"] for _ in range(12)]
+    api.stub("Invoke", {"StatusCode": 202})
+    now = MONDAY + timedelta(minutes=1)
+    ctx = Context(api, "creator", start_ms=150_000, per_attempt_ms=10_000)
+    with clock(now):
+        first = creator.run(event(MONDAY), ctx, now=now)
+    assert first["counts"].get("handed_off") == 1, first["counts"]
+    assert 0 < first["counts"]["created"] < 12
+    assert "unprotected" not in first  # the slot is not over: the next invocation goes on
+    (invoke,) = api.ops("Invoke")
+    with clock(now):
+        second = creator.run(json.loads(invoke["Payload"]), Context(api, "creator"), now=now)
+    assert second["counts"]["unprotected"] == 0
+    assert [sum(slots_of(v).values()) for v in volumes] == [1] * 12
