@@ -105,7 +105,16 @@ def pytest_configure(config):
 
 # The slowest test files first: pytest-xdist hands out whole files (make test: --dist
 # loadfile) in collection order, and a slow file handed out last would run alone at the end.
-SLOW_FIRST = ("test_bench", "test_demo", "test_fuzz", "test_vault", "test_faults", "test_creator")
+SLOW_FIRST = (
+    "test_bench",
+    "test_demo",
+    "test_schedule",
+    "test_restore",
+    "test_fuzz",
+    "test_vault",
+    "test_faults",
+    "test_creator",
+)
 
 
 def pytest_collection_modifyitems(items):
