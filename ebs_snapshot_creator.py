@@ -2324,10 +2324,8 @@ def instance_asks(instance, daily_hour):
     """(snapshot calls due at each hour of the day, snapshots kept once the retention
     fills) of one instance, or None when it is not backed up. Every EBS volume counts (a
     volume's own Backup=No is not listed here): an upper bound."""
-    tags = tag_map(instance)
-    if backup_enabled(tags) is not True:
-        return None
-    if instance.get("State", {}).get("Name") not in LIVE_STATES:
+    tags, state = tag_map(instance), instance.get("State", {}).get("Name")
+    if not_backed_up(instance.get("InstanceId"), tags, state):
         return None
     volumes = len(ebs_volumes(instance))
     every = every_of(instance)
@@ -2914,9 +2912,9 @@ def due_instances(ec2, ids, schedule, summary, budget):
 
 
 def not_backed_up_now(instance):
-    tags = tag_map(instance)
+    """Whether plan.not_backed_up has a reason to skip the instance."""
     state = instance.get("State", {}).get("Name")
-    return backup_enabled(tags) is not True or state in SKIPPED_STATES
+    return bool(not_backed_up(instance.get("InstanceId"), tag_map(instance), state))
 
 
 def work_key(item):

@@ -185,3 +185,17 @@ def combined(*decisions):
     if "denied" in decisions:
         return "denied"
     return "allowed" if all(d == "allowed" for d in decisions) else "not allowed"
+
+
+def findings_above_low(text):
+    """parliament's findings on a policy document, as (severity, issue, detail), above LOW."""
+    from parliament import analyze_policy_string, enhance_finding
+
+    policy = analyze_policy_string(text)
+    for finding in policy.findings:
+        enhance_finding(finding)
+    return [
+        (f.severity, f.issue, f.detail)
+        for f in policy.findings
+        if f.severity not in ("LOW", "INFO")
+    ]

@@ -147,6 +147,20 @@ def ec2(region=REGION):
     return boto3.client("ec2", region_name=region)
 
 
+def client_as(role_arn, service="ec2", region=REGION):
+    """A client of another account, through one of its roles (moto makes the credentials
+    STS gives that account's)."""
+    sts = boto3.client("sts", region_name=region)
+    creds = sts.assume_role(RoleArn=role_arn, RoleSessionName="test")["Credentials"]
+    return boto3.client(
+        service,
+        region_name=region,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
 def tag_list(tags):
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 

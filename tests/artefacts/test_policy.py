@@ -8,7 +8,6 @@ from pathlib import Path
 import botocore.session
 import pytest
 from botocore import xform_name
-from parliament import analyze_policy_string, enhance_finding
 
 import ebs_snapshot_creator as creator
 import ebs_snapshot_manager as manager
@@ -87,14 +86,7 @@ def test_the_deploy_page_says_why_of_each_statement():
 
 
 def test_parliament_finds_nothing_above_low():
-    policy = analyze_policy_string(TEXT)
-    for finding in policy.findings:
-        enhance_finding(finding)
-    above_low = [
-        (f.severity, f.issue, f.detail)
-        for f in policy.findings
-        if f.severity not in ("LOW", "INFO")
-    ]
+    above_low = iam_eval.findings_above_low(TEXT)
     assert above_low == []
 
 

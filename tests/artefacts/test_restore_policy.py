@@ -8,7 +8,6 @@ from pathlib import Path
 import botocore.session
 import pytest
 from botocore import xform_name
-from parliament import analyze_policy_string, enhance_finding
 
 from testkit import iam_eval
 
@@ -63,10 +62,7 @@ def granted():
 
 
 def test_parliament_finds_nothing_above_low():
-    policy = analyze_policy_string(TEXT)
-    for finding in policy.findings:
-        enhance_finding(finding)
-    assert [f.issue for f in policy.findings if f.severity not in ("LOW", "INFO")] == []
+    assert iam_eval.findings_above_low(TEXT) == []
 
 
 def test_it_grants_exactly_the_calls_the_restore_code_makes():

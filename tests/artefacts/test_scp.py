@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml
-from parliament import analyze_policy_string, enhance_finding
 
 import ebs_snapshot_manager as manager
 from testkit import iam_eval
@@ -77,10 +76,7 @@ def test_it_is_an_scp_parliament_finds_nothing_above_low_and_it_fits():
     # it only refuses: an SCP grants nothing, the default FullAWSAccess does the allowing
     assert {s["Effect"] for s in SCP["Statement"]} == {"Deny"}
     assert len(TEXT) <= 5120  # AWS Organizations quotas: an SCP's maximum size, characters
-    policy = analyze_policy_string(TEXT)
-    for finding in policy.findings:
-        enhance_finding(finding)
-    assert [f.issue for f in policy.findings if f.severity not in ("LOW", "INFO")] == []
+    assert iam_eval.findings_above_low(TEXT) == []
 
 
 def test_it_exempts_exactly_the_path_the_templates_role_has():

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml
-from parliament import analyze_policy_string, enhance_finding
 from test_template import VAULT_ACCOUNTS_PLACEHOLDER, problems, resolve
 
 import ebs_snapshot_copier as copier
@@ -74,10 +73,7 @@ def test_the_template_role_is_vault_writer_policy_json_and_lints_clean():
 
 
 def test_parliament_finds_nothing_above_low_in_the_writer_policy():
-    policy = analyze_policy_string(WRITER_TEXT)
-    for finding in policy.findings:
-        enhance_finding(finding)
-    assert [f.issue for f in policy.findings if f.severity not in ("LOW", "INFO")] == []
+    assert iam_eval.findings_above_low(WRITER_TEXT) == []
 
 
 def test_a_vault_copy_is_allowed_only_automated_with_a_delete_on_and_the_vault_tags():

@@ -13,7 +13,16 @@ from collections import Counter
 
 import boto3
 import pytest
-from conftest import DEST, NOW, REGION, launch, make_snapshot, snapshot_details, snapshots
+from conftest import (
+    DEST,
+    NOW,
+    REGION,
+    client_as,
+    launch,
+    make_snapshot,
+    snapshot_details,
+    snapshots,
+)
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
@@ -88,17 +97,7 @@ def test_staging_and_vault_copies_whose_answers_were_lost_are_found(api, monkeyp
     for _ in range(2):
         copier.run({}, None, region=REGION, now=NOW)
     assert len([s for s in snapshots() if s != primary]) == 1  # one staging copy
-    sts = boto3.client("sts", region_name=REGION)
-    creds = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{VAULT}:role/ebs-snapshot-vault-writer", RoleSessionName="test"
-    )["Credentials"]
-    vault = boto3.client(
-        "ec2",
-        region_name=REGION,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    vault = client_as(f"arn:aws:iam::{VAULT}:role/ebs-snapshot-vault-writer")
     assert len(vault.describe_snapshots(OwnerIds=["self"])["Snapshots"]) == 1
     assert len(api.ops("CopySnapshot")) == 2  # neither sent twice
 

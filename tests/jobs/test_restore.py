@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from conftest import AMI, DEST, NOW, REGION, clock, ec2, moto_snapshot
+from conftest import AMI, DEST, NOW, REGION, client_as, clock, ec2, moto_snapshot
 
 import ebs_snapshot_copier as copier
 import ebs_snapshot_creator as creator
@@ -390,15 +390,7 @@ VAULT = "222233334444"
 def vault_key():
     """A customer managed key of the vault in DEST (a copy under the vault's AWS managed
     key cannot be shared back: docs/restore.md, From the vault)."""
-    arn = f"arn:aws:iam::{VAULT}:role/ebs-snapshot-vault-writer"
-    creds = boto3.client("sts").assume_role(RoleArn=arn, RoleSessionName="test")["Credentials"]
-    kms = boto3.client(
-        "kms",
-        region_name=DEST,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    kms = client_as(f"arn:aws:iam::{VAULT}:role/ebs-snapshot-vault-writer", "kms", DEST)
     return kms.create_key()["KeyMetadata"]["Arn"]
 
 

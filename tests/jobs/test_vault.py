@@ -17,6 +17,7 @@ from conftest import (
     DEST,
     NOW,
     REGION,
+    client_as,
     clock,
     launch,
     make_snapshot,
@@ -46,16 +47,7 @@ def vault_allowed(monkeypatch):
 
 def vault_ec2(region=REGION, account=VAULT):
     """An EC2 client of ``account``, through the writer role, as the copier gets one."""
-    sts = boto3.client("sts", region_name=region)
-    arn = f"arn:aws:iam::{account}:role/ebs-snapshot-vault-writer"
-    creds = sts.assume_role(RoleArn=arn, RoleSessionName="test")["Credentials"]
-    return boto3.client(
-        "ec2",
-        region_name=region,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    return client_as(f"arn:aws:iam::{account}:role/ebs-snapshot-vault-writer", "ec2", region)
 
 
 def vault_snapshots(region=REGION, account=VAULT):

@@ -10,7 +10,16 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ParamValidationError
-from conftest import DEST, REGION, clock, ec2, make_snapshot, set_snapshot_state, snapshots
+from conftest import (
+    DEST,
+    REGION,
+    client_as,
+    clock,
+    ec2,
+    make_snapshot,
+    set_snapshot_state,
+    snapshots,
+)
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
@@ -362,17 +371,7 @@ def test_locks_are_per_region():
 
 def test_locks_are_per_account():
     sid = snapshot_at(T0)
-    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/other"
-    creds = boto3.client("sts", region_name=REGION).assume_role(
-        RoleArn=role, RoleSessionName="test"
-    )["Credentials"]
-    other = boto3.client(
-        "ec2",
-        region_name=REGION,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    other = other_client("ec2")
     with clock(T0):
         volume = other.create_volume(AvailabilityZone=REGION + "a", Size=1)["VolumeId"]
         theirs = other.create_snapshot(VolumeId=volume)["SnapshotId"]
@@ -434,17 +433,7 @@ def test_only_a_key_moto_does_not_know_counts_as_not_aws_managed(monkeypatch):
 
 
 def other_client(service, region=REGION):
-    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/other"
-    creds = boto3.client("sts", region_name=region).assume_role(
-        RoleArn=role, RoleSessionName="test"
-    )["Credentials"]
-    return boto3.client(
-        service,
-        region_name=region,
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-    )
+    return client_as(f"arn:aws:iam::{OTHER_ACCOUNT}:role/other", service, region)
 
 
 def test_create_volume_from_another_accounts_snapshot_only_once_it_is_shared():

@@ -13,11 +13,11 @@ from ebs_snapshots.common.cli import cli, cli_parser
 from ebs_snapshots.common.events import scheduled_time, utc_today
 from ebs_snapshots.common.keys import own_account
 from ebs_snapshots.common.runtime import Pacer, hand_off, in_parallel, run_job
-from ebs_snapshots.common.tags import backup_enabled, tag_map
+from ebs_snapshots.common.tags import tag_map
 from ebs_snapshots.creator import JOB
 from ebs_snapshots.creator.consistency import built_once, take
 from ebs_snapshots.creator.limits import check_fleet, snapshot_quota
-from ebs_snapshots.creator.plan import SKIPPED_STATES, Where, list_instances, plans_of_region
+from ebs_snapshots.creator.plan import Where, list_instances, not_backed_up, plans_of_region
 from ebs_snapshots.creator.schedule import (
     DAILY,
     DAILY_HOUR_ENV,
@@ -180,9 +180,9 @@ def due_instances(ec2, ids, schedule, summary, budget):
 
 
 def not_backed_up_now(instance):
-    tags = tag_map(instance)
+    """Whether plan.not_backed_up has a reason to skip the instance."""
     state = instance.get("State", {}).get("Name")
-    return backup_enabled(tags) is not True or state in SKIPPED_STATES
+    return bool(not_backed_up(instance.get("InstanceId"), tag_map(instance), state))
 
 
 def work_key(item):

@@ -10,15 +10,13 @@ from ebs_snapshots.common.aws import describe_error
 from ebs_snapshots.common.reporting import log
 from ebs_snapshots.common.runtime import BUCKETS, PACE_SHARE
 from ebs_snapshots.common.tags import (
-    LIVE_STATES,
     MAX_RETENTION_DAYS,
     TAG_RETENTION,
-    backup_enabled,
     count_or,
     parse_count,
     tag_map,
 )
-from ebs_snapshots.creator.plan import TAG_CONSISTENCY, ebs_volumes, parse_mode
+from ebs_snapshots.creator.plan import TAG_CONSISTENCY, ebs_volumes, not_backed_up, parse_mode
 from ebs_snapshots.creator.retention import TIERS, parse_retention
 from ebs_snapshots.creator.schedule import DAILY, TAG_RETENTION_HOURLY, every_of
 
@@ -37,10 +35,8 @@ def instance_asks(instance, daily_hour):
     """(snapshot calls due at each hour of the day, snapshots kept once the retention
     fills) of one instance, or None when it is not backed up. Every EBS volume counts (a
     volume's own Backup=No is not listed here): an upper bound."""
-    tags = tag_map(instance)
-    if backup_enabled(tags) is not True:
-        return None
-    if instance.get("State", {}).get("Name") not in LIVE_STATES:
+    tags, state = tag_map(instance), instance.get("State", {}).get("Name")
+    if not_backed_up(instance.get("InstanceId"), tags, state):
         return None
     volumes = len(ebs_volumes(instance))
     every = every_of(instance)
